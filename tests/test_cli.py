@@ -1,0 +1,161 @@
+"""The command line as a user runs it: a real subprocess, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from workbench.core import runs
+
+
+def workbench(*args, cwd=None, timeout=300):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "workbench", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, data_dir):
+    """One 2-epoch shapes run through the CLI, shared by the tests below."""
+    work = tmp_path_factory.mktemp("cli")
+    result = workbench(
+        "train", "--dataset", "shapes", "--arch", "basic_cnn", "--epochs", 2, "--device", "cpu",
+        "--data-dir", data_dir, "--runs-dir", work / "runs", "--batch-size", 64, cwd=work,
+    )
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (work / "runs").iterdir()
+    return work, run_dir, result
+
+
+def test_help_lists_commands_and_defaults():
+    result = workbench("--help")
+    assert result.returncode == 0
+    for word in ("train", "models", "export", "predict", "--optimizer", "default: shapes"):
+        assert word in result.stdout
+    train_help = workbench("train", "--help").stdout
+    assert "--resume" in train_help and "(default: 10)" in train_help
+
+
+def test_models_table_has_seed_counts():
+    result = workbench("models", "--dataset", "cifar10")
+    assert result.returncode == 0
+    for name, params in [("linear", "30,730"), ("basic_cnn", "62,958"), ("seed_resnet", "1,965,066")]:
+        line = next(l for l in result.stdout.splitlines() if f" {name} " in l)
+        assert params in line
+
+
+def test_train_writes_a_run_with_plain_epoch_lines(trained_run):
+    _, run_dir, result = trained_run
+    epoch_lines = [l for l in result.stdout.splitlines() if l.startswith("epoch ")]
+    assert len(epoch_lines) == 2  # stdout is not a TTY: one plain line per epoch
+    assert runs.read_status(run_dir)[0] == "finished"
+    best = max(r["test_acc"] for r in runs.epoch_records(runs.read_metrics(run_dir)))
+    assert best > 0.3
+
+
+def test_export_and_predict_agree_with_the_run(trained_run, tmp_path):
+    work, run_dir, _ = trained_run
+    result = workbench("export", run_dir, cwd=work)
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((run_dir / "export" / "model.json").read_text())
+    assert meta["arch"] == "basic_cnn" and len(meta["classes"]) == 10 and len(meta["preprocessing"]["mean"]) == 3
+
+    # Predict on images of the test split saved as PNG: the CLI must match the in-process model.
+    import torch
+
+    from workbench.core.data import load_dataset
+    from workbench.core.export import model_from_checkpoint
+    from workbench.core.inspect import normalize
+
+    model, _, info = model_from_checkpoint(run_dir)
+    config = runs.read_config(run_dir)
+    data = load_dataset("shapes", data_dir=config.resolved_data_dir())
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(data.test.images[i].permute(1, 2, 0).numpy()).save(path)
+        paths.append(path)
+    with torch.inference_mode():
+        probs = model(normalize(data.test.images[:3], info["mean"], info["std"])).softmax(1)
+    result = workbench("predict", run_dir / "export", *paths, "--top", 1)
+    assert result.returncode == 0, result.stderr
+    top_lines = [l.split() for l in result.stdout.splitlines() if l.startswith("  ")]
+    for row, words in enumerate(top_lines):
+        best = int(probs[row].argmax())
+        assert words[-1] == info["classes"][best]
+        assert float(words[0].rstrip("%")) == pytest.approx(100 * float(probs[row, best]), abs=0.01)
+
+
+def test_runs_lists_the_run(trained_run):
+    work, run_dir, _ = trained_run
+    result = workbench("runs", "--runs-dir", work / "runs")
+    assert run_dir.name[:15] in result.stdout and "finished" in result.stdout
+
+
+def test_mc_dropout_does_not_apply_without_dropout(trained_run, tmp_path):
+    work, run_dir, _ = trained_run
+    image = tmp_path / "x.png"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(image)
+    result = workbench("predict", run_dir / "export", image, "--mc-dropout", 5)
+    assert result.returncode == 2 and "does not apply" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "--arch", "nope"], "unknown architecture"),
+        (["train", "--dataset", "imagenet"], "--dataset"),
+        (["train", "--optimizer", "rmsprop"], "invalid choice"),
+        (["train", "--lr", "0"], "--lr"),
+        (["train", "--lr", "-0.1"], "--lr"),
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--batch-size", "-1"], "--batch-size"),
+        (["train", "--dataset", "/no/such/folder"], "does not exist"),
+        (["train", "--epochs", "x"], "invalid int"),
+        (["export", "/no/such/run"], "not a run folder"),
+        (["predict", "/no/such/export", "a.png"], "not an export folder"),
+        (["export", ".", "--format", "tflite"], None),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, words, tmp_path):
+    result = workbench(*args, "--runs-dir", tmp_path, cwd=tmp_path) if args[0] == "train" else workbench(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    if words:
+        assert words in lines[0]
+
+
+def test_folder_without_class_subfolders_is_bad_input(tmp_path):
+    (tmp_path / "flat").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "flat" / "a.png")
+    result = workbench("train", "--dataset", tmp_path / "flat", "--runs-dir", tmp_path / "runs",
+                       "--data-dir", tmp_path / "d", "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 2 and "class" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_config_file_and_flag_override(tmp_path, data_dir):
+    config = tmp_path / "run.toml"
+    config.write_text('dataset = "shapes"\narch = "linear"\nepochs = 1\nbatch-size = 256\ndevice = "cpu"\n')
+    result = workbench("train", "--config", config, "--arch", "mlp", "--data-dir", data_dir,
+                       "--runs-dir", tmp_path / "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    saved = runs.read_config(run_dir)
+    assert saved.arch == "mlp" and saved.batch_size == 256
+
+
+def test_unknown_toml_key_is_bad_input(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text("learning_rate = 0.1\n")
+    result = workbench("train", "--config", config, cwd=tmp_path)
+    assert result.returncode == 2 and "learning_rate" in result.stderr

@@ -1,0 +1,122 @@
+"""Tests for the model registry and architectures: counts, shapes, gradients and special layers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workbench.core import models
+from workbench.core.errors import WorkbenchError
+
+SEED_COUNTS = {
+    "linear": 30_730,
+    "mlp": 123_330,
+    "basic_cnn": 62_958,
+    "convbn": 39_650,
+    "deepbn": 462_570,
+    "seed_resnet": 1_965_066,
+}
+CHEAP = ["linear", "mlp", "basic_cnn", "lenet5", "convbn", "deepbn", "speedrun"]
+
+
+def _forward_backward(name: str, channels: int, classes: int, size: int) -> None:
+    torch.manual_seed(0)
+    model = models.create(name, channels, classes, size)
+    model.train()
+    logits = model(torch.randn(2, channels, size, size))
+    assert logits.shape == (2, classes)
+    assert logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+    F.cross_entropy(logits, torch.tensor([0, classes - 1])).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", list(SEED_COUNTS))
+def test_seed_parameter_counts_match_the_seed_documents(name):
+    assert models.count_parameters(models.create(name, 3, 10, 32)) == SEED_COUNTS[name]
+
+
+def test_every_family_is_registered_with_a_description():
+    others = {"lenet5", "vgg11_bn", "nin", "resnet18", "shake_shake", "speedrun"}
+    assert set(SEED_COUNTS) | others <= set(models.names())
+    assert all(spec.description and "\n" not in spec.description for spec in models.specs())
+
+
+def test_resnet_sizes_match_the_published_cifar_models():
+    assert models.count_parameters(models.create("resnet18")) == 11_173_962
+    assert 2.85e6 < models.count_parameters(models.create("shake_shake")) < 2.95e6
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_runs_on_grey_28px_images_with_7_classes(name):
+    _forward_backward(name, channels=1, classes=7, size=28)
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_runs_on_rgb_32px_images(name):
+    _forward_backward(name, channels=3, classes=10, size=32)
+
+
+@pytest.mark.parametrize("name", CHEAP)
+def test_runs_on_larger_images(name):
+    _forward_backward(name, channels=3, classes=5, size=96)
+
+
+def test_unknown_name_lists_the_choices():
+    with pytest.raises(WorkbenchError) as info:
+        models.create("no_such_net")
+    assert "no_such_net" in str(info.value)
+    assert all(name in str(info.value) for name in models.names())
+
+
+def test_dropout_is_reported_only_where_present():
+    assert models.has_dropout(models.create("vgg11_bn"))
+    assert models.has_dropout(models.create("nin"))
+    assert not models.has_dropout(models.create("convbn"))
+
+
+def test_speedrun_whitening_decorrelates_patches_and_freezes_the_layer():
+    torch.manual_seed(0)
+    model = models.create("speedrun", 3, 10, 32)
+    # Correlated channels, so whitening has something to undo.
+    base = torch.randn(64, 1, 32, 32)
+    mixed = 0.5 * base + 0.1 * torch.randn(64, 1, 32, 32)
+    images = torch.cat([base, mixed, torch.randn(64, 1, 32, 32)], dim=1)
+    model.init_whitening(images)
+
+    layer = model.whiten
+    assert not layer.weight.requires_grad
+    with torch.no_grad():
+        responses = layer(images)
+    half = layer.out_channels // 2
+    positive = responses[:, :half].transpose(0, 1).reshape(half, -1)
+    assert torch.allclose(positive.mean(1), torch.zeros(half), atol=1e-4)
+    covariance = torch.cov(positive)
+    off_diagonal = covariance - torch.diag(covariance.diagonal())
+    assert off_diagonal.abs().max() < 1e-3
+    # eps damps the weakest directions a little below unit variance: lambda / (lambda + eps).
+    assert ((covariance.diagonal() > 0.9) & (covariance.diagonal() < 1.0 + 1e-4)).all()
+    # The second half repeats the first with the opposite sign, so GELU keeps both.
+    assert torch.allclose(responses[:, half:], -responses[:, :half], atol=1e-5)
+
+
+def test_speedrun_whitening_works_for_one_channel():
+    torch.manual_seed(0)
+    model = models.create("speedrun", 1, 3, 28)
+    model.init_whitening(torch.randn(8, 1, 28, 28))
+    assert model.whiten.weight.shape == (8, 1, 2, 2)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 3)
+
+
+def test_shake_shake_is_deterministic_only_in_eval_mode():
+    torch.manual_seed(0)
+    model = models.create("shake_shake", 3, 10, 32)
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+    model.train()
+    with torch.no_grad():
+        assert not torch.allclose(model(x), model(x))

@@ -1,0 +1,31 @@
+"""Packaging promises: the README's two commands, CI running the second one verbatim."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def readme_commands():
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Fresh machine", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```\n(.+?)\n```", section)
+
+
+def test_readme_has_exactly_two_setup_commands():
+    commands = readme_commands()
+    assert len(commands) == 2
+    assert commands[0].startswith("pip install -e .") and commands[0].endswith("workbench")
+    assert "pytest" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci_lines = (REPO / ".ci" / "run").read_text().splitlines()
+    assert readme_commands()[1] in ci_lines
+
+
+def test_python_dash_m_works():
+    result = subprocess.run([sys.executable, "-m", "workbench", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "usage: workbench" in result.stdout

@@ -1,0 +1,4 @@
+"""The training core: data, models, engine, runs and export, without a UI.
+
+Nothing under workbench.core imports Textual; a test enforces it.
+"""

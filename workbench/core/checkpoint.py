@@ -1,0 +1,125 @@
+"""Checkpoints: atomic saves that survive a crash mid-write, and loads that never run code.
+
+A checkpoint is a plain dict (model, optimizer, scheduler, scaler, RNG states, epoch,
+step, config, metrics so far). Saving writes a temp file in the same folder, fsyncs it
+and renames it over the old one, keeping the previous `last` as `last.prev.pt`, so a
+kill at any instant leaves at least one complete checkpoint. Loading always uses
+`torch.load(weights_only=True)`: a pickle that tries to build anything but tensors and
+plain containers is refused before it can run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.core.errors import WorkbenchError
+
+LAST = "last.pt"
+PREVIOUS = "last.prev.pt"
+BEST = "best.pt"
+TEMP_SUFFIX = ".tmp"
+
+
+def save_atomic(state: dict[str, Any], path: Path) -> None:
+    """Write `state` to `path` so that readers see the old file or the new one, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_last(state: dict[str, Any], folder: Path) -> Path:
+    """Save as last.pt, keeping the one before as last.prev.pt for a fallback."""
+    last = folder / LAST
+    if last.exists():
+        os.replace(last, folder / PREVIOUS)
+    save_atomic(state, last)
+    return last
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def clean_temp_files(folder: Path) -> list[Path]:
+    """Remove temp files a killed save left behind; they are never loaded."""
+    removed = []
+    for leftover in folder.glob(f".*{TEMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with weights_only=True; any problem becomes a one-line WorkbenchError."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise WorkbenchError(f"checkpoint {path} does not exist") from None
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
+        raise WorkbenchError(
+            f"refusing to load {path}: it holds more than weights ({first_line[:160]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        raise WorkbenchError(f"checkpoint {path} is damaged or truncated ({_short(error)})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise WorkbenchError(f"{path} is not a workbench checkpoint")
+    return state
+
+
+def load_latest(folder: Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path, list[str]]:
+    """The newest loadable checkpoint of a run: last, then last.prev, then best.
+
+    Returns (state, path, problems) where problems describes checkpoints that were skipped.
+    """
+    problems: list[str] = []
+    for name in (LAST, PREVIOUS, BEST):
+        path = folder / name
+        if not path.exists():
+            continue
+        try:
+            return load_checkpoint(path, map_location), path, problems
+        except WorkbenchError as error:
+            if "refusing" in str(error):
+                raise
+            problems.append(str(error))
+    detail = f": {problems[-1]}" if problems else ""
+    raise WorkbenchError(f"no usable checkpoint in {folder}{detail}")
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:160]
+
+
+def all_finite(model: torch.nn.Module) -> bool:
+    """False when any weight or buffer is NaN or infinite (never checkpoint those)."""
+    tensors = list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]
+    if not tensors:
+        return True
+    flags = torch.stack([torch.isfinite(t).all() for t in tensors])
+    return bool(flags.all())

@@ -1,0 +1,244 @@
+"""RunConfig: every setting of a training run, its defaults, validation and TOML form.
+
+The CLI, the TUI form and resumed runs all build a RunConfig through `from_mapping`,
+so a bad value gets the same one-line message wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from workbench.core.errors import WorkbenchError
+
+DATASET_NAMES = ("shapes", "cifar10", "cifar100", "mnist", "fashion-mnist")
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+AUGMENTATIONS = ("crop", "flip", "rotate", "cutout")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+
+def default_data_dir() -> Path:
+    """Where named data sets are downloaded and decoded caches live."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("workbench")) / "data"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run's settings. Units are in the comments."""
+
+    dataset: str = "shapes"  # a name in DATASET_NAMES or a folder path
+    data_dir: str = ""  # "" = the user data dir (see default_data_dir)
+    arch: str = "basic_cnn"
+    epochs: int = 10
+    batch_size: int = 128  # images per optimizer step
+    optimizer: str = "adamw"
+    lr: float = 0.003  # peak learning rate
+    momentum: float = 0.9  # SGD momentum / Adam beta1
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0  # linear warm-up (onecycle always warms up for 25% of steps)
+    label_smoothing: float = 0.0
+    augment: tuple[str, ...] = ("crop", "flip")
+    image_size: int = 0  # pixels per side; 0 = the data set's native size (32 for folders)
+    precision: str = "fp32"
+    device: str = "auto"
+    seed: int = 0
+    runs_dir: str = "runs"
+    compile: bool = False  # torch.compile the model (slow warm-up, faster steps on GPU)
+    val_fraction: float = 0.1  # held-out share when a folder has no test/ or val/
+    preset: str = ""  # name of a preset this config came from, for the record
+
+    # ---- construction -------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
+        """Build a validated config from loose values (strings from a form or CLI are fine)."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise WorkbenchError(
+                f"unknown setting {unknown[0]!r}; known settings: {', '.join(known)}"
+            )
+        merged = dataclasses.asdict(base or cls())
+        for key, raw in values.items():
+            if raw is None:
+                continue
+            merged[key] = _coerce(key, raw, known[key].type)
+        config = cls(**merged)
+        config.validate()
+        return config
+
+    @classmethod
+    def from_toml(cls, path: Path, base: RunConfig | None = None) -> RunConfig:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise WorkbenchError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as error:
+            raise WorkbenchError(f"config file {path} is not valid TOML: {error}") from None
+        data = {key.replace("-", "_"): value for key, value in data.items()}
+        return cls.from_mapping(data, base)
+
+    def to_toml(self) -> str:
+        lines = []
+        for key, value in dataclasses.asdict(self).items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["augment"] = list(self.augment)
+        return data
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return RunConfig.from_mapping(changes, base=self)
+
+    # ---- validation ---------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Raise WorkbenchError naming the first bad setting and what is allowed."""
+        from workbench.core.models import names as model_names
+
+        if self.dataset not in DATASET_NAMES and not _looks_like_path(self.dataset):
+            raise WorkbenchError(
+                f"--dataset: {self.dataset!r} is neither a folder nor one of "
+                f"{', '.join(DATASET_NAMES)}"
+            )
+        if _looks_like_path(self.dataset) and self.dataset not in DATASET_NAMES:
+            folder = Path(self.dataset).expanduser()
+            if not folder.is_dir():
+                raise WorkbenchError(f"--dataset: folder {folder} does not exist")
+        if self.arch not in model_names():
+            raise WorkbenchError(
+                f"--arch: unknown architecture {self.arch!r}; choose one of "
+                f"{', '.join(model_names())}"
+            )
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("device", self.device, DEVICES)
+        for op in self.augment:
+            _choice("augment", op, AUGMENTATIONS + ("none",))
+        _positive("epochs", self.epochs)
+        _positive("batch_size", self.batch_size)
+        _positive("lr", self.lr)
+        _in_range("momentum", self.momentum, 0.0, 1.0, include_high=False)
+        _in_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        _in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, include_high=False)
+        _in_range("val_fraction", self.val_fraction, 0.0, 0.9, include_low=False)
+        _in_range("warmup_epochs", self.warmup_epochs, 0.0, float(self.epochs))
+        if self.image_size and not 8 <= self.image_size <= 512:
+            raise WorkbenchError(
+                f"--image-size: {self.image_size} is outside 8..512 (0 = the data set's own size)"
+            )
+        if self.seed < 0:
+            raise WorkbenchError(f"--seed: {self.seed} must be 0 or more")
+
+    @property
+    def is_folder_dataset(self) -> bool:
+        return self.dataset not in DATASET_NAMES
+
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _looks_like_path(text: str) -> bool:
+    return any(sep in text for sep in ("/", "\\", ".", "~")) or Path(text).expanduser().exists()
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise WorkbenchError(f"{_flag(key)}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise WorkbenchError(f"{_flag(key)}: {value} must be greater than 0")
+
+
+def _in_range(
+    key: str,
+    value: float,
+    low: float,
+    high: float,
+    include_low: bool = True,
+    include_high: bool = True,
+) -> None:
+    above = value >= low if include_low else value > low
+    below = value <= high if include_high else value < high
+    if not (above and below):
+        left = "[" if include_low else "("
+        right = "]" if include_high else ")"
+        raise WorkbenchError(f"{_flag(key)}: {value} is outside {left}{low}, {high}{right}")
+
+
+def _coerce(key: str, raw: Any, annotation: Any) -> Any:
+    """Turn a string or TOML value into the field's type, or say why it can't be."""
+    kind = str(annotation)
+    try:
+        if kind.startswith("tuple"):
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            items = [str(item).strip().lower() for item in items if str(item).strip()]
+            return () if items in ([], ["none"]) else tuple(dict.fromkeys(items))
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind == "int":
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError
+            if isinstance(raw, bool):
+                raise ValueError
+            return int(str(raw).strip()) if isinstance(raw, str) else int(raw)
+        if kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)
+        return str(raw).strip()
+    except (TypeError, ValueError):
+        expected = {"int": "a whole number", "float": "a number", "bool": "true or false"}
+        raise WorkbenchError(
+            f"{_flag(key)}: {raw!r} is not {expected.get(kind, 'valid')}"
+        ) from None
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DATASET_NAMES",
+    "DEVICES",
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "RunConfig",
+    "SCHEDULES",
+    "default_data_dir",
+]

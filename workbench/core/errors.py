@@ -1,0 +1,10 @@
+"""The one exception type for problems a user can fix, with a one-line message."""
+
+
+class WorkbenchError(Exception):
+    """A problem caused by input the user controls (a flag, a file, a folder).
+
+    Its message is one sentence that says what is wrong and what to do next. The CLI
+    prints it and exits with code 2; the TUI shows it on screen. Never raise it for
+    bugs: those should keep their traceback.
+    """

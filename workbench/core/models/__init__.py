@@ -1,0 +1,30 @@
+"""Image classifiers by name: a registry plus one module per family of architectures.
+
+Every model maps (N, C, H, W) float images to (N, num_classes) logits and works for
+1 or 3 channels, any class count and square image sizes from 28 to 96.
+"""
+
+from workbench.core.models.registry import (
+    ModelSpec,
+    count_parameters,
+    create,
+    get_spec,
+    has_dropout,
+    names,
+    register,
+    specs,
+)
+
+# Importing the families registers their architectures, in the order tables show them.
+from workbench.core.models import seed, classic, resnets, speedrun  # noqa: E402,F401
+
+__all__ = [
+    "ModelSpec",
+    "count_parameters",
+    "create",
+    "get_spec",
+    "has_dropout",
+    "names",
+    "register",
+    "specs",
+]

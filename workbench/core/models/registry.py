@@ -1,0 +1,65 @@
+"""The architecture registry: `@register` adds a factory, `create` builds a model by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch.nn as nn
+
+from workbench.core.errors import WorkbenchError
+
+Factory = Callable[[int, int, int], nn.Module]  # (in_channels, num_classes, image_size)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str  # one line, shown in tables and the TUI list
+    factory: Factory
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, description: str) -> Callable[[Factory], Factory]:
+    """Decorator: make `factory(in_channels, num_classes, image_size)` available by name."""
+
+    def add(factory: Factory) -> Factory:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = ModelSpec(name, description, factory)
+        return factory
+
+    return add
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def specs() -> list[ModelSpec]:
+    return list(_REGISTRY.values())
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise WorkbenchError(
+            f"unknown architecture {name!r}; choose one of {', '.join(_REGISTRY)}"
+        ) from None
+
+
+def create(name: str, in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> nn.Module:
+    """Build a fresh model that maps (N, in_channels, size, size) images to (N, num_classes) logits."""
+    return get_spec(name).factory(in_channels, num_classes, image_size)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def has_dropout(model: nn.Module) -> bool:
+    """True when the model has a dropout layer, so Monte-Carlo dropout means something."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())

@@ -1,0 +1,109 @@
+"""A fast network in the style of airbench94: patch-whitened stem, 3 conv groups, scaled logits."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from workbench.core.models.registry import register
+
+WIDTHS = (64, 256, 256)  # output channels of the three conv groups
+BN_DECAY = 0.6  # running statistics keep 60% of their old value each step
+LOGIT_SCALE = 1 / 9  # shrinks the initial logits, which keeps the first steps stable
+PATCH = 2  # the whitening layer sees 2x2 patches
+
+
+def _batch_norm(channels: int) -> nn.BatchNorm2d:
+    # The scale is frozen at 1: the following conv can learn any scale, and a fixed one
+    # lets a high learning rate act on the shift alone.
+    bn = nn.BatchNorm2d(channels, eps=1e-12, momentum=1 - BN_DECAY)
+    bn.weight.requires_grad_(False)
+    return bn
+
+
+def _conv3(cin: int, cout: int) -> nn.Conv2d:
+    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+    # Identity-like start: the first channels pass their input through, so the deep
+    # stack begins close to a shallow one and trains from the first step.
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[: min(cin, cout)])
+    return conv
+
+
+class ConvGroup(nn.Module):
+    """conv3 -> maxpool2 -> BN -> GELU -> conv3 -> BN -> GELU."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = _conv3(cin, cout)
+        self.norm1 = _batch_norm(cout)
+        self.conv2 = _conv3(cout, cout)
+        self.norm2 = _batch_norm(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))
+        return F.gelu(self.norm2(self.conv2(x)))
+
+
+class Speedrun(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        patch_dim = in_channels * PATCH * PATCH
+        # Each whitened direction appears with both signs, so the GELU after it loses nothing.
+        self.whiten = nn.Conv2d(in_channels, 2 * patch_dim, PATCH, padding=0, bias=True)
+        groups: list[nn.Module] = []
+        cin = 2 * patch_dim
+        for width in WIDTHS:
+            groups.append(ConvGroup(cin, width))
+            cin = width
+        self.groups = nn.Sequential(*groups)
+        self.head = nn.Linear(cin, num_classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.groups(F.gelu(self.whiten(x)))
+        x = F.adaptive_max_pool2d(x, 1).flatten(1)
+        return self.head(x) * LOGIT_SCALE
+
+    @torch.no_grad()
+    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4, chunk: int = 512) -> None:
+        """Set the first layer to whiten 2x2 patches of `images` (normalised N,C,H,W) and freeze it.
+
+        Filters are the patch covariance's eigenvectors divided by sqrt(eigenvalue + eps),
+        largest first, followed by their negatives; the bias removes the patch mean, so the
+        first half of the outputs has (close to) identity covariance on these images.
+        """
+        weight = self.whiten.weight
+        dim = weight.shape[1] * PATCH * PATCH
+        if images.ndim != 4 or images.shape[1] != weight.shape[1]:
+            raise ValueError(
+                f"expected images of shape (N, {weight.shape[1]}, H, W), got {tuple(images.shape)}"
+            )
+        # Accumulate in float64 over chunks: all patches of a data set would not fit in memory.
+        total = torch.zeros(dim, device=images.device, dtype=torch.float64)
+        outer = torch.zeros(dim, dim, device=images.device, dtype=torch.float64)
+        count = 0
+        for start in range(0, images.shape[0], chunk):
+            batch = images[start : start + chunk].to(torch.float64)
+            # (N, C*2*2, L) in the (channel, row, column) order a conv weight uses.
+            patches = F.unfold(batch, PATCH).transpose(1, 2).reshape(-1, dim)
+            total += patches.sum(0)
+            outer += patches.T @ patches
+            count += patches.shape[0]
+        mean = total / count
+        covariance = outer / count - torch.outer(mean, mean)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
+        filters = eigenvectors.T / torch.sqrt(eigenvalues.clamp(min=0) + eps)[:, None]
+        filters = torch.cat([filters, -filters])
+        weight.copy_(filters.reshape(weight.shape).to(weight.dtype))
+        self.whiten.bias.copy_((-(filters @ mean)).to(self.whiten.bias.dtype))
+        weight.requires_grad_(False)
+
+
+@register(
+    "speedrun",
+    "airbench94-style: 2x2 patch-whitening conv, 3 conv groups 64-256-256, max pool, logits x 1/9",
+)
+def speedrun(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    return Speedrun(in_channels, num_classes)

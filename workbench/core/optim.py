@@ -1,0 +1,67 @@
+"""Optimizers and learning-rate schedules built from a RunConfig."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from workbench.core.config import RunConfig
+
+
+def build_optimizer(model: nn.Module, config: RunConfig, device: torch.device) -> torch.optim.Optimizer:
+    """SGD, SGD+Nesterov, Adam or AdamW; no weight decay on biases and norm parameters."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim > 1 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    # Fused kernels do one launch per step for all parameters; only on CUDA.
+    extra = {"fused": True} if device.type == "cuda" else {}
+    if config.optimizer in ("sgd", "nesterov"):
+        return torch.optim.SGD(
+            groups,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.optimizer == "nesterov",
+            **extra,
+        )
+    optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return optimizer_class(groups, lr=config.lr, betas=(config.momentum, 0.999), **extra)
+
+
+def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int = 0) -> float:
+    """Multiplier of the peak lr at a given optimizer step (0-based).
+
+    A pure function of the step, so a resumed run with more epochs simply recomputes it.
+    """
+    total_steps = max(total_steps, 1)
+    if schedule == "onecycle":
+        warmup_steps = max(warmup_steps, round(0.25 * total_steps))
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":
+        return 0.1 ** (int(progress >= 0.5) + int(progress >= 0.75))
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "onecycle":
+        return max(1.0 - progress, 0.0) * (1 - 1e-3) + 1e-3  # linear down, never exactly 0
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: RunConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(config.schedule, step, total, warmup)
+    )

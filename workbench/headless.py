@@ -1,0 +1,156 @@
+"""`workbench train` without the app: a rich progress bar on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from workbench.core.config import RunConfig
+from workbench.core.control import TrainControl
+from workbench.core.engine import fit
+from workbench.core.events import (
+    CheckpointSaved,
+    EpochMetrics,
+    Event,
+    Failed,
+    Finished,
+    ImagesSaved,
+    Notice,
+    RunStarted,
+    StepMetrics,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
+
+
+class HeadlessReporter:
+    """Turns engine events into terminal output; remembers how the run ended."""
+
+    def __init__(self, console: Console, interactive: bool) -> None:
+        self.console = console
+        self.interactive = interactive
+        self.progress: Progress | None = None
+        self.task = None
+        self.exit_code = EXIT_FAILED
+        self.run_dir: Path | None = None
+        self.steps_per_epoch = 1
+
+    def __call__(self, event: Event) -> None:
+        handler = getattr(self, "on_" + type(event).__name__, None)
+        if handler is not None:
+            handler(event)
+
+    def on_RunStarted(self, event: RunStarted) -> None:
+        self.run_dir = event.run_dir
+        self.steps_per_epoch = event.steps_per_epoch
+        resumed = f", resuming after epoch {event.start_epoch}" if event.start_epoch else ""
+        self.console.print(
+            f"run {event.run_dir} | {event.arch} ({event.params:,} params) on {event.device_name}"
+            f" | {event.train_size:,} train / {event.test_size:,} test images{resumed}",
+            highlight=False,
+        )
+        if self.interactive:
+            self.progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("loss {task.fields[loss]} acc {task.fields[acc]} | {task.fields[speed]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            total = event.epochs * event.steps_per_epoch
+            self.task = self.progress.add_task(
+                "train", total=total, completed=event.start_epoch * event.steps_per_epoch,
+                epoch=event.start_epoch + 1, epochs=event.epochs, loss="-", acc="-", speed="-",
+            )
+            self.progress.start()
+
+    def on_StepMetrics(self, event: StepMetrics) -> None:
+        if self.progress is not None:
+            self.progress.update(
+                self.task,
+                completed=(event.epoch - 1) * event.steps_per_epoch + event.step,
+                epoch=event.epoch,
+                loss=f"{event.loss:.3f}",
+                acc=f"{event.acc:.1%}",
+                speed=f"{event.images_per_s:,.0f} img/s",
+            )
+
+    def on_EpochMetrics(self, event: EpochMetrics) -> None:
+        line = (
+            f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} "
+            f"acc {event.train_acc:.2%}  test loss {event.test_loss:.4f} acc {event.test_acc:.2%}"
+            f"  best {event.best_acc:.2%}  {event.images_per_s:,.0f} img/s  {event.epoch_s:.1f} s"
+        )
+        self._print(line)
+        if self.progress is not None:
+            self.progress.update(self.task, completed=event.epoch * self.steps_per_epoch)
+
+    def on_Notice(self, event: Notice) -> None:
+        prefix = "warning: " if event.level == "warning" else ""
+        self._print(prefix + event.message)
+
+    def on_CheckpointSaved(self, event: CheckpointSaved) -> None:
+        pass  # one line per epoch is enough; the run folder has them all
+
+    def on_ImagesSaved(self, event: ImagesSaved) -> None:
+        if event.paths:
+            self._print(f"images: {len(event.paths)} files in {event.paths[0].parent}")
+
+    def on_Finished(self, event: Finished) -> None:
+        self._stop_progress()
+        self.exit_code = EXIT_OK if event.status == "finished" else EXIT_STOPPED
+        verb = "finished" if event.status == "finished" else "stopped (checkpoint saved)"
+        self.console.print(
+            f"{verb}: {event.epochs_done} epochs, best test acc {event.best_acc:.2%}, "
+            f"final {event.final_acc:.2%}, {event.elapsed_s:.1f} s -> {event.run_dir}",
+            highlight=False,
+        )
+
+    def on_Failed(self, event: Failed) -> None:
+        self._stop_progress()
+        self.exit_code = EXIT_BAD_INPUT if event.bad_input else EXIT_FAILED
+        Console(stderr=True).print(f"workbench: error: {event.reason}", highlight=False, markup=False)
+
+    def _print(self, line: str) -> None:
+        target = self.progress.console if self.progress is not None else self.console
+        target.print(line, highlight=False, markup=False)
+
+    def _stop_progress(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def train_headless(config: RunConfig, resume_dir: Path | None = None) -> int:
+    """Run fit() in this thread; Ctrl-C asks for a clean stop, a second one aborts."""
+    console = Console()
+    reporter = HeadlessReporter(console, interactive=console.is_terminal and sys.stdout.isatty())
+    control = TrainControl()
+
+    def on_interrupt(signum, frame):
+        if control.stop_requested:
+            raise KeyboardInterrupt
+        console.print("stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
+        control.stop()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        fit(config, reporter, control, resume_dir=resume_dir)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        reporter._stop_progress()
+    return reporter.exit_code

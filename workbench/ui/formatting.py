@@ -1,0 +1,56 @@
+"""Short human text for numbers the UI shows: durations, percentages, counts, paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def duration(seconds: float | None) -> str:
+    """12s, 3m05s, 1h02m; '-' when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "-"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def percent(fraction: float | None, digits: int = 1) -> str:
+    if fraction is None or fraction < 0:
+        return "-"
+    return f"{fraction * 100:.{digits}f}%"
+
+
+def count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def rate(images_per_s: float | None) -> str:
+    if not images_per_s:
+        return "-"
+    if images_per_s >= 10_000:
+        return f"{images_per_s / 1000:.0f}k img/s"
+    return f"{images_per_s:,.0f} img/s"
+
+
+def short_path(path: Path, base: Path | None = None) -> str:
+    """The path relative to the working folder when it is inside it, else as given."""
+    base = base or Path(os.getcwd())
+    try:
+        return str(Path(path).resolve().relative_to(base.resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def bar(fraction: float, width: int) -> str:
+    """A left-aligned bar of eighth blocks, e.g. for per-class accuracy."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    eighths = int(round(fraction * width * 8))
+    full, rest = divmod(eighths, 8)
+    partial = " ▏▎▍▌▋▊▉"[rest].strip() if rest else ""
+    return ("█" * full + partial).ljust(width)

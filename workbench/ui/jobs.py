@@ -1,0 +1,195 @@
+"""Work the app runs in thread workers: validation, model sizes, exports, image files. No UI here.
+
+Everything that imports torch (through workbench.core.models/data/export) does so inside
+these functions, so importing the UI stays fast and the first screen paints before torch loads.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.core.config import RunConfig
+from workbench.core.errors import WorkbenchError
+
+EXPORT_FORMATS = ("safetensors", "pt2")
+FORM_ERROR = "_form"  # key for a problem that belongs to no single field
+
+
+# ---- form validation -----------------------------------------------------------------
+
+
+def field_of(message: str) -> str:
+    """'--batch-size: ...' -> 'batch_size'; FORM_ERROR when the message names no flag."""
+    head = message.split(":", 1)[0].strip()
+    if head.startswith("--") and " " not in head:
+        return head[2:].replace("-", "_")
+    return FORM_ERROR
+
+
+def validate_values(values: dict[str, Any]) -> tuple[RunConfig | None, dict[str, str]]:
+    """(config, {}) when the values make a valid run, else (None, {field: message}).
+
+    Each field is checked alone first, so every bad field gets its own message at once;
+    then the whole set, for rules that join fields (warm-up longer than the run, say).
+    """
+    errors: dict[str, str] = {}
+    for key, value in values.items():
+        try:
+            RunConfig.from_mapping({key: value})
+        except WorkbenchError as error:
+            errors[key] = str(error)
+    if errors:
+        return None, errors
+    try:
+        return RunConfig.from_mapping(values), {}
+    except WorkbenchError as error:
+        return None, {field_of(str(error)): str(error)}
+
+
+# ---- architectures -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    description: str
+
+
+def architectures() -> list[Architecture]:
+    from workbench.core.models import specs
+
+    return [Architecture(spec.name, spec.description) for spec in specs()]
+
+
+def data_shape(dataset: str, image_size: int) -> tuple[int, int, int]:
+    """(channels, size, classes) of a data set; raises WorkbenchError for a bad folder."""
+    from workbench.core.data import dataset_shape
+
+    return dataset_shape(dataset, image_size)
+
+
+def parameter_count(arch: str, shape: tuple[int, int, int]) -> int | None:
+    """Parameters of `arch` for a (channels, size, classes) shape; None when it cannot be built."""
+    from workbench.core.models import count_parameters, create
+
+    channels, size, classes = shape
+    try:
+        return count_parameters(create(arch, channels, classes, size))
+    except Exception:  # an architecture that does not fit this shape: show '-' in its row
+        return None
+
+
+# ---- runs ----------------------------------------------------------------------------
+
+
+def interrupted_runs(runs_dir: Path) -> list[Any]:
+    """Summaries of runs whose status says running but whose process is gone, newest first."""
+    from workbench.core.runs import list_runs
+
+    return [summary for summary in list_runs(runs_dir) if summary.status == "interrupted"]
+
+
+def resume_config(run_dir: Path) -> RunConfig:
+    """The run's own settings, to continue it to the same number of epochs."""
+    from workbench.core.runs import read_config
+
+    return read_config(run_dir)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    run_dir: Path
+    paths: tuple[Path, ...]
+    checks: tuple[str, ...]  # one line per format: "safetensors ok (max |diff| 0.0e+00)"
+    passed: bool
+    compared_on: str  # what the formats were compared on, e.g. "64 test images"
+
+
+def export_and_verify(run_dir: Path, formats: tuple[str, ...] = EXPORT_FORMATS) -> ExportReport:
+    from workbench.core.export import export_run, verify_run_export
+
+    paths = export_run(run_dir, formats)
+    verifications, compared_on = verify_run_export(run_dir, formats)
+    checks = tuple(
+        f"{v.format} {'ok' if v.passed else 'MISMATCH'} (max |logit diff| {v.max_abs_diff:.1e})"
+        for v in verifications
+    )
+    return ExportReport(
+        run_dir, tuple(paths), checks, all(v.passed for v in verifications), compared_on
+    )
+
+
+# ---- image files ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    path: Path
+    width: int
+    height: int
+    modified: float
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    path: Path
+    width: int
+    height: int
+    rgb: bytes  # width * height * 3 bytes, row-major, exactly the file's pixels
+
+    def pixel(self, x: int, y: int) -> tuple[int, int, int]:
+        offset = (y * self.width + x) * 3
+        return self.rgb[offset], self.rgb[offset + 1], self.rgb[offset + 2]
+
+
+def scan_images(run_dir: Path) -> list[ImageFile]:
+    """The run's PNGs (run_dir/images/*.png), newest first; sizes read from the file headers."""
+    from PIL import Image
+
+    found = []
+    for path in (run_dir / "images").glob("*.png"):
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+            found.append(ImageFile(path, width, height, path.stat().st_mtime))
+        except (OSError, ValueError):
+            continue  # half-written or not a PNG: the next scan will see it
+    return sorted(found, key=lambda f: (-f.modified, f.path.name))
+
+
+def decode_png(path: Path) -> DecodedImage:
+    """Decode to 8-bit RGB without any adjustment; a transparent pixel shows its RGB value."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+        return DecodedImage(path, rgb.width, rgb.height, rgb.tobytes())
+
+
+def open_in_viewer(path: Path) -> str:
+    """Open the file in the system's image viewer; returns a sentence saying what happened."""
+    if sys.platform == "darwin":
+        opener = shutil.which("open")
+    elif sys.platform.startswith("win"):
+        os.startfile(path)  # type: ignore[attr-defined]
+        return f"opened {path}"
+    else:
+        opener = shutil.which("xdg-open")
+        if opener and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            return f"no graphical display here (over SSH?); copy the file instead: {path}"
+    if not opener:
+        return f"no system image viewer found (xdg-open or open); the file is {path}"
+    subprocess.Popen(
+        [opener, str(path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    return f"opened {path.name} with {Path(opener).name}"

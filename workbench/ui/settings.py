@@ -1,0 +1,46 @@
+"""Where the app keeps the form's last values (last.toml), read and written without a UI."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from workbench.core.config import RunConfig
+
+LAST_VALUES_FILE = "last.toml"
+
+
+def default_config_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("workbench"))
+
+
+def read_last_values(config_dir: Path) -> dict[str, Any]:
+    """The settings saved when training last started; {} when missing or unreadable.
+
+    Values are not validated here: the form shows any that became invalid (a deleted folder,
+    say) with its reason, like a value the user typed.
+    """
+    try:
+        data = tomllib.loads((config_dir / LAST_VALUES_FILE).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    known = {field.name for field in dataclasses.fields(RunConfig)}
+    return {key: value for key, value in data.items() if key in known}
+
+
+def write_last_values(config_dir: Path, config: RunConfig) -> str | None:
+    """Save the config for next time; returns a sentence when it could not be saved."""
+    try:
+        config_dir.mkdir(parents=True, exist_ok=True)
+        (config_dir / LAST_VALUES_FILE).write_text(config.to_toml(), encoding="utf-8")
+    except OSError as error:
+        return f"could not remember these settings in {config_dir}: {error.strerror or error}"
+    return None
+
+
+def config_values(config: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)

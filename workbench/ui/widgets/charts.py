@@ -1,0 +1,205 @@
+"""MetricsChart: a line chart of named series over epochs (plotext), redrawn a few times a second."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from textual.app import ComposeResult
+from textual.widget import Widget
+from textual_plotext import PlotextPlot
+
+REDRAW_EVERY_S = 0.5  # at most two rebuilds a second, however fast points arrive
+POINTS_PER_COLUMN = 2  # braille markers resolve two points per terminal column
+
+RGB = tuple[int, int, int]
+
+
+@dataclass
+class Series:
+    label: str
+    color: RGB
+    xs: list[float] = field(default_factory=list)
+    ys: list[float] = field(default_factory=list)
+
+
+class MetricsChart(Widget):
+    """Plots series such as train loss per step sample and test loss per epoch.
+
+    x is in epochs (a step sample inside epoch 3 sits between 2 and 3), so step samples and
+    epoch points share one axis. Points may arrive at any rate; the chart redraws on a timer.
+    """
+
+    def __init__(
+        self,
+        title: str,
+        series: dict[str, tuple[str, RGB]],
+        *,
+        y_limits: tuple[float, float] | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(id=id, classes=classes)
+        self.title = title
+        self.series = {name: Series(label, color) for name, (label, color) in series.items()}
+        self.y_limits = y_limits
+        self.epochs = 1
+        self._dirty = True
+
+    def compose(self) -> ComposeResult:
+        yield PlotextPlot()
+
+    def on_mount(self) -> None:
+        self._draw()
+        self.set_interval(REDRAW_EVERY_S, self._redraw_if_dirty)
+
+    # ---- data in ------------------------------------------------------------------
+
+    def add_point(self, name: str, x: float, y: float) -> None:
+        if y != y:  # NaN would blank the whole plot
+            return
+        series = self.series[name]
+        series.xs.append(x)
+        series.ys.append(y)
+        self._dirty = True
+
+    def set_points(self, name: str, xs: list[float], ys: list[float]) -> None:
+        self.series[name].xs = list(xs)
+        self.series[name].ys = list(ys)
+        self._dirty = True
+
+    def set_epochs(self, epochs: int) -> None:
+        self.epochs = max(epochs, 1)
+        self._dirty = True
+
+    def clear(self) -> None:
+        for series in self.series.values():
+            series.xs.clear()
+            series.ys.clear()
+        self._dirty = True
+
+    def point_count(self, name: str | None = None) -> int:
+        chosen = [self.series[name]] if name else self.series.values()
+        return sum(len(series.xs) for series in chosen)
+
+    def redraw_now(self) -> None:
+        """Draw at once (tests and screenshots); normally the timer does it."""
+        self._draw()
+
+    # ---- drawing ------------------------------------------------------------------
+
+    def _redraw_if_dirty(self) -> None:
+        if self._dirty and self.is_on_screen:
+            self._draw()
+
+    @property
+    def is_on_screen(self) -> bool:
+        return self.screen.is_current and self.region.area > 0
+
+    def _draw(self) -> None:
+        self._dirty = False
+        plot = self.query_one(PlotextPlot)
+        plt = plot.plt
+        plt.clear_data()
+        plt.title(self.title)
+        plt.xlabel("epoch")
+        plt.xlim(0, self.epochs)
+        plt.xticks(list(range(self.epochs + 1)) if self.epochs <= 10 else None)
+        if self.y_limits:
+            plt.ylim(*self.y_limits)
+        budget = max(self.size.width * POINTS_PER_COLUMN, 16)
+        for series in self.series.values():
+            if not series.xs:
+                continue
+            xs, ys = _thin(series.xs, series.ys, budget)
+            marker = "braille" if len(xs) > 1 else "dot"
+            plt.plot(xs, ys, label=series.label, color=series.color, marker=marker)
+        plot.refresh()
+
+
+def _thin(xs: list[float], ys: list[float], budget: int) -> tuple[list[float], list[float]]:
+    """At most about `budget` points: means over equal runs, keeping the last point exact."""
+    if len(xs) <= budget:
+        return xs, ys
+    size = -(-len(xs) // budget)
+    thin_x, thin_y = [], []
+    for start in range(0, len(xs) - 1, size):
+        chunk = slice(start, min(start + size, len(xs) - 1))
+        thin_x.append(xs[chunk.stop - 1])
+        thin_y.append(sum(ys[chunk]) / (chunk.stop - chunk.start))
+    thin_x.append(xs[-1])
+    thin_y.append(ys[-1])
+    return thin_x, thin_y
+
+
+class TrainingCharts(Widget):
+    """Loss and accuracy of one run, side by side: train per step sample, train/test per epoch."""
+
+    def compose(self) -> ComposeResult:
+        yield MetricsChart(
+            "loss",
+            {
+                "steps": ("train (samples)", (96, 110, 150)),
+                "train": ("train", (80, 170, 255)),
+                "test": ("test", (255, 165, 60)),
+            },
+            id="loss-chart",
+        )
+        yield MetricsChart(
+            "accuracy %",
+            {
+                "steps": ("train (samples)", (96, 110, 150)),
+                "train": ("train", (80, 170, 255)),
+                "test": ("test", (255, 165, 60)),
+            },
+            y_limits=(0, 100),
+            id="acc-chart",
+        )
+
+    @property
+    def loss(self) -> MetricsChart:
+        return self.query_one("#loss-chart", MetricsChart)
+
+    @property
+    def accuracy(self) -> MetricsChart:
+        return self.query_one("#acc-chart", MetricsChart)
+
+    def reset(self, epochs: int) -> None:
+        for chart in (self.loss, self.accuracy):
+            chart.clear()
+            chart.set_epochs(epochs)
+
+    def add_step(self, x: float, loss: float, acc: float) -> None:
+        self.loss.add_point("steps", x, loss)
+        self.accuracy.add_point("steps", x, acc * 100)
+
+    def add_epoch(self, epoch: int, record: dict[str, float]) -> None:
+        self.loss.add_point("train", epoch, record["train_loss"])
+        self.loss.add_point("test", epoch, record["test_loss"])
+        self.accuracy.add_point("train", epoch, record["train_acc"] * 100)
+        self.accuracy.add_point("test", epoch, record["test_acc"] * 100)
+
+    def show_records(self, records: list[dict], epochs: int) -> None:
+        """Replace everything with a run's metrics.jsonl records."""
+        self.reset(epochs)
+        epoch_rows = [r for r in records if r.get("type") == "epoch"]
+        steps_per_epoch = _steps_per_epoch(records, epoch_rows)
+        for record in records:
+            if record.get("type") == "step" and steps_per_epoch:
+                x = record["global_step"] / steps_per_epoch
+                self.add_step(x, record["loss"], record["acc"])
+        for record in epoch_rows:
+            self.add_epoch(record["epoch"], record)
+
+    def redraw_now(self) -> None:
+        self.loss.redraw_now()
+        self.accuracy.redraw_now()
+
+    def point_count(self) -> int:
+        return self.loss.point_count() + self.accuracy.point_count()
+
+
+def _steps_per_epoch(records: list[dict], epoch_rows: list[dict]) -> float:
+    if epoch_rows and epoch_rows[0].get("global_step"):
+        return epoch_rows[0]["global_step"] / epoch_rows[0]["epoch"]
+    steps = [r.get("step", 0) for r in records if r.get("type") == "step" and r.get("epoch") == 1]
+    return float(max(steps, default=0))
