@@ -54,9 +54,10 @@ def test_unknown_op_is_rejected():
         AugmentSettings(ops=("crop", "mixup"))
 
 
-def test_no_ops_returns_input_unchanged():
+@pytest.mark.parametrize("ops", [(), ("none",)])
+def test_no_ops_returns_input_unchanged(ops):
     images = torch.randn(4, 3, 32, 32)
-    out = augment(images, AugmentSettings(ops=()), generator(0))
+    out = augment(images, AugmentSettings(ops=ops), generator(0))
     assert torch.equal(out, images)
 
 
@@ -219,3 +220,15 @@ def test_ops_run_in_canonical_order(monkeypatch):
         monkeypatch.setattr(aug, name, lambda images, *args, _n=name: calls.append(_n) or images)
     augment(torch.zeros(1, 1, 28, 28), AugmentSettings(ops=("cutout", "flip", "rotate", "crop")), generator(0))
     assert calls == ["random_crop", "random_rotate", "random_flip", "random_cutout"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_no_host_sync_on_cuda():
+    images = torch.randn(256, 3, 32, 32, device="cuda")
+    gen = generator(0, "cuda")
+    augment(images, ALL, gen)  # warm-up: first calls may load kernels
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        augment(images, ALL, gen)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -32,6 +32,8 @@ def trained_run(tmp_path_factory, data_dir):
     )
     assert result.returncode == 0, result.stderr
     (run_dir,) = (work / "runs").iterdir()
+    exported = workbench("export", run_dir, cwd=work)
+    assert exported.returncode == 0, exported.stderr
     return work, run_dir, result
 
 
@@ -63,8 +65,6 @@ def test_train_writes_a_run_with_plain_epoch_lines(trained_run):
 
 def test_export_and_predict_agree_with_the_run(trained_run, tmp_path):
     work, run_dir, _ = trained_run
-    result = workbench("export", run_dir, cwd=work)
-    assert result.returncode == 0, result.stderr
     meta = json.loads((run_dir / "export" / "model.json").read_text())
     assert meta["arch"] == "basic_cnn" and len(meta["classes"]) == 10 and len(meta["preprocessing"]["mean"]) == 3
 
@@ -87,11 +87,12 @@ def test_export_and_predict_agree_with_the_run(trained_run, tmp_path):
         probs = model(normalize(data.test.images[:3], info["mean"], info["std"])).softmax(1)
     result = workbench("predict", run_dir / "export", *paths, "--top", 1)
     assert result.returncode == 0, result.stderr
-    top_lines = [l.split() for l in result.stdout.splitlines() if l.startswith("  ")]
-    for row, words in enumerate(top_lines):
+    top_lines = [l.strip().split("%", 1) for l in result.stdout.splitlines() if l.startswith("  ")]
+    assert len(top_lines) == 3
+    for row, (percent, name) in enumerate(top_lines):
         best = int(probs[row].argmax())
-        assert words[-1] == info["classes"][best]
-        assert float(words[0].rstrip("%")) == pytest.approx(100 * float(probs[row, best]), abs=0.01)
+        assert name.strip() == info["classes"][best]
+        assert float(percent) == pytest.approx(100 * float(probs[row, best]), abs=0.01)
 
 
 def test_runs_lists_the_run(trained_run):

@@ -24,13 +24,14 @@ _CANONICAL_ORDER = ("crop", "rotate", "flip", "cutout")
 class AugmentSettings:
     """Which ops to apply to training batches, and their strengths."""
 
-    ops: tuple[str, ...]  # subset of AUGMENTATIONS; always applied in _CANONICAL_ORDER
+    ops: tuple[str, ...]  # subset of AUGMENTATIONS ("none" is ignored); applied in _CANONICAL_ORDER
     crop_padding: int = 4  # pixels of reflect padding around the image before the random crop
     max_degrees: float = 15.0  # rotation angle drawn uniformly from [-max, +max] degrees
     cutout_size: int = 8  # side in pixels of the square set to 0 (the mean colour once normalised)
 
     def __post_init__(self) -> None:
-        unknown = [op for op in self.ops if op not in AUGMENTATIONS]
+        # "none" is the config's word for no augmentation, so it may arrive here and means nothing.
+        unknown = [op for op in self.ops if op not in AUGMENTATIONS + ("none",)]
         if unknown:
             choices = ", ".join(AUGMENTATIONS)
             raise ValueError(f"unknown augmentation {unknown[0]!r}; choose from {choices}")

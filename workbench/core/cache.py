@@ -37,7 +37,7 @@ def read(
             stored = handle.metadata() or {}
             if stored.get("format") != _FORMAT_NAME:
                 raise ValueError("not a workbench data set cache")
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
         metadata = {key: json.loads(value) for key, value in stored.items() if key != "format"}
     except (OSError, ValueError, SafetensorError) as error:
         log(f"ignoring unreadable cache {path} ({error}); decoding again")

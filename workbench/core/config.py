@@ -124,8 +124,8 @@ class RunConfig:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("precision", self.precision, PRECISIONS)
         _choice("device", self.device, DEVICES)
-        for op in self.augment:
-            _choice("augment", op, AUGMENTATIONS + ("none",))
+        for op in self.augment:  # "none" alone became (); mixed with others it is a mistake
+            _choice("augment", op, AUGMENTATIONS)
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
         _positive("lr", self.lr)

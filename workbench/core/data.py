@@ -139,7 +139,8 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
 # ---- sources ---------------------------------------------------------------------------------
 
-Build = Callable[[], tuple[list[str], Split, Split, list[str]]]
+Loaded = tuple[list[str], Split, Split, list[str]]  # classes, train, test, skipped files
+Build = Callable[[], Loaded]
 
 
 def _source(
@@ -157,7 +158,7 @@ def _source(
 
         size = image_size or shapes.NATIVE_SIZE
 
-        def build_shapes() -> tuple[list[str], Split, Split, list[str]]:
+        def build_shapes() -> Loaded:
             train, test = shapes.generate(size)
             return list(shapes.CLASSES), train, test, []
 
@@ -168,7 +169,7 @@ def _source(
 
         size = image_size or NAMED_SHAPES[name_or_path][1]
 
-        def build_named() -> tuple[list[str], Split, Split, list[str]]:
+        def build_named() -> Loaded:
             classes, train, test = named_sets.load(name_or_path, data_dir, size, download, log)
             return classes, train, test, []
 
@@ -234,4 +235,3 @@ def _from_stored(name: str, tensors: dict[str, torch.Tensor], metadata: dict[str
         std=tuple(metadata["std"]),
         skipped=list(metadata["skipped"]),
     )
-

@@ -173,7 +173,7 @@ class _Session:
             image_size=config.image_size,
             seed=config.seed,
             val_fraction=config.val_fraction,
-            log=lambda message: self.emit(Notice(message, "warning")),
+            log=lambda message: self.emit(Notice(message, _log_level(message))),
         )
         shape = f"{data.image_size}x{data.image_size}x{data.channels}"
         self.emit(
@@ -216,8 +216,6 @@ class _Session:
             max(self.batch_size, 256), shuffle=False, channels_last=channels_last,
         )
         self.optimizer = build_optimizer(self.model, config, device)
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = config.lr
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
         if state is not None:
             self.model.load_state_dict(state["model"])
@@ -231,11 +229,9 @@ class _Session:
 
     def _rebuild_scheduler(self, global_step: int) -> None:
         """The schedule is a function of the step, so rebuilding it resumes it exactly."""
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = self.config.lr
-        self.scheduler = build_scheduler(self.optimizer, self.config, len(self.train_batches))
-        self.scheduler.last_epoch = global_step - 1
-        self.scheduler.step()
+        self.scheduler = build_scheduler(
+            self.optimizer, self.config, len(self.train_batches), done_steps=global_step
+        )
 
     def _load_resume_state(self, run_dir: Path) -> dict[str, Any]:
         folder = run_dir / "checkpoints"
@@ -433,6 +429,10 @@ class _Session:
 
 
 # ---- helpers ---------------------------------------------------------------------------
+
+
+def _log_level(message: str) -> str:
+    return "warning" if any(word in message.lower() for word in ("skip", "unreadable", "cannot")) else "info"
 
 
 def _per_class_accuracy(confusion: torch.Tensor) -> list[float]:

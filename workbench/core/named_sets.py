@@ -10,13 +10,18 @@ import http.client
 import pickle
 from pathlib import Path
 from typing import Any, Callable
+from urllib.error import URLError
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
-from torchvision.datasets.utils import check_integrity, download_and_extract_archive, extract_archive
+from torchvision.datasets.utils import (
+    check_integrity,
+    download_and_extract_archive,
+    extract_archive,
+)
 
 from workbench.core.data import NAMED_SHAPES, Split
 from workbench.core.errors import WorkbenchError
@@ -26,7 +31,8 @@ Log = Callable[[str], None]
 
 _CIFAR = {"cifar10": (CIFAR10, b"labels"), "cifar100": (CIFAR100, b"fine_labels")}
 _MNIST = {"mnist": MNIST, "fashion-mnist": FashionMNIST}
-_DOWNLOAD_ERRORS = (OSError, RuntimeError, ValueError, http.client.HTTPException)  # URLError is an OSError
+# URLError and socket errors are OSErrors; torchvision raises RuntimeError for a bad checksum.
+_DOWNLOAD_ERRORS = (OSError, RuntimeError, ValueError, http.client.HTTPException)
 _CIFAR_PIXELS = 3 * 32 * 32
 _RESIZE_CHUNK = 2048  # images resized at a time
 
@@ -42,7 +48,8 @@ def load(
         classes, train, test = _load_mnist(name, folder, download, log)
     if image_size != NAMED_SHAPES[name][1]:
         log(f"resizing {name} to {image_size}x{image_size} (bicubic, antialiased)")
-        train.images, test.images = resize(train.images, image_size), resize(test.images, image_size)
+        train.images = resize(train.images, image_size)
+        test.images = resize(test.images, image_size)
     return classes, train, test
 
 
@@ -51,7 +58,9 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     out = torch.empty(images.shape[0], images.shape[1], size, size, dtype=torch.uint8)
     for start in range(0, images.shape[0], _RESIZE_CHUNK):
         chunk = images[start : start + _RESIZE_CHUNK].float()
-        chunk = F.interpolate(chunk, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        chunk = F.interpolate(
+            chunk, size=(size, size), mode="bicubic", antialias=True, align_corners=False
+        )
         out[start : start + _RESIZE_CHUNK] = chunk.round().clamp(0, 255).to(torch.uint8)
     return out
 
@@ -59,7 +68,9 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
 # ---- CIFAR -------------------------------------------------------------------------------------
 
 
-def _load_cifar(name: str, folder: Path, download: bool, log: Log) -> tuple[list[str], Split, Split]:
+def _load_cifar(
+    name: str, folder: Path, download: bool, log: Log
+) -> tuple[list[str], Split, Split]:
     spec, label_key = _CIFAR[name]
     batches = folder / spec.base_folder
     train_files = [file_name for file_name, _ in spec.train_list]
@@ -79,7 +90,9 @@ def _load_cifar(name: str, folder: Path, download: bool, log: Log) -> tuple[list
         classes = [label.decode("utf-8") for label in meta[spec.meta["key"].encode()]]
     except (KeyError, TypeError, AttributeError):
         raise WorkbenchError(_damaged(batches / spec.meta["filename"], batches)) from None
-    train = _read_cifar_split([batches / file_name for file_name in train_files], label_key, batches)
+    train = _read_cifar_split(
+        [batches / file_name for file_name in train_files], label_key, batches
+    )
     test = _read_cifar_split([batches / file_name for file_name in test_files], label_key, batches)
     return classes, train, test
 
@@ -123,14 +136,18 @@ def _damaged(path: Path, folder: Path, error: Exception | None = None) -> str:
 # ---- MNIST and Fashion-MNIST -------------------------------------------------------------------
 
 
-def _load_mnist(name: str, folder: Path, download: bool, log: Log) -> tuple[list[str], Split, Split]:
+def _load_mnist(
+    name: str, folder: Path, download: bool, log: Log
+) -> tuple[list[str], Split, Split]:
     spec = _MNIST[name]
     raw = folder / spec.__name__ / "raw"  # where torchvision's own class would look
 
     def unpacked(archive_name: str) -> Path:
         return raw / archive_name.removesuffix(".gz")
 
-    missing = [(file_name, md5) for file_name, md5 in spec.resources if not unpacked(file_name).is_file()]
+    missing = [
+        (file_name, md5) for file_name, md5 in spec.resources if not unpacked(file_name).is_file()
+    ]
     if missing:
         _fetch(name, raw, list(spec.mirrors), missing, raw, download, log)
     splits = []
@@ -140,9 +157,12 @@ def _load_mnist(name: str, folder: Path, download: bool, log: Log) -> tuple[list
             labels = read_label_file(str(unpacked(f"{prefix}-labels-idx1-ubyte")))
         except (AssertionError, RuntimeError, ValueError, OSError) as error:
             raise WorkbenchError(
-                f"{raw} holds a damaged {name} file ({_one_line(error)}); delete {raw} and run again"
+                f"{raw} holds a damaged {name} file ({_one_line(error)}); "
+                f"delete {raw} and run again"
             ) from None
-        splits.append(Split(images=images.unsqueeze(1).contiguous(), labels=labels.long(), sources=None))
+        splits.append(
+            Split(images=images.unsqueeze(1).contiguous(), labels=labels.long(), sources=None)
+        )
     return list(spec.classes), splits[0], splits[1]
 
 
@@ -163,10 +183,6 @@ def _fetch(
     mirrors are base URLs that the archive names are appended to, tried in order.
     """
     expected = ", ".join(archive for archive, _ in archives)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise WorkbenchError(f"cannot create {folder} for {name} ({_one_line(error)})") from None
     for archive, md5 in archives:
         local = folder / archive
         if check_integrity(str(local), md5):
@@ -178,13 +194,23 @@ def _fetch(
                 f"{name} is not in {folder}: put {expected} there (from {mirrors[0]}), "
                 "allow downloads, or use --dataset shapes"
             )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise WorkbenchError(
+                f"cannot create {folder} for {name} ({_one_line(error)})"
+            ) from None
         errors: list[Exception] = []
         for mirror in mirrors:
             url = mirror + archive
             log(f"downloading {url} into {folder}")
             try:
                 download_and_extract_archive(
-                    url, download_root=str(folder), extract_root=str(extract_to), filename=archive, md5=md5
+                    url,
+                    download_root=str(folder),
+                    extract_root=str(extract_to),
+                    filename=archive,
+                    md5=md5,
                 )
                 break
             except _DOWNLOAD_ERRORS as error:
@@ -198,5 +224,6 @@ def _fetch(
 
 
 def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
+    reason = error.reason if isinstance(error, URLError) else error
+    text = " ".join(str(reason).split())
     return text or type(error).__name__

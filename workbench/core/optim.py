@@ -58,10 +58,15 @@ def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int = 0)
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, config: RunConfig, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, config: RunConfig, steps_per_epoch: int, done_steps: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step schedule positioned after `done_steps` optimizer steps (for resumes)."""
+    for group in optimizer.param_groups:
+        group["initial_lr"] = config.lr
     total = config.epochs * steps_per_epoch
     warmup = round(config.warmup_epochs * steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(config.schedule, step, total, warmup)
+        optimizer,
+        lambda step: lr_factor(config.schedule, step, total, warmup),
+        last_epoch=done_steps - 1,
     )

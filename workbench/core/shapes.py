@@ -29,7 +29,7 @@ VERSION = 1  # bump whenever the drawing changes, so cached copies are rebuilt
 # Fixed seeds: every run, whatever its own seed, sees the same images.
 _TRAIN_SEED = 1_000_003
 _TEST_SEED = 2_000_003
-_CHUNK = 512  # images drawn at once; bounds memory at large image sizes
+_CHUNK_PIXELS = 2**22  # pixels drawn at once: few large tensor ops, bounded memory at any size
 _BACKGROUND_GRID = 4  # the background is this many random colours a side, smoothly upsampled
 _STRIPE_TILT = math.radians(15)  # stripes keep their orientation, give or take this much
 _CLASS_COLOUR_SHARE = 0.7  # images painted in their class's colours; the rest get random ones
@@ -46,9 +46,10 @@ def _draw_split(count: int, image_size: int, seed: int) -> Split:
     generator = torch.Generator().manual_seed(seed)
     params = _draw_parameters(count, generator)
     images = torch.empty(count, 3, image_size, image_size, dtype=torch.uint8)
-    for start in range(0, count, _CHUNK):
-        chunk = {key: value[start : start + _CHUNK] for key, value in params.items()}
-        images[start : start + _CHUNK] = _render(chunk, image_size, generator)
+    step = max(1, _CHUNK_PIXELS // image_size**2)
+    for start in range(0, count, step):
+        chunk = {key: value[start : start + step] for key, value in params.items()}
+        images[start : start + step] = _render(chunk, image_size, generator)
     return Split(images=images, labels=params["label"].clone(), sources=None)
 
 
@@ -172,7 +173,9 @@ def _square(u, v, params: _Params, chosen: torch.Tensor) -> torch.Tensor:
 
 
 def _triangle(u, v, params: _Params, chosen: torch.Tensor) -> torch.Tensor:
-    sides = [u * math.cos(a) + v * math.sin(a) for a in (math.pi / 2, 7 * math.pi / 6, 11 * math.pi / 6)]
+    sides = [
+        u * math.cos(a) + v * math.sin(a) for a in (math.pi / 2, 7 * math.pi / 6, 11 * math.pi / 6)
+    ]
     return torch.stack(sides).amax(dim=0) - 0.5
 
 

@@ -1,0 +1,407 @@
+"""Pilot-driven tests of the app: train from the keys, export, bad input, quitting, failures, sizes."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from PIL import Image
+
+from workbench.core.config import RunConfig
+from workbench.core.events import EpochMetrics, Finished, StepMetrics
+from workbench.ui.app import WorkbenchApp, build_app
+from workbench.ui.bridge import MAX_BUFFERED_STEPS, EngineBridge, EngineEvent, StepsReady
+from workbench.ui.screens.images import ImagesScreen
+from workbench.ui.screens.modals import Question, TooSmall
+from workbench.ui.screens.runs import RunScreen, RunsScreen
+from workbench.ui.screens.setup import SetupScreen
+from workbench.ui.widgets.preview import Scale, fit_scale
+
+SIZE = (120, 40)
+
+# ---- helpers shared with the snapshot tests ------------------------------------------------
+
+
+def asynchronous(test):
+    """Run an async test with asyncio.run (no pytest async plugin is needed)."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+
+async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 90.0) -> bool:
+    """Let the app run until predicate() holds; False after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await pilot.pause(0.1)
+    return predicate()
+
+
+def tiny_config(tmp_path: Path, data_dir: Path, **changes) -> RunConfig:
+    values = dict(
+        dataset="shapes", arch="linear", epochs=1, batch_size=256, runs_dir=str(tmp_path / "runs"),
+        data_dir=str(data_dir), augment="flip", device="cpu",
+    )
+    return RunConfig.from_mapping({**values, **changes})
+
+
+def make_app(tmp_path: Path, data_dir: Path, initial: RunConfig | None = None) -> WorkbenchApp:
+    return build_app(initial, runs_dir=tmp_path / "runs", config_dir=tmp_path / "config", data_dir=data_dir)
+
+
+def models_ready(app: WorkbenchApp) -> bool:
+    arch_list = app.setup_screen.query_one("#arch-list")
+    return bool(arch_list.architectures) and len(arch_list.params) == len(arch_list.architectures)
+
+
+def record_notifications(app: WorkbenchApp) -> list[str]:
+    notes: list[str] = []
+    original = app.notify
+
+    def notify(message, **kwargs):
+        notes.append(str(message))
+        return original(message, **kwargs)
+
+    app.notify = notify  # type: ignore[method-assign]
+    return notes
+
+
+def run_folders(tmp_path: Path) -> list[Path]:
+    runs = tmp_path / "runs"
+    return sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+
+
+async def type_into(pilot, selector: str, text: str) -> None:
+    widget = pilot.app.screen.query_one(selector)
+    widget.focus()
+    await pilot.pause()
+    await pilot.press("end", *["backspace"] * (len(widget.value) + 1), *text)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """One data folder for the session, so the shapes set is generated once."""
+    return tmp_path_factory.mktemp("data")
+
+
+# ---- training from the keyboard ------------------------------------------------------------
+
+
+@asynchronous
+async def test_train_from_keys_then_export_and_browse(tmp_path, data_dir):
+    app = make_app(tmp_path, data_dir)
+    notes = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: models_ready(app))
+        setup = app.setup_screen
+        assert setup.focused.id == "arch-table"
+        await pilot.press("up", "up")  # basic_cnn -> mlp -> linear
+        assert await wait_until(pilot, lambda: setup.form_values()["arch"] == "linear", 5)
+        await type_into(pilot, "#epochs", "1")
+        await type_into(pilot, "#batch_size", "256")
+        setup.query_one("#arch-table").focus()
+        await pilot.press("s")
+
+        dashboard = app.dashboard
+        assert await wait_until(pilot, lambda: dashboard.outcome is not None, 120)
+        assert isinstance(dashboard.outcome, Finished), dashboard.outcome
+        assert app.screen is dashboard
+        assert dashboard.charts.loss.point_count("steps") > 0
+        assert dashboard.charts.accuracy.point_count("test") == 1
+        assert dashboard.state.phase == "finished" and dashboard.state.best_acc is not None
+        assert dashboard.query_one("#classes").row_count == 10
+        (run_dir,) = run_folders(tmp_path)
+        assert (run_dir / "metrics.jsonl").is_file()
+        config = RunConfig.from_toml(run_dir / "config.toml")
+        assert (config.arch, config.epochs, config.batch_size) == ("linear", 1, 256)
+        assert 'epochs = 1' in (tmp_path / "config" / "last.toml").read_text()
+
+        await pilot.press("e")
+        exported = run_dir / "export"
+        assert await wait_until(
+            pilot, lambda: any("exported to" in note for note in notes), 120
+        ), notes
+        assert (exported / "model.safetensors").is_file() and (exported / "model.pt2").is_file()
+        assert any("verified" in note for note in notes)
+
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries)
+        await pilot.press("enter")
+        assert await wait_until(
+            pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.query_one("#charts").point_count() > 0
+        )
+        await pilot.press("escape", "escape")
+        assert await wait_until(pilot, lambda: app.screen is dashboard, 5)
+
+
+@asynchronous
+async def test_invalid_value_blocks_start_with_a_message(tmp_path, data_dir):
+    app = make_app(tmp_path, data_dir)
+    notes = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: models_ready(app))
+        await type_into(pilot, "#lr", "-1")
+        app.setup_screen.query_one("#arch-table").focus()
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: any("Fix the form first" in note for note in notes), 20)
+        error = app.setup_screen.query_one("#error-lr")
+        assert "-1.0 must be greater than 0" in str(error.render())
+        assert error.has_class("shown")
+        assert app.setup_screen.query_one("#row-lr").has_class("error")
+        assert any("--lr" in note for note in notes)
+        await pilot.pause(0.5)
+        assert not app.training and isinstance(app.screen, SetupScreen)
+    assert run_folders(tmp_path) == []
+
+
+@asynchronous
+async def test_pressing_start_twice_trains_once(tmp_path, data_dir):
+    app = make_app(tmp_path, data_dir, tiny_config(tmp_path, data_dir))
+    notes = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s", "s")
+        assert await wait_until(pilot, lambda: app.training, 30)
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: app.dashboard.outcome is not None, 120)
+        assert isinstance(app.dashboard.outcome, Finished)
+        assert any("already training" in note for note in notes)
+    assert len(run_folders(tmp_path)) == 1
+
+
+@asynchronous
+async def test_quit_while_training_stops_cleanly(tmp_path, data_dir):
+    config = tiny_config(tmp_path, data_dir, arch="basic_cnn", epochs=5, batch_size=32)
+    app = make_app(tmp_path, data_dir, config)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: app.dashboard.state.step > 0, 90)
+        await pilot.press("q")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, Question), 5)
+        asked = time.monotonic()
+        await pilot.press("y")
+        assert await wait_until(pilot, lambda: app.return_code is not None, 15)
+        took = time.monotonic() - asked
+    assert took < 10, f"quitting took {took:.1f} s"
+    (run_dir,) = run_folders(tmp_path)
+    assert (run_dir / "status").read_text().split()[0] == "stopped"
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+
+
+@asynchronous
+async def test_quit_can_be_cancelled(tmp_path, data_dir):
+    config = tiny_config(tmp_path, data_dir, arch="basic_cnn", epochs=3, batch_size=32)
+    app = make_app(tmp_path, data_dir, config)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: app.dashboard.state.step > 0, 90)
+        await pilot.press("p")
+        assert app.dashboard.control.paused and app.dashboard.state.phase == "paused"
+        await pilot.press("q")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, Question), 5)
+        await pilot.press("n")
+        assert await wait_until(pilot, lambda: app.screen is app.dashboard, 5)
+        assert app.return_code is None and app.training
+        await pilot.press("x")
+        assert await wait_until(pilot, lambda: app.dashboard.outcome is not None, 30)
+        assert app.dashboard.outcome.status == "stopped"
+
+
+@asynchronous
+async def test_failed_training_is_a_sentence_and_the_app_stays_up(tmp_path, data_dir):
+    empty = tmp_path / "empty-folder"
+    empty.mkdir()
+    app = make_app(tmp_path, data_dir, tiny_config(tmp_path, data_dir, dataset=str(empty)))
+    notes = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: app.dashboard.outcome is not None, 60)
+        assert app.dashboard.state.phase == "failed"
+        reason = app.dashboard.outcome.reason
+        assert reason and reason in app.dashboard.state.reason
+        assert any(reason in note for note in notes)
+        assert not app.training
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SetupScreen), 5)
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), 5)
+        assert app.return_code is None
+
+
+@asynchronous
+async def test_interrupted_run_is_offered_and_resumed(tmp_path, data_dir):
+    from workbench.core import runs
+    from workbench.core.control import TrainControl
+    from workbench.core.engine import fit
+
+    control = TrainControl()
+
+    def stop_after_first_epoch(event) -> None:
+        if isinstance(event, EpochMetrics):
+            control.stop()
+
+    run_dir = fit(tiny_config(tmp_path, data_dir, epochs=2), stop_after_first_epoch, control)
+    finished_process = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished_process.wait()
+    info = runs.read_run_info(run_dir)
+    runs.write_run_info(run_dir, {**info, "pid": finished_process.pid})
+    runs.write_status(run_dir, "running")
+    assert runs.is_interrupted(run_dir)
+
+    app = make_app(tmp_path, data_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: isinstance(app.screen, Question), 30)
+        assert app.screen.id == "offer-resume"
+        await pilot.press("y")
+        assert await wait_until(pilot, lambda: app.dashboard.outcome is not None, 120)
+        outcome = app.dashboard.outcome
+        assert isinstance(outcome, Finished) and outcome.epochs_done == 2
+        assert app.dashboard.charts.accuracy.point_count("test") == 2  # epoch 1 from history
+    assert runs.read_status(run_dir)[0] == "finished"
+    assert len(run_folders(tmp_path)) == 1
+
+
+# ---- images --------------------------------------------------------------------------------
+
+
+def write_test_pngs(run_dir: Path) -> list[Path]:
+    """Three PNGs with known pixels and distinct modification times (oldest first)."""
+    images = run_dir / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, (name, size) in enumerate([("gradient.png", (64, 48)), ("checks.png", (20, 20)), ("big.png", (900, 700))]):
+        image = Image.new("RGB", size)
+        image.putdata([
+            ((x * 4 + index * 40) % 256, (y * 5) % 256, ((x // 4 + y // 4) % 2) * 255)
+            for y in range(size[1]) for x in range(size[0])
+        ])
+        path = images / name
+        image.save(path)
+        os.utime(path, (1_700_000_000 + index * 60, 1_700_000_000 + index * 60))
+        paths.append(path)
+    return paths
+
+
+@asynchronous
+async def test_images_newest_first_with_exact_pixels(tmp_path, data_dir):
+    run_dir = tmp_path / "runs" / "20250101-120000-linear"
+    paths = write_test_pngs(run_dir)
+    app = make_app(tmp_path, data_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        app.push_screen(ImagesScreen(run_dir, tmp_path / "runs"))
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ImagesScreen) and app.screen.files, 10)
+        screen = app.screen
+        assert [f.path.name for f in screen.files] == ["big.png", "checks.png", "gradient.png"]
+        preview = screen.query_one("#preview")
+        assert await wait_until(pilot, lambda: preview.image is not None and preview.image.path == paths[2], 10)
+        assert preview.scale.shrink > 1 and "every" in preview.border_subtitle  # 900 px does not fit
+
+        await pilot.press("down", "down")  # gradient.png, 64x48: fits, so it is enlarged by a whole factor
+        assert await wait_until(pilot, lambda: preview.image is not None and preview.image.path == paths[0], 10)
+        await pilot.pause(0.2)
+        scale = preview.scale
+        assert scale.shrink == 1 and scale.enlarge >= 1
+        source = Image.open(paths[0]).convert("RGB")
+        strip = preview.render_line(3)
+        column = 0
+        for segment in strip:
+            if segment.text.strip() != "▀":
+                column += segment.cell_length
+                continue
+            for offset in range(segment.cell_length):
+                x = scale.source(column + offset)
+                assert segment.style.color.triplet == source.getpixel((x, scale.source(6)))
+                assert segment.style.bgcolor.triplet == source.getpixel((x, scale.source(7)))
+            column += segment.cell_length
+        assert column > 0
+
+
+def test_fit_scale_uses_whole_factors():
+    assert fit_scale(32, 32, 80, 20) == Scale(enlarge=1) or fit_scale(32, 32, 80, 20).enlarge == 1
+    assert fit_scale(32, 32, 80, 40) == Scale(enlarge=2)
+    assert fit_scale(900, 700, 80, 30) == Scale(shrink=12)
+    assert Scale(shrink=3).source(5) == 15 and Scale(enlarge=3).source(5) == 1
+
+
+# ---- the bridge ----------------------------------------------------------------------------
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.messages: list = []
+
+    def post_message(self, message) -> bool:
+        self.messages.append(message)
+        return True
+
+
+def step(n: int) -> StepMetrics:
+    return StepMetrics(
+        epoch=1, step=n, steps_per_epoch=10_000, global_step=n, loss=float(n), acc=0.5, lr=0.1,
+        images_per_s=1000.0, elapsed_s=n * 0.01, eta_s=1.0,
+    )
+
+
+def test_bridge_merges_steps_and_never_drops_other_events():
+    target = Collector()
+    bridge = EngineBridge(target)
+    for n in range(1, 1001):
+        bridge(step(n))
+    bridge(EpochMetrics(1, 1, 1000, 1.0, 0.5, 1.0, 0.5, 0.5, 0.1, 1000.0, 1.0, 1.0, 0.0))
+    ready = [m for m in target.messages if isinstance(m, StepsReady)]
+    events = [m for m in target.messages if isinstance(m, EngineEvent)]
+    assert len(ready) == 1 and len(events) == 1  # one wake-up for 1000 samples
+    assert ready[0].can_replace(StepsReady())
+    steps = bridge.take_steps()
+    assert len(steps) <= MAX_BUFFERED_STEPS + 1
+    assert steps[-1].step == 1000  # the newest sample is kept exactly
+    assert [s.global_step for s in steps] == sorted(s.global_step for s in steps)
+    bridge(step(1001))
+    assert sum(isinstance(m, StepsReady) for m in target.messages) == 2
+
+
+# ---- sizes and start-up ------------------------------------------------------------------
+
+
+@asynchronous
+async def test_tiny_terminal_shows_a_notice_and_recovers(tmp_path, data_dir):
+    app = make_app(tmp_path, data_dir)
+    async with app.run_test(size=(40, 12)) as pilot:
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, TooSmall)
+        await pilot.press("s", "r", "i", "escape", "tab", "down")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, TooSmall) and app.return_code is None
+        await pilot.resize_terminal(80, 24)
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SetupScreen), 5)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (60, 20)])
+@asynchronous
+async def test_setup_and_dashboard_fit_small_terminals(tmp_path, data_dir, size):
+    app = make_app(tmp_path, data_dir)
+    async with app.run_test(size=size) as pilot:
+        assert await wait_until(pilot, lambda: models_ready(app))
+        form = app.setup_screen.query_one("#form")
+        assert form.region.width >= 28 and app.setup_screen.query_one("#arch-table").region.height >= 5
+        await app.push_screen("dashboard")
+        await pilot.pause(0.2)
+        charts = app.dashboard.query_one("#charts")
+        assert charts.region.height >= 8 and charts.region.width == size[0]
+
+
+def test_importing_the_ui_does_not_import_torch():
+    code = "import sys, workbench.ui.app; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
