@@ -47,6 +47,13 @@ async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 90.0
         if predicate():
             return True
         await pilot.pause(0.1)
+    if os.environ.get("WB_DEBUG"):
+        import faulthandler
+        faulthandler.dump_traceback(sys.__stderr__)
+        app = pilot.app
+        print("screen", app.screen, "training", getattr(app, "training", None))
+        for line in app.dashboard.query_one("#log").lines[-15:]:
+            print(line.text)
     return predicate()
 
 
@@ -63,7 +70,10 @@ def make_app(tmp_path: Path, data_dir: Path, initial: RunConfig | None = None) -
 
 
 def models_ready(app: WorkbenchApp) -> bool:
-    arch_list = app.setup_screen.query_one("#arch-list")
+    found = app.setup_screen.query("#arch-list")
+    if not found:
+        return False
+    arch_list = found.first()
     return bool(arch_list.architectures) and len(arch_list.params) == len(arch_list.architectures)
 
 

@@ -133,7 +133,8 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
         total_sq += chunk.square().sum(dim=(0, 2, 3))
     count = max(images.shape[0] * images.shape[2] * images.shape[3], 1)
     mean = total / count
-    std = (total_sq / count - mean.square()).clamp(min=0).sqrt()
+    # A constant channel (a folder of flat colours) would divide by zero; one grey level is the floor.
+    std = (total_sq / count - mean.square()).clamp(min=0).sqrt().clamp(min=1 / 255)
     return tuple(mean.tolist()), tuple(std.tolist())
 
 

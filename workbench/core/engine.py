@@ -219,7 +219,16 @@ class _Session:
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
         if state is not None:
             self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+                saved = state["config"]["optimizer"]
+                if saved != config.optimizer:
+                    raise ValueError
+            except (KeyError, ValueError):
+                raise WorkbenchError(
+                    f"the checkpoint's optimizer state is for {state['config'].get('optimizer')!r}, "
+                    f"not {config.optimizer!r}; resume with the run's own optimizer"
+                ) from None
             self.scaler.load_state_dict(state["scaler"])
             self.train_batches.load_state(state["loader"])
             _restore_rng(state["rng"])

@@ -95,10 +95,6 @@ def train_one_epoch(
     started = last_sample = time.perf_counter()
 
     for batch in loader.batches(order, start_step):
-        control.wait_while_paused()
-        if control.stop_requested:
-            stopped = True
-            break
         if keep_first_batch and first_batch is None:
             first_batch = (batch.images.detach().float().cpu(), batch.positions.cpu())
         with autocast_context(device, amp_dtype):
@@ -119,6 +115,13 @@ def train_one_epoch(
         images_seen += count
         step += 1
         global_step += 1
+
+        # Pause and stop act between steps, before the next batch draws augmentation
+        # randomness, so a checkpoint taken now resumes at exactly this point.
+        control.wait_while_paused()
+        if control.stop_requested and step < len(loader):
+            stopped = True
+            break
 
         now = time.perf_counter()
         if now - last_sample >= SAMPLE_INTERVAL_S:

@@ -47,21 +47,31 @@ class ConvGroup(nn.Module):
 
 
 class Speedrun(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int):
+    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, ...] = WIDTHS):
         super().__init__()
         patch_dim = in_channels * PATCH * PATCH
         # Each whitened direction appears with both signs, so the GELU after it loses nothing.
         self.whiten = nn.Conv2d(in_channels, 2 * patch_dim, PATCH, padding=0, bias=True)
+        # Frozen from the start, not only once init_whitening has run: a compiled model guards
+        # on requires_grad, and flipping it after a warm-up would force a recompile.
+        self.whiten.weight.requires_grad_(False)
         groups: list[nn.Module] = []
         cin = 2 * patch_dim
-        for width in WIDTHS:
+        for width in widths:
             groups.append(ConvGroup(cin, width))
             cin = width
         self.groups = nn.Sequential(*groups)
         self.head = nn.Linear(cin, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.groups(F.gelu(self.whiten(x)))
+        if torch.is_autocast_enabled(x.device.type):
+            # The whitening filters amplify the weakest patch directions up to 1/sqrt(eps) = 45x,
+            # and bf16 rounding of the pixels with them: under autocast this tiny layer stays fp32.
+            with torch.autocast(x.device.type, enabled=False):
+                x = F.gelu(self.whiten(x.float()))
+        else:
+            x = F.gelu(self.whiten(x))
+        x = self.groups(x)
         x = F.adaptive_max_pool2d(x, 1).flatten(1)
         return self.head(x) * LOGIT_SCALE
 
@@ -85,14 +95,18 @@ class Speedrun(nn.Module):
         count = 0
         for start in range(0, images.shape[0], chunk):
             batch = images[start : start + chunk].to(torch.float64)
-            # (N, C*2*2, L) in the (channel, row, column) order a conv weight uses.
-            patches = F.unfold(batch, PATCH).transpose(1, 2).reshape(-1, dim)
+            # Every 2x2 patch as a row, in the (channel, row, column) order a conv weight uses.
+            # Strided views and one copy: F.unfold in float64 is ~50x slower on a CPU.
+            windows = batch.unfold(2, PATCH, 1).unfold(3, PATCH, 1)  # (N, C, H-1, W-1, 2, 2)
+            patches = windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, dim)
             total += patches.sum(0)
             outer += patches.T @ patches
             count += patches.shape[0]
         mean = total / count
         covariance = outer / count - torch.outer(mean, mean)
-        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        # A 12x12 eigenproblem: the CPU solves it at once, where a GPU solver needs a warm-up.
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance.cpu())
+        eigenvalues, eigenvectors = eigenvalues.to(images.device), eigenvectors.to(images.device)
         eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
         filters = eigenvectors.T / torch.sqrt(eigenvalues.clamp(min=0) + eps)[:, None]
         filters = torch.cat([filters, -filters])

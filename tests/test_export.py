@@ -1,0 +1,97 @@
+"""Verified export: every format reproduces the run's logits, and loading runs no code."""
+
+from __future__ import annotations
+
+import builtins
+import json
+
+import pytest
+import torch
+
+from workbench.cli import main
+from workbench.core.engine import fit
+from workbench.core.errors import WorkbenchError
+from workbench.core.export import (
+    TOLERANCE,
+    export_run,
+    load_bundle,
+    model_from_checkpoint,
+    verify_run_export,
+)
+from workbench.core.predict import probabilities
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_dir):
+    from workbench.core.config import RunConfig
+
+    runs_dir = tmp_path_factory.mktemp("export-runs")
+    config = RunConfig.from_mapping(dict(
+        dataset="shapes", arch="convbn", epochs=1, batch_size=256, device="cpu",
+        data_dir=str(data_dir), runs_dir=str(runs_dir), augment="none",
+    ))
+    return fit(config, lambda event: None)
+
+
+def test_all_formats_verify_within_tolerance(run_dir):
+    written = export_run(run_dir, ("safetensors", "pt2", "onnx"))
+    assert {p.name for p in written} == {"model.safetensors", "model.json", "model.pt2", "model.onnx"}
+    results, batch = verify_run_export(run_dir, ("safetensors", "pt2", "onnx"))
+    assert "test images" in batch
+    assert [r.format for r in results] == ["safetensors", "pt2", "onnx"]
+    for result in results:
+        assert result.passed and result.max_abs_diff <= TOLERANCE
+
+
+def test_model_json_carries_what_predict_needs(run_dir):
+    export_run(run_dir)
+    meta = json.loads((run_dir / "export" / "model.json").read_text())
+    for key in ("arch", "in_channels", "image_size", "classes", "preprocessing", "best_acc", "config"):
+        assert key in meta
+    assert meta["preprocessing"]["formula"] == "(pixel / 255 - mean) / std per channel"
+
+
+def test_cli_verify_reports_each_format(run_dir, capsys):
+    assert main(["export", str(run_dir), "--format", "safetensors,pt2", "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "verify safetensors" in out and "verify pt2" in out and "MISMATCH" not in out
+
+
+def test_a_tampered_export_fails_verification(run_dir):
+    from safetensors.torch import load_file, save_file
+
+    from workbench.core.export import held_out_batch, verify_export
+
+    export_run(run_dir)
+    weights_path = run_dir / "export" / "model.safetensors"
+    weights = load_file(str(weights_path))
+    name = next(k for k in weights if k.endswith("weight"))
+    weights[name] = weights[name] + 0.01
+    save_file(weights, str(weights_path))
+    model, _, _ = model_from_checkpoint(run_dir)
+    batch, _ = held_out_batch(run_dir)
+    (result,) = verify_export(model, run_dir / "export", ("safetensors",), batch)
+    assert not result.passed and result.max_abs_diff > TOLERANCE
+
+
+def test_missing_onnx_extra_says_how_to_install(run_dir, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name.startswith("onnx"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    with pytest.raises(WorkbenchError, match=r"pip install 'workbench\[onnx\]'"):
+        export_run(run_dir, ("onnx",))
+
+
+def test_bundle_loads_without_pickle_and_mc_dropout_rules(run_dir):
+    export_run(run_dir)
+    model, meta = load_bundle(run_dir / "export")
+    batch = torch.zeros(2, meta["in_channels"], meta["image_size"], meta["image_size"])
+    mean, std = probabilities(model, batch)
+    assert torch.allclose(mean.sum(1), torch.ones(2)) and torch.equal(std, torch.zeros_like(std))
+    with pytest.raises(WorkbenchError, match="does not apply"):
+        probabilities(model, batch, passes=5)  # convbn has no dropout

@@ -1,0 +1,86 @@
+"""Faults and bad input: each ends in a clear sentence, and nothing already saved is lost."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from workbench.cli import main
+from workbench.core import runs
+from workbench.core.engine import fit
+from workbench.core.errors import WorkbenchError
+from workbench.core.events import Failed, Finished, Notice
+
+
+def make_folder(root, bad=True):
+    for split, count in (("train", 12), ("test", 4)):
+        for index, colour in enumerate([(250, 20, 20), (20, 250, 20)]):
+            folder = root / split / f"class{index}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (20 + i, 30), colour).save(folder / f"{i}.jpg")
+    if bad:
+        good = root / "train" / "class0" / "0.jpg"
+        (root / "train" / "class0" / "truncated.jpg").write_bytes(good.read_bytes()[:60])
+        (root / "train" / "class0" / "empty.jpg").write_bytes(b"")
+        (root / "train" / "class1" / "notes.png").write_text("this is not an image")
+    return root
+
+
+def test_bad_files_are_skipped_by_path_and_training_proceeds(tiny, recorder, tmp_path):
+    folder = make_folder(tmp_path / "folder")
+    run_dir = fit(tiny(dataset=str(folder), arch="linear", batch_size=8), recorder)
+    assert recorder.last(Finished).status == "finished"
+    warnings = " ".join(n.message for n in recorder.of(Notice) if n.level == "warning")
+    for name in ("truncated.jpg", "empty.jpg", "notes.png"):
+        assert name in warnings
+    assert len(runs.read_run_info(run_dir)["skipped_files"]) == 3
+
+
+def test_empty_class_folder_is_one_clear_error(tiny, recorder, tmp_path):
+    folder = make_folder(tmp_path / "folder", bad=False)
+    (folder / "train" / "class2").mkdir()
+    (folder / "test" / "class2").mkdir()
+    fit(tiny(dataset=str(folder)), recorder)
+    failed = recorder.last(Failed)
+    assert failed.bad_input and "class2" in failed.reason and "\n" not in failed.reason
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_asked_without_a_gpu(tmp_path, capsys):
+    code = main(["train", "--device", "cuda", "--runs-dir", str(tmp_path), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no CUDA GPU" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_auto_device_falls_back_to_cpu_with_a_notice(tiny, recorder):
+    fit(tiny(device="auto", arch="linear", batch_size=512), recorder)
+    assert any("no GPU found" in n.message for n in recorder.of(Notice))
+    assert recorder.last(Finished) is not None
+
+
+def test_unwritable_runs_folder_fails_before_training(tiny, recorder, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the runs folder should be")
+    fit(tiny(runs_dir=str(blocker / "runs")), recorder)
+    failed = recorder.last(Failed)
+    assert failed.bad_input and "cannot write to runs folder" in failed.reason
+    assert failed.run_dir is None
+
+
+def test_full_runs_folder_fails_before_training(tiny, recorder, monkeypatch):
+    monkeypatch.setattr(runs, "_free_mb", lambda path: 3.0)
+    fit(tiny(), recorder)
+    failed = recorder.last(Failed)
+    assert failed.bad_input and "only 3 MB free" in failed.reason
+
+
+def test_create_run_dir_checks_writability(tmp_path):
+    from workbench.core.config import RunConfig
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(WorkbenchError, match="--runs-dir"):
+        runs.create_run_dir(RunConfig(runs_dir=str(blocker)))

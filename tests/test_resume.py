@@ -1,0 +1,193 @@
+"""Checkpoints and resume: nothing trained is lost, and a resumed run equals a straight one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from workbench.core import checkpoint as ckpt
+from workbench.core import runs
+from workbench.core.control import TrainControl
+from workbench.core.engine import fit
+from workbench.core.events import EpochMetrics, Failed, Finished, Notice, StepMetrics
+
+
+def final_weights(run_dir):
+    return ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def small(tiny, **changes):
+    # Small images keep four epochs of a conv net with BatchNorm within seconds on a CPU.
+    values = dict(arch="convbn", batch_size=256, augment="crop,flip", schedule="constant", seed=3, image_size=16)
+    values.update(changes)
+    return tiny(**values)
+
+
+def test_two_plus_two_epochs_equal_four(tiny, recorder):
+    straight = fit(small(tiny, epochs=4), recorder)
+    first = fit(small(tiny, epochs=2), recorder)
+    resumed = fit(small(tiny, epochs=4), recorder, resume_dir=first)
+    assert resumed == first
+    assert_same_weights(final_weights(straight), final_weights(resumed))
+    a = ckpt.load_checkpoint(straight / "checkpoints" / "last.pt")["progress"]
+    b = ckpt.load_checkpoint(resumed / "checkpoints" / "last.pt")["progress"]
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (4, 4 * (10_000 // 256))
+    epochs = [r["epoch"] for r in runs.epoch_records(runs.read_metrics(resumed))]
+    assert epochs == [1, 2, 3, 4]
+    assert runs.read_status(resumed)[0] == "finished"
+
+
+def test_stop_mid_epoch_then_resume_equals_straight_run(tiny, recorder):
+    """A cosine schedule and a stop in the middle of epoch 2: the resume picks up that exact step."""
+    config = small(tiny, epochs=3, schedule="cosine")
+    straight = fit(config, recorder)
+
+    control = TrainControl()
+
+    def stop_in_epoch_two(event):
+        if isinstance(event, StepMetrics) and event.epoch == 2:
+            control.stop()
+
+    stopped = fit(config, stop_in_epoch_two, control)
+    state = ckpt.load_checkpoint(stopped / "checkpoints" / "last.pt")["progress"]
+    assert state["epoch"] == 1 and state["epoch_step"] > 0
+    fit(config, recorder, resume_dir=stopped)
+    assert_same_weights(final_weights(straight), final_weights(stopped))
+
+
+def test_resume_of_a_finished_run_needs_more_epochs(tiny, recorder):
+    run_dir = fit(small(tiny, epochs=1, arch="linear"), recorder)
+    fit(small(tiny, epochs=1, arch="linear"), recorder, resume_dir=run_dir)
+    failed = recorder.last(Failed)
+    assert failed is not None and "--epochs" in failed.reason and failed.bad_input
+    assert (run_dir / "checkpoints" / "last.pt").exists()
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(tiny, recorder):
+    run_dir = fit(small(tiny, epochs=2, arch="linear"), recorder)
+    last = run_dir / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    recorder.events.clear()
+    fit(small(tiny, epochs=3, arch="linear"), recorder, resume_dir=run_dir)
+    notices = " ".join(n.message for n in recorder.of(Notice))
+    assert "damaged or truncated" in notices and "last.prev.pt" in notices
+    assert [e.epoch for e in recorder.of(EpochMetrics)] == [2, 3]  # redid epoch 2 from epoch 1
+    assert recorder.last(Finished).status == "finished"
+
+
+def test_checkpoint_with_a_payload_is_refused_and_never_runs(tiny, recorder, tmp_path):
+    run_dir = fit(small(tiny, epochs=1, arch="linear"), recorder)
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    state["model"]["evil"] = Payload()
+    torch.save(state, run_dir / "checkpoints" / "last.pt")
+    recorder.events.clear()
+    fit(small(tiny, epochs=2, arch="linear"), recorder, resume_dir=run_dir)
+    failed = recorder.last(Failed)
+    assert failed is not None and "refusing to load" in failed.reason
+    assert not marker.exists()
+    with pytest.raises(Exception, match="refusing"):
+        ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert not marker.exists()
+
+
+KILL_DURING_SAVE = textwrap.dedent(
+    """
+    import sys, time, torch
+    from pathlib import Path
+    from workbench.core import checkpoint as ckpt
+    folder = Path(sys.argv[1])
+    ckpt.save_last({"model": {"w": torch.ones(3)}, "tag": "good"}, folder)
+    real_save = torch.save
+    def slow_save(obj, handle):
+        handle.write(b"PK half a zip file")
+        handle.flush()
+        print("writing", flush=True)
+        time.sleep(60)
+    torch.save = slow_save
+    ckpt.save_last({"model": {"w": torch.zeros(3)}, "tag": "new"}, folder)
+    """
+)
+
+
+def test_kill_during_save_keeps_a_loadable_checkpoint(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILL_DURING_SAVE, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().strip() == "writing"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    leftovers = list(tmp_path.glob(".*.tmp"))
+    assert leftovers, "the killed save should have left its temp file"
+    state, path, problems = ckpt.load_latest(tmp_path)
+    assert state["tag"] == "good"
+    assert ckpt.clean_temp_files(tmp_path) == leftovers
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_non_finite_weights_never_overwrite_checkpoints(tiny, recorder):
+    config = small(tiny, epochs=1, arch="linear", optimizer="sgd", lr=0.01, momentum=0.0)
+    run_dir = fit(config, recorder)
+    before = final_weights(run_dir)
+    recorder.events.clear()
+    # Resume with an absurd learning rate: the loss explodes in epoch 2.
+    fit(config.replace(epochs=3, lr=1e6), recorder, resume_dir=run_dir)
+    failed = recorder.last(Failed)
+    assert failed is not None and "NaN or infinite" in failed.reason
+    assert_same_weights(before, final_weights(run_dir))
+    assert runs.read_status(run_dir)[0] == "failed"
+
+
+def test_resume_with_another_optimizer_is_refused_clearly(tiny, recorder):
+    config = small(tiny, epochs=1, arch="linear")
+    run_dir = fit(config, recorder)
+    fit(config.replace(epochs=2, optimizer="sgd"), recorder, resume_dir=run_dir)
+    failed = recorder.last(Failed)
+    assert failed.bad_input and "optimizer" in failed.reason
+
+
+def test_out_of_memory_halves_the_batch_and_goes_on(tiny, recorder, monkeypatch):
+    from workbench.core.models.seed import nn
+
+    original = nn.Linear.forward
+
+    def forward(self, x):
+        if x.shape[0] > 64:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(self, x)
+
+    monkeypatch.setattr(nn.Linear, "forward", forward)
+    fit(tiny(arch="linear", epochs=1, batch_size=256), recorder)
+    notices = [n.message for n in recorder.of(Notice) if "out of GPU memory" in n.message]
+    assert len(notices) == 2 and "retrying the epoch with 64" in notices[-1]
+    assert recorder.last(Finished).status == "finished"
+
+
+def test_out_of_memory_at_the_floor_stops_with_advice(tiny, recorder, monkeypatch):
+    from workbench.core.models.seed import nn
+
+    def forward(self, x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(nn.Linear, "forward", forward)
+    fit(tiny(arch="linear", epochs=1, batch_size=32), recorder)
+    failed = recorder.last(Failed)
+    assert failed is not None and "ran out of memory" in failed.reason and "smaller" in failed.reason

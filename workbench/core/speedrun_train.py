@@ -1,0 +1,804 @@
+"""The cifar10-speedrun recipe: airbench94-style training of the `speedrun` network, without a UI.
+
+Target: >= 94.0% CIFAR-10 test accuracy (mean of 5 seeds) in <= 3 s on one H100, timing the
+training loop and the final test-time-augmented evaluation; moving the data to the GPU and
+the compile warm-up are timed apart. Measured so far: on the CPU only (see the report in
+benchmarks/speedrun_gpu.py's docstring for how to measure on a GPU).
+
+Techniques (all from airbench94's public description, every line written here): the uint8
+data lives on the device and is augmented there; a frozen 2x2 patch-whitening first layer;
+identity-initialised convs; label smoothing; BatchNorm biases at 64x the learning rate;
+lookahead on the weights; alternating flips; 2-pixel reflect translations; 6-view test-time
+augmentation; bf16/fp16 autocast, channels_last and torch.compile on a GPU; Nesterov SGD at
+batch 1024 with a linear warm-up and decay, the learning rate counted per 1024 examples.
+
+Events: StepMetrics a few times a second, read from the device without waiting for it (an
+asynchronous copy checked with a CUDA event, so no step ever syncs); EpochMetrics once per
+epoch with that epoch's train loss and accuracy. The test set is evaluated once, after the
+last epoch (with test-time augmentation), unless `evaluate_each_epoch=True`; epochs before
+that repeat the previous test values (0.0 before any evaluation), so no field is ever NaN.
+RunStarted, checkpoints and Finished stay the engine's job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from workbench.core import runs
+from workbench.core.config import RunConfig
+from workbench.core.control import TrainControl
+from workbench.core.data import Dataset
+from workbench.core.device import autocast_dtype, gpu_memory_mb, seed_everything
+from workbench.core.events import EpochMetrics, EventSink, Notice, StepMetrics
+from workbench.core.models.speedrun import Speedrun
+from workbench.core.steps import NonFiniteLoss, autocast_context
+
+# =============================================================================================
+# Hyperparameters
+# =============================================================================================
+
+HYPERPARAMETERS: dict[str, Any] = {
+    # -- optimisation --
+    "epochs": 10,  # passes over the training set: the preset's value (a run uses config.epochs)
+    "batch_size": 1024,  # images per step
+    "lr": 10.0,  # per 1024 examples: total move per unit of mean gradient, momentum's gain included
+    "momentum": 0.85,  # Nesterov momentum
+    "weight_decay": 0.0133,  # share of each weight removed per 1024 examples at peak lr
+    "bias_lr_scale": 64.0,  # BatchNorm biases: this many times the lr (their decay stays the same)
+    "warmup": 0.23,  # share of all steps spent in the linear warm-up
+    "lr_start": 0.2,  # lr at the first step, as a share of the peak
+    "lr_end": 0.0,  # lr at the last step, as a share of the peak
+    "label_smoothing": 0.2,  # probability mass spread evenly over all classes
+    "whiten_bias_epochs": 3,  # epochs the whitening layer's bias trains before its lr drops to 0
+    "whiten_samples": 5000,  # training images whose 2x2 patches set the whitening filters
+    "lookahead_every": 5,  # steps between pulls of the fast weights towards the slow ones
+    "lookahead_decay": 0.95,  # per step, compounded over lookahead_every; reached at the last step
+    "lookahead_power": 3,  # the decay ramps up as (share of steps done) ** power
+    # -- augmentation --
+    "translate": 2,  # pixels: random shift in each direction, reflect-padded
+    "alternating_flip": True,  # first epoch random flips, then each image flips every other epoch
+    # -- evaluation --
+    "tta_level": 2,  # 0: one view; 1: + mirror; 2: + mirror and 1-pixel translations (6 views)
+    "eval_batch_size": 2000,  # test images per forward pass
+    # -- network --
+    "widths": (64, 256, 256),  # output channels of the three conv groups
+}
+
+STEP_SAMPLE_S = 0.3  # at most ~3 StepMetrics a second
+WARMUP_STEPS = 3  # compiled training steps run (and undone) before the clock starts
+
+# =============================================================================================
+# Result and entry point
+# =============================================================================================
+
+
+@dataclass
+class SpeedrunResult:
+    tta_acc: float | None  # test accuracy (0..1) with test-time augmentation; None when stopped
+    acc: float | None  # test accuracy of one plain view, same weights; None when stopped
+    test_loss: float | None  # cross entropy of the TTA logits (no label smoothing)
+    train_eval_s: float  # whitening init + training loop + final evaluation, device-synchronised
+    data_s: float  # moving the uint8 splits to the device
+    compile_s: float  # compile and cuDNN warm-up before the clock starts (0 on the CPU)
+    epochs: int  # epochs completed
+    steps: int  # optimizer steps taken
+    stopped: bool  # control.stop() ended training early (no final evaluation then)
+    model: nn.Module  # the trained network in eval mode (not the compiled wrapper)
+    per_class_acc: dict[str, float] = field(default_factory=dict)  # with TTA
+    history: list[dict[str, Any]] = field(default_factory=list)  # the epoch records
+
+
+def fit_speedrun(
+    config: RunConfig,
+    events: EventSink,
+    control: TrainControl,
+    data: Dataset,
+    device: torch.device,
+    run_dir: Path | None,
+    *,
+    hyperparameters: dict[str, Any] | None = None,
+    evaluate_each_epoch: bool = False,
+    compile_mode: str | None = None,
+) -> SpeedrunResult:
+    """Train a fresh `speedrun` network on `data` with the recipe above; see the module docstring.
+
+    From `config` it takes epochs, seed, precision and compile (on a GPU; the CPU never
+    compiles); `device` is the one the caller picked from config.device. `hyperparameters`
+    overrides entries of HYPERPARAMETERS (for experiments and tests). With `run_dir`, step
+    and epoch records go to its metrics.jsonl and the timings to speedrun.json.
+    Raises WorkbenchError for a bad setting and NonFiniteLoss when training diverges.
+    """
+    hyp = {**HYPERPARAMETERS, **(hyperparameters or {})}
+    unknown = sorted(set(hyp) - set(HYPERPARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown speedrun hyperparameter {unknown[0]!r}")
+    amp_dtype = autocast_dtype(config.precision, device)
+    seed_everything(config.seed)
+    clock = _Clock(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    use_compile = config.compile and device.type != "cpu"
+    if config.compile and not use_compile:
+        events(Notice("speedrun: torch.compile is skipped on the CPU (its warm-up would outlast the run)"))
+    events(Notice(_recipe_line(hyp, config, len(data.train.labels), amp_dtype, use_compile)))
+
+    started = clock.synchronized_now()
+    train = TrainImages(data.train.images, data.train.labels, data.mean, data.std, device, hyp, config.seed)
+    test = TestImages(data.test.images, data.test.labels, data.mean, data.std, device)
+    data_s = clock.synchronized_now() - started
+
+    model = build_model(data.channels, data.num_classes, hyp, device)
+    net = torch.compile(model, mode=compile_mode, dynamic=False) if use_compile else model
+    compile_s = 0.0
+    if device.type == "cuda":
+        started = clock.synchronized_now()
+        warm_up(model, net, train, test, hyp, amp_dtype)
+        compile_s = clock.synchronized_now() - started
+
+    run = _Run(config, events, control, hyp, model, net, train, test, data.classes, amp_dtype, clock, run_dir)
+    result = run.train_and_evaluate(evaluate_each_epoch)
+    result.data_s, result.compile_s = data_s, compile_s
+    if run_dir is not None:
+        _write_summary(run_dir, result, config, hyp)
+    if result.tta_acc is not None:
+        events(Notice(
+            f"speedrun: {result.tta_acc:.2%} with TTA ({result.acc:.2%} without) in "
+            f"{result.train_eval_s:.2f} s of training + evaluation; data to device "
+            f"{data_s:.2f} s, warm-up {compile_s:.1f} s (both excluded)"
+        ))
+    return result
+
+
+def steps_per_epoch(train_size: int, batch_size: int = HYPERPARAMETERS["batch_size"]) -> int:
+    """Full batches only (a ragged last one would give a compiled model a new shape)."""
+    return max(train_size // batch_size, 1)
+
+
+# =============================================================================================
+# Data and augmentation on the device
+# =============================================================================================
+
+
+class _Normalizer:
+    """uint8 pixels -> (x/255 - mean)/std in float32, as one multiply-add per batch."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        if bool((std_t <= 0).any()):
+            raise ValueError(f"std must be positive in every channel, got {list(std)}")
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -mean_t / std_t
+        self.channels_last = device.type != "mps"
+
+    def __call__(self, images_u8: torch.Tensor) -> torch.Tensor:
+        x = torch.addcmul(self.shift, images_u8.float(), self.scale)
+        # channels_last: what cuDNN's fastest kernels want, and 1.7x faster on this CPU too.
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Fold indices in [-(size-1), 2(size-1)] back into [0, size) as reflect padding does."""
+    return (size - 1) - ((size - 1) - index.abs()).abs()
+
+
+def translate_and_flip(images: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Shift each image by (dy, dx) pixels over a reflect-padded border, then mirror it if asked.
+
+    images: (N, C, H, W) of any dtype; shifts: int64 (N, 2), |shift| < side; flips: bool (N,).
+    Result i equals F.pad(images[i], [p] * 4, mode="reflect")[:, p+dy : p+dy+H, p+dx : p+dx+W],
+    flipped left-right when flips[i] -- computed as one gather, without a padded copy.
+    """
+    n, c, h, w = images.shape
+    device = images.device
+    shifts, flips = shifts.to(device), flips.to(device)
+    rows = _reflect(torch.arange(h, device=device) + shifts[:, 0:1], h)  # (N, H)
+    columns = torch.arange(w, device=device).expand(n, w)
+    columns = torch.where(flips[:, None], (w - 1) - columns, columns)  # mirror, then shift
+    columns = _reflect(columns + shifts[:, 1:2], w)  # (N, W)
+    index = (rows[:, :, None] * w + columns[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return images.reshape(n, c, h * w).gather(2, index).view(n, c, h, w)
+
+
+class TrainImages:
+    """The training split as uint8 on the device, with its flip plan and per-epoch shifts.
+
+    Alternating flip: the first epoch flips a random half of the images; after that image i
+    is flipped on every other epoch, so consecutive epochs flip complementary sets and every
+    image is seen both ways equally often. Shifts are drawn afresh for every image each epoch.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device,
+        hyp: dict[str, Any],
+        seed: int,
+    ) -> None:
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.normalize = _Normalizer(mean, std, device)
+        self.batch_size = int(hyp["batch_size"])
+        self.translate = int(hyp["translate"])
+        self.alternating = bool(hyp["alternating_flip"])
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.first_flips = self._coin_flips()
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return steps_per_epoch(len(self), self.batch_size)
+
+    @property
+    def images_per_step(self) -> int:
+        return min(self.batch_size, len(self))
+
+    def _coin_flips(self) -> torch.Tensor:
+        return torch.rand(len(self), generator=self.generator, device=self.generator.device) < 0.5
+
+    def flips(self, epoch: int) -> torch.Tensor:
+        """Which images are mirrored in `epoch` (0-based): bool (N,)."""
+        if not self.alternating:
+            return self._coin_flips()
+        return self.first_flips if epoch % 2 == 0 else ~self.first_flips
+
+    def epoch_plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(order, shifts, flips) for one epoch, drawn in a few kernels for all images at once."""
+        device = self.generator.device
+        order = torch.randperm(len(self), generator=self.generator, device=device)
+        span = 2 * self.translate + 1
+        shifts = torch.randint(0, span, (len(self), 2), generator=self.generator, device=device)
+        return order, shifts - self.translate, self.flips(epoch)
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) per step: normalised float32, shifted and flipped per the plan."""
+        order, shifts, flips = self.epoch_plan(epoch)
+        size = self.images_per_step
+        for step in range(self.steps_per_epoch):
+            positions = order[step * size : (step + 1) * size]
+            raw = translate_and_flip(self.images[positions], shifts[positions], flips[positions])
+            yield self.normalize(raw), self.labels[positions]
+
+    def plain(self, count: int) -> torch.Tensor:
+        """The first `count` images, normalised and unaugmented (for the whitening filters)."""
+        return self.normalize(self.images[:count]).contiguous()
+
+
+class TestImages:
+    """The test split as uint8 on the device; normalised batch by batch."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device,
+    ) -> None:
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.normalize = _Normalizer(mean, std, device)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def raw_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 images, labels) in order; views are made from uint8 so all share one layout."""
+        for start in range(0, len(self), batch_size):
+            yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
+
+
+# =============================================================================================
+# Model setup: network, optimizer, learning-rate schedule, lookahead
+# =============================================================================================
+
+
+def build_model(channels: int, num_classes: int, hyp: dict[str, Any], device: torch.device) -> Speedrun:
+    model = Speedrun(channels, num_classes, widths=tuple(hyp["widths"])).to(device)
+    if device.type != "mps":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_optimizer(model: Speedrun, hyp: dict[str, Any]) -> torch.optim.SGD:
+    """Nesterov SGD on the summed loss, with lr and decay converted from per-1024-example units.
+
+    A gradient's total effect under momentum m is lr / (1 - m) times one step's, and a step
+    sums `batch_size` examples, so a move of hyp["lr"] per 1024 examples needs a PyTorch lr of
+    hyp["lr"] * (1 - m) / 1024 whatever the batch size. PyTorch multiplies weight decay by the
+    lr; each group's decay is divided by its own lr so all groups decay alike (decoupled).
+    """
+    momentum = hyp["momentum"]
+    lr = hyp["lr"] * (1 - momentum) / 1024
+    decay_per_step = hyp["weight_decay"] * (1 - momentum) * hyp["batch_size"] / 1024  # lr * wd
+    bn_biases = [m.bias for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.bias.requires_grad]
+    special = {id(p) for p in bn_biases} | {id(model.whiten.bias)}
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in special]
+    bias_lr = lr * hyp["bias_lr_scale"]
+    groups = [
+        dict(params=bn_biases, lr=bias_lr, peak_lr=bias_lr, weight_decay=decay_per_step / bias_lr, name="bn_biases"),
+        dict(params=[model.whiten.bias], lr=lr, peak_lr=lr, weight_decay=decay_per_step / lr, name="whiten_bias"),
+        dict(params=others, lr=lr, peak_lr=lr, weight_decay=decay_per_step / lr, name="weights"),
+    ]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+
+
+def lr_factor(step: int, total_steps: int, hyp: dict[str, Any]) -> float:
+    """Share of the peak lr at `step` (0-based): linear up from lr_start, then down to lr_end."""
+    warm = max(int(hyp["warmup"] * total_steps), 1)
+    if step < warm:
+        return hyp["lr_start"] + (1 - hyp["lr_start"]) * step / warm
+    done = (step - warm) / max(total_steps - warm, 1)
+    return 1 + (hyp["lr_end"] - 1) * min(done, 1.0)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float, whiten_bias_frozen: bool) -> None:
+    # Python floats, not tensors: the compiled model never sees them, so nothing recompiles.
+    for group in optimizer.param_groups:
+        frozen = whiten_bias_frozen and group["name"] == "whiten_bias"
+        group["lr"] = 0.0 if frozen else group["peak_lr"] * factor
+
+
+class Lookahead:
+    """Slow copies of the weights (and BatchNorm statistics) that the fast ones are pulled back to.
+
+    Every `lookahead_every` steps: slow <- decay * slow + (1 - decay) * fast, then fast <- slow.
+    The decay ramps from 0 (no effect) to lookahead_decay ** every at the end of training, so
+    the last epochs average over many steps, like an EMA whose result is also trained from.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.live = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+        self.slow = [t.detach().clone() for t in self.live]
+
+    @torch.no_grad()
+    def update(self, decay: float) -> None:
+        torch._foreach_lerp_(self.slow, self.live, 1.0 - decay)
+        torch._foreach_copy_(self.live, self.slow)
+
+
+def lookahead_decay(step: int, total_steps: int, hyp: dict[str, Any]) -> float:
+    progress = step / max(total_steps, 1)
+    return hyp["lookahead_decay"] ** hyp["lookahead_every"] * progress ** hyp["lookahead_power"]
+
+
+# =============================================================================================
+# Training loop
+# =============================================================================================
+
+
+def train_step(
+    net: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    label_smoothing: float,
+    amp_dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """One optimizer step on the summed loss; returns [loss sum, correct] as a device tensor."""
+    with autocast_context(images.device, amp_dtype):
+        logits = net(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing, reduction="sum")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    correct = (logits.detach().argmax(dim=1) == labels).sum()
+    return torch.stack([loss.detach().double(), correct.double()])
+
+
+def warm_up(
+    model: Speedrun,
+    net: nn.Module,
+    train: TrainImages,
+    test: TestImages,
+    hyp: dict[str, Any],
+    amp_dtype: torch.dtype | None,
+) -> None:
+    """Run everything the timed run will run -- whitening, training steps, lookahead, the full
+    TTA evaluation -- so compilation and cuDNN's algorithm search happen now, for every shape;
+    then put back the weights, BatchNorm statistics and the data's random state."""
+    saved = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    random_state = train.generator.get_state()
+    optimizer = build_optimizer(model, hyp)
+    model.init_whitening(train.plain(min(hyp["whiten_samples"], len(train))))
+    lookahead = Lookahead(model)
+    model.train()
+    for step, (images, labels) in enumerate(train.batches(0)):
+        if step == WARMUP_STEPS:
+            break
+        set_lr(optimizer, lr_factor(step, WARMUP_STEPS, hyp), whiten_bias_frozen=False)
+        train_step(net, images, labels, optimizer, hyp["label_smoothing"], amp_dtype)
+        lookahead.update(0.5)
+    evaluate_tta(net, test, level=hyp["tta_level"], batch_size=hyp["eval_batch_size"], amp_dtype=amp_dtype)
+    model.load_state_dict(saved)  # copies into the same tensors: the compiled graphs stay valid
+    train.generator.set_state(random_state)
+
+
+class _Run:
+    """One timed training run and its evaluation; split into methods so each reads on its own."""
+
+    def __init__(self, config, events, control, hyp, model, net, train, test, classes, amp_dtype, clock, run_dir):
+        self.emit, self.control, self.hyp = events, control, hyp
+        self.model, self.net, self.train, self.test = model, net, train, test
+        self.classes, self.amp_dtype, self.clock, self.run_dir = list(classes), amp_dtype, clock, run_dir
+        self.epochs = config.epochs
+        self.steps = train.steps_per_epoch
+        self.total_steps = self.epochs * self.steps
+        self.readout = _Readout(clock)
+        self.evaluations: dict[int, TTAEvaluation] = {}  # by 1-based epoch
+        self.history: list[dict[str, Any]] = []
+        self.shown_test = (0.0, 0.0, 0.0)  # (loss, acc, best) repeated until an evaluation
+
+    def train_and_evaluate(self, evaluate_each_epoch: bool) -> SpeedrunResult:
+        hyp, model, train = self.hyp, self.model, self.train
+        started = self.clock.synchronized_now()
+        self.host_started = time.perf_counter()
+        self.start_stamp = self.clock.stamp()
+        self.previous = _Sample(epoch=0, step=0, global_step=0, loss=0.0, correct=0.0, stamp=self.start_stamp)
+        self.epoch_end_stamps = {0: self.start_stamp}
+        model.init_whitening(train.plain(min(hyp["whiten_samples"], len(train))))
+        optimizer = build_optimizer(model, hyp)
+        lookahead = Lookahead(model)
+        global_step, epochs_done, stopped = 0, 0, False
+        last_sample_at = time.perf_counter()
+
+        for epoch in range(self.epochs):
+            model.train()
+            frozen = epoch >= hyp["whiten_bias_epochs"]
+            tally = torch.zeros(2, dtype=torch.float64, device=train.images.device)  # loss sum, correct
+            for step, (images, labels) in enumerate(train.batches(epoch), start=1):
+                self.control.wait_while_paused()
+                if self.control.stop_requested:
+                    stopped = True
+                    break
+                set_lr(optimizer, lr_factor(global_step, self.total_steps, hyp), frozen)
+                tally += train_step(self.net, images, labels, optimizer, hyp["label_smoothing"], self.amp_dtype)
+                global_step += 1
+                if global_step % hyp["lookahead_every"] == 0:
+                    lookahead.update(lookahead_decay(global_step, self.total_steps, hyp))
+                if time.perf_counter() - last_sample_at >= STEP_SAMPLE_S:
+                    self.readout.send(tally, ("step", epoch + 1, step, global_step))
+                    last_sample_at = time.perf_counter()
+                self._report(wait=False)
+            if stopped:
+                break
+            epochs_done = epoch + 1
+            if epochs_done == self.epochs:  # end on the slow weights, the last steps folded in
+                lookahead.update(lookahead_decay(global_step, self.total_steps, hyp))
+            self.readout.send(tally, ("epoch", epochs_done, self.steps, global_step))
+            if epochs_done == self.epochs or evaluate_each_epoch:
+                self.evaluations[epochs_done] = evaluate_tta(
+                    self.net, self.test, level=hyp["tta_level"], batch_size=hyp["eval_batch_size"],
+                    amp_dtype=self.amp_dtype,
+                )
+            self._report(wait=False)
+
+        train_eval_s = self.clock.synchronized_now() - started
+        self._report(wait=True)
+        model.eval()
+        final = None if stopped else self.evaluations.get(epochs_done)
+        return SpeedrunResult(
+            tta_acc=final.tta_acc if final else None,
+            acc=final.acc if final else None,
+            test_loss=final.loss if final else None,
+            train_eval_s=train_eval_s,
+            data_s=0.0,
+            compile_s=0.0,
+            epochs=epochs_done,
+            steps=global_step,
+            stopped=stopped,
+            model=model,
+            per_class_acc=final.per_class(self.classes) if final else {},
+            history=self.history,
+        )
+
+    # ---- reporting: values arrive from the device without the loop waiting for them --------
+
+    def _report(self, wait: bool) -> None:
+        for (loss_sum, correct), note, stamp in self.readout.ready(wait):
+            kind, epoch, step, global_step = note
+            if not math.isfinite(loss_sum):
+                raise NonFiniteLoss(
+                    f"the loss became NaN or infinite by step {global_step}; lower the speedrun lr "
+                    "or use --precision fp32, then start again"
+                )
+            sample = _Sample(epoch, step, global_step, loss_sum, correct, stamp)
+            if kind == "step":
+                self._emit_step(sample)
+            else:
+                self._emit_epoch(sample)
+            self.previous = sample
+
+    def _since_previous(self, sample: _Sample) -> tuple[float, float, int, float]:
+        """(loss, accuracy, images per second, seconds) over the steps since the previous report."""
+        same_epoch = sample.epoch == self.previous.epoch
+        loss_before = self.previous.loss if same_epoch else 0.0
+        correct_before = self.previous.correct if same_epoch else 0.0
+        steps = sample.step - (self.previous.step if same_epoch else 0)
+        images = max(steps * self.train.images_per_step, 1)
+        seconds = max(self.clock.seconds(self.previous.stamp, sample.stamp), 1e-9)
+        moved = (sample.global_step - self.previous.global_step) * self.train.images_per_step
+        return (sample.loss - loss_before) / images, (sample.correct - correct_before) / images, moved / seconds, seconds
+
+    def _emit_step(self, sample: _Sample) -> None:
+        loss, acc, images_per_s, _ = self._since_previous(sample)
+        elapsed = time.perf_counter() - self.host_started
+        self.emit(
+            StepMetrics(
+                epoch=sample.epoch,
+                step=sample.step,
+                steps_per_epoch=self.steps,
+                global_step=sample.global_step,
+                loss=loss,
+                acc=acc,
+                lr=self.hyp["lr"] * lr_factor(sample.global_step - 1, self.total_steps, self.hyp),
+                images_per_s=images_per_s,
+                elapsed_s=elapsed,
+                eta_s=elapsed / max(sample.global_step, 1) * (self.total_steps - sample.global_step),
+                gpu_memory_mb=gpu_memory_mb(self.train.images.device),
+            )
+        )
+        if self.run_dir is not None:
+            runs.append_metrics(self.run_dir, {
+                "type": "step", "epoch": sample.epoch, "step": sample.step,
+                "global_step": sample.global_step, "loss": loss, "acc": acc,
+            })
+
+    def _emit_epoch(self, sample: _Sample) -> None:
+        images = max(self.steps * self.train.images_per_step, 1)
+        train_loss, train_acc = sample.loss / images, sample.correct / images
+        epoch_train_s = self.clock.seconds(self.epoch_end_stamps[sample.epoch - 1], sample.stamp)
+        evaluation = self.evaluations.get(sample.epoch)
+        if evaluation is not None:
+            best = max(self.shown_test[2], evaluation.tta_acc)
+            self.shown_test = (evaluation.loss, evaluation.tta_acc, best)
+        test_loss, test_acc, best_acc = self.shown_test
+        epoch_s = epoch_train_s + (evaluation.seconds if evaluation else 0.0)
+        per_class = evaluation.per_class(self.classes) if evaluation else {}
+        lr = self.hyp["lr"] * lr_factor(sample.global_step - 1, self.total_steps, self.hyp)
+        record = {
+            "type": "epoch", "epoch": sample.epoch, "global_step": sample.global_step,
+            "train_loss": train_loss, "train_acc": train_acc,
+            "test_loss": test_loss, "test_acc": test_acc, "evaluated": evaluation is not None,
+            "test_acc_plain": evaluation.acc if evaluation else None,
+            "lr": lr, "images_per_s": images / max(epoch_train_s, 1e-9), "epoch_s": epoch_s,
+            "elapsed_s": time.perf_counter() - self.host_started, "per_class_acc": per_class,
+        }
+        self.history.append(record)
+        if self.run_dir is not None:
+            runs.append_metrics(self.run_dir, record)
+        self.emit(
+            EpochMetrics(
+                epoch=sample.epoch,
+                epochs=self.epochs,
+                global_step=sample.global_step,
+                train_loss=train_loss,
+                train_acc=train_acc,
+                test_loss=test_loss,
+                test_acc=test_acc,
+                best_acc=best_acc,
+                lr=lr,
+                images_per_s=record["images_per_s"],
+                epoch_s=epoch_s,
+                elapsed_s=record["elapsed_s"],
+                eta_s=epoch_s * (self.epochs - sample.epoch),
+                per_class_acc=per_class,
+            )
+        )
+        self.epoch_end_stamps[sample.epoch] = sample.stamp
+
+
+@dataclass
+class _Sample:
+    """Running totals of one epoch as read back from the device at one point in the run."""
+
+    epoch: int  # 1-based
+    step: int  # steps done in this epoch
+    global_step: int
+    loss: float  # summed (label-smoothed) loss so far this epoch
+    correct: float  # correct predictions so far this epoch
+    stamp: Any  # the device-timeline stamp taken when the totals were sent
+
+
+# =============================================================================================
+# Evaluation with test-time augmentation
+# =============================================================================================
+
+
+@dataclass
+class TTAEvaluation:
+    tta_acc: float  # 0..1, from the weighted mean of the views' logits
+    acc: float  # 0..1, from the plain view alone
+    loss: float  # mean cross entropy of the TTA logits
+    confusion: torch.Tensor  # (K, K) int64 on the CPU, rows = true class, TTA predictions
+    preds: torch.Tensor  # (N,) int64 on the CPU, TTA predictions
+    seconds: float
+
+    def per_class(self, classes: Sequence[str]) -> dict[str, float]:
+        totals = self.confusion.sum(dim=1).clamp(min=1)
+        return dict(zip(classes, (self.confusion.diag().double() / totals).tolist()))
+
+
+def tta_views(level: int) -> list[tuple[float, tuple[int, int], bool]]:
+    """(weight, (dy, dx) shift, mirrored) per view. Level 2 gives the plain and mirrored views
+    half the weight and four 1-pixel diagonal shifts (each mirrored or not) the other half."""
+    if level == 0:
+        return [(1.0, (0, 0), False)]
+    if level == 1:
+        return [(0.5, (0, 0), False), (0.5, (0, 0), True)]
+    if level == 2:
+        shifted = [(0.125, shift, flip) for shift in ((-1, -1), (1, 1)) for flip in (False, True)]
+        return [(0.25, (0, 0), False), (0.25, (0, 0), True), *shifted]
+    raise ValueError(f"tta_level must be 0, 1 or 2, got {level}")
+
+
+@torch.inference_mode()
+def evaluate_tta(
+    net: nn.Module,
+    test: TestImages,
+    *,
+    level: int,
+    batch_size: int,
+    amp_dtype: torch.dtype | None,
+) -> TTAEvaluation:
+    """Test metrics in eval mode without autograd, over the views of `level`; the model's mode
+    comes back as it was. Everything stays on the device until one copy at the end."""
+    views = tta_views(level)
+    was_training = net.training
+    net.eval()
+    started = time.perf_counter()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=test.images.device)
+    tta_preds, plain_preds = [], []
+    try:
+        for raw, labels in test.raw_batches(batch_size):
+            count = raw.shape[0]
+            combined = plain = None
+            for weight, (dy, dx), mirrored in views:
+                if (dy, dx) == (0, 0) and not mirrored:
+                    view = raw
+                else:
+                    shifts = torch.tensor([dy, dx], device=raw.device).expand(count, 2)
+                    view = translate_and_flip(raw, shifts, torch.full((count,), mirrored, device=raw.device))
+                with autocast_context(raw.device, amp_dtype):
+                    logits = net(test.normalize(view)).float()
+                plain = logits if plain is None else plain
+                combined = weight * logits if combined is None else combined + weight * logits
+            loss_sum += F.cross_entropy(combined, labels, reduction="sum").double()
+            tta_preds.append(combined.argmax(dim=1))
+            plain_preds.append(plain.argmax(dim=1))
+    finally:
+        net.train(was_training)
+    labels = test.labels
+    preds = torch.cat(tta_preds)
+    num_classes = int(combined.shape[1]) if combined is not None else 0
+    confusion = torch.bincount(labels * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
+    totals = torch.stack([(preds == labels).sum(), (torch.cat(plain_preds) == labels).sum()]).cpu()
+    count = max(len(test), 1)
+    return TTAEvaluation(
+        tta_acc=int(totals[0]) / count,
+        acc=int(totals[1]) / count,
+        loss=float(loss_sum.cpu()) / count,
+        confusion=confusion.cpu(),
+        preds=preds.cpu(),
+        seconds=time.perf_counter() - started,
+    )
+
+
+# =============================================================================================
+# Timing: device-timeline stamps, and reading values back without waiting
+# =============================================================================================
+
+
+class _Clock:
+    """Time on the device's own timeline: CUDA events on a GPU (taking one never waits), and
+    perf_counter elsewhere, where every op has finished by the time Python moves on."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.cuda = device.type == "cuda"
+
+    def stamp(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def reached(self, stamp: Any) -> bool:
+        return stamp.query() if self.cuda else True
+
+    def wait(self, stamp: Any) -> None:
+        if self.cuda:
+            stamp.synchronize()
+
+    def seconds(self, start: Any, end: Any) -> float:
+        return start.elapsed_time(end) / 1000 if self.cuda else end - start
+
+    def synchronized_now(self) -> float:
+        """perf_counter once all queued device work is done: the ends of a timed section."""
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        elif self.device.type == "mps":
+            torch.mps.synchronize()
+        return time.perf_counter()
+
+
+class _Readout:
+    """Small device tensors copied to the host in the background, handed out once they arrive.
+
+    On a GPU, `send` queues a non-blocking copy into pinned memory followed by an event;
+    `ready(wait=False)` yields only the copies whose event has passed, in the order sent.
+    """
+
+    def __init__(self, clock: _Clock) -> None:
+        self.clock = clock
+        self.queue: deque[tuple[torch.Tensor, tuple, Any]] = deque()
+
+    def send(self, values: torch.Tensor, note: tuple) -> None:
+        if self.clock.cuda:
+            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            host.copy_(values, non_blocking=True)
+        else:
+            host = values.detach().to("cpu", copy=True)
+        self.queue.append((host, note, self.clock.stamp()))
+
+    def ready(self, wait: bool) -> Iterator[tuple[list[float], tuple, Any]]:
+        while self.queue:
+            host, note, stamp = self.queue[0]
+            if not self.clock.reached(stamp):
+                if not wait:
+                    return
+                self.clock.wait(stamp)
+            self.queue.popleft()
+            yield host.tolist(), note, stamp
+
+
+# =============================================================================================
+# Summaries
+# =============================================================================================
+
+
+def _recipe_line(hyp: dict[str, Any], config: RunConfig, train_size: int, amp_dtype, compiled: bool) -> str:
+    precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[amp_dtype]
+    steps = steps_per_epoch(train_size, hyp["batch_size"])
+    return (
+        f"speedrun recipe: {config.epochs} epochs x {steps} steps of {min(hyp['batch_size'], train_size)}, "
+        f"Nesterov lr {hyp['lr']:g} per 1024 examples (momentum {hyp['momentum']:g}), "
+        f"label smoothing {hyp['label_smoothing']:g}, translate {hyp['translate']} px + alternating flip, "
+        f"TTA level {hyp['tta_level']}, {precision}{', compiled' if compiled else ''}; "
+        "the form's optimizer, lr, batch size and augmentation settings are not used"
+    )
+
+
+def _write_summary(run_dir: Path, result: SpeedrunResult, config: RunConfig, hyp: dict[str, Any]) -> None:
+    summary = {
+        "tta_acc": result.tta_acc,
+        "acc": result.acc,
+        "test_loss": result.test_loss,
+        "train_eval_s": result.train_eval_s,
+        "data_s": result.data_s,
+        "compile_s": result.compile_s,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "stopped": result.stopped,
+        "seed": config.seed,
+        "precision": config.precision,
+        "compile": config.compile,
+        "hyperparameters": {key: list(v) if isinstance(v, tuple) else v for key, v in hyp.items()},
+    }
+    runs.write_text_atomic(Path(run_dir) / "speedrun.json", json.dumps(summary, indent=2) + "\n")
