@@ -57,7 +57,7 @@ class Recorder(list):
 
 @pytest.fixture(scope="module")
 def shapes(data_dir) -> Dataset:
-    return subset(load_dataset("shapes", data_dir=data_dir), train=1024, test=512)
+    return subset(load_dataset("shapes", data_dir=data_dir), train=1024, test=256)
 
 
 @pytest.fixture(scope="module")

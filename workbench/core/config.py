@@ -53,6 +53,7 @@ class RunConfig:
     runs_dir: str = "runs"
     compile: bool = False  # torch.compile the model (slow warm-up, faster steps on GPU)
     val_fraction: float = 0.1  # held-out share when a folder has no test/ or val/
+    stream_over_mb: float = 0.0  # folders decoding to more stream from files; 0 = a quarter of RAM
     preset: str = ""  # name of a preset this config came from, for the record
 
     # ---- construction -------------------------------------------------------------
@@ -133,6 +134,7 @@ class RunConfig:
         _in_range("weight_decay", self.weight_decay, 0.0, 1.0)
         _in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, include_high=False)
         _in_range("val_fraction", self.val_fraction, 0.0, 0.9, include_low=False)
+        _in_range("stream_over_mb", self.stream_over_mb, 0.0, 1e9)
         _in_range("warmup_epochs", self.warmup_epochs, 0.0, float(self.epochs))
         if self.image_size and not 8 <= self.image_size <= 512:
             raise WorkbenchError(

@@ -86,6 +86,7 @@ def load_dataset(
     val_fraction: float = 0.1,
     download: bool = True,
     log: Log = lambda message: None,
+    stream_over_mb: float = 0.0,
 ) -> Dataset:
     """Load a built-in data set by name, or a folder in ImageFolder layout, as uint8 tensors.
 
@@ -96,7 +97,19 @@ def load_dataset(
     from workbench.core import cache
 
     data_dir = Path(data_dir).expanduser()
-    identity, build = _source(name_or_path, data_dir, image_size, seed, val_fraction, download, log)
+    scan = None
+    if name_or_path not in NAMED_SHAPES:
+        from workbench.core import folders, streaming
+
+        scan = folders.scan(Path(name_or_path).expanduser())
+        size, limit = image_size or FOLDER_IMAGE_SIZE, streaming.limit_mb(stream_over_mb)
+        if streaming.decoded_mb(scan, size) > limit:
+            log(
+                f"{name_or_path} would take {streaming.decoded_mb(scan, size):,.0f} MB decoded, over "
+                f"the {limit:,.0f} MB in-memory limit: streaming it from the files with workers"
+            )
+            return streaming.streaming_dataset(name_or_path, scan, size, seed, val_fraction, log)
+    identity, build = _source(name_or_path, data_dir, image_size, seed, val_fraction, download, log, scan)
     cache_file = cache.path_for(data_dir, _cache_label(name_or_path), identity)
     stored = cache.read(cache_file, log)
     if stored is not None:
@@ -152,6 +165,7 @@ def _source(
     val_fraction: float,
     download: bool,
     log: Log,
+    scan: Any = None,
 ) -> tuple[dict[str, Any], Build]:
     """What identifies the data for the cache, and how to build it when the cache misses."""
     if name_or_path == "shapes":
@@ -178,7 +192,7 @@ def _source(
 
     from workbench.core import folders
 
-    scan = folders.scan(Path(name_or_path).expanduser())
+    scan = scan or folders.scan(Path(name_or_path).expanduser())
     size = image_size or FOLDER_IMAGE_SIZE
     identity: dict[str, Any] = {
         "folder": str(scan.root),

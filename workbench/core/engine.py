@@ -42,7 +42,7 @@ from workbench.core.events import (
     RunStarted,
     StepMetrics,
 )
-from workbench.core.loader import DeviceBatches
+from workbench.core.loader import batches_for
 from workbench.core.models import count_parameters, create
 from workbench.core.optim import build_optimizer, build_scheduler
 from workbench.core.snapshots import images_due, save_epoch_images
@@ -173,6 +173,7 @@ class _Session:
             image_size=config.image_size,
             seed=config.seed,
             val_fraction=config.val_fraction,
+            stream_over_mb=config.stream_over_mb,
             log=lambda message: self.emit(Notice(message, _log_level(message))),
         )
         shape = f"{data.image_size}x{data.image_size}x{data.channels}"
@@ -206,12 +207,12 @@ class _Session:
         config, data, device = self.config, self.data, self.device
         augment_settings = AugmentSettings(ops=tuple(config.augment))
         channels_last = device.type == "cuda"
-        self.train_batches = DeviceBatches(
+        self.train_batches = batches_for(
             data.train.images, data.train.labels, data.mean, data.std, device, self.batch_size,
             shuffle=True, augment_settings=augment_settings, seed=config.seed,
             channels_last=channels_last,
         )
-        self.test_batches = DeviceBatches(
+        self.test_batches = batches_for(
             data.test.images, data.test.labels, data.mean, data.std, device,
             max(self.batch_size, 256), shuffle=False, channels_last=channels_last,
         )
@@ -263,6 +264,7 @@ class _Session:
     def _train(self, progress: Progress) -> None:
         config = self.config
         self.first_global_step = progress.global_step
+        self.reported_unreadable: set[int] = set()
         self.train_started = time.perf_counter()
         for epoch in range(progress.epoch + 1, config.epochs + 1):
             if progress.epoch_step and progress.order_state is not None:
@@ -276,6 +278,7 @@ class _Session:
                 self._save_checkpoint(progress, best=False)
                 self._finish("stopped", progress)
                 return
+            self._report_unreadable()
             evaluation = evaluate(self.model, self.test_batches, self.data.num_classes, amp_dtype=self.amp_dtype)
             progress.epoch, progress.epoch_step = epoch, 0
             self._end_epoch(epoch, result, evaluation, progress)
@@ -301,6 +304,16 @@ class _Session:
                 if self.batch_size // 2 < MIN_OOM_BATCH:
                     raise
                 self._halve_batch_after_oom(progress)
+
+    def _report_unreadable(self) -> None:
+        """Streamed folders find bad files only while training; say so once per file."""
+        found = getattr(self.train_batches, "unreadable", set()) - self.reported_unreadable
+        if found:
+            files = self.train_batches.files.paths
+            names = ", ".join(files[p] for p in sorted(found)[:5])
+            more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+            self.emit(Notice(f"skipped {len(found)} unreadable images: {names}{more}", "warning"))
+            self.reported_unreadable |= found
 
     def _halve_batch_after_oom(self, progress: Progress) -> None:
         old = self.batch_size

@@ -8,6 +8,7 @@ each batch is copied over asynchronously.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -94,6 +95,10 @@ class DeviceBatches:
             raw = self.images[positions.cpu()].to(self.device, non_blocking=True)
         else:
             raw = self.images[positions]
+        return self.finish_batch(raw, positions)
+
+    def finish_batch(self, raw: torch.Tensor, positions: torch.Tensor) -> Batch:
+        """uint8 images on the device -> normalised, augmented, in the training dtype and layout."""
         images = normalize(raw, self.mean, self.std, dtype=torch.float32)
         if self.augment_settings is not None and self.augment_settings.ops:
             images = augment(images, self.augment_settings, self.augment_generator)
@@ -118,3 +123,60 @@ def steps_per_epoch(count: int, batch_size: int, drop_last: bool) -> int:
     if drop_last and count >= batch_size:
         return count // batch_size
     return max(1, -(-count // batch_size))
+
+
+class StreamingBatches(DeviceBatches):
+    """The same batches, decoded from files by DataLoader workers, for splits too big to hold.
+
+    Order, augmentation and normalisation are DeviceBatches' own (same generators, same
+    steps per epoch); only where the uint8 pixels come from differs. Unreadable files are
+    dropped from their batch and counted in `unreadable`.
+    """
+
+    def __init__(self, files, labels, mean, std, device, batch_size, *, workers: int = 0, **options) -> None:
+        self.files = files
+        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.unreadable: set[int] = set()
+        super().__init__(torch.empty(0, dtype=torch.uint8), labels, mean, std, device, batch_size, **options)
+        self.placement_note = (
+            f"data streamed from {len(files):,} files by {self.workers} decoding workers"
+        )
+
+    def batches(self, order: torch.Tensor, start_step: int = 0) -> Iterator[Batch]:
+        order = order.cpu()
+        plan = [
+            order[step * self.batch_size : (step + 1) * self.batch_size].tolist()
+            for step in range(start_step, len(self))
+        ]
+        loader = torch.utils.data.DataLoader(
+            _Positions(self.files), batch_sampler=plan, num_workers=self.workers,
+            collate_fn=_stack_readable, pin_memory=self.device.type == "cuda",
+        )
+        for wanted, (positions, raw) in zip(plan, loader):
+            self.unreadable.update(set(wanted) - set(positions.tolist()))
+            yield self.finish_batch(raw.to(self.device, non_blocking=True), positions.to(self.device))
+
+
+class _Positions(torch.utils.data.Dataset):
+    def __init__(self, files) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, position: int):
+        return position, self.files[position]
+
+
+def _stack_readable(items):
+    kept = [(position, image) for position, image in items if image is not None]
+    positions = torch.tensor([position for position, _ in kept], dtype=torch.int64)
+    return positions, torch.stack([image for _, image in kept])
+
+
+def batches_for(images, labels, mean, std, device, batch_size, **options) -> DeviceBatches:
+    """Streaming batches for a split of files decoded on demand, device-resident otherwise."""
+    from workbench.core.streaming import FileImages
+
+    kind = StreamingBatches if isinstance(images, FileImages) else DeviceBatches
+    return kind(images, labels, mean, std, device, batch_size, **options)

@@ -446,13 +446,13 @@ class _Run:
 
     def train_and_evaluate(self, evaluate_each_epoch: bool) -> SpeedrunResult:
         hyp, model, train = self.hyp, self.model, self.train
+        optimizer = build_optimizer(model, hyp)  # its first construction imports torch._dynamo
         started = self.clock.synchronized_now()
         self.host_started = time.perf_counter()
         self.start_stamp = self.clock.stamp()
         self.previous = _Sample(epoch=0, step=0, global_step=0, loss=0.0, correct=0.0, stamp=self.start_stamp)
         self.epoch_end_stamps = {0: self.start_stamp}
         model.init_whitening(train.plain(min(hyp["whiten_samples"], len(train))))
-        optimizer = build_optimizer(model, hyp)
         lookahead = Lookahead(model)
         global_step, epochs_done, stopped = 0, 0, False
         last_sample_at = time.perf_counter()
