@@ -58,6 +58,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--device", choices=DEVICES, help=f"auto = cuda, then mps, then cpu (default: {d.device})")
     add("--seed", type=int, help=f"(default: {d.seed})")
     add("--runs-dir", help=f"where run folders go (default: {d.runs_dir})")
+    add("--val-fraction", type=float, help=f"test share for a folder without test/ or val/ (default: {d.val_fraction})")
+    add("--stream-over-mb", type=float,
+        help="stream folders whose decoded size passes this from their files (default: a quarter of RAM)")
     add("--compile", action=argparse.BooleanOptionalAction, default=None,
         help="torch.compile the model: slower start, faster GPU steps (default: off)")
 

@@ -123,7 +123,7 @@ class HeadlessReporter:
     def on_Failed(self, event: Failed) -> None:
         self._stop_progress()
         self.exit_code = EXIT_BAD_INPUT if event.bad_input else EXIT_FAILED
-        Console(stderr=True).print(f"workbench: error: {event.reason}", highlight=False, markup=False)
+        print(f"workbench: error: {event.reason}", file=sys.stderr, flush=True)
 
     def _print(self, line: str) -> None:
         target = self.progress.console if self.progress is not None else self.console
@@ -137,7 +137,7 @@ class HeadlessReporter:
 
 def train_headless(config: RunConfig, resume_dir: Path | None = None) -> int:
     """Run fit() in this thread; Ctrl-C asks for a clean stop, a second one aborts."""
-    console = Console()
+    console = Console(soft_wrap=True)  # a log file gets whole lines, not 80-column pieces
     reporter = HeadlessReporter(console, interactive=console.is_terminal and sys.stdout.isatty())
     control = TrainControl()
 

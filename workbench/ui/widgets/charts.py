@@ -49,6 +49,11 @@ class MetricsChart(Widget):
         yield PlotextPlot()
 
     def on_mount(self) -> None:
+        self.border_title = self.title
+        self.border_subtitle = " ".join(
+            f"[rgb({r},{g},{b})]━[/] {series.label}" for series in self.series.values()
+            for r, g, b in [series.color]
+        )
         self._draw()
         self.set_interval(REDRAW_EVERY_S, self._redraw_if_dirty)
 
@@ -100,8 +105,6 @@ class MetricsChart(Widget):
         plot = self.query_one(PlotextPlot)
         plt = plot.plt
         plt.clear_data()
-        plt.title(self.title)
-        plt.xlabel("epoch")
         plt.xlim(0, self.epochs)
         plt.xticks(list(range(self.epochs + 1)) if self.epochs <= 10 else None)
         if self.y_limits:
@@ -112,7 +115,7 @@ class MetricsChart(Widget):
                 continue
             xs, ys = _thin(series.xs, series.ys, budget)
             marker = "braille" if len(xs) > 1 else "dot"
-            plt.plot(xs, ys, label=series.label, color=series.color, marker=marker)
+            plt.plot(xs, ys, color=series.color, marker=marker)
         plot.refresh()
 
 
@@ -136,18 +139,18 @@ class TrainingCharts(Widget):
 
     def compose(self) -> ComposeResult:
         yield MetricsChart(
-            "loss",
+            "loss by epoch",
             {
-                "steps": ("train (samples)", (96, 110, 150)),
+                "steps": ("steps", (110, 125, 165)),
                 "train": ("train", (80, 170, 255)),
                 "test": ("test", (255, 165, 60)),
             },
             id="loss-chart",
         )
         yield MetricsChart(
-            "accuracy %",
+            "accuracy % by epoch",
             {
-                "steps": ("train (samples)", (96, 110, 150)),
+                "steps": ("steps", (110, 125, 165)),
                 "train": ("train", (80, 170, 255)),
                 "test": ("test", (255, 165, 60)),
             },

@@ -7,16 +7,16 @@ from textual.widgets import DataTable
 
 from workbench.ui import formatting as fmt
 
-BAR_WIDTH = 10
+BAR_WIDTH = 6
 
 
 class ClassAccuracy(DataTable):
     """One row per class; the weakest classes are marked so they stand out."""
 
     def on_mount(self) -> None:
-        self.cursor_type = "row"
+        self.cursor_type = "none"
         self.zebra_stripes = True
-        self.add_columns("class", "test acc", "")
+        self.add_columns("class", "acc", "")
 
     def show(self, per_class: dict[str, float]) -> None:
         self.clear()

@@ -9,12 +9,11 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.geometry import Size
 from textual.strip import Strip
-from textual.widget import Widget
+from textual.scroll_view import ScrollView
 
 from workbench.ui.jobs import DecodedImage
 
 HALF_BLOCK = "▀"  # foreground paints the top pixel, background the bottom one
-CAPTION_ROWS = 1
 
 
 @dataclass(frozen=True)
@@ -26,10 +25,10 @@ class Scale:
 
     def describe(self) -> str:
         if self.shrink > 1:
-            return f"shown 1:{self.shrink} (every {_ordinal(self.shrink)} pixel; too big to fit)"
+            return f"1:{self.shrink}, every {_ordinal(self.shrink)} pixel"
         if self.enlarge > 1:
-            return f"shown {self.enlarge}:1 (each pixel as {self.enlarge}×{self.enlarge})"
-        return "shown 1:1 (every pixel)"
+            return f"{self.enlarge}:1, each pixel {self.enlarge}×{self.enlarge}"
+        return "1:1, every pixel"
 
     def source(self, index: int) -> int:
         return index * self.shrink // self.enlarge
@@ -46,57 +45,92 @@ def fit_scale(width: int, height: int, columns: int, rows: int) -> Scale:
     return Scale(enlarge=max(1, min(columns // width, capacity_y // height)))
 
 
-class ImagePreview(Widget):
-    """Shows one decoded image; a caption line gives its size and the scale used."""
+class ImagePreview(ScrollView, can_focus=True):
+    """Shows one decoded image, fitted to the panel or at a chosen whole-number zoom.
+
+    The border subtitle gives the image's size and the scale used; arrows pan when zoomed in.
+    """
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.image: DecodedImage | None = None
         self.message = "no image selected"
-        self._strips: list[Strip] = []
-        self._drawn_for: tuple[int, int] | None = None
+        self.fixed_scale: Scale | None = None  # None = fit to the panel
+        self._rows: dict[int, Strip] = {}
+
+    # ---- data in ------------------------------------------------------------------
 
     def show(self, image: DecodedImage | None, message: str = "") -> None:
         self.image = image
         self.message = message or ("no image selected" if image is None else "")
-        self._drawn_for = None
-        self.refresh()
+        self._relayout()
+
+    def zoom_in(self) -> None:
+        scale = self.scale
+        self._zoom(Scale(shrink=scale.shrink - 1) if scale.shrink > 1 else Scale(enlarge=min(scale.enlarge + 1, 16)))
+
+    def zoom_out(self) -> None:
+        scale = self.scale
+        self._zoom(Scale(enlarge=scale.enlarge - 1) if scale.enlarge > 1 else Scale(shrink=scale.shrink + 1))
+
+    def zoom_to_fit(self) -> None:
+        self._zoom(None)
+
+    def _zoom(self, scale: Scale | None) -> None:
+        self.fixed_scale = scale
+        self._relayout()
 
     @property
     def scale(self) -> Scale:
+        if self.fixed_scale is not None:
+            return self.fixed_scale
         if self.image is None:
             return Scale()
-        rows = self.size.height - CAPTION_ROWS
-        return fit_scale(self.image.width, self.image.height, self.size.width, rows)
+        return fit_scale(self.image.width, self.image.height, self.size.width, self.size.height)
 
-    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return container.height
+    # ---- layout -------------------------------------------------------------------
+
+    def on_resize(self) -> None:
+        if self.fixed_scale is None:
+            self._relayout()
+
+    def _relayout(self) -> None:
+        self._rows = {}
+        image, scale = self.image, self.scale
+        if image is None:
+            self.virtual_size = Size(0, 0)
+            self.border_subtitle = ""
+        else:
+            width = -(-image.width * scale.enlarge // scale.shrink)
+            height = -(-image.height * scale.enlarge // scale.shrink)
+            self.virtual_size = Size(width, -(-height // 2))
+            fit = "" if self.fixed_scale else ", fitted"
+            self.border_subtitle = f"{image.width}×{image.height} px · {scale.describe()}{fit} · + - 0 zoom"
+        self.refresh()
+
+    # ---- drawing ------------------------------------------------------------------
 
     def render_line(self, y: int) -> Strip:
-        size = (self.size.width, self.size.height)
-        if self._drawn_for != size:
-            self._strips = self._draw()
-            self._drawn_for = size
-        if y < len(self._strips):
-            return self._strips[y]
-        return Strip.blank(self.size.width, self.rich_style)
-
-    def _draw(self) -> list[Strip]:
-        width = self.size.width
+        width = self.scrollable_content_region.width
         if self.image is None:
-            return [Strip([Segment(self.message[:width], self.rich_style)]).extend_cell_length(width)]
-        image, scale = self.image, self.scale
-        caption = f"{image.width}×{image.height} px · {scale.describe()}"
-        strips = [Strip([Segment(caption[:width], self.rich_style)]).extend_cell_length(width)]
-        shown_w = min(image.width * scale.enlarge // scale.shrink, width)
-        shown_h = -(-image.height * scale.enlarge // scale.shrink)
-        for row in range(0, shown_h, 2):
-            top_y = scale.source(row)
-            bottom_y = scale.source(row + 1) if row + 1 < shown_h else None
-            strips.append(self._line(image, scale, shown_w, top_y, bottom_y).extend_cell_length(width))
-        return strips
+            text = self.message if y == 0 else ""
+            return Strip([Segment(text[:width], self.rich_style)]).extend_cell_length(width, self.rich_style)
+        scroll_x, scroll_y = self.scroll_offset
+        row = y + scroll_y
+        if row >= self.virtual_size.height:
+            return Strip.blank(width, self.rich_style)
+        if row not in self._rows:
+            self._rows[row] = self._draw_row(row)
+        return self._rows[row].crop(scroll_x, scroll_x + width).extend_cell_length(width, self.rich_style)
 
-    def _line(self, image: DecodedImage, scale: Scale, shown_w: int, top_y: int, bottom_y: int | None) -> Strip:
+    def _draw_row(self, row: int) -> Strip:
+        """Half-block cells for image rows 2*row and 2*row+1 (after scaling)."""
+        image, scale = self.image, self.scale
+        assert image is not None
+        shown_w = self.virtual_size.width
+        shown_h = -(-image.height * scale.enlarge // scale.shrink)
+        top_y = scale.source(2 * row)
+        bottom_y = scale.source(2 * row + 1) if 2 * row + 1 < shown_h else None
         segments: list[Segment] = []
         run_key, run_length = None, 0
         for column in range(shown_w):

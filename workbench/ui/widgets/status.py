@@ -51,7 +51,11 @@ class RunState:
 class TrainStatus(Widget):
     """Two lines: phase, epoch/step and a progress bar; then time, speed, device and best accuracy."""
 
-    state: reactive[RunState] = reactive(RunState, layout=True)
+    state: reactive[RunState] = reactive(RunState)
+
+    def watch_state(self, old: RunState, new: RunState) -> None:
+        if bool(old.reason) != bool(new.reason) or old.phase != new.phase:
+            self.refresh(layout=True)  # the strip may have grown or shrunk a line
 
     def render(self) -> Content:
         state = self.state
