@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,21 +45,17 @@ from workbench.core.loader import batches_for
 from workbench.core.models import count_parameters, create
 from workbench.core.optim import build_optimizer, build_scheduler
 from workbench.core.snapshots import images_due, save_epoch_images
+from workbench.core.train_state import (
+    Progress,
+    TrainingParts,
+    checkpoint_state,
+    load_resume_state,
+    progress_from,
+    restore,
+)
 from workbench.core.steps import EvalResult, NonFiniteLoss, StepSample, evaluate, train_one_epoch
 
 MIN_OOM_BATCH = 8  # below this, halving the batch again will not rescue a run
-
-
-@dataclass
-class Progress:
-    """Where a run is; saved in every checkpoint so a resume continues exactly."""
-
-    epoch: int = 0  # completed epochs
-    epoch_step: int = 0  # steps done in a partly trained epoch (0 = at an epoch boundary)
-    global_step: int = 0
-    best_acc: float = -1.0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    order_state: torch.Tensor | None = None  # shuffle generator state at the partial epoch's start
 
 
 def fit(
@@ -124,8 +119,8 @@ class _Session:
         progress, state = Progress(), None
         if resume_dir is not None:
             self.run_dir = resume_dir
-            state = self._load_resume_state(resume_dir)
-            progress = _progress_from(state)
+            state = load_resume_state(resume_dir, config.epochs, self.emit)
+            progress = progress_from(state)
             self.batch_size = int(state.get("batch_size", self.batch_size))
         else:
             self.run_dir = runs.create_run_dir(config)
@@ -218,21 +213,9 @@ class _Session:
         )
         self.optimizer = build_optimizer(self.model, config, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+        self.parts = TrainingParts(self.model, self.optimizer, self.scaler, self.train_batches)
         if state is not None:
-            self.model.load_state_dict(state["model"])
-            try:
-                self.optimizer.load_state_dict(state["optimizer"])
-                saved = state["config"]["optimizer"]
-                if saved != config.optimizer:
-                    raise ValueError
-            except (KeyError, ValueError):
-                raise WorkbenchError(
-                    f"the checkpoint's optimizer state is for {state['config'].get('optimizer')!r}, "
-                    f"not {config.optimizer!r}; resume with the run's own optimizer"
-                ) from None
-            self.scaler.load_state_dict(state["scaler"])
-            self.train_batches.load_state(state["loader"])
-            _restore_rng(state["rng"])
+            restore(state, self.parts, config)
         self._rebuild_scheduler(state["progress"]["global_step"] if state else 0)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.train_model = torch.compile(self.model) if config.compile else self.model
@@ -242,22 +225,6 @@ class _Session:
         self.scheduler = build_scheduler(
             self.optimizer, self.config, len(self.train_batches), done_steps=global_step
         )
-
-    def _load_resume_state(self, run_dir: Path) -> dict[str, Any]:
-        folder = run_dir / "checkpoints"
-        for leftover in ckpt.clean_temp_files(folder):
-            self.emit(Notice(f"removed an unfinished checkpoint write: {leftover.name}", "warning"))
-        state, path, problems = ckpt.load_latest(folder, map_location="cpu")
-        for problem in problems:
-            self.emit(Notice(f"{problem}; using an earlier checkpoint", "warning"))
-        done = state["progress"]["epoch"]
-        if done >= self.config.epochs and not state["progress"]["epoch_step"]:
-            raise WorkbenchError(
-                f"{run_dir.name} has already trained {done} epochs; resume with --epochs "
-                f"greater than {done}"
-            )
-        self.emit(Notice(f"resuming from {path.name} (epoch {done}, step {state['progress']['global_step']})"))
-        return state
 
     # ---- the loop -----------------------------------------------------------------
 
@@ -296,7 +263,7 @@ class _Session:
                     global_step=progress.global_step,
                     start_step=progress.epoch_step,
                     amp_dtype=self.amp_dtype,
-                    on_sample=lambda sample: self._on_sample(epoch, sample, progress),
+                    on_sample=lambda sample: self._on_sample(epoch, sample),
                     keep_first_batch=images_due(epoch, self.config.epochs),
                 )
             except torch.cuda.OutOfMemoryError:
@@ -326,7 +293,7 @@ class _Session:
         self._rebuild_scheduler(progress.global_step)
         self.emit(Notice(f"out of GPU memory at batch size {old}: retrying the epoch with {self.batch_size}", "warning"))
 
-    def _on_sample(self, epoch: int, sample: StepSample, progress: Progress) -> None:
+    def _on_sample(self, epoch: int, sample: StepSample) -> None:
         steps = len(self.train_batches)
         done = (epoch - 1) * steps + sample.step
         remaining = self.config.epochs * steps - done
@@ -408,27 +375,7 @@ class _Session:
             self.emit(Notice("weights are not finite: checkpoint not saved", "warning"))
             return
         folder = self.run_dir / "checkpoints"
-        state = {
-            "format": 1,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "loader": self.train_batches.state(),
-            "rng": _rng_state(),
-            "progress": {
-                "epoch": progress.epoch,
-                "epoch_step": progress.epoch_step,
-                "global_step": progress.global_step,
-                "best_acc": progress.best_acc,
-                "order_state": progress.order_state,
-            },
-            "history": progress.history,
-            "batch_size": self.batch_size,
-            "config": self.config.to_dict(),
-            "classes": list(self.data.classes),
-            "mean": list(self.data.mean),
-            "std": list(self.data.std),
-        }
+        state = checkpoint_state(self.parts, progress, self.batch_size, self.config, self.data)
         path = ckpt.save_last(state, folder)
         self.emit(CheckpointSaved(path, progress.epoch, best=False))
         if best:
@@ -460,28 +407,3 @@ def _log_level(message: str) -> str:
 def _per_class_accuracy(confusion: torch.Tensor) -> list[float]:
     totals = confusion.sum(dim=1).clamp(min=1)
     return (confusion.diag().double() / totals).tolist()
-
-
-def _rng_state() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _progress_from(state: dict[str, Any]) -> Progress:
-    saved = state["progress"]
-    return Progress(
-        epoch=saved["epoch"],
-        epoch_step=saved["epoch_step"],
-        global_step=saved["global_step"],
-        best_acc=saved["best_acc"],
-        history=list(state.get("history", [])),
-        order_state=saved.get("order_state"),
-    )
