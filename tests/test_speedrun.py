@@ -16,6 +16,7 @@ from workbench.core.control import TrainControl
 from workbench.core.data import Dataset, Split, load_dataset
 from workbench.core.events import EpochMetrics, Notice, RunStarted, StepMetrics
 from workbench.core.models.speedrun import Speedrun
+from workbench.core.shapes import CLASSES as SHAPE_CLASSES
 from workbench.core.steps import NonFiniteLoss
 
 CPU = torch.device("cpu")
@@ -80,13 +81,7 @@ def test_two_epochs_on_shapes_learn_and_return_an_eval_mode_model(trained):
     assert result.test_loss is not None and result.test_loss > 0
     assert not result.model.training and isinstance(result.model, Speedrun)
     assert result.train_eval_s > 0 and result.compile_s == 0.0 and result.data_s >= 0
-    assert set(result.per_class_acc) == set(load_classes())
-
-
-def load_classes():
-    from workbench.core import shapes
-
-    return shapes.CLASSES
+    assert set(result.per_class_acc) == set(SHAPE_CLASSES)
 
 
 def test_events_follow_the_engine_shapes(trained):
@@ -97,7 +92,7 @@ def test_events_follow_the_engine_shapes(trained):
     # Only the last epoch is evaluated; before it the test values are placeholders, never NaN.
     assert epochs[0].test_acc == 0.0 and epochs[0].per_class_acc == {}
     assert epochs[-1].test_acc == result.tta_acc and epochs[-1].best_acc == result.tta_acc
-    assert set(epochs[-1].per_class_acc) == set(load_classes())
+    assert set(epochs[-1].per_class_acc) == set(SHAPE_CLASSES)
     assert all(e.train_loss == e.train_loss and 0 <= e.train_acc <= 1 for e in epochs)
     steps = events.of(StepMetrics)
     assert steps and all(1 <= s.step <= s.steps_per_epoch == 8 for s in steps)
@@ -324,11 +319,48 @@ def test_unknown_hyperparameter_and_fp16_on_cpu_are_refused():
 
 
 def test_bf16_autocast_runs_on_the_cpu():
-    result = sr.fit_speedrun(config(epochs=1, precision="bf16"), Recorder(), TrainControl(), random_data(), CPU,
-                             None, hyperparameters=TINY)
+    result = sr.fit_speedrun(config(epochs=1, precision="bf16"), Recorder(), TrainControl(),
+                             random_data(train=64, test=32), CPU, None, hyperparameters=TINY)
     assert result.tta_acc is not None and result.model.head.weight.dtype == torch.float32
 
 
 def test_steps_per_epoch_uses_full_batches_only():
     assert sr.steps_per_epoch(50_000) == 48
     assert sr.steps_per_epoch(100, 1024) == 1
+
+
+def test_warm_up_leaves_weights_statistics_and_random_state_as_they_were():
+    data = random_data()
+    hyp = {**sr.HYPERPARAMETERS, **TINY}
+    torch.manual_seed(0)
+    model = sr.build_model(3, 10, hyp, CPU)
+    train = sr.TrainImages(*_raw(data), CPU, hyp, seed=0)
+    test = sr.TestImages(data.test.images, data.test.labels, data.mean, data.std, CPU)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    random_state = train.generator.get_state()
+    sr.warm_up(model, model, train, test, hyp, amp_dtype=None)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert torch.equal(train.generator.get_state(), random_state)
+
+
+def test_the_preset_runs_through_fit_and_saves_a_checkpoint(tiny, monkeypatch):
+    """fit() hands a cifar10-speedrun config to the recipe and keeps the engine's run folder."""
+    from tests.conftest import Recorder
+    from workbench.core import runs, speedrun_train
+    from workbench.core.engine import fit
+    from workbench.core.events import Finished, RunStarted
+    from workbench.core.presets import preset_config
+
+    narrow = {**speedrun_train.HYPERPARAMETERS, "widths": (8, 16, 16), "batch_size": 512, "whiten_samples": 256}
+    monkeypatch.setattr(speedrun_train, "HYPERPARAMETERS", narrow)
+    base = tiny()
+    config = preset_config("cifar10-speedrun").replace(
+        dataset="shapes", epochs=1, device="cpu", compile=False, precision="fp32",
+        data_dir=base.data_dir, runs_dir=base.runs_dir,
+    )
+    recorder = Recorder()
+    run_dir = fit(config, recorder)
+    assert recorder.of(RunStarted) and recorder.last(Finished).status == "finished", recorder.events[-1]
+    assert (run_dir / "checkpoints" / "best.pt").is_file()
+    assert runs.read_status(run_dir)[0] == "finished"
+    assert recorder.last(Finished).best_acc > 0.1

@@ -45,6 +45,7 @@ from workbench.core.loader import batches_for
 from workbench.core.models import count_parameters, create
 from workbench.core.optim import build_optimizer, build_scheduler
 from workbench.core.snapshots import images_due, save_epoch_images
+from workbench.core.speedrun_run import is_speedrun, run_speedrun
 from workbench.core.train_state import (
     Progress,
     TrainingParts,
@@ -109,6 +110,8 @@ class _Session:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
+        if is_speedrun(config) and resume_dir is not None:
+            raise WorkbenchError("speedrun runs are seconds long and cannot be resumed; start a new one")
         data = self._load_data()
         model = create(config.arch, data.channels, data.num_classes, data.image_size).to(device)
         if device.type == "cuda":
@@ -127,7 +130,19 @@ class _Session:
         runs.write_status(self.run_dir, "running")
         runs.write_run_info(self.run_dir, self._run_info(data, model))
 
+        if is_speedrun(config):
+            from workbench.core import speedrun_train
+
+            self._announce(progress, speedrun_train.steps_per_epoch(len(data.train.labels)))
+            run_speedrun(config, data, device, self.run_dir, self.emit, self.control, self.started)
+            return
         self._build_training(state)
+        self._announce(progress, len(self.train_batches))
+        self.emit(Notice(self.train_batches.placement_note))
+        self._train(progress)
+
+    def _announce(self, progress: Progress, steps_per_epoch: int) -> None:
+        config, data, device, model = self.config, self.data, self.device, self.model
         self.emit(
             RunStarted(
                 run_dir=self.run_dir,
@@ -140,12 +155,10 @@ class _Session:
                 train_size=len(data.train.labels),
                 test_size=len(data.test.labels),
                 epochs=config.epochs,
-                steps_per_epoch=len(self.train_batches),
+                steps_per_epoch=steps_per_epoch,
                 start_epoch=progress.epoch,
             )
         )
-        self.emit(Notice(self.train_batches.placement_note))
-        self._train(progress)
 
     def fail(self, reason: str, details: str = "", bad_input: bool = False) -> None:
         if self.run_dir is not None and self.run_dir.exists():
