@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.core import runs
+from workbench.core import speedrun_data as srd
 from workbench.core import speedrun_train as sr
 from workbench.core.config import RunConfig
 from workbench.core.control import TrainControl
@@ -120,7 +121,7 @@ def test_whitening_weights_stay_frozen_through_training(trained, shapes):
     assert id(model.whiten.weight) not in in_optimizer
     # Exactly the filters init_whitening computes from the same images: training never moved them.
     fresh = Speedrun(3, 10, widths=SMALL["widths"])
-    images = sr.TrainImages(shapes.train.images, shapes.train.labels, shapes.mean, shapes.std, CPU,
+    images = srd.TrainImages(shapes.train.images, shapes.train.labels, shapes.mean, shapes.std, CPU,
                             {**sr.HYPERPARAMETERS, **SMALL}, seed=0)
     fresh.init_whitening(images.plain(SMALL["whiten_samples"]))
     assert torch.equal(model.whiten.weight, fresh.whiten.weight)
@@ -133,7 +134,7 @@ def test_alternating_flip_flips_complementary_sets_on_consecutive_epochs():
     data = random_data(train=512)
     hyp = {**sr.HYPERPARAMETERS, "translate": 0, "batch_size": 64}
     # mean 0 and std 1/255 make the "normalised" batches equal to the raw pixels.
-    train = sr.TrainImages(data.train.images, data.train.labels, (0.0,) * 3, (1 / 255,) * 3, CPU, hyp, seed=3)
+    train = srd.TrainImages(data.train.images, data.train.labels, (0.0,) * 3, (1 / 255,) * 3, CPU, hyp, seed=3)
     assert 0.4 < train.flips(0).float().mean() < 0.6
     for epoch in range(3):
         assert torch.equal(train.flips(epoch + 1), ~train.flips(epoch))
@@ -166,7 +167,7 @@ def test_translate_and_flip_matches_reflect_pad_crop_and_mirror():
     images = torch.randint(0, 256, (40, 3, 9, 7), dtype=torch.uint8, generator=generator)
     shifts = torch.randint(-2, 3, (40, 2), generator=generator)
     flips = torch.rand(40, generator=generator) < 0.5
-    result = sr.translate_and_flip(images, shifts, flips)
+    result = srd.translate_and_flip(images, shifts, flips)
     padded = F.pad(images.float(), [2] * 4, mode="reflect")
     for i in range(40):
         dy, dx = (2 + shifts[i]).tolist()
@@ -176,7 +177,7 @@ def test_translate_and_flip_matches_reflect_pad_crop_and_mirror():
 
 
 def test_translations_stay_within_the_configured_pixels():
-    train = sr.TrainImages(*_raw(random_data()), CPU, sr.HYPERPARAMETERS, seed=0)
+    train = srd.TrainImages(*_raw(random_data()), CPU, sr.HYPERPARAMETERS, seed=0)
     _, shifts, _ = train.epoch_plan(0)
     assert shifts.min() == -2 and shifts.max() == 2
 
@@ -192,7 +193,7 @@ def test_tta_evaluation_is_deterministic_in_eval_mode_and_restores_the_mode():
     data = random_data(test=100)
     torch.manual_seed(0)
     model = sr.build_model(3, 10, {**sr.HYPERPARAMETERS, "widths": (8, 16, 16)}, CPU)
-    model.init_whitening(sr.TrainImages(*_raw(data), CPU, sr.HYPERPARAMETERS, seed=0).plain(64))
+    model.init_whitening(srd.TrainImages(*_raw(data), CPU, sr.HYPERPARAMETERS, seed=0).plain(64))
     with torch.no_grad():  # BatchNorm statistics far from their (0, 1) defaults
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -200,16 +201,16 @@ def test_tta_evaluation_is_deterministic_in_eval_mode_and_restores_the_mode():
                 module.running_var.uniform_(0.5, 2)
     model.train()
     stats = {k: v.clone() for k, v in model.state_dict().items()}
-    test = sr.TestImages(data.test.images, data.test.labels, data.mean, data.std, CPU)
-    first = sr.evaluate_tta(model, test, level=2, batch_size=32, amp_dtype=None)
-    second = sr.evaluate_tta(model, test, level=2, batch_size=64, amp_dtype=None)
+    test = srd.TestImages(data.test.images, data.test.labels, data.mean, data.std, CPU)
+    first = srd.evaluate_tta(model, test, level=2, batch_size=32, amp_dtype=None)
+    second = srd.evaluate_tta(model, test, level=2, batch_size=64, amp_dtype=None)
     assert model.training  # the caller's mode comes back
     # A train-mode pass would have moved the running statistics.
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
     assert (first.tta_acc, first.acc) == (second.tta_acc, second.acc)
     assert first.loss == pytest.approx(second.loss, rel=1e-6)
     assert torch.equal(first.preds, second.preds) and int(first.confusion.sum()) == 100
-    plain = sr.evaluate_tta(model, test, level=0, batch_size=100, amp_dtype=None)
+    plain = srd.evaluate_tta(model, test, level=0, batch_size=100, amp_dtype=None)
     assert plain.tta_acc == plain.acc == first.acc
     model.eval()
     with torch.no_grad():
@@ -219,11 +220,11 @@ def test_tta_evaluation_is_deterministic_in_eval_mode_and_restores_the_mode():
 
 def test_tta_views_weights_sum_to_one():
     for level in (0, 1, 2):
-        views = sr.tta_views(level)
+        views = srd.tta_views(level)
         assert sum(weight for weight, _, _ in views) == pytest.approx(1.0)
-    assert len(sr.tta_views(2)) == 6
+    assert len(srd.tta_views(2)) == 6
     with pytest.raises(ValueError):
-        sr.tta_views(3)
+        srd.tta_views(3)
 
 
 # ---- optimisation ------------------------------------------------------------------------------
@@ -334,8 +335,8 @@ def test_warm_up_leaves_weights_statistics_and_random_state_as_they_were():
     hyp = {**sr.HYPERPARAMETERS, **TINY}
     torch.manual_seed(0)
     model = sr.build_model(3, 10, hyp, CPU)
-    train = sr.TrainImages(*_raw(data), CPU, hyp, seed=0)
-    test = sr.TestImages(data.test.images, data.test.labels, data.mean, data.std, CPU)
+    train = srd.TrainImages(*_raw(data), CPU, hyp, seed=0)
+    test = srd.TestImages(data.test.images, data.test.labels, data.mean, data.std, CPU)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     random_state = train.generator.get_state()
     sr.warm_up(model, model, train, test, hyp, amp_dtype=None)
