@@ -28,7 +28,7 @@ def trained_run(tmp_path_factory, data_dir):
     work = tmp_path_factory.mktemp("cli")
     result = workbench(
         "train", "--dataset", "shapes", "--arch", "basic_cnn", "--epochs", 2, "--device", "cpu",
-        "--data-dir", data_dir, "--runs-dir", work / "runs", "--batch-size", 64, cwd=work,
+        "--data-dir", data_dir, "--runs-dir", work / "runs", "--batch-size", 256, cwd=work,
     )
     assert result.returncode == 0, result.stderr
     (run_dir,) = (work / "runs").iterdir()

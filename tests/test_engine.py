@@ -26,7 +26,7 @@ from workbench.core.steps import evaluate
 
 
 def test_two_epochs_write_a_complete_run(tiny, recorder):
-    run_dir = fit(tiny(epochs=2), recorder)
+    run_dir = fit(tiny(epochs=2, batch_size=256), recorder)
     assert recorder.of(Failed) == []
     started = recorder.of(RunStarted)[0]
     assert started.params == 62_958 and started.device == "cpu"
@@ -49,7 +49,7 @@ def test_two_epochs_write_a_complete_run(tiny, recorder):
 
 
 def test_step_samples_are_throttled(tiny, recorder):
-    fit(tiny(epochs=1, batch_size=16), recorder)
+    fit(tiny(epochs=1, batch_size=16, arch="linear"), recorder)
     steps = recorder.of(StepMetrics)
     elapsed = recorder.last(Finished).elapsed_s
     assert len(steps) <= elapsed / 0.3 + 2  # a few a second, never one per step (625 steps)
@@ -108,7 +108,7 @@ def test_pause_blocks_until_resumed(tiny, recorder):
             paused_at.append(event.global_step)
             threading.Timer(0.5, control.resume).start()
 
-    fit(tiny(epochs=1, batch_size=32), sink, control)
+    fit(tiny(epochs=1, batch_size=32, arch="linear"), sink, control)
     assert recorder.last(Finished).status == "finished"
     assert paused_at
 

@@ -31,7 +31,7 @@ def assert_same_weights(a, b):
 
 def small(tiny, **changes):
     # Small images keep four epochs of a conv net with BatchNorm within seconds on a CPU.
-    values = dict(arch="convbn", batch_size=256, augment="crop,flip", schedule="constant", seed=3, image_size=16)
+    values = dict(arch="convbn", batch_size=256, augment="crop,flip", schedule="constant", seed=3, image_size=12)
     values.update(changes)
     return tiny(**values)
 
