@@ -183,7 +183,8 @@ async def test_pressing_start_twice_trains_once(tmp_path, data_dir):
     notes = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("s", "s")
-        assert await wait_until(pilot, lambda: app.training, 30)
+        # A tiny run may finish between two polls: being done also proves it started.
+        assert await wait_until(pilot, lambda: app.training or app.dashboard.outcome is not None, 60)
         await pilot.press("s")
         assert await wait_until(pilot, lambda: app.dashboard.outcome is not None, 120)
         assert isinstance(app.dashboard.outcome, Finished)
@@ -281,6 +282,43 @@ async def test_interrupted_run_is_offered_and_resumed(tmp_path, data_dir):
         assert app.dashboard.charts.accuracy.point_count("test") == 2  # epoch 1 from history
     assert runs.read_status(run_dir)[0] == "finished"
     assert len(run_folders(tmp_path)) == 1
+
+
+@asynchronous
+async def test_background_failures_become_messages(tmp_path, data_dir):
+    """A run folder without checkpoints cannot be exported: the worker fails, the app says why."""
+    broken = tmp_path / "runs" / "20250101-120000-linear"
+    broken.mkdir(parents=True)
+    (broken / "config.toml").write_text(tiny_config(tmp_path, data_dir).to_toml())
+    (broken / "status").write_text("failed\n")
+    app = make_app(tmp_path, data_dir)
+    notes = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries, 20)
+        await pilot.press("e")
+        assert await wait_until(pilot, lambda: any("export failed" in note for note in notes), 60), notes
+        assert app.return_code is None
+
+
+@asynchronous
+async def test_keys_move_through_the_form_and_the_palette_reaches_every_screen(tmp_path, data_dir):
+    app = make_app(tmp_path, data_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        setup = app.setup_screen
+        setup.query_one("#epochs").focus()
+        await pilot.press("down")
+        assert setup.focused.id == "batch_size"
+        await pilot.press("up", "up")
+        assert setup.focused.id == "dataset"
+        await pilot.press("enter")
+        assert setup.focused.id == "epochs"
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        await pilot.press(*"show runs", "enter")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), 5)
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SetupScreen), 5)
 
 
 # ---- images --------------------------------------------------------------------------------

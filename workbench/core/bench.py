@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,22 +22,22 @@ import torch
 
 from workbench.core.bench_reference import (
     WARMUP_STEPS,
+    BenchData,
     EpochTiming,
     SideResult,
-    even_per_class,
-    export_pngs,
-    link_files,
+    cpu_seconds,
+    prepare_data,
     run_reference,
 )
 from workbench.core.config import AUGMENTATIONS, DATASET_NAMES, DEVICES, OPTIMIZERS, PRECISIONS, RunConfig
-from workbench.core.data import FOLDER_IMAGE_SIZE, Dataset, load_dataset
+from workbench.core.control import TrainControl
 from workbench.core.errors import WorkbenchError
 
 QUICK_TRAIN_IMAGES = 4096  # --quick: small enough for well under a minute on 2 CPU cores
 QUICK_TEST_IMAGES = 1024
 EXCLUDED = (
     "data preparation (loading or decoding the set, writing PNGs or links, the engine's decoded cache)",
-    f"warm-up ({WARMUP_STEPS} training steps per side on a throwaway model)",
+    f"warm-up (per side, {WARMUP_STEPS} training steps on a throwaway model: for the engine a fit() stopped early)",
     "engine start-up before its first step (reading the cache, building the run folder)",
 )
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -52,17 +53,18 @@ def add_bench_options(parser: argparse.ArgumentParser) -> None:
     add("--dataset", default="shapes", help=f"{', '.join(DATASET_NAMES)}, or a folder in ImageFolder layout (default: shapes)")
     add("--data-dir", help="where named data sets and decoded caches live (default: the user data folder)")
     add("--arch", default="basic_cnn", help="architecture, see `workbench models` (default: basic_cnn)")
-    add("--epochs", type=int, help="timed epochs per side (default: 1)")
+    add("--epochs", type=int, default=1, help="timed epochs per side (default: 1)")
     add("--batch-size", type=int, default=128, help="(default: 128)")
     add("--device", choices=DEVICES, default="auto", help="(default: auto)")
     add("--workers", type=int, default=2, help="DataLoader worker processes of the reference loop (default: 2)")
+    add("--threads", type=int, help="torch threads for both sides' training (default: torch's own choice)")
     add("--augment", default="none", help=f"comma list of {', '.join(AUGMENTATIONS)}, or none (default: none)")
     add("--precision", choices=PRECISIONS, default="fp32", help="the engine's precision; the reference is fp32 (default: fp32)")
     add("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"both sides (default: {d.optimizer})")
     add("--lr", type=float, default=d.lr, help=f"both sides (default: {d.lr})")
     add("--max-images", type=int, help="train images per side, evenly per class (default: all)")
     add("--quick", action="store_true",
-        help=f"1 epoch on at most {QUICK_TRAIN_IMAGES} train / {QUICK_TEST_IMAGES} test images")
+        help=f"at most {QUICK_TRAIN_IMAGES} train / {QUICK_TEST_IMAGES} test images: a check in under a minute")
     add("--target-acc", type=float, metavar="X", help="also time how long each side takes to reach test accuracy X (0..1)")
     add("--json", metavar="PATH", help="write every number and the machine's description as JSON")
 
@@ -71,6 +73,7 @@ def add_bench_options(parser: argparse.ArgumentParser) -> None:
 class BenchSettings:
     config: RunConfig  # the engine's settings; its dataset is the name or folder as given
     workers: int
+    threads: int | None  # torch intra-op threads for both sides; None leaves torch's default
     max_images: int | None
     max_test_images: int | None
     target_acc: float | None
@@ -81,12 +84,14 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     """Validate every option before any data is touched; WorkbenchError names the bad one."""
     config = RunConfig.from_mapping({
         "dataset": args.dataset, "data_dir": args.data_dir, "arch": args.arch,
-        "epochs": args.epochs if args.epochs is not None else 1, "batch_size": args.batch_size,
+        "epochs": args.epochs, "batch_size": args.batch_size,
         "device": args.device, "augment": args.augment, "precision": args.precision,
         "optimizer": args.optimizer, "lr": args.lr,
     })
     if args.workers < 0:
         raise WorkbenchError(f"--workers: {args.workers} must be 0 or more")
+    if args.threads is not None and args.threads < 1:
+        raise WorkbenchError(f"--threads: {args.threads} must be 1 or more")
     if args.max_images is not None and args.max_images < 1:
         raise WorkbenchError(f"--max-images: {args.max_images} must be 1 or more")
     if args.target_acc is not None and not 0 < args.target_acc <= 1:
@@ -100,89 +105,12 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     return BenchSettings(
         config=config,
         workers=args.workers,
+        threads=args.threads,
         max_images=max_images,
         max_test_images=QUICK_TEST_IMAGES if args.quick else None,
         target_acc=args.target_acc,
         json_path=json_path,
     )
-
-
-# ---- data: one ImageFolder both sides read -------------------------------------------------
-
-
-@dataclass
-class BenchData:
-    folder: Path  # has train/<class>/* and test/<class>/*
-    dataset: Dataset  # the engine's decoded copy of `folder` (sizes and mean/std for both sides)
-    engine_data_dir: Path  # where that decoded copy is cached, for the engine's own load
-    resize: bool  # the files are not image_size: the reference must resize them
-    source: str  # how `folder` was made, in words
-
-
-def prepare_data(settings: BenchSettings, workdir: Path, log: Callable[[str], None]) -> BenchData:
-    """Make (or find) the image files, then decode them once for the engine, untimed."""
-    config = settings.config
-    if config.dataset in DATASET_NAMES:
-        folder, size, source = _export_named(settings, workdir / "data", log)
-        engine_data_dir, resize = workdir / "cache", False
-    else:
-        folder, source, linked = _folder_for(settings, workdir / "data")
-        size = FOLDER_IMAGE_SIZE
-        # A folder used as it is keeps its decoded cache in the user's data dir, so the next bench
-        # (or train) finds it; a temporary tree of links would only litter it.
-        engine_data_dir = workdir / "cache" if linked else config.resolved_data_dir()
-        resize = _first_image_size(folder / "train") != (size, size)
-    dataset = load_dataset(str(folder), data_dir=engine_data_dir, image_size=size, log=log)
-    return BenchData(folder, dataset, engine_data_dir, resize, source)
-
-
-def _export_named(settings: BenchSettings, folder: Path, log) -> tuple[Path, int, str]:
-    """Write a built-in set's chosen images as PNG files, so the reference reads files like the seed did."""
-    config = settings.config
-    source = load_dataset(config.dataset, data_dir=config.resolved_data_dir(), log=log)
-    _check_limit(settings.max_images, len(source.classes))
-    train_rows = even_per_class(source.train.labels, settings.max_images)
-    test_rows = even_per_class(source.test.labels, settings.max_test_images)
-    log(f"writing {len(train_rows) + len(test_rows)} PNG files of {config.dataset} to {folder}")
-    export_pngs(source.train, train_rows, source.classes, folder / "train")
-    export_pngs(source.test, test_rows, source.classes, folder / "test")
-    return folder, source.image_size, f"{config.dataset} written as PNG files"
-
-
-def _folder_for(settings: BenchSettings, links: Path) -> tuple[Path, str, bool]:
-    """The folder itself when both splits are used whole; otherwise a tree of links to the chosen files."""
-    from workbench.core import folders
-
-    config = settings.config
-    scan = folders.scan(Path(config.dataset).expanduser())
-    _check_limit(settings.max_images, len(scan.classes))
-    train_files, test_files = scan.train_files, scan.test_files
-    if test_files is None:  # hold out the same files the engine would on the folder itself
-        labels = torch.tensor([label for _, label in train_files])
-        train_rows, test_rows = folders.stratified_split(labels, config.val_fraction, config.seed)
-        test_files = [train_files[row] for row in test_rows.tolist()]
-        train_files = [train_files[row] for row in train_rows.tolist()]
-    train_rows = even_per_class(torch.tensor([label for _, label in train_files]), settings.max_images)
-    test_rows = even_per_class(torch.tensor([label for _, label in test_files]), settings.max_test_images)
-    if scan.test_files is not None and len(train_rows) == len(train_files) and len(test_rows) == len(test_files):
-        return scan.root, str(scan.root), False
-    link_files(train_files, train_rows, scan.classes, links / "train")
-    link_files(test_files, test_rows, scan.classes, links / "test")
-    return links, f"links to files chosen from {scan.root}", True
-
-
-def _check_limit(max_images: int | None, classes: int) -> None:
-    if max_images is not None and max_images < classes:
-        raise WorkbenchError(f"--max-images: {max_images} is fewer than the data set's {classes} classes")
-
-
-def _first_image_size(train_dir: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    first_class = min(p for p in train_dir.iterdir() if p.is_dir())
-    first_file = min(p for p in first_class.rglob("*") if p.is_file())
-    with Image.open(first_file) as image:
-        return image.size
 
 
 # ---- the engine side -------------------------------------------------------------------------
@@ -192,7 +120,6 @@ def run_engine(
     settings: BenchSettings, data: BenchData, workdir: Path, on_epoch: Callable[[EpochTiming], None]
 ) -> SideResult:
     """fit() on the prepared folder, timed from its own events (RunStarted, then each EpochMetrics)."""
-    from workbench.core.control import TrainControl
     from workbench.core.engine import fit
     from workbench.core.events import EpochMetrics, Failed, RunStarted
 
@@ -209,14 +136,16 @@ def run_engine(
         now = time.perf_counter()
         if isinstance(event, RunStarted):
             clock["start"] = clock["last"] = now
+            clock["cpu"] = cpu_seconds()
             clock["images"] = min(event.steps_per_epoch * config.batch_size, train_size)  # drop_last
         elif isinstance(event, EpochMetrics):
             train_s = clock["images"] / max(event.images_per_s, 1e-9)
+            cpu = cpu_seconds()
             timing = EpochTiming(
                 event.epoch, int(clock["images"]), train_s, event.epoch_s - train_s,
-                now - clock["last"], event.test_acc,
+                now - clock["last"], cpu - clock["cpu"], event.test_acc,
             )
-            clock["last"] = now
+            clock["last"], clock["cpu"] = now, cpu
             result.epochs.append(timing)
             target = settings.target_acc
             if target is not None and result.time_to_target_s is None and event.test_acc >= target:
@@ -225,10 +154,11 @@ def run_engine(
         elif isinstance(event, Failed):
             failures.append(event)
 
-    _warm_up_engine(config, data.dataset)
     # fit() turns on cudnn.benchmark for the process; the reference must run with the default.
     benchmark = torch.backends.cudnn.benchmark
     try:
+        # Warm-up: the same fit() on the same data, stopped after a few steps, in its own runs folder.
+        fit(config.replace(runs_dir=str(workdir / "warm-up")), lambda event: None, _StopAfter(WARMUP_STEPS))
         fit(config, sink, TrainControl())
     finally:
         torch.backends.cudnn.benchmark = benchmark
@@ -239,48 +169,37 @@ def run_engine(
     return result
 
 
-def _warm_up_engine(config: RunConfig, data: Dataset) -> None:
-    """A few engine steps (same batches, augmentation, precision, layout) on a throwaway model."""
-    from workbench.core.augment import AugmentSettings
-    from workbench.core.control import TrainControl
-    from workbench.core.device import autocast_dtype, pick_device
-    from workbench.core.loader import DeviceBatches
-    from workbench.core.models import create
-    from workbench.core.optim import build_optimizer, build_scheduler
-    from workbench.core.steps import train_one_epoch
+class _StopAfter(TrainControl):
+    """A TrainControl whose stop request comes true at its (steps + 1)th check, i.e. after `steps` steps."""
 
-    device, _ = pick_device(config.device)
-    channels_last = device.type == "cuda"
-    benchmark = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = device.type == "cuda"  # as fit() will have it
-    model = create(config.arch, data.channels, data.num_classes, data.image_size).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    rows = WARMUP_STEPS * config.batch_size
-    batches = DeviceBatches(
-        data.train.images[:rows], data.train.labels[:rows], data.mean, data.std, device,
-        config.batch_size, shuffle=True, augment_settings=AugmentSettings(ops=tuple(config.augment)),
-        channels_last=channels_last,
-    )
-    optimizer = build_optimizer(model, config, device)
-    try:
-        train_one_epoch(
-            model, batches, batches.epoch_order(), optimizer, build_scheduler(optimizer, config, len(batches)),
-            torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"),
-            torch.nn.CrossEntropyLoss(), TrainControl(), global_step=0,
-            amp_dtype=autocast_dtype(config.precision, device),
-        )
-    finally:
-        torch.backends.cudnn.benchmark = benchmark
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.checks_left = steps
+
+    @property
+    def stop_requested(self) -> bool:
+        self.checks_left -= 1
+        return self.checks_left < 0
 
 
 # ---- the command -----------------------------------------------------------------------------
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    threads = torch.get_num_threads()
+    if settings.threads is not None:
+        # On a busy machine fewer threads can be much faster: a parallel region waits for its slowest thread.
+        torch.set_num_threads(settings.threads)
+    try:
+        return _bench(settings)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bench(settings: BenchSettings) -> int:
     from workbench.core.device import autocast_dtype, describe_device, pick_device
 
-    settings = settings_from_args(args)
     config = settings.config
     device, _ = pick_device(config.device)
     autocast_dtype(config.precision, device)  # fp16 on a CPU is a bad input: say so before preparing
@@ -290,13 +209,13 @@ def run_bench_command(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="workbench-bench-") as temp:
         workdir = Path(temp)
         started = time.perf_counter()
-        data = prepare_data(settings, workdir, log=lambda message: None)
+        data = prepare_data(config, settings.max_images, settings.max_test_images, workdir, log=lambda message: None)
         prepared_s = time.perf_counter() - started
         say(_header(settings, data, machine, prepared_s))
         try:
             engine = run_engine(settings, data, workdir, lambda t: say(_epoch_line("engine", t, config.epochs)))
         except EngineFailed as error:
-            print(f"workbench: error: the engine failed: {error}", flush=True)
+            print(f"workbench: error: the engine failed: {error}", file=sys.stderr)
             return EXIT_FAILED
         reference = run_reference(
             data.folder, arch=config.arch, epochs=config.epochs, batch_size=config.batch_size,
@@ -306,8 +225,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
             target_acc=settings.target_acc,
             on_epoch=lambda t: say(_epoch_line("reference", t, config.epochs)),
         )
-    machine["load_avg_after"] = list(os.getloadavg())
+    machine["load_avg_after"] = _load_average()
     say(_summary(engine, reference, settings.target_acc))
+    say(f"load average (1, 5, 15 min) before {_loads(machine['load_avg_before'])}, after {_loads(machine['load_avg_after'])}")
     if settings.json_path is not None:
         report = _report(settings, data, machine, prepared_s, engine, reference)
         settings.json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -329,8 +249,17 @@ def machine_info(device: torch.device, device_name: str) -> dict:
         "cpu_count": os.cpu_count(),
         "usable_cpus": usable,
         "torch_threads": torch.get_num_threads(),
-        "load_avg_before": list(os.getloadavg()),
+        "load_avg_before": _load_average(),
     }
+
+
+def _load_average() -> list[float] | None:
+    """Runnable processes per 1, 5 and 15 minutes: above the core count, the timings are shared."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def _loads(values: list[float] | None) -> str:
+    return "unknown" if values is None else " ".join(f"{value:.2f}" for value in values)
 
 
 def ratios(engine: SideResult, reference: SideResult) -> dict[str, float]:
@@ -338,6 +267,7 @@ def ratios(engine: SideResult, reference: SideResult) -> dict[str, float]:
     return {
         "images_per_s": engine.images_per_s / max(reference.images_per_s, 1e-9),
         "epoch_s": reference.epoch_s / max(engine.epoch_s, 1e-9),
+        "epoch_cpu_s": reference.epoch_cpu_s / max(engine.epoch_cpu_s, 1e-9),
     }
 
 
@@ -345,33 +275,41 @@ def _header(settings: BenchSettings, data: BenchData, machine: dict, prepared_s:
     config, dataset = settings.config, data.dataset
     size = dataset.image_size
     augment = ",".join(config.augment) or "none"
-    load = ", ".join(f"{x:.2f}" for x in machine["load_avg_before"])
+    load = machine["load_avg_before"]
+    busy = ""
+    if load is not None and load[0] >= machine["usable_cpus"]:
+        busy = (
+            f"\n  warning: other programs keep the CPU busy (load {load[0]:.1f} on {machine['usable_cpus']} CPUs): "
+            "wall times will vary; compare the CPU seconds, or try --threads 1"
+        )
     return (
         f"bench: {config.arch} on {config.dataset} ({len(dataset.train):,} train / {len(dataset.test):,} test "
         f"images, {size}x{size}, {dataset.num_classes} classes; {data.source})\n"
         f"  batch {config.batch_size}, {config.epochs} epoch(s), {config.optimizer} lr {config.lr:g}, "
         f"augment {augment}, engine {config.precision} / reference fp32 with {settings.workers} workers\n"
         f"  {machine['device_name']}, torch {machine['torch']}, {machine['usable_cpus']} CPUs, "
-        f"{machine['torch_threads']} torch threads, load average {load}\n"
-        f"  not timed: {'; '.join(EXCLUDED)}; preparation took {prepared_s:.1f} s"
+        f"{machine['torch_threads']} torch threads, load average {_loads(machine['load_avg_before'])}\n"
+        f"  not timed: {'; '.join(EXCLUDED)}; preparation took {prepared_s:.1f} s{busy}"
     )
 
 
 def _epoch_line(side: str, t: EpochTiming, epochs: int) -> str:
     return (
         f"{side:<9} epoch {t.epoch}/{epochs}: train {t.images_per_s:8,.0f} images/s ({t.train_images:,} in "
-        f"{t.train_s:.2f} s), eval {t.eval_s:.2f} s, epoch {t.wall_s:.2f} s, test acc {t.test_acc:.1%}"
+        f"{t.train_s:.2f} s), eval {t.eval_s:.2f} s, epoch {t.wall_s:.2f} s (CPU {t.cpu_s:.2f} s), test acc {t.test_acc:.1%}"
     )
 
 
 def _summary(engine: SideResult, reference: SideResult, target: float | None) -> str:
     ratio = ratios(engine, reference)
     lines = [
-        f"{'':<10}{'train images/s':>16}{'s/epoch incl. eval':>20}",
-        f"{'engine':<10}{engine.images_per_s:>16,.0f}{engine.epoch_s:>20.2f}",
-        f"{'reference':<10}{reference.images_per_s:>16,.0f}{reference.epoch_s:>20.2f}",
-        f"{'ratio':<10}{ratio['images_per_s']:>15.2f}x{ratio['epoch_s']:>19.2f}x   (engine vs reference)",
-        "  (the engine's epoch includes its checkpoint and image files; train images/s is over all timed epochs)",
+        f"{'':<10}{'train images/s':>16}{'s/epoch incl. eval':>20}{'CPU s/epoch':>13}",
+        f"{'engine':<10}{engine.images_per_s:>16,.0f}{engine.epoch_s:>20.2f}{engine.epoch_cpu_s:>13.2f}",
+        f"{'reference':<10}{reference.images_per_s:>16,.0f}{reference.epoch_s:>20.2f}{reference.epoch_cpu_s:>13.2f}",
+        f"{'ratio':<10}{ratio['images_per_s']:>15.2f}x{ratio['epoch_s']:>19.2f}x{ratio['epoch_cpu_s']:>12.2f}x"
+        "   (engine vs reference)",
+        "  train images/s is over all timed epochs; the engine's epoch includes its checkpoint and image files;",
+        "  CPU s counts the reference's DataLoader workers too, so it stays fair when other programs load the CPU",
     ]
     if target is not None:
         def reached(side: SideResult) -> str:
@@ -387,6 +325,7 @@ def _report(settings, data: BenchData, machine: dict, prepared_s: float, engine:
         "settings": {
             "dataset": config.dataset, "arch": config.arch, "epochs": config.epochs,
             "batch_size": config.batch_size, "device": config.device, "workers": settings.workers,
+            "threads": settings.threads,
             "augment": list(config.augment), "precision": config.precision, "optimizer": config.optimizer,
             "lr": config.lr, "max_images": settings.max_images, "max_test_images": settings.max_test_images,
             "target_acc": settings.target_acc,

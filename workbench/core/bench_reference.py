@@ -1,4 +1,4 @@
-"""The seed-style side of `workbench bench`: image files in ImageFolder layout and a plain PyTorch loop.
+"""The seed-style side of `workbench bench`: the image files both sides read, and a plain PyTorch loop.
 
 The loop is written the way the seed tutorials write it (ImageFolder + PIL transforms +
 DataLoader workers, fp32, `loss.item()` every step, a test pass in eval mode each epoch),
@@ -20,11 +20,19 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from workbench.core.data import Split
+from workbench.core.config import DATASET_NAMES, RunConfig
+from workbench.core.data import FOLDER_IMAGE_SIZE, Dataset, Split, load_dataset
+from workbench.core.errors import WorkbenchError
 from workbench.core.models import create
+
+try:
+    import resource
+except ImportError:  # Windows: no CPU times of child processes, so workers go uncounted
+    resource = None
 
 WARMUP_STEPS = 3  # steps each side trains a throwaway model before the clock starts
 _WRITE_THREADS = 4  # PNG files written at once
+Limits = tuple[int | None, int | None]  # (train, test) images to use; None = all
 
 
 @dataclass
@@ -36,6 +44,7 @@ class EpochTiming:
     train_s: float  # the training loop alone
     eval_s: float  # the test pass alone
     wall_s: float  # the whole epoch as a user waits for it (for the engine: with checkpoints and images)
+    cpu_s: float  # CPU time of that whole epoch, worker processes included: fair even on a busy machine
     test_acc: float
 
     @property
@@ -62,17 +71,22 @@ class SideResult:
         """Mean wall time of an epoch including evaluation."""
         return sum(e.wall_s for e in self.epochs) / max(len(self.epochs), 1)
 
+    @property
+    def epoch_cpu_s(self) -> float:
+        return sum(e.cpu_s for e in self.epochs) / max(len(self.epochs), 1)
+
     def to_dict(self) -> dict:
         return {
             "images_per_s": self.images_per_s,
             "epoch_s": self.epoch_s,
+            "epoch_cpu_s": self.epoch_cpu_s,
             "time_to_target_s": self.time_to_target_s,
             "final_test_acc": self.epochs[-1].test_acc if self.epochs else None,
             "epochs": [
                 {
                     "epoch": e.epoch, "train_images": e.train_images, "train_s": e.train_s,
                     "images_per_s": e.images_per_s, "eval_s": e.eval_s, "wall_s": e.wall_s,
-                    "test_acc": e.test_acc,
+                    "cpu_s": e.cpu_s, "test_acc": e.test_acc,
                 }
                 for e in self.epochs
             ],
@@ -133,6 +147,82 @@ def link_files(files: Sequence[tuple[str, int]], rows: torch.Tensor, classes: Se
         # The row number keeps names unique when class folders have nested subfolders.
         os.symlink(os.path.abspath(path), folder / classes[label] / f"{row:06d}_{os.path.basename(path)}")
     return len(rows)
+
+
+# ---- the folder both sides read ------------------------------------------------------------
+
+
+@dataclass
+class BenchData:
+    folder: Path  # has train/<class>/* and test/<class>/*
+    dataset: Dataset  # the engine's decoded copy of `folder` (sizes and mean/std for both sides)
+    engine_data_dir: Path  # where that decoded copy is cached, for the engine's own load
+    resize: bool  # the files are not image_size: the reference must resize them
+    source: str  # how `folder` was made, in words
+
+
+def prepare_data(
+    config: RunConfig, max_images: int | None, max_test_images: int | None, workdir: Path, log: Callable[[str], None]
+) -> BenchData:
+    """Make (or find) the image files, then decode them once for the engine, untimed."""
+    limits = (max_images, max_test_images)
+    if config.dataset in DATASET_NAMES:
+        folder, size, source = _export_named(config, limits, workdir / "data", log)
+        engine_data_dir, resize = workdir / "cache", False
+    else:
+        folder, source, linked = _folder_for(config, limits, workdir / "data")
+        size = FOLDER_IMAGE_SIZE
+        # A folder used as it is keeps its decoded cache in the user's data dir, so the next bench
+        # (or train) finds it; a temporary tree of links would only litter it.
+        engine_data_dir = workdir / "cache" if linked else config.resolved_data_dir()
+        resize = _first_image_size(folder / "train") != (size, size)
+    dataset = load_dataset(str(folder), data_dir=engine_data_dir, image_size=size, log=log)
+    return BenchData(folder, dataset, engine_data_dir, resize, source)
+
+
+def _export_named(config: RunConfig, limits: Limits, folder: Path, log) -> tuple[Path, int, str]:
+    """Write a built-in set's chosen images as PNG files, so the reference reads files like the seed did."""
+    source = load_dataset(config.dataset, data_dir=config.resolved_data_dir(), log=log)
+    _check_limit(limits[0], len(source.classes))
+    train_rows = even_per_class(source.train.labels, limits[0])
+    test_rows = even_per_class(source.test.labels, limits[1])
+    log(f"writing {len(train_rows) + len(test_rows)} PNG files of {config.dataset} to {folder}")
+    export_pngs(source.train, train_rows, source.classes, folder / "train")
+    export_pngs(source.test, test_rows, source.classes, folder / "test")
+    return folder, source.image_size, f"{config.dataset} written as PNG files"
+
+
+def _folder_for(config: RunConfig, limits: Limits, links: Path) -> tuple[Path, str, bool]:
+    """The folder itself when both splits are used whole; otherwise a tree of links to the chosen files."""
+    from workbench.core import folders
+
+    scan = folders.scan(Path(config.dataset).expanduser())
+    _check_limit(limits[0], len(scan.classes))
+    train_files, test_files = scan.train_files, scan.test_files
+    if test_files is None:  # hold out the same files the engine would on the folder itself
+        labels = torch.tensor([label for _, label in train_files])
+        train_rows, test_rows = folders.stratified_split(labels, config.val_fraction, config.seed)
+        test_files = [train_files[row] for row in test_rows.tolist()]
+        train_files = [train_files[row] for row in train_rows.tolist()]
+    train_rows = even_per_class(torch.tensor([label for _, label in train_files]), limits[0])
+    test_rows = even_per_class(torch.tensor([label for _, label in test_files]), limits[1])
+    if scan.test_files is not None and len(train_rows) == len(train_files) and len(test_rows) == len(test_files):
+        return scan.root, str(scan.root), False
+    link_files(train_files, train_rows, scan.classes, links / "train")
+    link_files(test_files, test_rows, scan.classes, links / "test")
+    return links, f"links to files chosen from {scan.root}", True
+
+
+def _check_limit(max_images: int | None, classes: int) -> None:
+    if max_images is not None and max_images < classes:
+        raise WorkbenchError(f"--max-images: {max_images} is fewer than the data set's {classes} classes")
+
+
+def _first_image_size(train_dir: Path) -> tuple[int, int]:
+    first_class = min(p for p in train_dir.iterdir() if p.is_dir())
+    first_file = min(p for p in first_class.rglob("*") if p.is_file())
+    with Image.open(first_file) as image:
+        return image.size
 
 
 # ---- the loop ------------------------------------------------------------------------------
@@ -205,7 +295,7 @@ def run_reference(
     result = SideResult("reference")
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        epoch_started = time.perf_counter()
+        epoch_started, cpu_started = time.perf_counter(), cpu_seconds()
         model.train()
         running_loss, seen = 0.0, 0
         for images, labels in train_loader:
@@ -220,12 +310,22 @@ def run_reference(
         eval_started = time.perf_counter()
         acc = _test_accuracy(model, test_loader, device)
         done = time.perf_counter()
-        timing = EpochTiming(epoch, seen, train_s, done - eval_started, done - epoch_started, acc)
+        # Each loop's workers have exited and been joined by now, so their CPU time is counted.
+        cpu_s = cpu_seconds() - cpu_started
+        timing = EpochTiming(epoch, seen, train_s, done - eval_started, done - epoch_started, cpu_s, acc)
         result.epochs.append(timing)
         if target_acc is not None and result.time_to_target_s is None and acc >= target_acc:
             result.time_to_target_s = done - started
         on_epoch(timing)
     return result
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished (joined) child processes, such as DataLoader workers."""
+    if resource is None:
+        return time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def _warm_up(loader, model: nn.Module, criterion: nn.Module, device: torch.device, lr: float) -> None:

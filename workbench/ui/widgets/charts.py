@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from time import perf_counter
 
 from textual.app import ComposeResult
 from textual.widget import Widget
 from textual_plotext import PlotextPlot
 
-REDRAW_EVERY_S = 0.5  # at most two rebuilds a second, however fast points arrive
+REDRAW_CHECK_S = 0.25  # how often the chart looks for new points
+MIN_REDRAW_GAP_S = 1.0  # never rebuild more than once a second
+COST_FACTOR = 20  # wait 20x the last rebuild's cost: plotting takes <= ~5% of a core
 POINTS_PER_COLUMN = 2  # braille markers resolve two points per terminal column
 
 RGB = tuple[int, int, int]
@@ -20,6 +23,19 @@ class Series:
     color: RGB
     xs: list[float] = field(default_factory=list)
     ys: list[float] = field(default_factory=list)
+
+
+class TimedPlot(PlotextPlot):
+    """A PlotextPlot that remembers when it may next be rebuilt, from what the last build cost."""
+
+    next_allowed = 0.0
+
+    def render(self):
+        started = perf_counter()
+        result = super().render()
+        finished = perf_counter()
+        self.next_allowed = finished + max(MIN_REDRAW_GAP_S, (finished - started) * COST_FACTOR)
+        return result
 
 
 class MetricsChart(Widget):
@@ -46,7 +62,7 @@ class MetricsChart(Widget):
         self._dirty = True
 
     def compose(self) -> ComposeResult:
-        yield PlotextPlot()
+        yield TimedPlot()
 
     def on_mount(self) -> None:
         self.border_title = self.title
@@ -55,7 +71,7 @@ class MetricsChart(Widget):
             for r, g, b in [series.color]
         )
         self._draw()
-        self.set_interval(REDRAW_EVERY_S, self._redraw_if_dirty)
+        self.set_interval(REDRAW_CHECK_S, self._redraw_if_dirty)
 
     # ---- data in ------------------------------------------------------------------
 
@@ -93,7 +109,7 @@ class MetricsChart(Widget):
     # ---- drawing ------------------------------------------------------------------
 
     def _redraw_if_dirty(self) -> None:
-        if self._dirty and self.is_on_screen:
+        if self._dirty and self.is_on_screen and perf_counter() >= self.query_one(TimedPlot).next_allowed:
             self._draw()
 
     @property
@@ -102,7 +118,7 @@ class MetricsChart(Widget):
 
     def _draw(self) -> None:
         self._dirty = False
-        plot = self.query_one(PlotextPlot)
+        plot = self.query_one(TimedPlot)
         plt = plot.plt
         plt.clear_data()
         plt.xlim(0, self.epochs)

@@ -1,0 +1,187 @@
+"""Pilot-driven tests of the inspection screen on one tiny finished run: tabs, drill-down, predict, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from PIL import Image
+from textual.app import App
+from textual.widgets import Input, Static, TabbedContent
+
+from workbench.ui.screens.inspect import InspectScreen
+from workbench.ui.widgets.review_tables import ClassCounts, ClassScores, ConfusionTable, LayerTable, TopClasses
+
+SIZE = (120, 40)
+CSS = Path(__file__).resolve().parent.parent / "workbench" / "ui" / "workbench.tcss"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_dir) -> Path:
+    """One finished basic_cnn run on shapes (one epoch, CPU): about 20 s."""
+    from workbench.core.config import RunConfig
+    from workbench.core.engine import fit
+
+    config = RunConfig.from_mapping(dict(
+        dataset="shapes", arch="basic_cnn", epochs=1, batch_size=256, device="cpu",
+        data_dir=str(data_dir), runs_dir=str(tmp_path_factory.mktemp("inspect-runs")), augment="none",
+    ))
+    return fit(config, lambda event: None)
+
+
+class InspectApp(App):
+    """Just the screen under test, on top of an empty default screen."""
+
+    CSS_PATH = CSS
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+
+    def on_mount(self) -> None:
+        self.push_screen(InspectScreen(self.run_dir))
+
+
+def asynchronous(test):
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await pilot.pause(0.1)
+    return predicate()
+
+
+async def loaded(pilot) -> InspectScreen:
+    screen = pilot.app.screen
+    assert isinstance(screen, InspectScreen)
+    assert await wait_until(pilot, lambda: screen.inspection is not None), text_of(screen, "#inspect-status")
+    await pilot.pause()
+    return screen
+
+
+def text_of(screen: InspectScreen, selector: str) -> str:
+    return str(screen.query_one(selector, Static).content)
+
+
+def plain(cell) -> str:
+    return getattr(cell, "plain", str(cell))
+
+
+@asynchronous
+async def test_confusion_counts_match_the_review_and_enter_drills_into_a_cell(run_dir):
+    from workbench.core.review import load_review
+
+    expected = load_review(run_dir).confusion().tolist()
+    app = InspectApp(run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        table = screen.query_one(ConfusionTable)
+        assert (table.row_count, len(table.columns)) == (10, 11)  # ten classes, then accuracy
+        shown = [[int(plain(c).replace(",", "")) for c in table.get_row_at(r)[:10]] for r in range(10)]
+        assert shown == expected
+        assert "test accuracy" in text_of(screen, "#inspect-status")
+
+        true, predicted = next(
+            (t, p) for t in range(10) for p in range(10) if t != p and expected[t][p] > 0
+        )
+        assert app.focused is table
+        await pilot.press(*["down"] * true, *["right"] * predicted)
+        info = text_of(screen, "#cell-info")
+        assert f"true {screen.inspection.classes[true]} predicted as {screen.inspection.classes[predicted]}" in info
+        await pilot.press("enter")
+        assert await wait_until(pilot, lambda: screen.cell_path is not None)
+        png = screen.cell_path
+        assert png.is_file() and png.parent == run_dir / "images"
+        assert png.name.startswith("confusion_") and "_as_" in png.name
+        assert png.name in text_of(screen, "#cell-path")
+
+
+@asynchronous
+async def test_per_class_model_and_data_tabs_then_escape_goes_back(run_dir):
+    app = InspectApp(run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        tabs = screen.query_one(TabbedContent)
+
+        await pilot.press("2")
+        assert tabs.active == "per-class"
+        scores = screen.query_one(ClassScores)
+        assert scores.row_count == 10
+        await pilot.press("a")
+        accuracies = [float(plain(scores.get_row_at(r)[3]).rstrip("%")) for r in range(10)]
+        assert accuracies == sorted(accuracies)
+
+        await pilot.press("3")
+        layers = screen.query_one(LayerTable)
+        kinds = [plain(layers.get_row_at(r)[1]) for r in range(layers.row_count)]
+        assert kinds.count("Conv2d") == 2
+        assert plain(layers.get_row_at(layers.row_count - 1)[3]) == "62,958"
+
+        await pilot.press("4")
+        assert screen.query_one(ClassCounts).row_count == 11  # ten classes and the total
+        assert "32×32 px" in text_of(screen, "#data-facts")
+        await pilot.press("g")
+        assert await wait_until(pilot, lambda: screen.samples_path is not None)
+        assert screen.samples_path == run_dir / "images" / "samples.png" and screen.samples_path.is_file()
+
+        await pilot.press("escape")
+        assert not isinstance(app.screen, InspectScreen)
+
+
+@asynchronous
+async def test_predict_lists_five_classes_and_says_why_it_cannot(run_dir, tmp_path):
+    image = tmp_path / "some shape.png"
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(image)
+    app = InspectApp(run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("5")
+        path_input = screen.query_one("#predict-path", Input)
+        assert await wait_until(pilot, lambda: app.focused is path_input)
+        top = screen.query_one(TopClasses)
+
+        async def predict(path: str, passes: str) -> None:
+            path_input.value = path
+            screen.query_one("#predict-passes", Input).value = passes
+            path_input.focus()
+            await pilot.press("enter")
+
+        await predict(f'"{image}"', "0")  # quotes, as a terminal pastes a dropped file
+        assert await wait_until(pilot, lambda: top.row_count == 5)
+        probabilities = [float(plain(top.get_row_at(r)[2]).rstrip("%")) for r in range(5)]
+        assert probabilities == sorted(probabilities, reverse=True)
+
+        await predict(str(image), "5")  # basic_cnn has no dropout layers
+        assert await wait_until(pilot, lambda: "does not apply" in text_of(screen, "#predict-message"))
+        assert "no dropout layers" in text_of(screen, "#predict-message") and top.row_count == 0
+
+        await predict(str(tmp_path / "missing.png"), "0")
+        assert await wait_until(pilot, lambda: "does not exist" in text_of(screen, "#predict-message"))
+        assert "\n" not in text_of(screen, "#predict-message")
+        assert app.is_running and isinstance(app.screen, InspectScreen)
+
+
+@asynchronous
+async def test_a_folder_that_is_not_a_run_is_a_sentence_not_a_crash(tmp_path):
+    app = InspectApp(tmp_path / "not-a-run")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        assert await wait_until(pilot, lambda: "cannot inspect" in text_of(screen, "#inspect-status"))
+        assert not screen.query_one(TabbedContent).loading
+        await pilot.press("5")
+        assert await wait_until(pilot, lambda: isinstance(app.focused, Input))
+        await pilot.press("enter")
+        assert "could not be loaded" in text_of(screen, "#predict-message")
+        assert app.is_running

@@ -1,0 +1,178 @@
+"""The app's actions behind the keys (and the palette): what each does and when it is offered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.markup import escape
+from textual import work
+from textual.message import Message
+from textual.screen import Screen
+
+from workbench.ui import formatting as fmt
+from workbench.ui import jobs
+from workbench.ui.screens.images import ImagesScreen
+from workbench.ui.screens.inspect import InspectScreen
+from workbench.ui.screens.modals import Question, TooSmall, offer_resume
+from workbench.ui.screens.runs import RunScreen, RunsScreen
+from workbench.ui.screens.setup import SetupScreen
+from workbench.ui.screens.train import TrainScreen
+
+if TYPE_CHECKING:
+    from workbench.ui.app import WorkbenchApp
+
+
+class ExportDone(Message):
+    def __init__(self, report: jobs.ExportReport) -> None:
+        super().__init__()
+        self.report = report
+
+
+class InterruptedFound(Message):
+    def __init__(self, summaries: list) -> None:
+        super().__init__()
+        self.summaries = summaries
+
+
+class ResumeReady(Message):
+    def __init__(self, run_dir: Path, config, history: list[dict]) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.config = config
+        self.history = history
+
+
+class WorkbenchActions:
+    """Mixed into WorkbenchApp: navigation, training control, export and resume."""
+
+    # ---- when each action is offered ----------------------------------------------
+
+    def available(self: WorkbenchApp, action: str, screen: Screen) -> bool | None:
+        """True: offered; None: shown but disabled; False: hidden (and the key does nothing)."""
+        if isinstance(screen, (Question, TooSmall)):
+            return action == "quit"
+        busy, on_dashboard = self.training, screen is self.dashboard
+        if action == "start":
+            return isinstance(screen, (SetupScreen, TrainScreen))
+        if action in ("pause", "stop"):
+            return True if busy else (None if on_dashboard else False)
+        if action == "export":
+            return self.run_shown_on(screen) is not None or None
+        if action == "images":
+            return not isinstance(screen, ImagesScreen)
+        if action == "inspect":
+            if isinstance(screen, InspectScreen):
+                return False
+            return (self.run_shown_on(screen) or self.dashboard.run_dir) is not None or None
+        if action == "runs":
+            return not isinstance(screen, RunsScreen)
+        if action == "dashboard":
+            return self.dashboard.run_dir is not None or busy if not on_dashboard else False
+        if action == "back":
+            return len(self.screen_stack) > 1
+        return True
+
+    def run_shown_on(self: WorkbenchApp, screen: Screen) -> Path | None:
+        """The run a screen is about: its own, or on the setup screen the latest one trained."""
+        if isinstance(screen, SetupScreen):
+            return self.dashboard.run_dir
+        return getattr(screen, "current_run", None)
+
+    def check_action(self: WorkbenchApp, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.available(action, self.screen)
+
+    # ---- training control -----------------------------------------------------------
+
+    def action_pause(self: WorkbenchApp) -> None:
+        self.dashboard.toggle_pause()
+
+    def action_stop(self: WorkbenchApp) -> None:
+        self.dashboard.stop()
+
+    # ---- moving between screens -----------------------------------------------------
+
+    def action_dashboard(self: WorkbenchApp) -> None:
+        self._bring_forward(self.dashboard) or self.push_screen("dashboard")
+
+    def action_runs(self: WorkbenchApp) -> None:
+        existing = next((s for s in self.screen_stack if isinstance(s, RunsScreen)), None)
+        if existing is None or not self._bring_forward(existing):
+            self.push_screen(RunsScreen(self.runs_dir))
+
+    def action_images(self: WorkbenchApp) -> None:
+        run = self.run_shown_on(self.screen) or self.dashboard.run_dir
+        self.push_screen(ImagesScreen(run, self.runs_dir))
+
+    def action_inspect(self: WorkbenchApp) -> None:
+        run = self.run_shown_on(self.screen) or self.dashboard.run_dir
+        if run is None:
+            self.notify("No run to inspect yet: train one, or pick one in the runs list (r).", severity="warning")
+            return
+        self.push_screen(InspectScreen(run))
+
+    def action_back(self: WorkbenchApp) -> None:
+        if len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    def _bring_forward(self: WorkbenchApp, screen: Screen) -> bool:
+        """Pop screens above `screen` when it is on the stack; False when it is not."""
+        if screen not in self.screen_stack:
+            return False
+        while self.screen is not screen:
+            self.pop_screen()
+        return True
+
+    # ---- export ---------------------------------------------------------------------
+
+    def action_export(self: WorkbenchApp) -> None:
+        run = self.run_shown_on(self.screen)
+        if run is None:
+            self.notify("No run to export yet.", severity="warning")
+            return
+        self.notify(f"Exporting {run.name} (safetensors, pt2) and verifying…")
+        self._export(run)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export", description="export")
+    def _export(self: WorkbenchApp, run_dir: Path) -> None:
+        self.post_message(ExportDone(jobs.export_and_verify(run_dir)))
+
+    def on_export_done(self: WorkbenchApp, message: ExportDone) -> None:
+        report = message.report
+        folder = fmt.short_path(report.run_dir / "export")
+        verdict = "verified" if report.passed else "VERIFICATION FAILED"
+        text = f"exported to {folder} ({verdict} on {report.compared_on}): " + "; ".join(report.checks)
+        self.notify(text, title="Export", severity="information" if report.passed else "error", timeout=10)
+        if self.dashboard.run_dir == report.run_dir and self.dashboard.is_mounted:
+            self.dashboard.note(f"[b]{escape(text)}[/b]")
+
+    # ---- interrupted runs -----------------------------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="interrupted", description="checking for interrupted runs")
+    def _look_for_interrupted_runs(self: WorkbenchApp) -> None:
+        found = jobs.interrupted_runs(self.runs_dir)
+        if found:
+            self.post_message(InterruptedFound(found))
+
+    def on_interrupted_found(self: WorkbenchApp, message: InterruptedFound) -> None:
+        summary = message.summaries[0]
+        others = len(message.summaries) - 1
+        detail = f"{summary.epochs_done}/{summary.epochs} epochs done"
+        if others:
+            detail += f"; {others} other interrupted run{'s' if others > 1 else ''} in the runs list"
+
+        def answered(resume: bool | None) -> None:
+            if resume:
+                self._prepare_resume(summary.path)
+
+        self.push_screen(offer_resume(summary.name, detail), answered)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="resume", description="resuming the run")
+    def _prepare_resume(self: WorkbenchApp, run_dir: Path) -> None:
+        from workbench.core.runs import read_metrics
+
+        config = jobs.resume_config(run_dir)
+        self.post_message(ResumeReady(run_dir, config, read_metrics(run_dir)))
+
+    def on_resume_ready(self: WorkbenchApp, message: ResumeReady) -> None:
+        self.begin(message.config, resume_dir=message.run_dir, history=message.history)

@@ -1,0 +1,140 @@
+"""WorkbenchApp: screens, key bindings and the factory the CLI and the tests use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import events, work
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from workbench.core.config import RunConfig
+from workbench.core.errors import WorkbenchError
+from workbench.ui.commands import WorkbenchCommands
+from workbench.ui.actions import WorkbenchActions
+from workbench.ui.screens.modals import Question, TooSmall, confirm_quit
+from workbench.ui.screens.setup import SetupScreen
+from workbench.ui.screens.train import TrainScreen
+from workbench.ui.settings import config_values, default_config_dir, read_last_values
+
+MIN_SIZE = (56, 16)  # below this the screens cannot be read; a notice covers them
+
+
+class WorkbenchApp(WorkbenchActions, App[int]):
+    """Setup -> dashboard, with images and runs on top; training keeps going underneath."""
+
+    CSS_PATH = "workbench.tcss"
+    TITLE = "workbench"
+    COMMANDS = App.COMMANDS | {WorkbenchCommands}
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (72, "-normal"), (140, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
+    BINDINGS = [
+        Binding("s,ctrl+s", "start", "Start", id="start", tooltip="Train with the form's values"),
+        Binding("p", "pause", "Pause", id="pause", tooltip="Pause or resume training"),
+        Binding("x", "stop", "Stop", id="stop", tooltip="Stop after this step; a checkpoint is saved"),
+        Binding("e", "export", "Export", id="export", tooltip="Export and verify safetensors + pt2"),
+        Binding("i", "images", "Images", id="images", tooltip="The run's inspection images"),
+        Binding("v", "inspect", "Inspect", id="inspect",
+                tooltip="Confusion matrix, per-class accuracy, model, data, predict"),
+        Binding("r", "runs", "Runs", id="runs", tooltip="Past runs"),
+        Binding("d", "dashboard", "Dashboard", id="dashboard", tooltip="The live training dashboard"),
+        Binding("escape", "back", "Back", id="back", tooltip="Close this screen"),
+        Binding("q", "quit", "Quit", id="quit", tooltip="Quit (asks first while training)"),
+    ]
+
+    def __init__(
+        self, values: dict[str, Any], *, runs_dir: Path, data_dir: str, config_dir: Path
+    ) -> None:
+        super().__init__()
+        self.runs_dir = runs_dir
+        self.setup_screen = SetupScreen(values, runs_dir=runs_dir, data_dir=data_dir, config_dir=config_dir)
+        self.dashboard = TrainScreen()
+
+    def get_default_screen(self) -> Screen:
+        return self.setup_screen
+
+    def on_mount(self) -> None:
+        self.install_screen(self.dashboard, "dashboard")
+        self.on_resize(events.Resize(self.size, self.size))
+        self.call_after_refresh(self._look_for_interrupted_runs)
+
+    def on_resize(self, event: events.Resize) -> None:
+        too_small = event.size.width < MIN_SIZE[0] or event.size.height < MIN_SIZE[1]
+        notice = next((s for s in self.screen_stack if isinstance(s, TooSmall)), None)
+        if too_small and notice is None:
+            self.push_screen(TooSmall(MIN_SIZE))
+        elif notice is not None and not too_small and self.screen is notice:
+            self.pop_screen()
+
+    @property
+    def training(self) -> bool:
+        return self.dashboard.busy
+
+    # ---- starting a run -------------------------------------------------------------
+
+    def action_start(self) -> None:
+        if self.training:
+            self.notify("A run is already training: x stops it, p pauses it.", severity="warning")
+            return
+        self.setup_screen.request_start()
+
+    def on_setup_screen_start_requested(self, message: SetupScreen.StartRequested) -> None:
+        self.begin(message.config)
+
+    def begin(self, config: RunConfig, resume_dir: Path | None = None, history: list[dict] | None = None) -> None:
+        """Start training on the dashboard and show it (never awaits inside a message handler)."""
+        if not self.dashboard.start(config, resume_dir, history):
+            self.notify("A run is already training: x stops it, p pauses it.", severity="warning")
+            return
+        self.action_dashboard()
+        self.refresh_bindings()
+
+    # ---- quitting -------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        if not self.training:
+            self.exit(0)
+        elif not isinstance(self.screen, Question):
+            self.push_screen(confirm_quit(), self._quit_answered)
+
+    def _quit_answered(self, stop_and_quit: bool | None) -> None:
+        if stop_and_quit:
+            self.notify("Stopping: saving a checkpoint, then quitting…")
+            self._stop_then_exit()
+
+    @work(exclusive=True, group="quit", description="stopping training")
+    async def _stop_then_exit(self) -> None:
+        await self.dashboard.stop_and_wait()
+        self.exit(0)
+
+    # ---- failures of any worker -----------------------------------------------------
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        reason = str(error) if isinstance(error, WorkbenchError) else f"{type(error).__name__}: {error}"
+        self.notify(f"{event.worker.description or 'a background task'} failed: {reason}", severity="error", timeout=12)
+
+
+def build_app(
+    initial: RunConfig | None = None,
+    runs_dir: Path | None = None,
+    config_dir: Path | None = None,
+    data_dir: Path | None = None,
+) -> WorkbenchApp:
+    """The app, with the form filled from `initial`, else from the last values used."""
+    config_dir = Path(config_dir) if config_dir is not None else default_config_dir()
+    values = config_values(initial) if initial is not None else read_last_values(config_dir)
+    runs_dir = Path(runs_dir) if runs_dir is not None else Path(values.get("runs_dir") or RunConfig.runs_dir)
+    data = str(data_dir) if data_dir is not None else str(values.get("data_dir") or "")
+    return WorkbenchApp(values, runs_dir=runs_dir, data_dir=data, config_dir=config_dir)
+
+
+def run_app(initial: RunConfig | None = None) -> int:
+    """Run the app in this terminal; returns the exit code."""
+    result = build_app(initial).run()
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,141 @@
+"""Work the inspection screen runs in thread workers: load a run, drill into a cell, predict. No UI here.
+
+torch is imported inside the functions (through workbench.core), so importing the screen stays
+fast; everything handed back to the UI is plain Python data, ready to format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workbench.core.errors import WorkbenchError
+from workbench.ui import jobs
+
+if TYPE_CHECKING:
+    from workbench.core.review import Review
+    from workbench.core.summary import DatasetSummary, LayerRow
+
+TOP = 5  # classes listed for a prediction
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    name: str
+    images: int  # test images of this class
+    correct: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.images if self.images else 0.0
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """A loaded run, as plain data for the tables, plus the Review the later workers need."""
+
+    run_dir: Path
+    review: Review
+    arch: str
+    classes: list[str]
+    confusion: list[list[int]]  # [true][predicted] test image counts
+    layers: list[LayerRow]
+    total_params: int
+    data: DatasetSummary
+    mean: tuple[float, ...]  # normalisation the run trained with, from run.json
+    std: tuple[float, ...]
+
+    @property
+    def scores(self) -> list[ClassScore]:
+        return class_scores(self.classes, self.confusion)
+
+
+@dataclass(frozen=True)
+class Guess:
+    name: str
+    probability: float  # mean over the passes
+    spread: float  # standard deviation over the passes; 0 without Monte-Carlo dropout
+
+
+def class_scores(classes: list[str], confusion: list[list[int]]) -> list[ClassScore]:
+    return [ClassScore(name, sum(row), row[i]) for i, (name, row) in enumerate(zip(classes, confusion))]
+
+
+def load_inspection(run_dir: Path) -> Inspection:
+    """Rebuild the run's best model, predict its test split and describe model and data."""
+    from workbench.core import runs
+    from workbench.core.review import load_review
+    from workbench.core.summary import dataset_summary
+
+    review = load_review(run_dir)
+    info = runs.read_run_info(run_dir)
+    data = dataset_summary(review.data)
+    return Inspection(
+        run_dir=run_dir,
+        review=review,
+        arch=str(info.get("arch") or type(review.model).__name__),
+        classes=list(info.get("classes") or review.classes),
+        confusion=review.confusion().tolist(),
+        layers=review.layers(),
+        total_params=sum(p.numel() for p in review.model.parameters()),
+        data=data,
+        mean=tuple(info.get("mean") or data.mean),
+        std=tuple(info.get("std") or data.std),
+    )
+
+
+def write_cell(inspection: Inspection, true_class: int, predicted_class: int) -> jobs.DecodedImage | None:
+    """Write confusion_<true>_as_<pred>.png and decode it for the preview; None for an empty cell."""
+    path = inspection.review.write_cell(true_class, predicted_class)
+    return jobs.decode_png(path) if path is not None else None
+
+
+def write_samples(inspection: Inspection) -> jobs.DecodedImage:
+    """Write images/samples.png (raw training images, one row per class) and decode it."""
+    from workbench.core.summary import save_sample_grid
+
+    path = inspection.run_dir / "images" / "samples.png"
+    return jobs.decode_png(save_sample_grid(path, inspection.review.data))
+
+
+def parse_passes(text: str) -> int:
+    try:
+        passes = int(text.strip() or "0")
+    except ValueError:
+        passes = -1
+    if passes < 0:
+        raise WorkbenchError(f"passes must be 0 (off) or a number of Monte-Carlo dropout passes, not {text!r}")
+    return passes
+
+
+def image_path(text: str) -> Path:
+    """The path as typed or pasted: surrounding quotes (from drag and drop) and ~ are handled."""
+    cleaned = text.strip().strip("'\"").strip()
+    if not cleaned:
+        raise WorkbenchError("type the path of an image file, then press enter")
+    return Path(cleaned).expanduser()
+
+
+def predict_image(inspection: Inspection, path: Path, passes: int, top: int = TOP) -> list[Guess]:
+    """The `top` most likely classes for one image file, with the run's best model."""
+    from workbench.core.inspect import normalize
+    from workbench.core.predict import load_images, probabilities
+
+    data = inspection.data
+    images = load_images([str(path)], data.image_size, data.channels)
+    batch = normalize(images, inspection.mean, inspection.std)
+    mean, std = probabilities(inspection.review.model, batch, passes)
+    order = mean[0].argsort(descending=True)[: min(top, len(inspection.classes))].tolist()
+    return [Guess(inspection.classes[i], float(mean[0, i]), float(std[0, i])) for i in order]
+
+
+def reason(error: BaseException) -> str:
+    """One line for the screen: a WorkbenchError's own sentence, else the exception's name and text."""
+    text = str(error) if isinstance(error, WorkbenchError) else f"{type(error).__name__}: {error}"
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def describe(value: Any) -> str:
+    """An output shape such as (8, 28, 28) as 8×28×28."""
+    return "×".join(str(n) for n in value) if value else "-"

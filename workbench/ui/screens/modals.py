@@ -1,0 +1,79 @@
+"""Small screens over the others: confirm quitting, offer to resume a run, ask for more room."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+
+class Question(ModalScreen[bool]):
+    """A yes/no question; y/enter on the focused button answers, n/escape says no."""
+
+    BINDINGS = [
+        Binding("escape,n", "answer(False)", "No", show=False),
+        Binding("y", "answer(True)", "Yes", show=False),
+    ]
+
+    def __init__(self, question: str, yes: str, no: str, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.question = question
+        self.yes = yes
+        self.no = no
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="question"):
+            yield Static(self.question, classes="question-text")
+            with Horizontal(classes="question-buttons"):
+                yield Button(self.yes, variant="primary", id="yes")
+                yield Button(self.no, id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#yes").focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+def confirm_quit() -> Question:
+    return Question(
+        "Training is running.\nStop it (a checkpoint is saved first) and quit?",
+        yes="Stop and quit (y)",
+        no="Keep training (n)",
+        id="confirm-quit",
+    )
+
+
+def offer_resume(name: str, detail: str) -> Question:
+    return Question(
+        f"Run [b]{name}[/b] was interrupted ({detail}).\nResume it from its last checkpoint?",
+        yes="Resume (y)",
+        no="Not now (n)",
+        id="offer-resume",
+    )
+
+
+class TooSmall(ModalScreen[None]):
+    """Covers the app while the terminal is below the size it can draw legibly."""
+
+    BINDINGS = [Binding("escape", "ignore", show=False)]
+
+    def __init__(self, need: tuple[int, int]) -> None:
+        super().__init__(id="too-small")
+        self.need = need
+
+    def compose(self) -> ComposeResult:
+        width, height = self.need
+        yield Static(
+            f"workbench needs a terminal of at least {width}×{height}.\n"
+            "Make this window larger; training continues meanwhile. ctrl+q quits.",
+            id="too-small-text",
+        )
+
+    def action_ignore(self) -> None:
+        pass

@@ -1,0 +1,193 @@
+"""RunsScreen and RunScreen: past runs in a table, and one run's charts read from metrics.jsonl."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from workbench.ui import formatting as fmt
+from workbench.ui.widgets.charts import TrainingCharts
+from workbench.ui.widgets.class_table import ClassAccuracy
+
+STATUS_STYLES = {"finished": "green", "running": "cyan", "stopped": "yellow", "failed": "red", "interrupted": "magenta"}
+
+
+class RunsListed(Message):
+    def __init__(self, summaries: list[Any]) -> None:
+        super().__init__()
+        self.summaries = summaries
+
+
+class RunsScreen(Screen):
+    """Every run in the runs folder, newest first; enter opens one."""
+
+    TITLE = "workbench"
+    SUB_TITLE = "runs"
+
+    def __init__(self, runs_dir: Path) -> None:
+        super().__init__()
+        self.runs_dir = runs_dir
+        self.summaries: list[Any] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield DataTable(cursor_type="row", zebra_stripes=True, id="runs-table")
+        yield Static("", id="runs-hint")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for label in ("run", "started", "arch", "data set", "epochs", "best acc", "status"):
+            table.add_column(label, key=label)
+        table.border_title = f"runs in {fmt.short_path(self.runs_dir)}/"
+        table.focus()
+        self._list()
+
+    def on_screen_resume(self) -> None:
+        self._list()
+
+    @property
+    def current_run(self) -> Path | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        return Path(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs", description="listing runs")
+    def _list(self) -> None:
+        from workbench.core.runs import list_runs
+
+        self.post_message(RunsListed(list_runs(self.runs_dir)))
+
+    def on_runs_listed(self, message: RunsListed) -> None:
+        table = self.query_one(DataTable)
+        keep = self.current_run
+        self.summaries = message.summaries
+        table.clear()
+        for summary in message.summaries:
+            started = summary.started.strftime("%Y-%m-%d %H:%M") if summary.started else "-"
+            table.add_row(
+                summary.name, started, summary.arch, _short_dataset(summary.dataset),
+                f"{summary.epochs_done}/{summary.epochs}",
+                Text(fmt.percent(summary.best_acc), justify="right"),
+                Text(summary.status, style=STATUS_STYLES.get(summary.status, "")),
+                key=str(summary.path),
+            )
+        keys = [str(s.path) for s in message.summaries]
+        if keep is not None and str(keep) in keys:
+            table.move_cursor(row=keys.index(str(keep)))
+        hint = "enter: charts · e: export · i: images" if message.summaries else (
+            f"no runs in {fmt.short_path(self.runs_dir)} yet: escape, then s starts one"
+        )
+        self.query_one("#runs-hint", Static).update(hint)
+        self.app.refresh_bindings()
+
+    @on(DataTable.RowSelected, "#runs-table")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        self.app.push_screen(RunScreen(Path(str(event.row_key.value))))
+
+    @on(DataTable.RowHighlighted, "#runs-table")
+    def _moved(self) -> None:
+        self.app.refresh_bindings()
+
+
+@dataclass(frozen=True)
+class RunDetails:
+    records: list[dict[str, Any]]
+    epochs: int
+    summary: str
+
+
+class RunLoaded(Message):
+    def __init__(self, details: RunDetails) -> None:
+        super().__init__()
+        self.details = details
+
+
+class RunScreen(Screen):
+    """One past run: its settings, loss and accuracy charts, and last per-class accuracy."""
+
+    TITLE = "workbench"
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.sub_title = run_dir.name
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("reading the run…", id="run-summary")
+        yield TrainingCharts(id="charts")
+        with Horizontal(id="run-bottom"):
+            yield DataTable(cursor_type="row", zebra_stripes=True, id="epochs")
+            yield ClassAccuracy(id="classes")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(ClassAccuracy).border_title = "per-class test accuracy (last epoch)"
+        epochs = self.query_one("#epochs", DataTable)
+        epochs.border_title = "epochs"
+        epochs.add_columns("epoch", "train loss", "train acc", "test loss", "test acc", "time")
+        epochs.focus()
+        self._load(self.run_dir)
+
+    @property
+    def current_run(self) -> Path | None:
+        return self.run_dir
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="run", description="reading the run")
+    def _load(self, run_dir: Path) -> None:
+        self.post_message(RunLoaded(read_run_details(run_dir)))
+
+    def on_run_loaded(self, message: RunLoaded) -> None:
+        details = message.details
+        self.query_one("#run-summary", Static).update(details.summary)
+        self.query_one(TrainingCharts).show_records(details.records, details.epochs)
+        epochs = [r for r in details.records if r.get("type") == "epoch"]
+        table = self.query_one("#epochs", DataTable)
+        table.clear()
+        for r in epochs:
+            table.add_row(
+                str(r["epoch"]), f"{r['train_loss']:.3f}", fmt.percent(r["train_acc"]),
+                f"{r['test_loss']:.3f}", fmt.percent(r["test_acc"]), fmt.duration(r.get("epoch_s")),
+            )
+        if epochs:
+            self.query_one(ClassAccuracy).show(epochs[-1].get("per_class_acc", {}))
+
+
+def read_run_details(run_dir: Path) -> RunDetails:
+    """Everything the run screen shows, read from the run folder (thread side)."""
+    from workbench.core import runs
+    from workbench.core.errors import WorkbenchError
+
+    records = runs.read_metrics(run_dir)
+    status, reason = runs.read_status(run_dir)
+    if status == "running" and runs.is_interrupted(run_dir):
+        status = "interrupted"
+    try:
+        config = runs.read_config(run_dir)
+        settings = (
+            f"{config.arch} on {config.dataset} · {config.epochs} epochs · batch {config.batch_size} · "
+            f"{config.optimizer} lr {config.lr} · {config.schedule} · augment {','.join(config.augment) or 'none'}"
+        )
+        epochs = config.epochs
+    except WorkbenchError as error:
+        settings, epochs = f"config unreadable: {error}", 1
+    epoch_rows = runs.epoch_records(records)
+    best = max((r["test_acc"] for r in epoch_rows), default=None)
+    outcome = f"{status}" + (f" ({reason})" if reason else "")
+    summary = f"{settings}\n{outcome} · {len(epoch_rows)}/{epochs} epochs · best test {fmt.percent(best)}"
+    return RunDetails(records, epochs, summary)
+
+
+def _short_dataset(dataset: str) -> str:
+    return dataset if len(dataset) <= 24 else "…" + dataset[-23:]

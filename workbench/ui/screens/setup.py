@@ -1,0 +1,198 @@
+"""SetupScreen: choose an architecture and hyperparameters, see what is wrong, press s to start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Header, Select
+from textual.worker import get_current_worker
+
+from workbench.core.config import RunConfig
+from workbench.core.errors import WorkbenchError
+from workbench.ui import jobs
+from workbench.ui.settings import write_last_values
+from workbench.ui.widgets.arch_list import ArchitectureList
+from workbench.ui.widgets.form import HyperparameterForm
+
+DEBOUNCE_S = 0.2  # wait for typing to pause before validating or recounting
+
+
+class ModelsDescribed(Message):
+    def __init__(self, architectures: list[jobs.Architecture], shape_text: str) -> None:
+        super().__init__()
+        self.architectures = architectures
+        self.shape_text = shape_text
+
+
+class ParamsCounted(Message):
+    def __init__(self, arch: str, params: int | None) -> None:
+        super().__init__()
+        self.arch = arch
+        self.params = params
+
+
+class Validated(Message):
+    def __init__(self, config: RunConfig | None, errors: dict[str, str], start: bool) -> None:
+        super().__init__()
+        self.config = config
+        self.errors = errors
+        self.start = start
+
+
+class SetupScreen(Screen):
+    """The first screen: architecture list beside the hyperparameter form."""
+
+    TITLE = "workbench"
+    SUB_TITLE = "set up a run"
+
+    class StartRequested(Message):
+        """The form holds a valid run; the app starts it."""
+
+        def __init__(self, config: RunConfig) -> None:
+            super().__init__()
+            self.config = config
+
+    def __init__(self, values: dict[str, Any], *, runs_dir: Path, data_dir: str, config_dir: Path) -> None:
+        super().__init__()
+        self.initial_values = values
+        self.runs_dir = runs_dir
+        self.data_dir = data_dir
+        self.config_dir = config_dir
+        self.errors: dict[str, str] = {}
+        self._described_for: tuple[str, str] | None = None
+        self._debounce: Timer | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="setup-body"):
+            yield ArchitectureList(self.initial_values.get("arch", RunConfig.arch), id="arch-list")
+            yield HyperparameterForm(id="form")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        with self.prevent(HyperparameterForm.Changed):
+            self.query_one(HyperparameterForm).load(self.initial_values)
+        self.query_one("#arch-table").focus()
+        self.call_after_refresh(self._after_edit)  # torch loads in a worker once the screen is up
+
+    # ---- values -----------------------------------------------------------------------
+
+    def form_values(self) -> dict[str, Any]:
+        return {
+            **self.query_one(HyperparameterForm).values(),
+            "arch": self.query_one(ArchitectureList).chosen,
+            "runs_dir": str(self.runs_dir),
+            "data_dir": self.data_dir,
+        }
+
+    def architectures(self) -> list[jobs.Architecture]:
+        return self.query_one(ArchitectureList).architectures
+
+    def use_architecture(self, name: str) -> None:
+        self.query_one(ArchitectureList).choose(name)
+        self._edited()
+
+    def use_preset(self, name: str) -> None:
+        self.query_one("#preset", Select).value = name
+
+    def request_start(self) -> None:
+        """Validate what the form says now and, when it is valid, ask the app to start it."""
+        self._validate_then_start(self.form_values())
+
+    # ---- reacting to edits ------------------------------------------------------------
+
+    @on(HyperparameterForm.Changed)
+    @on(ArchitectureList.Chosen)
+    def _edited(self) -> None:
+        if self._debounce is not None:
+            self._debounce.stop()
+        self._debounce = self.set_timer(DEBOUNCE_S, self._after_edit)
+
+    @on(HyperparameterForm.PresetChosen)
+    def _preset(self, event: HyperparameterForm.PresetChosen) -> None:
+        if "arch" in event.values:
+            self.query_one(ArchitectureList).choose(event.values["arch"])
+        self._edited()
+
+    def _after_edit(self) -> None:
+        values = self.form_values()
+        self._validate(values)
+        shape_key = (str(values["dataset"]), str(values["image_size"]))
+        if shape_key != self._described_for:
+            self._described_for = shape_key
+            self._describe_models(*shape_key, chosen=values["arch"])
+
+    # ---- workers ----------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="validate", description="checking the form")
+    def _validate(self, values: dict[str, Any]) -> None:
+        self._post_validation(values, start=False)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="start", description="checking the form")
+    def _validate_then_start(self, values: dict[str, Any]) -> None:
+        self._post_validation(values, start=True)
+
+    def _post_validation(self, values: dict[str, Any], start: bool) -> None:
+        """Thread side of both checks; a check superseded meanwhile reports nothing."""
+        config, errors = jobs.validate_values(values)
+        if not get_current_worker().is_cancelled:
+            self.post_message(Validated(config, errors, start))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="models", description="counting parameters")
+    def _describe_models(self, dataset: str, image_size: str, chosen: str) -> None:
+        worker = get_current_worker()
+        architectures = jobs.architectures()
+        try:
+            shape = jobs.data_shape(dataset, int(image_size or 0))
+        except (WorkbenchError, ValueError) as error:
+            reason = str(error) if isinstance(error, WorkbenchError) else "image size is not a number"
+            self.post_message(ModelsDescribed(architectures, f"(no counts: {reason})"))
+            return
+        channels, size, classes = shape
+        self.post_message(ModelsDescribed(architectures, f"{dataset} ({channels}×{size}×{size}, {classes} classes)"))
+        order = sorted(architectures, key=lambda arch: arch.name != chosen)
+        for arch in order:
+            if worker.is_cancelled:
+                return
+            self.post_message(ParamsCounted(arch.name, jobs.parameter_count(arch.name, shape)))
+
+    # ---- worker results ---------------------------------------------------------------
+
+    def on_models_described(self, message: ModelsDescribed) -> None:
+        arch_list = self.query_one(ArchitectureList)
+        first_time = not arch_list.architectures
+        arch_list.shape_text = message.shape_text
+        arch_list.params = {}
+        arch_list.set_architectures(message.architectures)
+        if first_time:
+            self.app.refresh_bindings()
+
+    def on_params_counted(self, message: ParamsCounted) -> None:
+        self.query_one(ArchitectureList).set_param_count(message.arch, message.params)
+
+    def on_validated(self, message: Validated) -> None:
+        self.errors = message.errors
+        self.query_one(HyperparameterForm).show_errors(message.errors)
+        if not message.start:
+            return
+        if message.config is None:
+            first = next(iter(message.errors.values()))
+            more = len(message.errors) - 1
+            extra = f" ({more} more field{'s' if more > 1 else ''} marked)" if more else ""
+            self.notify(f"Fix the form first: {first}{extra}", title="Not started", severity="error")
+            return
+        self.post_message(self.StartRequested(message.config))
+        self._remember(message.config)
+
+    @work(thread=True, exit_on_error=False, group="remember", description="saving the form")
+    def _remember(self, config: RunConfig) -> None:
+        problem = write_last_values(self.config_dir, config)
+        if problem:
+            self.app.call_from_thread(self.notify, problem, severity="warning")

@@ -1,0 +1,267 @@
+"""TrainScreen: the live dashboard of a training run (charts, status, log, per-class accuracy)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from rich.markup import escape
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Header, RichLog
+from textual.worker import Worker, WorkerState
+
+from workbench.core.config import RunConfig
+from workbench.core.control import TrainControl
+from workbench.core.events import (
+    CheckpointSaved,
+    EpochMetrics,
+    Event,
+    Failed,
+    Finished,
+    ImagesSaved,
+    Notice,
+    RunStarted,
+    StepMetrics,
+)
+from workbench.ui import formatting as fmt
+from workbench.ui.bridge import EngineBridge, EngineEvent, StepsReady
+from workbench.ui.widgets.charts import TrainingCharts
+from workbench.ui.widgets.class_table import ClassAccuracy
+from workbench.ui.widgets.status import RunState, TrainStatus
+
+
+class TrainScreen(Screen):
+    """Owns the training worker; stays installed while the user looks at other screens."""
+
+    TITLE = "workbench"
+    SUB_TITLE = "training"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.control: TrainControl | None = None
+        self.bridge: EngineBridge | None = None
+        self.run_dir: Path | None = None
+        self.busy = False  # from start() until the training worker has ended
+        self.outcome: Finished | Failed | None = None
+        self.state = RunState()
+        self._fresh_view: tuple[RunConfig, Path | None, list[dict]] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield TrainStatus(id="status")
+        yield TrainingCharts(id="charts")
+        with Horizontal(id="train-bottom"):
+            yield RichLog(id="log", markup=True, wrap=True, max_lines=2000, min_width=20)
+            yield ClassAccuracy(id="classes")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#log").border_title = "log"
+        self.query_one("#classes").border_title = "per-class test accuracy"
+        self._show_state()
+        self._show_fresh_view()
+
+    @property
+    def current_run(self) -> Path | None:
+        return self.run_dir
+
+    @property
+    def charts(self) -> TrainingCharts:
+        return self.query_one(TrainingCharts)
+
+    # ---- commands from the app ------------------------------------------------------
+
+    def start(self, config: RunConfig, resume_dir: Path | None = None, history: list[dict] | None = None) -> bool:
+        """Begin training in a thread; False (and nothing happens) while a run is going.
+
+        Safe before the screen is first shown: the view is reset as soon as it is mounted.
+        """
+        if self.busy:
+            return False
+        self.busy = True
+        self.outcome = None
+        self.run_dir = resume_dir
+        self.control = TrainControl()
+        self.bridge = EngineBridge(self)
+        self.state = RunState(phase="starting", epochs=config.epochs, device_name=f"device {config.device}")
+        self._fresh_view = (config, resume_dir, history or [])
+        if self.is_mounted:
+            self._show_fresh_view()
+        self._train(config, resume_dir, self.control, self.bridge)
+        return True
+
+    def _show_fresh_view(self) -> None:
+        """Clear the last run from the charts, table and state; keep the log, with a header line."""
+        if self._fresh_view is None:
+            return
+        config, resume_dir, history = self._fresh_view
+        self._fresh_view = None
+        self.charts.reset(config.epochs)
+        if history:
+            self.charts.show_records(history, config.epochs)
+        self.query_one(ClassAccuracy).show({})
+        self._show_state()
+        what = f"resuming {resume_dir.name}" if resume_dir else f"starting {config.arch} on {config.dataset}"
+        self.note(f"[b]{escape(what)}[/b]: {config.epochs} epochs, batch {config.batch_size}, "
+                  f"{config.optimizer} lr {config.lr}, {config.schedule} schedule")
+
+    def toggle_pause(self) -> None:
+        if not self.busy or self.control is None or self.state.phase == "stopping":
+            self.notify("Nothing is training.", severity="warning")
+            return
+        paused = self.control.toggle_pause()
+        self._update(phase="paused" if paused else "training")
+        self.note("paused: p resumes" if paused else "resumed")
+
+    def stop(self) -> None:
+        if not self.busy or self.control is None:
+            self.notify("Nothing is training.", severity="warning")
+            return
+        self.control.stop()
+        self._update(phase="stopping")
+        self.note("stopping: finishing this step, then saving a checkpoint")
+
+    async def stop_and_wait(self) -> None:
+        """Stop and wait for the engine to save its checkpoint and return."""
+        if self.control is not None:
+            self.control.stop()
+        for worker in self.app.workers:
+            if worker.node is self and worker.group == "training":
+                await worker.wait()
+
+    def note(self, markup: str) -> None:
+        """Add a line to the log (Rich markup)."""
+        self.query_one(RichLog).write(markup)
+
+    def on_unmount(self) -> None:
+        if self.control is not None:
+            self.control.stop()  # never leave a training thread behind when the app closes
+
+    # ---- the worker -----------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="training", description="training")
+    def _train(self, config: RunConfig, resume_dir: Path | None, control: TrainControl, bridge: EngineBridge) -> None:
+        from workbench.core.engine import fit
+
+        fit(config, bridge, control, resume_dir=resume_dir)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "training" or not event.worker.is_finished:
+            return
+        self.busy = False
+        if event.state != WorkerState.SUCCESS and self.outcome is None:
+            self._update(phase="failed", reason=f"the training thread ended: {event.worker.error}")
+        self.app.refresh_bindings()
+
+    # ---- engine events --------------------------------------------------------------
+
+    def on_steps_ready(self, message: StepsReady) -> None:
+        self._drain_steps()
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        self._drain_steps()  # steps that arrived before this event belong before it
+        self.handle(message.event)
+
+    def _drain_steps(self) -> None:
+        if self.bridge is not None:
+            for step in self.bridge.take_steps():
+                self.handle(step)
+
+    def handle(self, event: Event) -> None:
+        """Show one engine event (the bridge calls this; tests may feed recorded events)."""
+        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        if handler is not None:
+            handler(event)
+
+    def _on_RunStarted(self, event: RunStarted) -> None:
+        self.run_dir = event.run_dir
+        self.sub_title = event.run_dir.name
+        self._update(
+            phase="paused" if self.control and self.control.paused else "training",
+            run_name=event.run_dir.name, epoch=event.start_epoch + 1, epochs=event.epochs,
+            step=0, steps_per_epoch=event.steps_per_epoch, device_name=event.device_name,
+        )
+        resumed = f", resuming after epoch {event.start_epoch}" if event.start_epoch else ""
+        self.note(
+            f"run [b]{escape(event.run_dir.name)}[/b]: {event.arch} ({event.params:,} params) on "
+            f"{escape(event.device_name)} · {escape(event.dataset)}: {event.train_size:,} train / "
+            f"{event.test_size:,} test images, {len(event.classes)} classes{resumed}"
+        )
+        self.app.refresh_bindings()
+
+    def _on_StepMetrics(self, step: StepMetrics) -> None:
+        x = step.epoch - 1 + step.step / max(step.steps_per_epoch, 1)
+        self.charts.add_step(x, step.loss, step.acc)
+        self._update(
+            epoch=step.epoch, step=step.step, steps_per_epoch=step.steps_per_epoch,
+            elapsed_s=step.elapsed_s, eta_s=step.eta_s, images_per_s=step.images_per_s,
+            gpu_memory_mb=step.gpu_memory_mb,
+        )
+
+    def _on_EpochMetrics(self, epoch: EpochMetrics) -> None:
+        self.charts.add_epoch(epoch.epoch, vars(epoch))
+        classes = self.query_one(ClassAccuracy)
+        classes.show(epoch.per_class_acc)
+        classes.border_title = f"per-class test accuracy · epoch {epoch.epoch}"
+        self._update(
+            epoch=epoch.epoch, step=self.state.steps_per_epoch, elapsed_s=epoch.elapsed_s,
+            eta_s=epoch.eta_s, images_per_s=epoch.images_per_s, best_acc=epoch.best_acc,
+        )
+        best = " [b green]best so far[/]" if epoch.test_acc >= epoch.best_acc else ""
+        weakest = sorted(epoch.per_class_acc.items(), key=lambda item: item[1])[:2]
+        weak = ", ".join(f"{escape(name)} {fmt.percent(acc, 0)}" for name, acc in weakest)
+        self.note(
+            f"epoch {epoch.epoch}/{epoch.epochs}: train loss {epoch.train_loss:.3f} acc "
+            f"{fmt.percent(epoch.train_acc)} · test loss {epoch.test_loss:.3f} acc "
+            f"[b]{fmt.percent(epoch.test_acc)}[/b]{best} · {fmt.duration(epoch.epoch_s)} · "
+            f"{fmt.rate(epoch.images_per_s)}" + (f" · weakest: {weak}" if weak else "")
+        )
+
+    def _on_CheckpointSaved(self, event: CheckpointSaved) -> None:
+        best = " · new best" if event.best else ""
+        self.note(f"[dim]checkpoint {escape(event.path.name)} saved (epoch {event.epoch}{best})[/]")
+
+    def _on_ImagesSaved(self, event: ImagesSaved) -> None:
+        names = ", ".join(path.name for path in event.paths)
+        self.note(f"images saved: {escape(names)} · [b]i[/b] opens the gallery")
+
+    def _on_Notice(self, event: Notice) -> None:
+        if event.level == "warning":
+            self.note(f"[yellow]warning: {escape(event.message)}[/]")
+            self.notify(event.message, severity="warning")
+        else:
+            self.note(f"[dim]{escape(event.message)}[/]")
+
+    def _on_Finished(self, event: Finished) -> None:
+        self.outcome = event
+        self._update(phase=event.status, best_acc=event.best_acc if event.epochs_done else None,
+                     elapsed_s=event.elapsed_s)
+        summary = (
+            f"{event.status} after {event.epochs_done} epoch{'s' if event.epochs_done != 1 else ''} "
+            f"in {fmt.duration(event.elapsed_s)}: best test accuracy {fmt.percent(event.best_acc)}, "
+            f"final {fmt.percent(event.final_acc)}"
+        )
+        self.note(f"[b]{summary}[/b] · [b]e[/b] exports the model, [b]i[/b] shows images")
+        self.notify(summary, title=f"Training {event.status}")
+
+    def _on_Failed(self, event: Failed) -> None:
+        self.outcome = event
+        if event.run_dir is not None:
+            self.run_dir = event.run_dir
+        hint = "fix the setting and press s again" if event.bad_input else "see error.log in the run folder"
+        self._update(phase="failed", reason=f"{event.reason} ({hint})")
+        self.note(f"[b red]training failed:[/] {escape(event.reason)}")
+        self.notify(f"{event.reason}\n({hint})", title="Training failed", severity="error", timeout=12)
+
+    # ---- state ----------------------------------------------------------------------
+
+    def _update(self, **changes: object) -> None:
+        self.state = replace(self.state, **changes)
+        self._show_state()
+
+    def _show_state(self) -> None:
+        if self.is_mounted:
+            self.query_one(TrainStatus).state = self.state

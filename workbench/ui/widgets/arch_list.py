@@ -1,0 +1,145 @@
+"""ArchitectureList: the models to choose from, with parameter counts, filtered by typing."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Input, Static
+
+from workbench.ui import formatting as fmt
+from workbench.ui.jobs import Architecture
+
+
+class FilterInput(Input):
+    """The filter box; down or enter moves on to the list."""
+
+    BINDINGS = [
+        Binding("down", "app.focus_next", "to the list", show=False),
+        Binding("enter", "app.focus_next", "to the list", show=False),
+    ]
+
+
+class ArchitectureList(Vertical):
+    """Shows architectures (name, parameters for the current data set, description).
+
+    The highlighted row is the chosen architecture; moving the cursor reports `Chosen`.
+    """
+
+    class Chosen(Message):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+    def __init__(self, chosen: str, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.chosen = chosen
+        self.architectures: list[Architecture] = []
+        self.params: dict[str, int | None] = {}
+        self.shape_text = ""
+
+    def compose(self) -> ComposeResult:
+        yield FilterInput(placeholder="type to filter architectures", id="arch-filter", compact=True)
+        yield DataTable(cursor_type="row", zebra_stripes=True, id="arch-table")
+        yield Static("loading architectures…", id="arch-summary")
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.border_title = "architecture"
+        table.border_subtitle = "loading PyTorch…"
+        table.add_column("architecture", key="name")
+        table.add_column("params", key="params", width=10)
+        table.add_column("description", key="description")
+
+    # ---- data in ------------------------------------------------------------------
+
+    def set_architectures(self, architectures: list[Architecture]) -> None:
+        self.architectures = architectures
+        self._rebuild()
+
+    def set_shape(self, text: str) -> None:
+        """Describe the data set the counts are for; counts are cleared until they arrive."""
+        self.shape_text = text
+        self.params = {}
+        self._rebuild()
+
+    def set_param_count(self, name: str, params: int | None) -> None:
+        self.params[name] = params
+        table = self.query_one(DataTable)
+        if name in table.rows:
+            table.update_cell(name, "params", self._params_cell(name))
+        if name == self.chosen:
+            self._summarize()
+
+    def choose(self, name: str) -> None:
+        self.chosen = name
+        self._move_cursor_to_chosen()
+        self._summarize()
+
+    @property
+    def visible_names(self) -> list[str]:
+        return [str(key.value) for key in self.query_one(DataTable).rows]
+
+    # ---- drawing ------------------------------------------------------------------
+
+    def _rebuild(self) -> None:
+        words = self.query_one(FilterInput).value.lower().split()
+        table = self.query_one(DataTable)
+        with self.prevent(DataTable.RowHighlighted):
+            table.clear()
+            for arch in self.architectures:
+                haystack = f"{arch.name} {arch.description}".lower()
+                if all(word in haystack for word in words):
+                    table.add_row(
+                        Text(arch.name, style="bold"), self._params_cell(arch.name),
+                        arch.description, key=arch.name,
+                    )
+        if self.architectures:
+            table.border_subtitle = f"{table.row_count} of {len(self.architectures)}"
+        self._move_cursor_to_chosen()
+        self._summarize()
+
+    def _move_cursor_to_chosen(self) -> None:
+        table = self.query_one(DataTable)
+        if self.chosen in table.rows:
+            with self.prevent(DataTable.RowHighlighted):
+                table.move_cursor(row=table.get_row_index(self.chosen))
+
+    def _params_cell(self, name: str) -> Text:
+        if name not in self.params:
+            return Text("…", justify="right", style="dim")
+        return Text(fmt.count(self.params[name]), justify="right")
+
+    def _summarize(self) -> None:
+        summary = self.query_one("#arch-summary", Static)
+        if not self.architectures:
+            summary.update("loading architectures…")
+            return
+        known = self.chosen in {a.name for a in self.architectures}
+        if not known:
+            summary.update(f"[b]{self.chosen}[/b] is not an architecture; choose one above")
+            return
+        params = self.params.get(self.chosen, None)
+        count = f"{params:,} params" if params else "counting parameters…"
+        on = f" for {self.shape_text}" if self.shape_text else ""
+        description = next(a.description for a in self.architectures if a.name == self.chosen)
+        summary.update(f"[b]{self.chosen}[/b]: {description}\n{count}{on}")
+
+    # ---- events -------------------------------------------------------------------
+
+    @on(Input.Changed, "#arch-filter")
+    def _filter(self, event: Input.Changed) -> None:
+        event.stop()
+        self._rebuild()
+
+    @on(DataTable.RowHighlighted, "#arch-table")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        name = str(event.row_key.value)
+        if name != self.chosen:
+            self.chosen = name
+            self._summarize()
+            self.post_message(self.Chosen(name))

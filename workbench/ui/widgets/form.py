@@ -1,0 +1,197 @@
+"""HyperparameterForm: every RunConfig setting a user chooses, with each field's error beside it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.message import Message
+from textual.suggester import SuggestFromList
+from textual.widgets import Checkbox, Input, Label, Select, Static
+
+from workbench.core.config import (
+    AUGMENTATIONS,
+    DATASET_NAMES,
+    DEVICES,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    RunConfig,
+)
+from workbench.core.presets import PRESETS
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str  # the RunConfig field
+    label: str
+    kind: str  # "text", "select", "checks" or "check"
+    choices: tuple[str, ...] = ()
+    hint: str = ""
+
+
+FIELDS = (
+    Field("dataset", "data set", "text", DATASET_NAMES, "shapes, cifar10, … or a folder"),
+    Field("epochs", "epochs", "text"),
+    Field("batch_size", "batch size", "text", hint="images per step"),
+    Field("optimizer", "optimizer", "select", OPTIMIZERS),
+    Field("lr", "learning rate", "text", hint="peak"),
+    Field("momentum", "momentum", "text", hint="SGD momentum / Adam β1"),
+    Field("weight_decay", "weight decay", "text"),
+    Field("schedule", "schedule", "select", SCHEDULES),
+    Field("warmup_epochs", "warm-up epochs", "text"),
+    Field("label_smoothing", "label smoothing", "text"),
+    Field("augment", "augment", "checks", AUGMENTATIONS),
+    Field("image_size", "image size", "text", hint="0 = the data set's own"),
+    Field("precision", "precision", "select", PRECISIONS),
+    Field("device", "device", "select", DEVICES),
+    Field("seed", "seed", "text"),
+    Field("compile", "torch.compile", "check"),
+)
+FIELD_NAMES = tuple(field.name for field in FIELDS)
+
+
+def display(value: Any) -> str:
+    """A config value as the text a user would type."""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+class HyperparameterForm(VerticalScroll):
+    """Fields in RunConfig order; reports edits upward, shows errors it is given."""
+
+    BINDINGS = [
+        Binding("down", "app.focus_next", "Next field", show=False),
+        Binding("up", "app.focus_previous", "Previous field", show=False),
+    ]
+
+    class Changed(Message):
+        """A field changed; the screen re-validates."""
+
+    class PresetChosen(Message):
+        def __init__(self, name: str, values: dict[str, Any]) -> None:
+            super().__init__()
+            self.name = name
+            self.values = values
+
+    def on_mount(self) -> None:
+        self.border_title = "hyperparameters"
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="form-row"):
+            yield Label("preset", classes="field-label")
+            yield Select(
+                [(name, name) for name in PRESETS],
+                prompt="none (choose to fill the form)",
+                id="preset",
+                compact=True,
+            )
+        for field in FIELDS:
+            row_class = "form-row tall" if field.kind == "checks" else "form-row"
+            with Horizontal(classes=row_class, id=f"row-{field.name}"):
+                yield Label(field.label, classes="field-label")
+                yield from self._control(field)
+            yield Static("", classes="field-error", id=f"error-{field.name}")
+
+    def _control(self, field: Field) -> ComposeResult:
+        if field.kind == "text":
+            suggester = SuggestFromList(field.choices, case_sensitive=False) if field.choices else None
+            yield Input(id=field.name, placeholder=field.hint, suggester=suggester, compact=True)
+        elif field.kind == "select":
+            yield Select([(c, c) for c in field.choices], allow_blank=False, id=field.name, compact=True)
+        elif field.kind == "checks":
+            with Grid(classes="checks", id=field.name):
+                for choice in field.choices:
+                    yield Checkbox(choice, id=f"{field.name}-{choice}", compact=True)
+        else:
+            yield Checkbox("on (slower start)", id=field.name, compact=True)
+
+    # ---- values in and out -----------------------------------------------------------
+
+    def load(self, values: dict[str, Any]) -> None:
+        """Fill the fields (missing ones from RunConfig's defaults) and report one change."""
+        merged = {**dataclasses.asdict(RunConfig()), **values}
+        with self.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
+            for field in FIELDS:
+                self._set(field, merged[field.name])
+            preset = self.query_one("#preset", Select)
+            if merged.get("preset") in PRESETS:
+                preset.value = merged["preset"]
+            else:
+                preset.clear()
+        self.post_message(self.Changed())
+
+    def _set(self, field: Field, value: Any) -> None:
+        if field.kind == "text":
+            self.query_one(f"#{field.name}", Input).value = display(value)
+        elif field.kind == "select":
+            if value in field.choices:
+                self.query_one(f"#{field.name}", Select).value = value
+        elif field.kind == "checks":
+            chosen = set(value.split(",") if isinstance(value, str) else value)
+            for choice in field.choices:
+                self.query_one(f"#{field.name}-{choice}", Checkbox).value = choice in chosen
+        else:
+            self.query_one(f"#{field.name}", Checkbox).value = bool(value)
+
+    def values(self) -> dict[str, Any]:
+        """The form as loose values for RunConfig.from_mapping."""
+        values: dict[str, Any] = {}
+        for field in FIELDS:
+            if field.kind == "text":
+                values[field.name] = self.query_one(f"#{field.name}", Input).value.strip()
+            elif field.kind == "select":
+                values[field.name] = self.query_one(f"#{field.name}", Select).value
+            elif field.kind == "checks":
+                values[field.name] = tuple(
+                    c for c in field.choices if self.query_one(f"#{field.name}-{c}", Checkbox).value
+                )
+            else:
+                values[field.name] = self.query_one(f"#{field.name}", Checkbox).value
+        preset = self.query_one("#preset", Select).value
+        values["preset"] = preset if isinstance(preset, str) else ""
+        return values
+
+    def show_errors(self, errors: dict[str, str]) -> None:
+        """Mark each field named in `errors` with its message; clear the rest."""
+        for name in FIELD_NAMES:
+            message = errors.get(name, "")
+            note = self.query_one(f"#error-{name}", Static)
+            note.update(_without_flag(message))
+            note.set_class(bool(message), "shown")
+            self.query_one(f"#row-{name}").set_class(bool(message), "error")
+
+    # ---- events up -------------------------------------------------------------------
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.app.action_focus_next()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed())
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed())
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.select.id == "preset":
+            if isinstance(event.value, str):
+                _, values = PRESETS[event.value]
+                self.load({**values, "preset": event.value})
+                self.post_message(self.PresetChosen(event.value, values))
+            return
+        self.post_message(self.Changed())
+
+
+def _without_flag(message: str) -> str:
+    """'--lr: -1.0 must be greater than 0' -> '-1.0 must be greater than 0' (the row names it)."""
+    head, _, rest = message.partition(": ")
+    return rest if head.startswith("--") and rest else message
