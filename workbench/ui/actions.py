@@ -56,9 +56,11 @@ class WorkbenchActions:
         if action == "start":
             return isinstance(screen, (SetupScreen, TrainScreen))
         if action in ("pause", "stop"):
-            return True if busy else (None if on_dashboard else False)
+            return busy
         if action == "export":
-            return self.run_shown_on(screen) is not None or None
+            if self.run_shown_on(screen) is not None:
+                return True
+            return False if isinstance(screen, SetupScreen) else None
         if action == "images":
             return not isinstance(screen, ImagesScreen)
         if action == "inspect":

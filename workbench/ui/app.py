@@ -29,7 +29,7 @@ class WorkbenchApp(WorkbenchActions, App[int]):
     CSS_PATH = "workbench.tcss"
     TITLE = "workbench"
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (72, "-normal"), (140, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (72, "-normal"), (100, "-roomy"), (140, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     BINDINGS = [
         Binding("s,ctrl+s", "start", "Start", id="start", tooltip="Train with the form's values"),
