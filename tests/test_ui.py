@@ -179,16 +179,19 @@ async def test_invalid_value_blocks_start_with_a_message(tmp_path, data_dir):
 
 @asynchronous
 async def test_pressing_start_twice_trains_once(tmp_path, data_dir):
-    app = make_app(tmp_path, data_dir, tiny_config(tmp_path, data_dir))
+    config = tiny_config(tmp_path, data_dir, arch="basic_cnn", epochs=3, batch_size=64)
+    app = make_app(tmp_path, data_dir, config)
     notes = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("s", "s")
-        # A tiny run may finish between two polls: being done also proves it started.
-        assert await wait_until(pilot, lambda: app.training or app.dashboard.outcome is not None, 60)
+        assert await wait_until(pilot, lambda: app.dashboard.state.step > 0, 90)
         await pilot.press("s")
-        assert await wait_until(pilot, lambda: app.dashboard.outcome is not None, 120)
-        assert isinstance(app.dashboard.outcome, Finished)
-        assert any("already training" in note for note in notes)
+        assert any("already" in note for note in notes), notes
+        await pilot.press("x")
+        assert await wait_until(pilot, lambda: app.dashboard.outcome is not None, 60)
+        assert isinstance(app.dashboard.outcome, Finished) and app.dashboard.outcome.status == "stopped"
+        await pilot.pause(1.0)  # a second start, had one been queued, would have begun by now
+        assert not app.training
     assert len(run_folders(tmp_path)) == 1
 
 
@@ -377,7 +380,7 @@ async def test_images_newest_first_with_exact_pixels(tmp_path, data_dir):
 
 
 def test_fit_scale_uses_whole_factors():
-    assert fit_scale(32, 32, 80, 20) == Scale(enlarge=1) or fit_scale(32, 32, 80, 20).enlarge == 1
+    assert fit_scale(32, 32, 80, 20) == Scale()  # fits, and 2x would not
     assert fit_scale(32, 32, 80, 40) == Scale(enlarge=2)
     assert fit_scale(900, 700, 80, 30) == Scale(shrink=12)
     assert Scale(shrink=3).source(5) == 15 and Scale(enlarge=3).source(5) == 1

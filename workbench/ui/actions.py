@@ -15,7 +15,7 @@ from workbench.ui import jobs
 from workbench.ui.screens.images import ImagesScreen
 from workbench.ui.screens.inspect import InspectScreen
 from workbench.ui.screens.modals import Question, TooSmall, offer_resume
-from workbench.ui.screens.runs import RunScreen, RunsScreen
+from workbench.ui.screens.runs import RunsScreen
 from workbench.ui.screens.setup import SetupScreen
 from workbench.ui.screens.train import TrainScreen
 

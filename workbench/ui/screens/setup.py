@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Select
-from textual.worker import get_current_worker
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
@@ -68,6 +68,7 @@ class SetupScreen(Screen):
         self.errors: dict[str, str] = {}
         self._described_for: tuple[str, str] | None = None
         self._debounce: Timer | None = None
+        self._start_pending = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -102,8 +103,17 @@ class SetupScreen(Screen):
     def use_preset(self, name: str) -> None:
         self.query_one("#preset", Select).value = name
 
+    @property
+    def start_pending(self) -> bool:
+        """A start was asked for and its check has not come back yet."""
+        return self._start_pending
+
     def request_start(self) -> None:
         """Validate what the form says now and, when it is valid, ask the app to start it."""
+        if self._start_pending:
+            self.notify("Already starting: checking the form.", severity="warning")
+            return
+        self._start_pending = True
         self._validate_then_start(self.form_values())
 
     # ---- reacting to edits ------------------------------------------------------------
@@ -182,6 +192,7 @@ class SetupScreen(Screen):
         self.query_one(HyperparameterForm).show_errors(message.errors)
         if not message.start:
             return
+        self._start_pending = False
         if message.config is None:
             first = next(iter(message.errors.values()))
             more = len(message.errors) - 1
@@ -190,6 +201,10 @@ class SetupScreen(Screen):
             return
         self.post_message(self.StartRequested(message.config))
         self._remember(message.config)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "start" and event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
+            self._start_pending = False  # the app's handler says what went wrong
 
     @work(thread=True, exit_on_error=False, group="remember", description="saving the form")
     def _remember(self, config: RunConfig) -> None:
