@@ -63,3 +63,17 @@ def test_toml_accepts_dashed_keys_and_rejects_unknown(tmp_path):
     bad.write_text("colour = 3\n")
     with pytest.raises(WorkbenchError, match="unknown setting 'colour'"):
         RunConfig.from_toml(bad)
+
+
+def test_a_past_run_still_reads_after_its_data_folder_is_gone(tmp_path):
+    from workbench.core import runs
+
+    folder = tmp_path / "my-photos"
+    folder.mkdir()
+    config = RunConfig(dataset=str(folder), arch="convbn", runs_dir=str(tmp_path / "runs"))
+    run_dir = runs.create_run_dir(config)
+    folder.rmdir()
+    with pytest.raises(WorkbenchError, match="does not exist"):
+        RunConfig.from_toml(run_dir / "config.toml")  # starting a new run from it: refused
+    summary = runs.summarize_run(run_dir)  # listing the record: fine
+    assert (summary.arch, summary.dataset) == ("convbn", str(folder))

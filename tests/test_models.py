@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.core import models
+from workbench.core.catalog import arch_names
 from workbench.core.errors import WorkbenchError
 
 SEED_COUNTS = {
@@ -42,6 +43,12 @@ def test_every_family_is_registered_with_a_description():
     others = {"lenet5", "vgg11_bn", "nin", "resnet18", "shake_shake", "speedrun"}
     assert set(SEED_COUNTS) | others <= set(models.names())
     assert all(spec.description and "\n" not in spec.description for spec in models.specs())
+
+
+def test_the_torch_free_catalog_lists_exactly_the_registered_models():
+    assert arch_names() == models.names()
+    with pytest.raises(ValueError, match="catalog"):
+        models.register("not_in_the_catalog")
 
 
 def test_resnet_sizes_match_the_published_cifar_models():

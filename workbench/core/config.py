@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from workbench.core.catalog import ARCHITECTURES
 from workbench.core.errors import WorkbenchError
 
 DATASET_NAMES = ("shapes", "cifar10", "cifar100", "mnist", "fashion-mnist")
@@ -59,8 +60,13 @@ class RunConfig:
     # ---- construction -------------------------------------------------------------
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
-        """Build a validated config from loose values (strings from a form or CLI are fine)."""
+    def from_mapping(
+        cls, values: dict[str, Any], base: RunConfig | None = None, *, check_paths: bool = True
+    ) -> RunConfig:
+        """Build a validated config from loose values (strings from a form or CLI are fine).
+
+        `check_paths=False` reads a record (a past run's config) whose data folder may be gone.
+        """
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:
@@ -73,11 +79,11 @@ class RunConfig:
                 continue
             merged[key] = _coerce(key, raw, known[key].type)
         config = cls(**merged)
-        config.validate()
+        config.validate(check_paths=check_paths)
         return config
 
     @classmethod
-    def from_toml(cls, path: Path, base: RunConfig | None = None) -> RunConfig:
+    def from_toml(cls, path: Path, base: RunConfig | None = None, *, check_paths: bool = True) -> RunConfig:
         try:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -85,7 +91,7 @@ class RunConfig:
         except tomllib.TOMLDecodeError as error:
             raise WorkbenchError(f"config file {path} is not valid TOML: {error}") from None
         data = {key.replace("-", "_"): value for key, value in data.items()}
-        return cls.from_mapping(data, base)
+        return cls.from_mapping(data, base, check_paths=check_paths)
 
     def to_toml(self) -> str:
         lines = []
@@ -103,23 +109,20 @@ class RunConfig:
 
     # ---- validation ---------------------------------------------------------------
 
-    def validate(self) -> None:
+    def validate(self, *, check_paths: bool = True) -> None:
         """Raise WorkbenchError naming the first bad setting and what is allowed."""
-        from workbench.core.models import names as model_names
-
         if self.dataset not in DATASET_NAMES and not _looks_like_path(self.dataset):
             raise WorkbenchError(
                 f"--dataset: {self.dataset!r} is neither a folder nor one of "
                 f"{', '.join(DATASET_NAMES)}"
             )
-        if _looks_like_path(self.dataset) and self.dataset not in DATASET_NAMES:
+        if check_paths and _looks_like_path(self.dataset) and self.dataset not in DATASET_NAMES:
             folder = Path(self.dataset).expanduser()
             if not folder.is_dir():
                 raise WorkbenchError(f"--dataset: folder {folder} does not exist")
-        if self.arch not in model_names():
+        if self.arch not in ARCHITECTURES:
             raise WorkbenchError(
-                f"--arch: unknown architecture {self.arch!r}; choose one of "
-                f"{', '.join(model_names())}"
+                f"--arch: unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}"
             )
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)

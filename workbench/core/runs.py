@@ -142,7 +142,8 @@ def epoch_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def read_config(run_dir: Path) -> RunConfig:
-    return RunConfig.from_toml(run_dir / "config.toml")
+    """The config a run was started with; its data folder may since have moved or gone."""
+    return RunConfig.from_toml(run_dir / "config.toml", check_paths=False)
 
 
 @dataclass(frozen=True)

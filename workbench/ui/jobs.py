@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.core.catalog import ARCHITECTURES
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
 
@@ -62,9 +63,8 @@ class Architecture:
 
 
 def architectures() -> list[Architecture]:
-    from workbench.core.models import specs
-
-    return [Architecture(spec.name, spec.description) for spec in specs()]
+    """Every architecture, from the torch-free catalog, so the list paints at once."""
+    return [Architecture(name, description) for name, description in ARCHITECTURES.items()]
 
 
 def data_shape(dataset: str, image_size: int) -> tuple[int, int, int]:

@@ -9,10 +9,7 @@ from workbench.core.models.registry import register
 _VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 
 
-@register(
-    "vgg11_bn",
-    "VGG-11 for small images: 8 conv3-BN-ReLU, 5 max pools, FC 512-512 with dropout 0.5",
-)
+@register("vgg11_bn")
 def vgg11_bn(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     layers: list[nn.Module] = []
     cin, side = in_channels, image_size
@@ -57,10 +54,7 @@ def _mlpconv(
     return layers
 
 
-@register(
-    "nin",
-    "Network in Network: 3 mlpconv blocks (conv + two 1x1), dropout, global avg pool, no FC",
-)
+@register("nin")
 def nin(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     return nn.Sequential(
         *_mlpconv(in_channels, (192, 160, 96), kernel=5),

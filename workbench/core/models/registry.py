@@ -7,6 +7,7 @@ from typing import Callable
 
 import torch.nn as nn
 
+from workbench.core.catalog import ARCHITECTURES
 from workbench.core.errors import WorkbenchError
 
 Factory = Callable[[int, int, int], nn.Module]  # (in_channels, num_classes, image_size)
@@ -22,24 +23,29 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, description: str) -> Callable[[Factory], Factory]:
-    """Decorator: make `factory(in_channels, num_classes, image_size)` available by name."""
+def register(name: str) -> Callable[[Factory], Factory]:
+    """Decorator: make `factory(in_channels, num_classes, image_size)` available by name.
+
+    The name and its description must be in `workbench.core.catalog`, which torch-free code reads.
+    """
+    if name not in ARCHITECTURES:
+        raise ValueError(f"model {name!r} is not in workbench/core/catalog.py")
 
     def add(factory: Factory) -> Factory:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, description, factory)
+        _REGISTRY[name] = ModelSpec(name, ARCHITECTURES[name], factory)
         return factory
 
     return add
 
 
 def names() -> list[str]:
-    return list(_REGISTRY)
+    return [name for name in ARCHITECTURES if name in _REGISTRY]
 
 
 def specs() -> list[ModelSpec]:
-    return list(_REGISTRY.values())
+    return [_REGISTRY[name] for name in names()]
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -50,9 +50,7 @@ class ResNet18(nn.Module):
         return self.fc(self.pool(self.blocks(self.stem(x))).flatten(1))
 
 
-@register(
-    "resnet18", "ResNet-18 for CIFAR: 3x3 stem, no max pool, 4x2 basic blocks 64-512, avg pool, FC"
-)
+@register("resnet18")
 def resnet18(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     return ResNet18(in_channels, num_classes)
 
@@ -142,9 +140,6 @@ class ShakeShake(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
-@register(
-    "shake_shake",
-    "Shake-Shake 26 2x32d: 3x4 two-branch blocks (32-64-128) mixed by random weights per sample",
-)
+@register("shake_shake")
 def shake_shake(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     return ShakeShake(in_channels, num_classes)

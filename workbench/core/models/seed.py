@@ -8,12 +8,12 @@ import torch.nn as nn
 from workbench.core.models.registry import register
 
 
-@register("linear", "one Linear layer on the flattened pixels (multinomial logistic regression)")
+@register("linear")
 def linear(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, num_classes))
 
 
-@register("mlp", "flattened pixels -> 40 hidden ReLU units -> classes")
+@register("mlp")
 def mlp(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     return nn.Sequential(
         nn.Flatten(),
@@ -23,7 +23,7 @@ def mlp(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     )
 
 
-@register("basic_cnn", "conv5-pool-conv5-pool, 3 FC layers (the seed tutorial's CNN)")
+@register("basic_cnn")
 def basic_cnn(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     # Each unpadded conv5 trims 4 pixels and each pool halves (rounding down).
     side = ((image_size - 4) // 2 - 4) // 2
@@ -43,7 +43,7 @@ def basic_cnn(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     )
 
 
-@register("lenet5", "LeNet-5: tanh conv5-avgpool x2 to 16x5x5, then FC 120-84 (LeCun 1998)")
+@register("lenet5")
 def lenet5(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     # LeNet-5 was designed for 32x32 inputs, with 28x28 digits padded to 32; larger images
     # are averaged down to the 5x5 map its first FC layer expects.
@@ -85,7 +85,7 @@ class _Residual(nn.Module):
         return x + self.block(x)
 
 
-@register("convbn", "conv5, 3 stride-2 conv3-ReLU-BN blocks (10-20-40-80), global avg pool, FC")
+@register("convbn")
 def convbn(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     layers: list[nn.Module] = [nn.Conv2d(in_channels, 10, 5, padding=2), nn.ReLU()]
     for cin, cout in [(10, 20), (20, 40), (40, 80)]:
@@ -99,7 +99,7 @@ def convbn(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-@register("deepbn", "conv5, 4 stages of 2 conv3-BN-ReLU blocks (20-40-80-160), global max pool, FC")
+@register("deepbn")
 def deepbn(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     layers: list[nn.Module] = [nn.Conv2d(in_channels, 10, 5, padding=2), nn.ReLU()]
     cin = 10
@@ -110,10 +110,7 @@ def deepbn(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-@register(
-    "seed_resnet",
-    "conv5, 4 stages of a stride-2 block + 2 residual blocks (32-64-128-256), global max pool, FC",
-)
+@register("seed_resnet")
 def seed_resnet(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     layers: list[nn.Module] = [nn.Conv2d(in_channels, 16, 5, padding=2), nn.ReLU()]
     cin = 16

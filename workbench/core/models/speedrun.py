@@ -115,9 +115,6 @@ class Speedrun(nn.Module):
         weight.requires_grad_(False)
 
 
-@register(
-    "speedrun",
-    "airbench94-style: 2x2 patch-whitening conv, 3 conv groups 64-256-256, max pool, logits x 1/9",
-)
+@register("speedrun")
 def speedrun(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     return Speedrun(in_channels, num_classes)

@@ -73,7 +73,9 @@ class SetupScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="setup-body"):
-            yield ArchitectureList(self.initial_values.get("arch", RunConfig.arch), id="arch-list")
+            yield ArchitectureList(
+                self.initial_values.get("arch", RunConfig.arch), jobs.architectures(), id="arch-list"
+            )
             yield HyperparameterForm(id="form")
         yield Footer(compact=True)
 
@@ -177,12 +179,9 @@ class SetupScreen(Screen):
 
     def on_models_described(self, message: ModelsDescribed) -> None:
         arch_list = self.query_one(ArchitectureList)
-        first_time = not arch_list.architectures
         arch_list.shape_text = message.shape_text
         arch_list.params = {}
         arch_list.set_architectures(message.architectures)
-        if first_time:
-            self.app.refresh_bindings()
 
     def on_params_counted(self, message: ParamsCounted) -> None:
         self.query_one(ArchitectureList).set_param_count(message.arch, message.params)

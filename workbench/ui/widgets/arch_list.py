@@ -34,10 +34,10 @@ class ArchitectureList(Vertical):
             super().__init__()
             self.name = name
 
-    def __init__(self, chosen: str, *, id: str | None = None) -> None:
+    def __init__(self, chosen: str, architectures: list[Architecture], *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.chosen = chosen
-        self.architectures: list[Architecture] = []
+        self.architectures = architectures
         self.params: dict[str, int | None] = {}
         self.shape_text = ""
 
@@ -53,6 +53,7 @@ class ArchitectureList(Vertical):
         table.add_column("architecture", key="name")
         table.add_column("params", key="params", width=10)
         table.add_column("description", key="description")
+        self._rebuild()
 
     # ---- data in ------------------------------------------------------------------
 

@@ -1,0 +1,27 @@
+"""Every architecture's name and one-line description, without importing torch.
+
+The factories live in `workbench.core.models`, which needs torch (seconds to import). Form
+checks, `--help` and the TUI's first paint only need the names, so they read them from here;
+`register` refuses a name missing from this list, and a test checks nothing here lacks a factory.
+"""
+
+ARCHITECTURES: dict[str, str] = {
+    # The seed tutorials' six, with their exact parameter counts.
+    "linear": "one Linear layer on the flattened pixels (multinomial logistic regression)",
+    "mlp": "flattened pixels -> 40 hidden ReLU units -> classes",
+    "basic_cnn": "conv5-pool-conv5-pool, 3 FC layers (the seed tutorial's CNN)",
+    "lenet5": "LeNet-5: tanh conv5-avgpool x2 to 16x5x5, then FC 120-84 (LeCun 1998)",
+    "convbn": "conv5, 3 stride-2 conv3-ReLU-BN blocks (10-20-40-80), global avg pool, FC",
+    "deepbn": "conv5, 4 stages of 2 conv3-BN-ReLU blocks (20-40-80-160), global max pool, FC",
+    "seed_resnet": "conv5, 4 stages of a stride-2 block + 2 residual blocks (32-64-128-256), global max pool, FC",
+    # Classic CIFAR-sized networks.
+    "vgg11_bn": "VGG-11 for small images: 8 conv3-BN-ReLU, 5 max pools, FC 512-512 with dropout 0.5",
+    "nin": "Network in Network: 3 mlpconv blocks (conv + two 1x1), dropout, global avg pool, no FC",
+    "resnet18": "ResNet-18 for CIFAR: 3x3 stem, no max pool, 4x2 basic blocks 64-512, avg pool, FC",
+    "shake_shake": "Shake-Shake 26 2x32d: 3x4 two-branch blocks (32-64-128) mixed by random weights per sample",
+    "speedrun": "airbench94-style: 2x2 patch-whitening conv, 3 conv groups 64-256-256, max pool, logits x 1/9",
+}
+
+
+def arch_names() -> list[str]:
+    return list(ARCHITECTURES)
