@@ -84,3 +84,35 @@ def test_create_run_dir_checks_writability(tmp_path):
     blocker.write_text("x")
     with pytest.raises(WorkbenchError, match="--runs-dir"):
         runs.create_run_dir(RunConfig(runs_dir=str(blocker)))
+
+
+def test_a_stop_during_decoding_ends_it_at_the_next_batch(tmp_path, monkeypatch):
+    from workbench.core import folders
+    from workbench.core.errors import StopRequested
+
+    folder = make_folder(tmp_path / "folder", bad=False)
+    monkeypatch.setattr(folders, "_DECODE_BATCH", 4)
+    paths = [path for path, _ in folders.scan(folder).train_files]
+    checks = []
+
+    def stop_after_two_batches():
+        checks.append(1)
+        return len(checks) > 2
+
+    with pytest.raises(StopRequested):
+        folders._decode_files(paths, 16, stop_after_two_batches)
+    assert len(paths) > 3 * 4  # so the stop came before the end
+
+
+def test_stop_while_preparing_data_ends_with_no_run_and_no_cache(tiny, recorder, tmp_path):
+    from workbench.core.control import TrainControl
+
+    control = TrainControl()
+    control.stop()  # as if x was pressed while the images were still being made
+    config = tiny(data_dir=str(tmp_path / "fresh-data"), runs_dir=str(tmp_path / "runs"))
+    assert fit(config, recorder, control) is None
+    finished = recorder.last(Finished)
+    assert (finished.run_dir, finished.status, finished.epochs_done) == (None, "stopped", 0)
+    assert not recorder.of(Failed)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert not list((tmp_path / "fresh-data").rglob("*.safetensors"))

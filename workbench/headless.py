@@ -113,6 +113,9 @@ class HeadlessReporter:
     def on_Finished(self, event: Finished) -> None:
         self._stop_progress()
         self.exit_code = EXIT_OK if event.status == "finished" else EXIT_STOPPED
+        if event.run_dir is None:
+            self.console.print("stopped while preparing the data set: no run was started", highlight=False)
+            return
         verb = "finished" if event.status == "finished" else "stopped (checkpoint saved)"
         self.console.print(
             f"{verb}: {event.epochs_done} epochs, best test acc {event.best_acc:.2%}, "

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import torch
 
+from workbench.core.errors import never_stop
+
 Log = Callable[[str], None]
 
 # (channels, native image size, classes) of each built-in data set.
@@ -87,12 +89,14 @@ def load_dataset(
     download: bool = True,
     log: Log = lambda message: None,
     stream_over_mb: float = 0.0,
+    should_stop: Callable[[], bool] = never_stop,
 ) -> Dataset:
     """Load a built-in data set by name, or a folder in ImageFolder layout, as uint8 tensors.
 
     image_size 0 keeps a built-in set's native size and means 32 for folders. seed and
     val_fraction only matter for a folder without test/ or val/, which is split per class.
-    Raises WorkbenchError, with what to do next, for missing downloads and broken folders.
+    Raises WorkbenchError, with what to do next, for missing downloads and broken folders, and
+    StopRequested when `should_stop()` turns true while files are being decoded.
     """
     from workbench.core import cache
 
@@ -109,7 +113,9 @@ def load_dataset(
                 f"the {limit:,.0f} MB in-memory limit: streaming it from the files with workers"
             )
             return streaming.streaming_dataset(name_or_path, scan, size, seed, val_fraction, log)
-    identity, build = _source(name_or_path, data_dir, image_size, seed, val_fraction, download, log, scan)
+    identity, build = _source(
+        name_or_path, data_dir, image_size, seed, val_fraction, download, log, scan, should_stop
+    )
     cache_file = cache.path_for(data_dir, _cache_label(name_or_path), identity)
     stored = cache.read(cache_file, log)
     if stored is not None:
@@ -166,6 +172,7 @@ def _source(
     download: bool,
     log: Log,
     scan: Any = None,
+    should_stop: Callable[[], bool] = never_stop,
 ) -> tuple[dict[str, Any], Build]:
     """What identifies the data for the cache, and how to build it when the cache misses."""
     if name_or_path == "shapes":
@@ -174,7 +181,7 @@ def _source(
         size = image_size or shapes.NATIVE_SIZE
 
         def build_shapes() -> Loaded:
-            train, test = shapes.generate(size)
+            train, test = shapes.generate(size, should_stop)
             return list(shapes.CLASSES), train, test, []
 
         return {"set": "shapes", "version": shapes.VERSION, "image_size": size}, build_shapes
@@ -201,7 +208,7 @@ def _source(
     }
     if scan.test_files is None:
         identity |= {"val_fraction": val_fraction, "seed": seed}
-    return identity, lambda: folders.decode(scan, size, seed, val_fraction, log)
+    return identity, lambda: folders.decode(scan, size, seed, val_fraction, log, should_stop)
 
 
 def _cache_label(name_or_path: str) -> str:

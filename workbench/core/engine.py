@@ -29,7 +29,7 @@ from workbench.core.device import (
     pick_device,
     seed_everything,
 )
-from workbench.core.errors import WorkbenchError
+from workbench.core.errors import StopRequested, WorkbenchError
 from workbench.core.events import (
     CheckpointSaved,
     EpochMetrics,
@@ -72,6 +72,8 @@ def fit(
         session.run(resume_dir)
     except WorkbenchError as error:
         session.fail(str(error), bad_input=True)
+    except StopRequested:  # only raised while data is prepared, before a run folder exists
+        events(Finished(None, "stopped", 0, 0.0, 0.0, time.perf_counter() - session.started))
     except NonFiniteLoss as error:
         session.fail(str(error))
     except torch.cuda.OutOfMemoryError:
@@ -183,6 +185,7 @@ class _Session:
             val_fraction=config.val_fraction,
             stream_over_mb=config.stream_over_mb,
             log=lambda message: self.emit(Notice(message, _log_level(message))),
+            should_stop=lambda: self.control.stop_requested,
         )
         shape = f"{data.image_size}x{data.image_size}x{data.channels}"
         self.emit(

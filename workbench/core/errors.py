@@ -8,3 +8,15 @@ class WorkbenchError(Exception):
     prints it and exits with code 2; the TUI shows it on screen. Never raise it for
     bugs: those should keep their traceback.
     """
+
+
+class StopRequested(Exception):
+    """The user asked to stop while long preparation (decoding a folder) was under way.
+
+    Raised from inside that work so it ends within a moment instead of running to completion;
+    the engine reports it as a stop before any run began, never as a bug.
+    """
+
+
+def never_stop() -> bool:
+    return False

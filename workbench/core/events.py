@@ -80,7 +80,7 @@ class Notice:
 
 @dataclass(frozen=True)
 class Finished:
-    run_dir: Path
+    run_dir: Path | None  # None only when stopped while the data was prepared, before any run began
     status: str  # "finished" or "stopped"
     epochs_done: int
     best_acc: float

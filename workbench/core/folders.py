@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from workbench.core.data import Split
-from workbench.core.errors import WorkbenchError
+from workbench.core.errors import StopRequested, WorkbenchError, never_stop
 
 Log = Callable[[str], None]
 
@@ -73,13 +73,18 @@ def scan(root: Path) -> FolderScan:
 
 
 def decode(
-    scan: FolderScan, image_size: int, seed: int, val_fraction: float, log: Log
+    scan: FolderScan,
+    image_size: int,
+    seed: int,
+    val_fraction: float,
+    log: Log,
+    should_stop: Callable[[], bool] = never_stop,
 ) -> tuple[list[str], Split, Split, list[str]]:
     """Decode every file of a scan: (classes, train, test, skipped "path: reason" lines)."""
     train_paths = [path for path, _ in scan.train_files]
     test_paths = [path for path, _ in scan.test_files or []]
     log(f"decoding {len(train_paths) + len(test_paths)} images from {scan.root}")
-    images, failures = _decode_files(train_paths + test_paths, image_size)
+    images, failures = _decode_files(train_paths + test_paths, image_size, should_stop)
     skipped = [f"{path}: {reason}" for path, reason in failures.items()]
     for line in skipped[:MAX_WARNINGS]:
         log(f"skipping unreadable image {line}")
@@ -200,8 +205,13 @@ def _fingerprint(paths: list[str], root: Path) -> list[tuple[str, int, int]]:
 # ---- decoding ----------------------------------------------------------------------------------
 
 
-def _decode_files(paths: list[str], size: int) -> tuple[np.ndarray, dict[str, str]]:
-    """(N, size, size, 3) uint8 pixels (zeros where unreadable) and the reasons for failures."""
+def _decode_files(
+    paths: list[str], size: int, should_stop: Callable[[], bool] = never_stop
+) -> tuple[np.ndarray, dict[str, str]]:
+    """(N, size, size, 3) uint8 pixels (zeros where unreadable) and the reasons for failures.
+
+    Each batch first checks `should_stop`, so a stop ends a long decode within one batch.
+    """
     pixels = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
     failures: dict[str, str] = {}
     batches = [
@@ -209,6 +219,8 @@ def _decode_files(paths: list[str], size: int) -> tuple[np.ndarray, dict[str, st
     ]
 
     def decode_batch(batch: list[str]) -> list[np.ndarray | str]:
+        if should_stop():
+            raise StopRequested
         return [_decode_one(path, size) for path in batch]
 
     # Pillow releases the GIL while decoding and resizing, so threads help with large images;

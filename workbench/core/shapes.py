@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from workbench.core.data import Split
+from workbench.core.errors import StopRequested, never_stop
 
 CLASSES = (
     "circle",
@@ -35,19 +37,23 @@ _STRIPE_TILT = math.radians(15)  # stripes keep their orientation, give or take 
 _CLASS_COLOUR_SHARE = 0.7  # images painted in their class's colours; the rest get random ones
 
 
-def generate(image_size: int = NATIVE_SIZE) -> tuple[Split, Split]:
+def generate(
+    image_size: int = NATIVE_SIZE, should_stop: Callable[[], bool] = never_stop
+) -> tuple[Split, Split]:
     """The train (10,000) and test (2,000) splits, drawn at image_size pixels a side."""
-    train = _draw_split(TRAIN_SIZE, image_size, _TRAIN_SEED)
-    test = _draw_split(TEST_SIZE, image_size, _TEST_SEED)
+    train = _draw_split(TRAIN_SIZE, image_size, _TRAIN_SEED, should_stop)
+    test = _draw_split(TEST_SIZE, image_size, _TEST_SEED, should_stop)
     return train, test
 
 
-def _draw_split(count: int, image_size: int, seed: int) -> Split:
+def _draw_split(count: int, image_size: int, seed: int, should_stop: Callable[[], bool]) -> Split:
     generator = torch.Generator().manual_seed(seed)
     params = _draw_parameters(count, generator)
     images = torch.empty(count, 3, image_size, image_size, dtype=torch.uint8)
     step = max(1, _CHUNK_PIXELS // image_size**2)
     for start in range(0, count, step):
+        if should_stop():
+            raise StopRequested
         chunk = {key: value[start : start + step] for key, value in params.items()}
         images[start : start + step] = _render(chunk, image_size, generator)
     return Split(images=images, labels=params["label"].clone(), sources=None)

@@ -239,6 +239,10 @@ class TrainScreen(Screen):
         self.outcome = event
         self._update(phase=event.status, best_acc=event.best_acc if event.epochs_done else None,
                      elapsed_s=event.elapsed_s)
+        if event.run_dir is None:
+            self.note("[b]stopped while preparing the data set[/b]: no run was started")
+            self.notify("Stopped before training began: no run was started.", title="Training stopped")
+            return
         summary = (
             f"{event.status} after {event.epochs_done} epoch{'s' if event.epochs_done != 1 else ''} "
             f"in {fmt.duration(event.elapsed_s)}: best test accuracy {fmt.percent(event.best_acc)}, "

@@ -56,6 +56,9 @@ class ImagePreview(ScrollView, can_focus=True):
         self.image: DecodedImage | None = None
         self.message = "no image selected"
         self.fixed_scale: Scale | None = None  # None = fit to the panel
+        # The scale the virtual size was laid out with; drawing must use the same one, even if
+        # the widget was resized (possibly to nothing) and on_resize has not run yet.
+        self._scale = Scale()
         self._rows: dict[int, Strip] = {}
 
     # ---- data in ------------------------------------------------------------------
@@ -82,6 +85,10 @@ class ImagePreview(ScrollView, can_focus=True):
 
     @property
     def scale(self) -> Scale:
+        """The scale the image is drawn at now."""
+        return self._scale
+
+    def _chosen_scale(self) -> Scale:
         if self.fixed_scale is not None:
             return self.fixed_scale
         if self.image is None:
@@ -96,7 +103,8 @@ class ImagePreview(ScrollView, can_focus=True):
 
     def _relayout(self) -> None:
         self._rows = {}
-        image, scale = self.image, self.scale
+        image, scale = self.image, self._chosen_scale()
+        self._scale = scale
         if image is None:
             self.virtual_size = Size(0, 0)
             self.border_subtitle = ""
