@@ -26,22 +26,31 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from workbench.core import runs
 from workbench.core.config import RunConfig
 from workbench.core.control import TrainControl
 from workbench.core.data import Dataset
 from workbench.core.device import autocast_dtype, gpu_memory_mb, seed_everything
+from workbench.core.device_clock import DeviceClock, Readout
 from workbench.core.events import EpochMetrics, EventSink, Notice, StepMetrics
 from workbench.core.models.speedrun import Speedrun
+from workbench.core.speedrun_recipe import (
+    HYPERPARAMETERS,
+    Lookahead,
+    build_model,
+    build_optimizer,
+    lookahead_decay,
+    lr_factor,
+    set_lr,
+    train_step,
+)
 from workbench.core.speedrun_data import (
     TestImages,
     TrainImages,
@@ -49,38 +58,7 @@ from workbench.core.speedrun_data import (
     evaluate_tta,
     full_batches,
 )
-from workbench.core.steps import NonFiniteLoss, autocast_context
-
-# =============================================================================================
-# Hyperparameters
-# =============================================================================================
-
-HYPERPARAMETERS: dict[str, Any] = {
-    # -- optimisation --
-    "epochs": 10,  # passes over the training set: the preset's value (a run uses config.epochs)
-    "batch_size": 1024,  # images per step
-    "lr": 10.0,  # per 1024 examples: total move per unit of mean gradient, momentum's gain included
-    "momentum": 0.85,  # Nesterov momentum
-    "weight_decay": 0.0133,  # share of each weight removed per 1024 examples at peak lr
-    "bias_lr_scale": 64.0,  # BatchNorm biases: this many times the lr (their decay stays the same)
-    "warmup": 0.23,  # share of all steps spent in the linear warm-up
-    "lr_start": 0.2,  # lr at the first step, as a share of the peak
-    "lr_end": 0.0,  # lr at the last step, as a share of the peak
-    "label_smoothing": 0.2,  # probability mass spread evenly over all classes
-    "whiten_bias_epochs": 3,  # epochs the whitening layer's bias trains before its lr drops to 0
-    "whiten_samples": 5000,  # training images whose 2x2 patches set the whitening filters
-    "lookahead_every": 5,  # steps between pulls of the fast weights towards the slow ones
-    "lookahead_decay": 0.95,  # per step, compounded over lookahead_every; reached at the last step
-    "lookahead_power": 3,  # the decay ramps up as (share of steps done) ** power
-    # -- augmentation --
-    "translate": 2,  # pixels: random shift in each direction, reflect-padded
-    "alternating_flip": True,  # first epoch random flips, then each image flips every other epoch
-    # -- evaluation --
-    "tta_level": 2,  # 0: one view; 1: + mirror; 2: + mirror and 1-pixel translations (6 views)
-    "eval_batch_size": 2000,  # test images per forward pass
-    # -- network --
-    "widths": (64, 256, 256),  # output channels of the three conv groups
-}
+from workbench.core.steps import NonFiniteLoss
 
 STEP_SAMPLE_S = 0.3  # at most ~3 StepMetrics a second
 WARMUP_STEPS = 3  # compiled training steps run (and undone) before the clock starts
@@ -132,7 +110,7 @@ def fit_speedrun(
         raise ValueError(f"unknown speedrun hyperparameter {unknown[0]!r}")
     amp_dtype = autocast_dtype(config.precision, device)
     seed_everything(config.seed)
-    clock = _Clock(device)
+    clock = DeviceClock(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     use_compile = config.compile and device.type != "cpu"
@@ -173,101 +151,8 @@ def steps_per_epoch(train_size: int, batch_size: int = HYPERPARAMETERS["batch_si
 
 
 # =============================================================================================
-# Model setup: network, optimizer, learning-rate schedule, lookahead
-# =============================================================================================
-
-
-def build_model(channels: int, num_classes: int, hyp: dict[str, Any], device: torch.device) -> Speedrun:
-    model = Speedrun(channels, num_classes, widths=tuple(hyp["widths"])).to(device)
-    if device.type != "mps":
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def build_optimizer(model: Speedrun, hyp: dict[str, Any]) -> torch.optim.SGD:
-    """Nesterov SGD on the summed loss, with lr and decay converted from per-1024-example units.
-
-    A gradient's total effect under momentum m is lr / (1 - m) times one step's, and a step
-    sums `batch_size` examples, so a move of hyp["lr"] per 1024 examples needs a PyTorch lr of
-    hyp["lr"] * (1 - m) / 1024 whatever the batch size. PyTorch multiplies weight decay by the
-    lr; each group's decay is divided by its own lr so all groups decay alike (decoupled).
-    """
-    momentum = hyp["momentum"]
-    lr = hyp["lr"] * (1 - momentum) / 1024
-    decay_per_step = hyp["weight_decay"] * (1 - momentum) * hyp["batch_size"] / 1024  # lr * wd
-    bn_biases = [m.bias for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.bias.requires_grad]
-    special = {id(p) for p in bn_biases} | {id(model.whiten.bias)}
-    others = [p for p in model.parameters() if p.requires_grad and id(p) not in special]
-    bias_lr = lr * hyp["bias_lr_scale"]
-    groups = [
-        dict(params=bn_biases, lr=bias_lr, peak_lr=bias_lr, weight_decay=decay_per_step / bias_lr, name="bn_biases"),
-        dict(params=[model.whiten.bias], lr=lr, peak_lr=lr, weight_decay=decay_per_step / lr, name="whiten_bias"),
-        dict(params=others, lr=lr, peak_lr=lr, weight_decay=decay_per_step / lr, name="weights"),
-    ]
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
-
-
-def lr_factor(step: int, total_steps: int, hyp: dict[str, Any]) -> float:
-    """Share of the peak lr at `step` (0-based): linear up from lr_start, then down to lr_end."""
-    warm = max(int(hyp["warmup"] * total_steps), 1)
-    if step < warm:
-        return hyp["lr_start"] + (1 - hyp["lr_start"]) * step / warm
-    done = (step - warm) / max(total_steps - warm, 1)
-    return 1 + (hyp["lr_end"] - 1) * min(done, 1.0)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, factor: float, whiten_bias_frozen: bool) -> None:
-    # Python floats, not tensors: the compiled model never sees them, so nothing recompiles.
-    for group in optimizer.param_groups:
-        frozen = whiten_bias_frozen and group["name"] == "whiten_bias"
-        group["lr"] = 0.0 if frozen else group["peak_lr"] * factor
-
-
-class Lookahead:
-    """Slow copies of the weights (and BatchNorm statistics) that the fast ones are pulled back to.
-
-    Every `lookahead_every` steps: slow <- decay * slow + (1 - decay) * fast, then fast <- slow.
-    The decay ramps from 0 (no effect) to lookahead_decay ** every at the end of training, so
-    the last epochs average over many steps, like an EMA whose result is also trained from.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.live = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
-        self.slow = [t.detach().clone() for t in self.live]
-
-    @torch.no_grad()
-    def update(self, decay: float) -> None:
-        torch._foreach_lerp_(self.slow, self.live, 1.0 - decay)
-        torch._foreach_copy_(self.live, self.slow)
-
-
-def lookahead_decay(step: int, total_steps: int, hyp: dict[str, Any]) -> float:
-    progress = step / max(total_steps, 1)
-    return hyp["lookahead_decay"] ** hyp["lookahead_every"] * progress ** hyp["lookahead_power"]
-
-
-# =============================================================================================
 # Training loop
 # =============================================================================================
-
-
-def train_step(
-    net: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    label_smoothing: float,
-    amp_dtype: torch.dtype | None,
-) -> torch.Tensor:
-    """One optimizer step on the summed loss; returns [loss sum, correct] as a device tensor."""
-    with autocast_context(images.device, amp_dtype):
-        logits = net(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing, reduction="sum")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    correct = (logits.detach().argmax(dim=1) == labels).sum()
-    return torch.stack([loss.detach().double(), correct.double()])
 
 
 def warm_up(
@@ -294,7 +179,7 @@ def warm_up(
         train_step(net, images, labels, optimizer, hyp["label_smoothing"], amp_dtype)
         lookahead.update(0.5)
     evaluate_tta(net, test, level=hyp["tta_level"], batch_size=hyp["eval_batch_size"], amp_dtype=amp_dtype)
-    readout = _Readout(_Clock(train.images.device))  # the first pinned host buffer, allocated now
+    readout = Readout(DeviceClock(train.images.device))  # the first pinned host buffer, allocated now
     readout.send(torch.zeros(2, dtype=torch.float64, device=train.images.device), ("warm-up",))
     list(readout.ready(wait=True))
     model.load_state_dict(saved)  # copies into the same tensors: the compiled graphs stay valid
@@ -311,7 +196,7 @@ class _Run:
         self.epochs = config.epochs
         self.steps = train.steps_per_epoch
         self.total_steps = self.epochs * self.steps
-        self.readout = _Readout(clock)
+        self.readout = Readout(clock)
         self.evaluations: dict[int, TTAEvaluation] = {}  # by 1-based epoch
         self.history: list[dict[str, Any]] = []
         self.shown_test = (0.0, 0.0, 0.0)  # (loss, acc, best) repeated until an evaluation
@@ -486,75 +371,6 @@ class _Sample:
     loss: float  # summed (label-smoothed) loss so far this epoch
     correct: float  # correct predictions so far this epoch
     stamp: Any  # the device-timeline stamp taken when the totals were sent
-
-
-# =============================================================================================
-# Timing: device-timeline stamps, and reading values back without waiting
-# =============================================================================================
-
-
-class _Clock:
-    """Time on the device's own timeline: CUDA events on a GPU (taking one never waits), and
-    perf_counter elsewhere, where every op has finished by the time Python moves on."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.cuda = device.type == "cuda"
-
-    def stamp(self) -> Any:
-        if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
-
-    def reached(self, stamp: Any) -> bool:
-        return stamp.query() if self.cuda else True
-
-    def wait(self, stamp: Any) -> None:
-        if self.cuda:
-            stamp.synchronize()
-
-    def seconds(self, start: Any, end: Any) -> float:
-        return start.elapsed_time(end) / 1000 if self.cuda else end - start
-
-    def synchronized_now(self) -> float:
-        """perf_counter once all queued device work is done: the ends of a timed section."""
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-        elif self.device.type == "mps":
-            torch.mps.synchronize()
-        return time.perf_counter()
-
-
-class _Readout:
-    """Small device tensors copied to the host in the background, handed out once they arrive.
-
-    On a GPU, `send` queues a non-blocking copy into pinned memory followed by an event;
-    `ready(wait=False)` yields only the copies whose event has passed, in the order sent.
-    """
-
-    def __init__(self, clock: _Clock) -> None:
-        self.clock = clock
-        self.queue: deque[tuple[torch.Tensor, tuple, Any]] = deque()
-
-    def send(self, values: torch.Tensor, note: tuple) -> None:
-        if self.clock.cuda:
-            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
-            host.copy_(values, non_blocking=True)
-        else:
-            host = values.detach().to("cpu", copy=True)
-        self.queue.append((host, note, self.clock.stamp()))
-
-    def ready(self, wait: bool) -> Iterator[tuple[list[float], tuple, Any]]:
-        while self.queue:
-            host, note, stamp = self.queue[0]
-            if not self.clock.reached(stamp):
-                if not wait:
-                    return
-                self.clock.wait(stamp)
-            self.queue.popleft()
-            yield host.tolist(), note, stamp
 
 
 # =============================================================================================
