@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +14,7 @@ import torch
 from PIL import Image
 
 from workbench.cli import main
+from workbench.core.bench import others_cpu_share
 from workbench.core.bench_reference import class_folder_names, even_per_class, export_pngs, prepare_data
 from workbench.core.config import RunConfig
 from workbench.core.data import Split
@@ -112,3 +117,15 @@ def test_a_folder_without_test_split_is_linked_for_both_sides(tmp_path):
     assert len(data.dataset.train) == 8 and len(data.dataset.test) == 2
     assert data.resize  # 40x30 files: the reference resizes them like the engine's decoder
     assert not (tmp_path / "data").exists()  # the linked tree's cache stays in the work folder
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc/stat (Linux)")
+def test_other_programs_cpu_use_is_measured_not_taken_from_the_load_average():
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
+    try:
+        time.sleep(0.3)
+        share = others_cpu_share(1.0)  # one busy process on N CPUs: about 1/N
+    finally:
+        spinner.kill()
+    cpus = sum(line.startswith("cpu") and line[3].isdigit() for line in Path("/proc/stat").read_text().splitlines())
+    assert share is not None and 0.6 / cpus <= share <= 1.0

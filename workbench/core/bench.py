@@ -41,6 +41,7 @@ EXCLUDED = (
     "engine start-up before its first step (reading the cache, building the run folder)",
 )
 EXIT_OK, EXIT_FAILED = 0, 1
+BUSY_SHARE = 0.25  # other programs using this share of the CPUs make wall times unreliable
 
 
 class EngineFailed(Exception):
@@ -211,6 +212,7 @@ def _bench(settings: BenchSettings) -> int:
         started = time.perf_counter()
         data = prepare_data(config, settings.max_images, settings.max_test_images, workdir, log=lambda message: None)
         prepared_s = time.perf_counter() - started
+        machine["others_cpu_share"] = others_cpu_share()
         say(_header(settings, data, machine, prepared_s))
         try:
             engine = run_engine(settings, data, workdir, lambda t: say(_epoch_line("engine", t, config.epochs)))
@@ -253,6 +255,33 @@ def machine_info(device: torch.device, device_name: str) -> dict:
     }
 
 
+def others_cpu_share(seconds: float = 1.0) -> float | None:
+    """Share of the machine's CPUs that other processes kept busy over the next `seconds` (Linux).
+
+    The load average trails by a minute, so a bench started right after another one would
+    blame that one's load on "other programs"; /proc/stat minus our own CPU time does not.
+    """
+    def busy_and_total() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    try:
+        busy_0, total_0 = busy_and_total()
+        own_0 = cpu_seconds()
+        time.sleep(seconds)
+        busy_1, total_1 = busy_and_total()
+        own_s = cpu_seconds() - own_0
+    except (OSError, ValueError, IndexError):
+        return None
+    ticks_per_s = os.sysconf("SC_CLK_TCK")
+    total_s = (total_1 - total_0) / ticks_per_s
+    if total_s <= 0:
+        return None
+    return min(max(((busy_1 - busy_0) / ticks_per_s - own_s) / total_s, 0.0), 1.0)
+
+
 def _load_average() -> list[float] | None:
     """Runnable processes per 1, 5 and 15 minutes: above the core count, the timings are shared."""
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -275,11 +304,11 @@ def _header(settings: BenchSettings, data: BenchData, machine: dict, prepared_s:
     config, dataset = settings.config, data.dataset
     size = dataset.image_size
     augment = ",".join(config.augment) or "none"
-    load = machine["load_avg_before"]
+    others = machine.get("others_cpu_share")
     busy = ""
-    if load is not None and load[0] >= machine["usable_cpus"]:
+    if others is not None and others >= BUSY_SHARE:
         busy = (
-            f"\n  warning: other programs keep the CPU busy (load {load[0]:.1f} on {machine['usable_cpus']} CPUs): "
+            f"\n  warning: other programs were using {others:.0%} of the CPUs just before timing: "
             "wall times will vary; compare the CPU seconds, or try --threads 1"
         )
     return (
