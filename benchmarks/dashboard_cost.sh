@@ -17,7 +17,7 @@ records = [json.loads(line) for line in open(sys.argv[1])]
 print(round([r for r in records if r.get("type") == "epoch"][-1]["images_per_s"]))' "$1"/*/metrics.jsonl
 }
 for rep in 1 2; do
-    "$workbench" train "${args[@]}" --runs-dir "$out/headless$rep" > "$out/headless$rep.log" 2>&1
+    $workbench train "${args[@]}" --runs-dir "$out/headless$rep" > "$out/headless$rep.log" 2>&1
     echo "headless  $rep: $(images_per_s "$out/headless$rep") images/s"
     tmux new -d -s wb-dash-$$ -x 120 -y 40 "$workbench ${args[*]} --runs-dir $out/app$rep"
     sleep 5

@@ -11,6 +11,7 @@
 #                            data-to-device and compile warm-up apart (the airbench rules)
 #   bench_resnet18.{txt,json}  engine vs the seed-style reference loop, resnet18, bf16, 2 epochs
 #   bench_basic_cnn.{txt,json} the same for basic_cnn (the CPU target's model), fp32
+#   dashboard_cost.txt       resnet18 images/s with the app's dashboard open vs headless (needs tmux)
 # SMOKE=1 runs the same steps on the CPU with tiny subsets, to check the script itself.
 set -euo pipefail
 
@@ -44,5 +45,14 @@ fi
 
 "$python" -m workbench bench --dataset "$data" --arch basic_cnn --device "$device" --batch-size 128 \
     "${bench_extra[@]}" --json "$out/bench_basic_cnn.json" | tee "$out/bench_basic_cnn.txt"
+
+# The app's training thread shares the GIL with drawing: how much does the dashboard cost on a GPU?
+if command -v tmux > /dev/null; then
+    WORKBENCH="${WORKBENCH:-$python -m workbench}" PYTHON="$python" benchmarks/dashboard_cost.sh \
+        --dataset "$data" --arch "$([[ $device == cuda ]] && echo resnet18 || echo linear)" --epochs 1 \
+        --device "$device" --data-dir "$out/data" | tee "$out/dashboard_cost.txt"
+else
+    echo "tmux not found: dashboard cost not measured" | tee "$out/dashboard_cost.txt"
+fi
 
 echo "results in $out/"
