@@ -456,3 +456,24 @@ async def test_setup_and_dashboard_fit_small_terminals(tmp_path, data_dir, size)
 def test_importing_the_ui_does_not_import_torch():
     code = "import sys, workbench.ui.app; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+@asynchronous
+async def test_the_event_log_rewraps_its_lines_when_it_gets_wider():
+    from textual.app import App
+
+    from workbench.ui.widgets.event_log import EventLog
+
+    class LogOnly(App):
+        def compose(self):
+            yield EventLog(id="log")
+
+    app = LogOnly()
+    async with app.run_test(size=(40, 10)) as pilot:
+        log = app.query_one(EventLog)
+        log.add("epoch 1/1: train loss 1.571 acc 41.9% · test loss 1.386 acc 49.5%")
+        await pilot.pause()
+        assert len(log.lines) > 1  # wrapped at 40 columns
+        await pilot.resize_terminal(120, 10)
+        await pilot.pause()
+        assert len(log.lines) == 1

@@ -64,7 +64,7 @@ class ImagesScreen(Screen):
     def on_mount(self) -> None:
         table = self.query_one("#image-table", DataTable)
         table.add_column("file (newest first)", key="name")
-        table.add_column("pixels", key="size")
+        table.add_column("pixels", key="size", width=9)  # fixed: up to 9999×9999, no re-layout as rows arrive
         table.border_title = "looking for images…"
         self.query_one(ImagePreview).border_title = "preview"
         table.focus()

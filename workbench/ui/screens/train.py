@@ -10,7 +10,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Header, RichLog
+from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState
 
 from workbench.core.config import RunConfig
@@ -30,6 +30,7 @@ from workbench.ui import formatting as fmt
 from workbench.ui.bridge import EngineBridge, EngineEvent, StepsReady
 from workbench.ui.widgets.charts import TrainingCharts
 from workbench.ui.widgets.class_table import ClassAccuracy
+from workbench.ui.widgets.event_log import EventLog
 from workbench.ui.widgets.status import RunState, TrainStatus
 
 
@@ -54,7 +55,7 @@ class TrainScreen(Screen):
         yield TrainStatus(id="status")
         yield TrainingCharts(id="charts")
         with Horizontal(id="train-bottom"):
-            yield RichLog(id="log", markup=True, wrap=True, max_lines=2000, min_width=20)
+            yield EventLog(id="log")
             yield ClassAccuracy(id="classes")
         yield Footer(compact=True)
 
@@ -120,9 +121,10 @@ class TrainScreen(Screen):
         if not self.busy or self.control is None:
             self.notify("Nothing is training.", severity="warning")
             return
+        preparing = self.state.phase == "starting"  # no step yet: data or model still being set up
         self.control.stop()
         self._update(phase="stopping")
-        self.note("stopping: finishing this step, then saving a checkpoint")
+        self.note("stopping while the run is being set up" if preparing else "stopping: finishing this step, then saving a checkpoint")
 
     async def stop_and_wait(self) -> None:
         """Stop and wait for the engine to save its checkpoint and return."""
@@ -134,7 +136,7 @@ class TrainScreen(Screen):
 
     def note(self, markup: str) -> None:
         """Add a line to the log (Rich markup)."""
-        self.query_one(RichLog).write(markup)
+        self.query_one(EventLog).add(markup)
 
     def on_unmount(self) -> None:
         if self.control is not None:
