@@ -129,3 +129,15 @@ def test_other_programs_cpu_use_is_measured_not_taken_from_the_load_average():
         spinner.kill()
     cpus = sum(line.startswith("cpu") and line[3].isdigit() for line in Path("/proc/stat").read_text().splitlines())
     assert share is not None and 0.6 / cpus <= share <= 1.0
+
+
+def test_warm_up_stop_counts_training_steps_not_stop_checks():
+    from workbench.core.bench import _StopAfter
+
+    control = _StopAfter(3)
+    assert not any(control.stop_requested for _ in range(100))  # e.g. checks between decoding batches
+    for _ in range(2):
+        control.wait_while_paused()
+    assert not control.stop_requested
+    control.wait_while_paused()
+    assert control.stop_requested

@@ -171,16 +171,22 @@ def run_engine(
 
 
 class _StopAfter(TrainControl):
-    """A TrainControl whose stop request comes true at its (steps + 1)th check, i.e. after `steps` steps."""
+    """A TrainControl that asks to stop once `steps` training steps are done.
+
+    Steps are counted where the training loop waits out a pause (once per step), so stop checks
+    made elsewhere, such as between decoding batches, neither count nor stop anything early.
+    """
 
     def __init__(self, steps: int) -> None:
         super().__init__()
-        self.checks_left = steps
+        self.steps_left = steps
+
+    def wait_while_paused(self, poll_s: float = 0.1) -> None:
+        self.steps_left -= 1
 
     @property
     def stop_requested(self) -> bool:
-        self.checks_left -= 1
-        return self.checks_left < 0
+        return self.steps_left <= 0
 
 
 # ---- the command -----------------------------------------------------------------------------
