@@ -378,6 +378,14 @@ async def test_images_newest_first_with_exact_pixels(tmp_path, data_dir):
             column += segment.cell_length
         assert column > 0
 
+        # + and - step the zoom by whole factors and say so; 0 fits the panel again.
+        await pilot.press("plus")
+        assert preview.scale == Scale(enlarge=scale.enlarge + 1) and "fitted" not in preview.border_subtitle
+        await pilot.press("minus", "minus")
+        assert preview.scale == Scale(enlarge=scale.enlarge - 1) if scale.enlarge > 1 else preview.scale.shrink == 2
+        await pilot.press("0")
+        assert preview.scale == scale and "fitted" in preview.border_subtitle
+
 
 def test_fit_scale_uses_whole_factors():
     assert fit_scale(32, 32, 80, 20) == Scale()  # fits, and 2x would not

@@ -151,13 +151,7 @@ class ImagesScreen(Screen):
         self.query_one(ImagePreview).show(message.image, message.problem)
 
     def action_zoom(self, step: int) -> None:
-        preview = self.query_one(ImagePreview)
-        if step > 0:
-            preview.zoom_in()
-        elif step < 0:
-            preview.zoom_out()
-        else:
-            preview.zoom_to_fit()
+        self.query_one(ImagePreview).zoom(step)
 
     def action_open(self) -> None:
         if self.selected is None:

@@ -171,13 +171,8 @@ class InspectScreen(Screen):
         self.query_one(ClassScores).toggle_order()
 
     def action_zoom(self, step: int) -> None:
-        preview = self.query_one("#cell-preview" if self.active_tab == "confusion" else "#samples-preview", ImagePreview)
-        if step > 0:
-            preview.zoom_in()
-        elif step < 0:
-            preview.zoom_out()
-        else:
-            preview.zoom_to_fit()
+        preview_id = "#cell-preview" if self.active_tab == "confusion" else "#samples-preview"
+        self.query_one(preview_id, ImagePreview).zoom(step)
 
     def action_samples(self) -> None:
         if self.inspection is None:

@@ -79,6 +79,15 @@ class ImagePreview(ScrollView, can_focus=True):
     def zoom_to_fit(self) -> None:
         self._zoom(None)
 
+    def zoom(self, step: int) -> None:
+        """The + / - / 0 keys: one step in, one step out, or back to fitting the panel."""
+        if step > 0:
+            self.zoom_in()
+        elif step < 0:
+            self.zoom_out()
+        else:
+            self.zoom_to_fit()
+
     def _zoom(self, scale: Scale | None) -> None:
         self.fixed_scale = scale
         self._relayout()
