@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from workbench.core.images import Cell, per_channel, per_class_accuracy, save_grid
 
 __all__ = [
+    "Normalizer",
     "Predictions",
     "confusion_cell_indices",
     "confusion_matrix",
@@ -39,19 +40,33 @@ class Predictions:
         return self.probs.gather(1, self.preds.unsqueeze(1)).squeeze(1)
 
 
-def normalize(images_uint8: torch.Tensor, mean, std, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The one normalisation, shared with the engine: (x/255 - mean)/std per channel, on the images' device.
+class Normalizer:
+    """The one normalisation, shared with the engine: (x/255 - mean)/std per channel.
 
-    Computed in float32 and only then cast to `dtype`, so half precision loses no more than its own rounding.
+    The mean/std tensors are made and checked once, on the training device: building them
+    from Python floats for every batch would copy to the GPU, and the std check would wait
+    for it, twice per step.
     """
+
+    def __init__(self, mean, std, channels: int, device: torch.device | str) -> None:
+        self.mean = per_channel(mean, channels, device)
+        self.std = per_channel(std, channels, device)
+        if bool((self.std <= 0).any()):
+            raise ValueError(f"std must be positive in every channel, got {self.std.flatten().tolist()}")
+
+    def __call__(self, images_uint8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Computed in float32 and only then cast to `dtype`, so half precision loses no more than its own rounding."""
+        if images_uint8.dtype != torch.uint8:
+            raise TypeError(f"normalize expects uint8 images, got {images_uint8.dtype}")
+        pixels = images_uint8.float().div_(255.0)
+        return pixels.sub_(self.mean).div_(self.std).to(dtype)
+
+
+def normalize(images_uint8: torch.Tensor, mean, std, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Normalizer for a single use, on the images' device (inspection, export checks, predict)."""
     if images_uint8.dtype != torch.uint8:
         raise TypeError(f"normalize expects uint8 images, got {images_uint8.dtype}")
-    channels, device = images_uint8.shape[-3], images_uint8.device
-    spread = per_channel(std, channels, device)
-    if bool((spread <= 0).any()):
-        raise ValueError(f"std must be positive in every channel, got {spread.flatten().tolist()}")
-    pixels = images_uint8.float().div_(255.0)
-    return pixels.sub_(per_channel(mean, channels, device)).div_(spread).to(dtype)
+    return Normalizer(mean, std, images_uint8.shape[-3], images_uint8.device)(images_uint8, dtype)
 
 
 def predict(

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import torch
 
 from workbench.core.augment import AugmentSettings, augment
-from workbench.core.inspect import normalize
+from workbench.core.inspect import Normalizer
 
 GPU_SHARE = 0.4  # keep a split on the GPU when it needs at most this share of free memory
 
@@ -65,7 +65,7 @@ class DeviceBatches:
             images = images.pin_memory()
         self.images = images.to(self.storage_device)
         self.labels = labels.to(device)
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.normalize = Normalizer(mean, std, len(mean), device)  # per-channel values from the data set
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment_settings = augment_settings
@@ -99,7 +99,7 @@ class DeviceBatches:
 
     def finish_batch(self, raw: torch.Tensor, positions: torch.Tensor) -> Batch:
         """uint8 images on the device -> normalised, augmented, in the training dtype and layout."""
-        images = normalize(raw, self.mean, self.std, dtype=torch.float32)
+        images = self.normalize(raw)
         if self.augment_settings is not None and self.augment_settings.ops:
             images = augment(images, self.augment_settings, self.augment_generator)
         images = images.to(self.dtype)
