@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from PIL import Image
 from textual.app import App
 from textual.widgets import Input, Static, TabbedContent
 
+from tests.test_ui import asynchronous, wait_until
 from workbench.ui.screens.inspect import InspectScreen
 from workbench.ui.widgets.review_tables import ClassCounts, ClassScores, ConfusionTable, LayerTable, TopClasses
 
@@ -45,22 +42,6 @@ class InspectApp(App):
     def on_mount(self) -> None:
         self.push_screen(InspectScreen(self.run_dir))
 
-
-def asynchronous(test):
-    @functools.wraps(test)
-    def run(*args, **kwargs):
-        return asyncio.run(test(*args, **kwargs))
-
-    return run
-
-
-async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await pilot.pause(0.1)
-    return predicate()
 
 
 async def loaded(pilot) -> InspectScreen:
