@@ -23,7 +23,7 @@ python=${PYTHON:-python}
 if [[ "${SMOKE:-0}" == 1 ]]; then
     device=cpu
     speedrun_extra=(--seeds 1 --epochs 1 --train-subset 2048 --test-subset 500 --precision fp32 --no-compile
-                    --set 'widths=(8,16,16)' --set batch_size=512 --set whiten_samples=256)
+                    --set 'widths=(8,16,16)' --batch-size 512 --set whiten_samples=256)
     bench_extra=(--quick --max-images 256 --workers 2)
 else
     device=cuda

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.core import augment as aug
-from workbench.core.augment import (
+from workbench.core.training import augment as aug
+from workbench.core.training.augment import (
     AUGMENTATIONS,
     AugmentSettings,
     augment,

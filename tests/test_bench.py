@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 from workbench.cli import main
-from workbench.core.bench import others_cpu_share
-from workbench.core.bench_reference import class_folder_names, even_per_class, export_pngs, prepare_data
+from workbench.bench.command import others_cpu_share
+from workbench.bench.reference import class_folder_names, even_per_class, export_pngs, prepare_data
 from workbench.core.config import RunConfig
-from workbench.core.data import Split
+from workbench.core.data.types import Split
 
 
 def run_cli(*args) -> int:
@@ -132,9 +132,9 @@ def test_other_programs_cpu_use_is_measured_not_taken_from_the_load_average():
 
 
 def test_warm_up_stop_counts_training_steps_not_stop_checks():
-    from workbench.core.bench import _StopAfter
+    from workbench.core.training.control import StopAfterSteps
 
-    control = _StopAfter(3)
+    control = StopAfterSteps(3)
     assert not any(control.stop_requested for _ in range(100))  # e.g. checks between decoding batches
     for _ in range(2):
         control.wait_while_paused()

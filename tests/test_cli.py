@@ -58,8 +58,8 @@ def test_train_writes_a_run_with_plain_epoch_lines(trained_run):
     epoch_lines = [l for l in result.stdout.splitlines() if l.startswith("epoch ")]
     assert len(epoch_lines) == 2  # stdout is not a TTY: one plain line per epoch
     assert runs.read_status(run_dir)[0] == "finished"
-    best = max(r["test_acc"] for r in runs.epoch_records(runs.read_metrics(run_dir)))
-    assert best > 0.3
+    best, split, _ = runs.best_of(runs.epoch_records(runs.read_metrics(run_dir)))
+    assert split == "val" and best > 0.3
 
 
 def test_export_and_predict_agree_with_the_run(trained_run, tmp_path):
@@ -70,9 +70,9 @@ def test_export_and_predict_agree_with_the_run(trained_run, tmp_path):
     # Predict on images of the test split saved as PNG: the CLI must match the in-process model.
     import torch
 
-    from workbench.core.data import load_dataset
-    from workbench.core.export import model_from_checkpoint
-    from workbench.core.inspect import normalize
+    from workbench.core.data.load import load_dataset
+    from workbench.core.export.bundle import model_from_checkpoint
+    from workbench.core.inspection.predictions import normalize
 
     model, _, info = model_from_checkpoint(run_dir)
     config = runs.read_config(run_dir)

@@ -14,10 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
-from workbench.core import config, folders, named_sets, shapes
-from workbench.core.data import NAMED_SHAPES, Dataset, channel_stats, dataset_shape, load_dataset
+from workbench.core import config
+from workbench.core.data import folders, named_sets, shapes
+from workbench.core.data.load import dataset_shape, load_dataset
+from workbench.core.data.normalize import channel_stats
+from workbench.core.data.types import Dataset, NAMED_SHAPES
 from workbench.core.errors import WorkbenchError
-from workbench.core.safe_pickle import load_cifar_batch
+from workbench.core.data.safe_pickle import load_cifar_batch
 
 # ---- helpers -----------------------------------------------------------------------------------
 
@@ -203,7 +206,7 @@ def test_single_folder_split_is_stratified_and_seeded(tmp_path: Path) -> None:
     root = _single_folder(tmp_path / "flat", {"a": 10, "b": 20, "c": 5})
 
     def split_sources(seed: int) -> tuple[list[str], list[str], Dataset]:
-        dataset = load_dataset(str(root), data_dir=tmp_path / "data", seed=seed, val_fraction=0.2)
+        dataset = load_dataset(str(root), data_dir=tmp_path / "data", seed=seed, test_fraction=0.2)
         return dataset.train.sources, dataset.test.sources, dataset
 
     train, test, dataset = split_sources(seed=0)
@@ -215,6 +218,23 @@ def test_single_folder_split_is_stratified_and_seeded(tmp_path: Path) -> None:
     everything = sorted(train + test)
     assert [everything[i] for i in dataset.test.indices.tolist()] == test
     assert [everything[i] for i in dataset.train.indices.tolist()] == train
+
+
+def test_validation_split_is_held_out_of_train_stratified_and_seeded(tmp_path: Path) -> None:
+    root = _single_folder(tmp_path / "flat", {"a": 10, "b": 20, "c": 5})
+    plain = load_dataset(str(root), data_dir=tmp_path / "data", test_fraction=0.2)
+    dataset = load_dataset(str(root), data_dir=tmp_path / "data", test_fraction=0.2, val_fraction=0.25)
+    assert plain.val is None and dataset.val is not None
+    assert dataset.val.labels.bincount().tolist() == [2, 4, 1]  # a quarter of each class of train
+    assert dataset.train.labels.bincount().tolist() == [6, 12, 3]
+    assert dataset.test.sources == plain.test.sources  # the test split never moves
+    assert sorted(dataset.train.sources + dataset.val.sources) == sorted(plain.train.sources)
+    assert dataset.mean == plain.mean and dataset.std == plain.std  # one input format whatever the fraction
+    everything = sorted(str(path) for path in root.rglob("*.png"))
+    assert [everything[i] for i in dataset.val.indices.tolist()] == dataset.val.sources
+    again = load_dataset(str(root), data_dir=tmp_path / "data", test_fraction=0.2, val_fraction=0.25)
+    other = load_dataset(str(root), data_dir=tmp_path / "data", test_fraction=0.2, val_fraction=0.25, seed=1)
+    assert again.val.sources == dataset.val.sources and other.val.sources != dataset.val.sources
 
 
 def test_second_load_reads_the_cache_and_a_changed_folder_is_decoded_again(

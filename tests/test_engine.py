@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 
 from workbench.core import runs
-from workbench.core.control import TrainControl
-from workbench.core.engine import fit
+from workbench.core.training.control import TrainControl
+from workbench.core.training.engine import fit
 from workbench.core.events import (
     CheckpointSaved,
     EpochMetrics,
@@ -21,8 +21,8 @@ from workbench.core.events import (
     RunStarted,
     StepMetrics,
 )
-from workbench.core.loader import DeviceBatches
-from workbench.core.steps import evaluate
+from workbench.core.training.batches import DeviceBatches
+from workbench.core.training.loop import evaluate
 
 
 def test_two_epochs_write_a_complete_run(tiny, recorder):
@@ -132,7 +132,7 @@ def test_missing_folder_fails_as_bad_input(tiny, recorder, tmp_path):
 
 @pytest.mark.parametrize("schedule", ["constant", "step", "cosine", "onecycle"])
 def test_schedules_stay_positive_and_peak_at_lr(schedule):
-    from workbench.core.optim import lr_factor
+    from workbench.core.training.optim import lr_factor
 
     factors = [lr_factor(schedule, step, 100) for step in range(100)]
     assert max(factors) == pytest.approx(1.0) and min(factors) > 0 or schedule == "cosine"

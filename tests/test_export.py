@@ -9,16 +9,11 @@ import pytest
 import torch
 
 from workbench.cli import main
-from workbench.core.engine import fit
+from workbench.core.training.engine import fit
 from workbench.core.errors import WorkbenchError
-from workbench.core.export import (
-    TOLERANCE,
-    export_run,
-    load_bundle,
-    model_from_checkpoint,
-    verify_run_export,
-)
-from workbench.core.predict import probabilities
+from workbench.core.export.bundle import export_run, load_bundle, model_from_checkpoint
+from workbench.core.export.verify import TOLERANCE, verify_run_export
+from workbench.core.export.predict import probabilities
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +41,7 @@ def test_all_formats_verify_within_tolerance(run_dir):
 def test_model_json_carries_what_predict_needs(run_dir):
     export_run(run_dir)
     meta = json.loads((run_dir / "export" / "model.json").read_text())
-    for key in ("arch", "in_channels", "image_size", "classes", "preprocessing", "best_acc", "config"):
+    for key in ("arch", "in_channels", "image_size", "classes", "preprocessing", "best_val_acc", "chosen_by", "config"):
         assert key in meta
     assert meta["preprocessing"]["formula"] == "(pixel / 255 - mean) / std per channel"
 
@@ -60,7 +55,7 @@ def test_cli_verify_reports_each_format(run_dir, capsys):
 def test_a_tampered_export_fails_verification(run_dir):
     from safetensors.torch import load_file, save_file
 
-    from workbench.core.export import held_out_batch, verify_export
+    from workbench.core.export.verify import held_out_batch, verify_export
 
     export_run(run_dir)
     weights_path = run_dir / "export" / "model.safetensors"

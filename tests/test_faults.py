@@ -8,7 +8,7 @@ from PIL import Image
 
 from workbench.cli import main
 from workbench.core import runs
-from workbench.core.engine import fit
+from workbench.core.training.engine import fit
 from workbench.core.errors import WorkbenchError
 from workbench.core.events import Failed, Finished, Notice
 
@@ -87,7 +87,7 @@ def test_create_run_dir_checks_writability(tmp_path):
 
 
 def test_a_stop_during_decoding_ends_it_at_the_next_batch(tmp_path, monkeypatch):
-    from workbench.core import folders
+    from workbench.core.data import folders
     from workbench.core.errors import StopRequested
 
     folder = make_folder(tmp_path / "folder", bad=False)
@@ -105,7 +105,7 @@ def test_a_stop_during_decoding_ends_it_at_the_next_batch(tmp_path, monkeypatch)
 
 
 def test_stop_while_preparing_data_ends_with_no_run_and_no_cache(tiny, recorder, tmp_path):
-    from workbench.core.control import TrainControl
+    from workbench.core.training.control import TrainControl
 
     control = TrainControl()
     control.stop()  # as if x was pressed while the images were still being made

@@ -14,7 +14,7 @@ def core_modules():
 
 def test_core_modules_do_not_import_textual():
     modules = core_modules()
-    assert "workbench.core.engine" in modules
+    assert "workbench.core.training.engine" in modules
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}:\n"

@@ -8,17 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
-from workbench.core.images import Cell, save_confusion, save_grid, to_uint8
-from workbench.core.inspect import (
+from workbench.core.data.normalize import normalize, to_uint8
+from workbench.core.inspection.grids import Cell, save_confusion, save_grid
+from workbench.core.inspection.predictions import (
     Predictions,
     confusion_cell_indices,
-    confusion_matrix,
-    normalize,
-    per_class_accuracy,
     predict,
     save_confusion_cell,
     top_losses,
 )
+from workbench.core.metrics import class_reports, confusion_matrix, per_class_accuracy
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -149,6 +148,17 @@ def test_confusion_matrix_matches_a_double_loop():
 def test_per_class_accuracy_gives_zero_for_empty_classes():
     matrix = torch.tensor([[3, 1, 0], [0, 0, 0], [2, 0, 2]])
     assert per_class_accuracy(matrix) == [0.75, 0.0, 0.5]
+
+
+def test_precision_recall_and_f1_per_class():
+    # rows true, columns predicted: class 0 is found 8 of 10 times; 2 of class 1 are called 0
+    matrix = torch.tensor([[8, 2, 0], [2, 6, 2], [0, 0, 0]])
+    zero, one, empty = class_reports(matrix, ["a", "b", "c"])
+    assert (zero.support, zero.correct, zero.predicted) == (10, 8, 10)
+    assert zero.precision == pytest.approx(0.8) and zero.recall == pytest.approx(0.8) and zero.f1 == pytest.approx(0.8)
+    assert one.precision == pytest.approx(6 / 8) and one.recall == pytest.approx(0.6)
+    assert one.f1 == pytest.approx(2 * 0.75 * 0.6 / 1.35)
+    assert (empty.support, empty.precision, empty.recall, empty.f1) == (0, 0.0, 0.0, 0.0)  # never NaN
 
 
 def test_confusion_png_and_sidecar(tmp_path):

@@ -26,7 +26,7 @@ def cifar_folder(tmp_path_factory):
 def test_basic_cnn_one_epoch_beats_forty_percent(cifar_folder, tiny, recorder):
     config = tiny(dataset=str(cifar_folder), arch="basic_cnn", epochs=1, batch_size=32,
                   optimizer="adam", lr=0.003, schedule="constant", augment="none", weight_decay=0)
-    from workbench.core.engine import fit
+    from workbench.core.training.engine import fit
 
     fit(config, recorder)
     assert recorder.last(Finished) is not None, recorder.events[-1]

@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from workbench.core.data import load_dataset
-from workbench.core.engine import fit
+from workbench.core.data.load import load_dataset
+from workbench.core.training.engine import fit
 from workbench.core.models import count_parameters, create
-from workbench.core.predict import probabilities
-from workbench.core.review import load_review
-from workbench.core.summary import dataset_summary, model_summary, save_sample_grid
+from workbench.core.export.predict import probabilities
+from workbench.core.inspection.review import load_review
+from workbench.core.inspection.summary import dataset_summary, model_summary, save_sample_grid
 
 
 @pytest.fixture(scope="module")

@@ -130,8 +130,10 @@ async def test_train_from_keys_then_export_and_browse(tmp_path, data_dir):
         assert isinstance(dashboard.outcome, Finished), dashboard.outcome
         assert app.screen is dashboard
         assert dashboard.charts.loss.point_count("steps") > 0
+        # The default 10% validation split is charted every epoch; test once, after the last.
+        assert dashboard.charts.accuracy.point_count("val") == 1
         assert dashboard.charts.accuracy.point_count("test") == 1
-        assert dashboard.state.phase == "finished" and dashboard.state.best_acc is not None
+        assert dashboard.state.phase == "finished" and dashboard.state.best == (dashboard.outcome.best_val_acc, 1)
         assert dashboard.query_one("#classes").row_count == 10
         (run_dir,) = run_folders(tmp_path)
         assert (run_dir / "metrics.jsonl").is_file()
@@ -171,7 +173,9 @@ async def test_invalid_value_blocks_start_with_a_message(tmp_path, data_dir):
         assert "-1.0 must be greater than 0" in str(error.render())
         assert error.has_class("shown")
         assert app.setup_screen.query_one("#row-lr").has_class("error")
-        assert any("--lr" in note for note in notes)
+        # The message names the field as the form labels it, not by its command-line flag.
+        assert any("learning rate: -1.0 must be greater than 0" in note for note in notes), notes
+        assert not any("--lr" in note for note in notes)
         await pilot.pause(0.5)
         assert not app.training and isinstance(app.screen, SetupScreen)
     assert run_folders(tmp_path) == []
@@ -257,8 +261,8 @@ async def test_failed_training_is_a_sentence_and_the_app_stays_up(tmp_path, data
 @asynchronous
 async def test_interrupted_run_is_offered_and_resumed(tmp_path, data_dir):
     from workbench.core import runs
-    from workbench.core.control import TrainControl
-    from workbench.core.engine import fit
+    from workbench.core.training.control import TrainControl
+    from workbench.core.training.engine import fit
 
     control = TrainControl()
 
@@ -282,7 +286,7 @@ async def test_interrupted_run_is_offered_and_resumed(tmp_path, data_dir):
         assert await wait_until(pilot, lambda: app.dashboard.outcome is not None, 120)
         outcome = app.dashboard.outcome
         assert isinstance(outcome, Finished) and outcome.epochs_done == 2
-        assert app.dashboard.charts.accuracy.point_count("test") == 2  # epoch 1 from history
+        assert app.dashboard.charts.accuracy.point_count("val") == 2  # epoch 1 from history
     assert runs.read_status(run_dir)[0] == "finished"
     assert len(run_folders(tmp_path)) == 1
 
@@ -313,9 +317,11 @@ async def test_keys_move_through_the_form_and_the_palette_reaches_every_screen(t
         await pilot.press("down")
         assert setup.focused.id == "batch_size"
         await pilot.press("up", "up")
+        assert setup.focused.id == "recipe"
+        await pilot.press("shift+tab")  # up on a select opens its list, as Textual's Select does
         assert setup.focused.id == "dataset"
         await pilot.press("enter")
-        assert setup.focused.id == "epochs"
+        assert setup.focused.id == "recipe"
         await pilot.press("ctrl+p")
         await pilot.pause(0.3)
         await pilot.press(*"show runs", "enter")
@@ -418,7 +424,9 @@ def test_bridge_merges_steps_and_never_drops_other_events():
     bridge = EngineBridge(target)
     for n in range(1, 1001):
         bridge(step(n))
-    bridge(EpochMetrics(1, 1, 1000, 1.0, 0.5, 1.0, 0.5, 0.5, 0.1, 1000.0, 1.0, 1.0, 0.0))
+    bridge(EpochMetrics(epoch=1, epochs=1, global_step=1000, train_loss=1.0, train_acc=0.5, val_loss=1.0, val_acc=0.5,
+                        test_loss=None, test_acc=None, best_epoch=1, best_val_acc=0.5, lr=0.1,
+                        images_per_s=1000.0, epoch_s=1.0, elapsed_s=1.0, eta_s=0.0))
     ready = [m for m in target.messages if isinstance(m, StepsReady)]
     events = [m for m in target.messages if isinstance(m, EngineEvent)]
     assert len(ready) == 1 and len(events) == 1  # one wake-up for 1000 samples

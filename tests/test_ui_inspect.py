@@ -21,7 +21,7 @@ CSS = Path(__file__).resolve().parent.parent / "workbench" / "ui" / "workbench.t
 def run_dir(tmp_path_factory, data_dir) -> Path:
     """One finished basic_cnn run on shapes (one epoch, CPU): about 20 s."""
     from workbench.core.config import RunConfig
-    from workbench.core.engine import fit
+    from workbench.core.training.engine import fit
 
     config = RunConfig.from_mapping(dict(
         dataset="shapes", arch="basic_cnn", epochs=1, batch_size=256, device="cpu",
@@ -62,7 +62,7 @@ def plain(cell) -> str:
 
 @asynchronous
 async def test_confusion_counts_match_the_review_and_enter_drills_into_a_cell(run_dir):
-    from workbench.core.review import load_review
+    from workbench.core.inspection.review import load_review
 
     expected = load_review(run_dir).confusion().tolist()
     app = InspectApp(run_dir)

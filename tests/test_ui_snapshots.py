@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_ui import make_app, models_ready, wait_until, write_test_pngs
+from tests.test_ui import models_ready, wait_until, write_test_pngs
 from workbench.core import runs
 from workbench.core.config import RunConfig
 from workbench.core.events import (
@@ -19,6 +19,7 @@ from workbench.core.events import (
     Notice,
     RunStarted,
     StepMetrics,
+    to_row,
 )
 from workbench.ui.screens.images import ImagesScreen
 
@@ -32,7 +33,7 @@ def recorded_events(run_dir: Path) -> list:
     events: list = [
         Notice("no GPU found: training on the CPU", "warning"),
         RunStarted(run_dir, "basic_cnn", 62_958, "cpu", "CPU (2 threads)", "shapes", CLASSES,
-                   10_000, 2_000, EPOCHS, STEPS),
+                   9_000, 2_000, EPOCHS, STEPS, val_size=1_000, batch_size=128),
     ]
     for epoch in range(1, EPOCHS + 1):
         for sample in range(1, SAMPLES + 1):
@@ -43,19 +44,23 @@ def recorded_events(run_dir: Path) -> list:
                 loss=2.3 * math.exp(-0.6 * t) + 0.05 * math.sin(7 * t), acc=1 - 0.9 * math.exp(-0.8 * t),
                 lr=0.003, images_per_s=1500.0, elapsed_s=8.0 * t, eta_s=8.0 * (EPOCHS - t),
             ))
-        test_acc = 0.55 + 0.1 * epoch
+        val_acc = 0.55 + 0.1 * epoch
+        last = epoch == EPOCHS
         events.append(EpochMetrics(
             epoch=epoch, epochs=EPOCHS, global_step=epoch * STEPS, train_loss=2.3 * math.exp(-0.6 * epoch),
-            train_acc=1 - 0.9 * math.exp(-0.8 * epoch), test_loss=2.0 * math.exp(-0.55 * epoch),
-            test_acc=test_acc, best_acc=test_acc, lr=0.003, images_per_s=1500.0, epoch_s=8.0,
-            elapsed_s=8.0 * epoch, eta_s=8.0 * (EPOCHS - epoch),
-            per_class_acc={name: min(1.0, test_acc + 0.04 * (i - 4)) for i, name in enumerate(CLASSES)},
+            train_acc=1 - 0.9 * math.exp(-0.8 * epoch), val_loss=2.0 * math.exp(-0.55 * epoch),
+            val_acc=val_acc, test_loss=2.05 * math.exp(-0.55 * epoch) if last else None,
+            test_acc=val_acc - 0.01 if last else None, best_epoch=epoch, best_val_acc=val_acc,
+            lr=0.003, images_per_s=1500.0, epoch_s=8.0, elapsed_s=8.0 * epoch, eta_s=8.0 * (EPOCHS - epoch),
+            per_class_acc={name: min(1.0, val_acc + 0.04 * (i - 4)) for i, name in enumerate(CLASSES)},
+            per_class_split="val",
         ))
         events.append(CheckpointSaved(run_dir / "checkpoints" / "last.pt", epoch, best=False))
         events.append(CheckpointSaved(run_dir / "checkpoints" / "best.pt", epoch, best=True))
         if epoch in (1, EPOCHS):
             events.append(ImagesSaved((run_dir / "images" / "confusion.png", run_dir / "images" / "top_losses.png")))
-    events.append(Finished(run_dir, "finished", EPOCHS, 0.85, 0.85, 24.0))
+    events.append(Finished(run_dir, "finished", EPOCHS, 24.0, best_epoch=EPOCHS, best_val_acc=0.85,
+                           best_test_acc=0.84, final_test_acc=0.84, steps_done=EPOCHS * STEPS, train_s=24.0))
     return events
 
 
@@ -66,14 +71,7 @@ def write_recorded_run(runs_dir: Path) -> Path:
     config = RunConfig.from_mapping(dict(dataset="shapes", arch="basic_cnn", epochs=EPOCHS, runs_dir=str(runs_dir)))
     (run_dir / "config.toml").write_text(config.to_toml())
     runs.write_status(run_dir, "finished")
-    lines = []
-    for event in recorded_events(run_dir):
-        if isinstance(event, StepMetrics):
-            lines.append({"type": "step", "epoch": event.epoch, "step": event.step,
-                          "global_step": event.global_step, "loss": event.loss, "acc": event.acc})
-        elif isinstance(event, EpochMetrics):
-            record = {k: v for k, v in vars(event).items() if k not in ("epochs", "best_acc", "eta_s")}
-            lines.append({"type": "epoch", **record})
+    lines = [to_row(event) for event in recorded_events(run_dir) if isinstance(event, (StepMetrics, EpochMetrics, Finished))]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return run_dir
 
@@ -86,7 +84,10 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
 
 
 def app_in(folder: Path):
-    return make_app(folder, folder / "data")
+    """The app working in `folder` (the current folder), with paths on screen relative to it."""
+    from workbench.ui.app import build_app
+
+    return build_app(None, runs_dir=Path("runs"), config_dir=folder / "config", data_dir=folder / "data")
 
 
 async def settle(pilot) -> None:

@@ -8,19 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
 
-from workbench.core.config import (
-    AUGMENTATIONS,
-    DATASET_NAMES,
-    DEVICES,
-    OPTIMIZERS,
-    PRECISIONS,
-    SCHEDULES,
-    RunConfig,
-)
+from workbench.core.config import DEVICES, RunConfig
 from workbench.core.errors import WorkbenchError
+from workbench.options import add_train_options, config_from_args
 
 EXIT_BAD_INPUT = 2
 COMMANDS = ("train", "models", "runs", "export", "predict", "bench")
@@ -31,55 +23,6 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def add_train_options(parser: argparse.ArgumentParser) -> None:
-    """Every RunConfig setting as a flag; None means 'not given', so config files still apply."""
-    d = RunConfig()
-    group = parser.add_argument_group("training options (flags override --config)")
-    add = group.add_argument
-    add("--config", metavar="TOML", help="read settings from a TOML file (same keys as the flags)")
-    add("--preset", metavar="NAME", help="start from a named recipe (see `workbench models`)")
-    add("--dataset", help=f"{', '.join(DATASET_NAMES)}, or a folder in ImageFolder layout (default: {d.dataset})")
-    add("--data-dir", help="where named data sets and decoded caches live (default: the user data folder)")
-    add("--arch", help=f"architecture, see `workbench models` (default: {d.arch})")
-    add("--epochs", type=int, help=f"(default: {d.epochs})")
-    add("--batch-size", type=int, help=f"(default: {d.batch_size})")
-    add("--optimizer", choices=OPTIMIZERS, help=f"(default: {d.optimizer})")
-    add("--lr", type=float, help=f"peak learning rate (default: {d.lr})")
-    add("--momentum", type=float, help=f"SGD momentum or Adam beta1 (default: {d.momentum})")
-    add("--weight-decay", type=float, help=f"(default: {d.weight_decay})")
-    add("--schedule", choices=SCHEDULES, help=f"learning-rate schedule (default: {d.schedule})")
-    add("--warmup-epochs", type=float, help=f"linear warm-up length (default: {d.warmup_epochs})")
-    add("--label-smoothing", type=float, help=f"(default: {d.label_smoothing})")
-    add("--augment", help=f"comma list of {', '.join(AUGMENTATIONS)}, or none (default: {','.join(d.augment)})")
-    add("--image-size", type=int, help="pixels per side (default: the data set's own; 32 for folders)")
-    add("--precision", choices=PRECISIONS, help=f"(default: {d.precision})")
-    add("--device", choices=DEVICES, help=f"auto = cuda, then mps, then cpu (default: {d.device})")
-    add("--seed", type=int, help=f"(default: {d.seed})")
-    add("--runs-dir", help=f"where run folders go (default: {d.runs_dir})")
-    add("--val-fraction", type=float, help=f"test share for a folder without test/ or val/ (default: {d.val_fraction})")
-    add("--stream-over-mb", type=float,
-        help="stream folders whose decoded size passes this from their files (default: a quarter of RAM)")
-    add("--compile", action=argparse.BooleanOptionalAction, default=None,
-        help="torch.compile the model: slower start, faster GPU steps (default: off)")
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Defaults, then a preset, then --config, then flags."""
-    from workbench.core.presets import preset_config
-
-    base = RunConfig()
-    if getattr(args, "preset", None):
-        base = preset_config(args.preset)
-    if getattr(args, "config", None):
-        base = RunConfig.from_toml(Path(args.config), base)
-    flags = {
-        field: getattr(args, field)
-        for field in RunConfig.__dataclass_fields__
-        if getattr(args, field, None) is not None
-    }
-    return RunConfig.from_mapping(flags, base)
 
 
 def build_parser() -> OneLineParser:
@@ -114,6 +57,9 @@ def build_command_parser(command: str) -> OneLineParser:
     elif command == "runs":
         parser.description = "List past runs, newest first."
         parser.add_argument("--runs-dir", default="runs", help="(default: runs)")
+        parser.add_argument("--json", action="store_true", help="every run as JSON (full names and paths)")
+        parser.add_argument("--plain", action="store_true",
+                            help="one tab-separated line per run, names never cut (the default when piped)")
     elif command == "export":
         parser.description = "Export a run's best checkpoint."
         parser.add_argument("run", help="run folder (or its name inside --runs-dir)")
@@ -132,7 +78,7 @@ def build_command_parser(command: str) -> OneLineParser:
                             help="N stochastic passes with dropout on: mean and spread per class")
         parser.add_argument("--device", choices=DEVICES, default="cpu")
     elif command == "bench":
-        from workbench.core.bench import add_bench_options
+        from workbench.bench.settings import add_bench_options
 
         parser.description = "Measure the workbench engine against a plain PyTorch loop in one process."
         add_bench_options(parser)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from workbench.core.errors import WorkbenchError
 
@@ -15,9 +17,9 @@ EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from workbench.cli import config_from_args
     from workbench.core import runs
     from workbench.headless import train_headless
+    from workbench.options import config_from_args
 
     if args.resume:
         run_dir = runs.resolve_run(args.resume, args.runs_dir or "runs")
@@ -40,25 +42,25 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from workbench.core.data import dataset_shape
+    from workbench.core.data.load import dataset_shape
     from workbench.core.models import count_parameters, create, specs
     from workbench.core.presets import PRESETS
 
     channels, size, classes = dataset_shape(args.dataset, args.image_size)
-    table = Table(title=f"architectures for {args.dataset} ({channels}x{size}x{size}, {classes} classes)")
+    table = Table(title=Text(f"architectures for {args.dataset} ({channels}x{size}x{size}, {classes} classes)"))
     table.add_column("name", style="bold")
     table.add_column("description")
     table.add_column("params", justify="right")
     for spec in specs():
         params = count_parameters(create(spec.name, channels, classes, size))
-        table.add_row(spec.name, spec.description, f"{params:,}")
+        table.add_row(Text(spec.name), Text(spec.description), f"{params:,}")
     console = Console()
     console.print(table)
     presets = Table(title="presets (--preset NAME)")
     presets.add_column("name", style="bold")
     presets.add_column("recipe")
     for name, (description, _) in PRESETS.items():
-        presets.add_row(name, description)
+        presets.add_row(Text(name), Text(description))
     console.print(presets)
     return EXIT_OK
 
@@ -67,21 +69,49 @@ def run_runs(args: argparse.Namespace) -> int:
     from workbench.core.runs import list_runs
 
     found = list_runs(Path(args.runs_dir))
+    if args.json:
+        print(json.dumps([_run_record(run) for run in found], indent=2))
+        return EXIT_OK
     if not found:
         print(f"no runs in {args.runs_dir}")
         return EXIT_OK
-    table = Table(title=f"runs in {args.runs_dir}")
-    for column in ("run", "arch", "dataset", "epochs", "best acc", "status"):
-        table.add_column(column, justify="right" if column in ("epochs", "best acc") else "left")
-    for run in found:
-        best = f"{run.best_acc:.2%}" if run.best_acc is not None else "-"
-        table.add_row(run.name, run.arch, run.dataset, f"{run.epochs_done}/{run.epochs}", best, run.status)
+    columns = ("run", "arch", "dataset", "epochs", "best acc", "status")
+    rows = [
+        (run.name, run.arch, run.dataset, f"{run.epochs_done}/{run.epochs}", _best_text(run), run.status)
+        for run in found
+    ]
+    if args.plain or not sys.stdout.isatty():  # whole names, one run per line, for scripts and copying
+        for row in rows:
+            print("\t".join(row))
+        return EXIT_OK
+    table = Table(title=Text(f"runs in {args.runs_dir}"))
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("epochs", "best acc") else "left",
+                         no_wrap=column == "run", overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))  # names and paths are shown literally, never as markup
     Console().print(table)
     return EXIT_OK
 
 
+def _best_text(run) -> str:
+    if run.best_acc is None:
+        return "-"
+    return f"{run.best_acc:.2%} {run.best_split}" + (f" @{run.best_epoch}" if run.best_epoch else "")
+
+
+def _run_record(run) -> dict:
+    return {
+        "name": run.name, "path": str(run.path), "arch": run.arch, "dataset": run.dataset,
+        "epochs": run.epochs, "epochs_done": run.epochs_done, "best_acc": run.best_acc,
+        "best_split": run.best_split, "best_epoch": run.best_epoch, "status": run.status,
+        "started": run.started.isoformat() if run.started else None,
+    }
+
+
 def run_export(args: argparse.Namespace) -> int:
-    from workbench.core.export import TOLERANCE, export_run, parse_formats, verify_run_export
+    from workbench.core.export.bundle import export_run, parse_formats
+    from workbench.core.export.verify import TOLERANCE, verify_run_export
     from workbench.core.runs import resolve_run
 
     formats = parse_formats(args.format)
@@ -102,7 +132,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from workbench.core.predict import predict_files
+    from workbench.core.export.predict import predict_files
 
     results = predict_files(
         Path(args.export_dir), args.images, top=args.top, mc_dropout=args.mc_dropout, device=args.device
@@ -116,6 +146,6 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from workbench.core.bench import run_bench_command
+    from workbench.bench.command import run_bench_command
 
     return run_bench_command(args)

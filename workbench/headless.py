@@ -17,8 +17,6 @@ from rich.progress import (
 )
 
 from workbench.core.config import RunConfig
-from workbench.core.control import TrainControl
-from workbench.core.engine import fit
 from workbench.core.events import (
     CheckpointSaved,
     EpochMetrics,
@@ -30,8 +28,11 @@ from workbench.core.events import (
     RunStarted,
     StepMetrics,
 )
+from workbench.core.training.control import TrainControl
+from workbench.core.training.engine import fit
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what `timeout`, systemd and batch schedulers expect
 
 
 class HeadlessReporter:
@@ -55,10 +56,11 @@ class HeadlessReporter:
         self.run_dir = event.run_dir
         self.steps_per_epoch = event.steps_per_epoch
         resumed = f", resuming after epoch {event.start_epoch}" if event.start_epoch else ""
+        val = f" / {event.val_size:,} validation" if event.val_size else ""
         self.console.print(
             f"run {event.run_dir} | {event.arch} ({event.params:,} params) on {event.device_name}"
-            f" | {event.train_size:,} train / {event.test_size:,} test images{resumed}",
-            highlight=False,
+            f" | {event.train_size:,} train{val} / {event.test_size:,} test images{resumed}",
+            highlight=False, markup=False,
         )
         if self.interactive:
             self.progress = Progress(
@@ -90,12 +92,7 @@ class HeadlessReporter:
             )
 
     def on_EpochMetrics(self, event: EpochMetrics) -> None:
-        line = (
-            f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} "
-            f"acc {event.train_acc:.2%}  test loss {event.test_loss:.4f} acc {event.test_acc:.2%}"
-            f"  best {event.best_acc:.2%}  {event.images_per_s:,.0f} img/s  {event.epoch_s:.1f} s"
-        )
-        self._print(line)
+        self._print(epoch_line(event))
         if self.progress is not None:
             self.progress.update(self.task, completed=event.epoch * self.steps_per_epoch)
 
@@ -112,16 +109,14 @@ class HeadlessReporter:
 
     def on_Finished(self, event: Finished) -> None:
         self._stop_progress()
-        self.exit_code = EXIT_OK if event.status == "finished" else EXIT_STOPPED
+        if event.status == "finished":
+            self.exit_code = EXIT_OK
+        else:
+            self.exit_code = EXIT_TERMINATED if event.reason == "SIGTERM" else EXIT_STOPPED
         if event.run_dir is None:
-            self.console.print("stopped while preparing the data set: no run was started", highlight=False)
+            self.console.print("stopped while preparing the data set: no run was started", highlight=False, markup=False)
             return
-        verb = "finished" if event.status == "finished" else "stopped (checkpoint saved)"
-        self.console.print(
-            f"{verb}: {event.epochs_done} epochs, best test acc {event.best_acc:.2%}, "
-            f"final {event.final_acc:.2%}, {event.elapsed_s:.1f} s -> {event.run_dir}",
-            highlight=False,
-        )
+        self.console.print(finish_line(event), highlight=False, markup=False)
 
     def on_Failed(self, event: Failed) -> None:
         self._stop_progress()
@@ -138,22 +133,46 @@ class HeadlessReporter:
             self.progress = None
 
 
+def epoch_line(event: EpochMetrics) -> str:
+    """One epoch in words; every held-out figure names its split."""
+    parts = [f"epoch {event.epoch}/{event.epochs}",
+             f"train loss {event.train_loss:.4f} acc {event.train_acc:.2%}"]
+    if event.val_acc is not None:
+        parts.append(f"val loss {event.val_loss:.4f} acc {event.val_acc:.2%}")
+    if event.test_acc is not None:
+        parts.append(f"test loss {event.test_loss:.4f} acc {event.test_acc:.2%}")
+    if not event.evaluated:
+        parts.append("not evaluated this epoch")
+    if event.best_epoch is not None:
+        parts.append(f"best val {event.best_val_acc:.2%} (epoch {event.best_epoch})")
+    parts.append(f"lr {event.lr:.3g}  {event.images_per_s:,.0f} img/s  {event.epoch_s:.1f} s")
+    return "  ".join(parts)
+
+
+def finish_line(event: Finished) -> str:
+    saved = "" if event.status == "finished" else " (checkpoint saved)"
+    return f"{event.summary()}{saved}; {event.elapsed_s:.1f} s -> {event.run_dir}"
+
+
 def train_headless(config: RunConfig, resume_dir: Path | None = None) -> int:
-    """Run fit() in this thread; Ctrl-C asks for a clean stop, a second one aborts."""
+    """Run fit() in this thread; Ctrl-C or SIGTERM asks for a clean stop, a second Ctrl-C aborts."""
     console = Console(soft_wrap=True)  # a log file gets whole lines, not 80-column pieces
     reporter = HeadlessReporter(console, interactive=console.is_terminal and sys.stdout.isatty())
     control = TrainControl()
 
     def on_interrupt(signum, frame):
-        if control.stop_requested:
+        if control.stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        console.print("stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
-        control.stop()
+        name = "SIGTERM" if signum == signal.SIGTERM else ""
+        console.print(f"{name + ': ' if name else ''}stopping after this step and saving a checkpoint"
+                      + ("" if name else " (Ctrl-C again to abort)"))
+        control.stop(reason=name)
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         fit(config, reporter, control, resume_dir=resume_dir)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         reporter._stop_progress()
     return reporter.exit_code

@@ -1,8 +1,8 @@
 """Checkpoints: atomic saves that survive a crash mid-write, and loads that never run code.
 
-A checkpoint is a plain dict (model, optimizer, scheduler, scaler, RNG states, epoch,
-step, config, metrics so far). Saving writes a temp file in the same folder, fsyncs it
-and renames it over the old one, keeping the previous `last` as `last.prev.pt`, so a
+A checkpoint is a plain dict (model, optimizer, scaler, RNG states, epoch, step, config,
+metrics so far; see training/state.py). Saving writes a temp file in the same folder, fsyncs
+it and renames it over the old one, keeping the previous `last` as `last.prev.pt`, so a
 kill at any instant leaves at least one complete checkpoint. Loading always uses
 `torch.load(weights_only=True)`: a pickle that tries to build anything but tensors and
 plain containers is refused before it can run.
@@ -12,34 +12,26 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from workbench.core.errors import WorkbenchError
+from workbench.core.atomic import clean_temp_files, write_atomic
+from workbench.core.errors import UnsafeFile, WorkbenchError
 
 LAST = "last.pt"
 PREVIOUS = "last.prev.pt"
 BEST = "best.pt"
-TEMP_SUFFIX = ".tmp"
+
+__all__ = ["BEST", "LAST", "PREVIOUS", "all_finite", "clean_temp_files", "load_checkpoint", "load_latest",
+           "save_atomic", "save_last"]
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
     """Write `state` to `path` so that readers see the old file or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda handle: torch.save(state, handle))
 
 
 def save_last(state: dict[str, Any], folder: Path) -> Path:
@@ -51,39 +43,16 @@ def save_last(state: dict[str, Any], folder: Path) -> Path:
     return last
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def clean_temp_files(folder: Path) -> list[Path]:
-    """Remove temp files a killed save left behind; they are never loaded."""
-    removed = []
-    for leftover in folder.glob(f".*{TEMP_SUFFIX}"):
-        leftover.unlink(missing_ok=True)
-        removed.append(leftover)
-    return removed
-
-
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with weights_only=True; any problem becomes a one-line WorkbenchError."""
+    """Load a checkpoint with weights_only=True; any problem becomes a one-line WorkbenchError
+    (UnsafeFile when it holds more than weights)."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise WorkbenchError(f"checkpoint {path} does not exist") from None
     except pickle.UnpicklingError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
-        raise WorkbenchError(
-            f"refusing to load {path}: it holds more than weights ({first_line[:160]})"
-        ) from None
+        raise UnsafeFile(f"refusing to load {path}: it holds more than weights ({first_line[:160]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise WorkbenchError(f"checkpoint {path} is damaged or truncated ({_short(error)})") from None
     if not isinstance(state, dict) or "model" not in state:
@@ -92,9 +61,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 def load_latest(folder: Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path, list[str]]:
-    """The newest loadable checkpoint of a run: last, then last.prev, then best.
+    """The newest loadable checkpoint of a run: last, then last.prev, then best. Writes nothing.
 
     Returns (state, path, problems) where problems describes checkpoints that were skipped.
+    An unsafe checkpoint is never skipped quietly: it stops the search.
     """
     problems: list[str] = []
     for name in (LAST, PREVIOUS, BEST):
@@ -103,9 +73,9 @@ def load_latest(folder: Path, map_location: str | torch.device = "cpu") -> tuple
             continue
         try:
             return load_checkpoint(path, map_location), path, problems
+        except UnsafeFile:
+            raise
         except WorkbenchError as error:
-            if "refusing" in str(error):
-                raise
             problems.append(str(error))
     detail = f": {problems[-1]}" if problems else ""
     raise WorkbenchError(f"no usable checkpoint in {folder}{detail}")

@@ -12,8 +12,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from workbench.core.catalog import ARCHITECTURES
-from workbench.core.errors import WorkbenchError
+import math
+
+from workbench.core.catalog import ARCHITECTURES, RECIPES
+from workbench.core.errors import ConfigError, WorkbenchError
 
 DATASET_NAMES = ("shapes", "cifar10", "cifar100", "mnist", "fashion-mnist")
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
@@ -37,6 +39,7 @@ class RunConfig:
     dataset: str = "shapes"  # a name in DATASET_NAMES or a folder path
     data_dir: str = ""  # "" = the user data dir (see default_data_dir)
     arch: str = "basic_cnn"
+    recipe: str = "standard"  # how to train: a name in catalog.RECIPES (the speedrun is one)
     epochs: int = 10
     batch_size: int = 128  # images per optimizer step
     optimizer: str = "adamw"
@@ -53,9 +56,10 @@ class RunConfig:
     seed: int = 0
     runs_dir: str = "runs"
     compile: bool = False  # torch.compile the model (slow warm-up, faster steps on GPU)
-    val_fraction: float = 0.1  # held-out share when a folder has no test/ or val/
+    val_fraction: float = 0.1  # share of the training data held out to select the best epoch; 0 = none
+    test_fraction: float = 0.1  # test share of a folder that has no test/ (or val/) folder
     stream_over_mb: float = 0.0  # folders decoding to more stream from files; 0 = a quarter of RAM
-    preset: str = ""  # name of a preset this config came from, for the record
+    preset: str = ""  # the preset the form was filled from; it decides nothing itself
 
     # ---- construction -------------------------------------------------------------
 
@@ -88,6 +92,12 @@ class RunConfig:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise WorkbenchError(f"config file {path} does not exist") from None
+        except IsADirectoryError:
+            raise WorkbenchError(f"config file {path} is a folder; give a .toml file") from None
+        except UnicodeDecodeError:
+            raise WorkbenchError(f"config file {path} is not UTF-8 text; save it as UTF-8 TOML") from None
+        except OSError as error:
+            raise WorkbenchError(f"cannot read config file {path} ({error.strerror or error})") from None
         except tomllib.TOMLDecodeError as error:
             raise WorkbenchError(f"config file {path} is not valid TOML: {error}") from None
         data = {key.replace("-", "_"): value for key, value in data.items()}
@@ -110,20 +120,19 @@ class RunConfig:
     # ---- validation ---------------------------------------------------------------
 
     def validate(self, *, check_paths: bool = True) -> None:
-        """Raise WorkbenchError naming the first bad setting and what is allowed."""
+        """Raise ConfigError naming the first bad setting and what is allowed."""
         if self.dataset not in DATASET_NAMES and not _looks_like_path(self.dataset):
-            raise WorkbenchError(
-                f"--dataset: {self.dataset!r} is neither a folder nor one of "
-                f"{', '.join(DATASET_NAMES)}"
+            raise ConfigError(
+                "dataset", f"{self.dataset!r} is neither a folder nor one of {', '.join(DATASET_NAMES)}"
             )
         if check_paths and _looks_like_path(self.dataset) and self.dataset not in DATASET_NAMES:
-            folder = Path(self.dataset).expanduser()
+            folder = _expand(self.dataset, "dataset")
             if not folder.is_dir():
-                raise WorkbenchError(f"--dataset: folder {folder} does not exist")
+                what = "is not a folder" if folder.exists() else "does not exist"
+                raise ConfigError("dataset", f"{folder} {what}")
         if self.arch not in ARCHITECTURES:
-            raise WorkbenchError(
-                f"--arch: unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}"
-            )
+            raise ConfigError("arch", f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        _choice("recipe", self.recipe, tuple(RECIPES))
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("precision", self.precision, PRECISIONS)
@@ -136,43 +145,56 @@ class RunConfig:
         _in_range("momentum", self.momentum, 0.0, 1.0, include_high=False)
         _in_range("weight_decay", self.weight_decay, 0.0, 1.0)
         _in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, include_high=False)
-        _in_range("val_fraction", self.val_fraction, 0.0, 0.9, include_low=False)
+        _in_range("val_fraction", self.val_fraction, 0.0, 0.9)
+        _in_range("test_fraction", self.test_fraction, 0.0, 0.9, include_low=False)
         _in_range("stream_over_mb", self.stream_over_mb, 0.0, 1e9)
         _in_range("warmup_epochs", self.warmup_epochs, 0.0, float(self.epochs))
         if self.image_size and not 8 <= self.image_size <= 512:
-            raise WorkbenchError(
-                f"--image-size: {self.image_size} is outside 8..512 (0 = the data set's own size)"
-            )
+            raise ConfigError("image_size", f"{self.image_size} is outside 8..512 (0 = the data set's native size)")
         if self.seed < 0:
-            raise WorkbenchError(f"--seed: {self.seed} must be 0 or more")
+            raise ConfigError("seed", f"{self.seed} must be 0 or more")
+        if self.runs_dir.strip() == "":
+            raise ConfigError("runs_dir", "give a folder for the run folders")
+        _expand(self.runs_dir, "runs_dir")
+        if self.data_dir:
+            _expand(self.data_dir, "data_dir")
 
     @property
     def is_folder_dataset(self) -> bool:
         return self.dataset not in DATASET_NAMES
 
     def resolved_data_dir(self) -> Path:
-        return Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
+        return _expand(self.data_dir, "data_dir") if self.data_dir else default_data_dir()
 
 
 # ---- helpers ---------------------------------------------------------------------------
 
 
-def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
 def _looks_like_path(text: str) -> bool:
-    return any(sep in text for sep in ("/", "\\", ".", "~")) or Path(text).expanduser().exists()
+    if any(sep in text for sep in ("/", "\\", ".", "~")):
+        return True
+    try:
+        return Path(text).expanduser().exists()
+    except (RuntimeError, OSError, ValueError):
+        return False
+
+
+def _expand(text: str, key: str) -> Path:
+    """~ and ~user expanded; an unknown user is a bad setting, not a crash."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise ConfigError(key, f"{text!r}: the user in its ~ is not known here") from None
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise WorkbenchError(f"{_flag(key)}: {value!r} is not one of {', '.join(allowed)}")
+        raise ConfigError(key, f"{value!r} is not one of {', '.join(allowed)}")
 
 
 def _positive(key: str, value: float) -> None:
     if not value > 0:
-        raise WorkbenchError(f"{_flag(key)}: {value} must be greater than 0")
+        raise ConfigError(key, f"{value} must be greater than 0")
 
 
 def _in_range(
@@ -188,7 +210,7 @@ def _in_range(
     if not (above and below):
         left = "[" if include_low else "("
         right = "]" if include_high else ")"
-        raise WorkbenchError(f"{_flag(key)}: {value} is outside {left}{low}, {high}{right}")
+        raise ConfigError(key, f"{value} is outside {left}{low}, {high}{right}")
 
 
 def _coerce(key: str, raw: Any, annotation: Any) -> Any:
@@ -217,13 +239,14 @@ def _coerce(key: str, raw: Any, annotation: Any) -> Any:
         if kind == "float":
             if isinstance(raw, bool):
                 raise ValueError
-            return float(raw)
+            number = float(raw)
+            if not math.isfinite(number):
+                raise ConfigError(key, f"{raw!r} is not a finite number")
+            return number
         return str(raw).strip()
     except (TypeError, ValueError):
         expected = {"int": "a whole number", "float": "a number", "bool": "true or false"}
-        raise WorkbenchError(
-            f"{_flag(key)}: {raw!r} is not {expected.get(kind, 'valid')}"
-        ) from None
+        raise ConfigError(key, f"{raw!r} is not {expected.get(kind, 'valid')}") from None
 
 
 def _toml_value(value: Any) -> str:

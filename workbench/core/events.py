@@ -1,10 +1,17 @@
-"""Plain event objects the engine reports; UIs render them, nothing here knows a UI."""
+"""Plain event objects the engine reports; UIs render them, nothing here knows a UI.
+
+StepMetrics, EpochMetrics and Finished are also the rows of a run's metrics.jsonl: each row
+is one event's fields plus "type" ("step", "epoch", "end"), so the file, the live dashboard
+and a replay of a finished run all read one schema. Accuracies are fractions (0..1); every
+learning rate is the optimizer's real rate; every time excludes time spent paused.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,9 @@ class RunStarted:
     epochs: int
     steps_per_epoch: int
     start_epoch: int = 0  # > 0 when resuming
+    val_size: int = 0  # 0: no validation split, so no epoch is selected as the best
+    recipe: str = "standard"
+    batch_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,7 @@ class StepMetrics:
     global_step: int
     loss: float  # mean train loss since the previous sample
     acc: float  # train accuracy since the previous sample, 0..1
-    lr: float
+    lr: float  # of the last step
     images_per_s: float
     elapsed_s: float
     eta_s: float
@@ -45,17 +55,35 @@ class EpochMetrics:
     epoch: int  # 1-based
     epochs: int
     global_step: int
-    train_loss: float
+    train_loss: float  # mean over the epoch's steps (since the resume, for a resumed epoch)
     train_acc: float
-    test_loss: float
-    test_acc: float
-    best_acc: float
+    val_loss: float | None  # the validation split, when it was evaluated after this epoch
+    val_acc: float | None
+    test_loss: float | None  # the test split: after the last epoch (every epoch when there is no validation split)
+    test_acc: float | None
+    best_epoch: int | None  # highest validation accuracy so far; None: no validation split, or not evaluated yet
+    best_val_acc: float | None
     lr: float
     images_per_s: float
     epoch_s: float
     elapsed_s: float
     eta_s: float
-    per_class_acc: dict[str, float] = field(default_factory=dict)
+    per_class_acc: dict[str, float] = field(default_factory=dict)  # of `per_class_split`
+    per_class_split: str | None = None  # "val" or "test"; None when nothing was evaluated
+    extra: dict[str, float] = field(default_factory=dict)  # a recipe's own figures, e.g. one-view accuracy under TTA
+
+    @property
+    def evaluated(self) -> bool:
+        return self.per_class_split is not None
+
+    @property
+    def held_out(self) -> tuple[str, float, float] | None:
+        """(split, loss, accuracy) the dashboard charts: validation when there is one, else test."""
+        if self.val_acc is not None:
+            return "val", float(self.val_loss), self.val_acc
+        if self.test_acc is not None:
+            return "test", float(self.test_loss), self.test_acc
+        return None
 
 
 @dataclass(frozen=True)
@@ -83,9 +111,37 @@ class Finished:
     run_dir: Path | None  # None only when stopped while the data was prepared, before any run began
     status: str  # "finished" or "stopped"
     epochs_done: int
-    best_acc: float
-    final_acc: float
-    elapsed_s: float
+    elapsed_s: float  # wall time of this fit() call, pauses excluded
+    best_epoch: int | None = None  # by validation accuracy; None: no validation split or no evaluation
+    best_val_acc: float | None = None
+    best_test_acc: float | None = None  # the best epoch's model on the test split
+    final_test_acc: float | None = None  # the last model on the test split; None when it was not evaluated
+    steps_done: int = 0
+    train_s: float = 0.0  # training + evaluation on the device's clock: no data loading, warm-up or files
+    warmup_s: float = 0.0  # torch.compile warm-up before the first timed step (0 when not compiled)
+    reason: str = ""  # why it stopped, when it was not the user (e.g. "SIGTERM")
+
+    @property
+    def evaluated(self) -> bool:
+        return self.final_test_acc is not None or self.best_val_acc is not None
+
+    def summary(self) -> str:
+        """How the run ended in one sentence; every accuracy names its split, and a run that was
+        never evaluated says so instead of showing 0%."""
+        if self.status == "finished":
+            verb = "finished"
+        else:
+            verb = "stopped by SIGTERM" if self.reason == "SIGTERM" else "stopped"
+        plural = "" if self.epochs_done == 1 else "s"
+        parts = [f"{verb} after {self.epochs_done} epoch{plural} ({self.steps_done} steps)"]
+        if self.best_epoch is not None:
+            tested = f", test {self.best_test_acc:.2%}" if self.best_test_acc is not None else ""
+            parts.append(f"best epoch {self.best_epoch} by validation {self.best_val_acc:.2%}{tested}")
+        if self.final_test_acc is not None:
+            parts.append(f"last model test {self.final_test_acc:.2%}")
+        if not self.evaluated:
+            parts.append("no evaluation happened yet (stopped before an epoch ended): resume to go on")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -93,9 +149,29 @@ class Failed:
     run_dir: Path | None
     reason: str  # one human sentence
     bad_input: bool = False  # caused by a setting, file or folder the user can fix
+    field: str | None = None  # the RunConfig setting at fault, when there is one
 
 
 Event = (
     RunStarted | StepMetrics | EpochMetrics | CheckpointSaved | ImagesSaved | Notice | Finished | Failed
 )
 EventSink = Callable[[Event], None]
+
+ROW_TYPES: dict[type, str] = {StepMetrics: "step", EpochMetrics: "epoch", Finished: "end"}
+
+
+def to_row(event: StepMetrics | EpochMetrics | Finished) -> dict[str, Any]:
+    """The metrics.jsonl row of an event: its fields plus "type"; paths as strings."""
+    row = {"type": ROW_TYPES[type(event)]}
+    for key, value in dataclasses.asdict(event).items():
+        row[key] = str(value) if isinstance(value, Path) else value
+    return row
+
+
+def epoch_from_row(row: dict[str, Any]) -> EpochMetrics:
+    """An epoch row back as the event it was (rows of older runs fill what they lack with None)."""
+    names = {f.name for f in dataclasses.fields(EpochMetrics)}
+    values = {key: row.get(key) for key in names}
+    values["per_class_acc"] = row.get("per_class_acc") or {}
+    values["extra"] = row.get("extra") or {}
+    return EpochMetrics(**values)

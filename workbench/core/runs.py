@@ -1,11 +1,12 @@
-"""Run folders: create one per training run, record status and metrics, list past runs.
+"""Run folders: create one per training run, own it while training, record status and metrics, list runs.
 
 A run folder is readable without the app:
-    config.toml      the RunConfig that started it
+    config.toml      the RunConfig it trains with (a resume with more epochs updates it)
     status           running | finished | stopped | failed (one word, then an optional reason line)
-    metrics.jsonl    one JSON object per line: {"type": "epoch", ...} or {"type": "step", ...}
-    run.json         facts learned at start: classes, mean/std, params, device, pid
-    checkpoints/     last.pt and best.pt
+    metrics.jsonl    one JSON row per line: {"type": "step" | "epoch" | "end", ...} (see core/events.py)
+    run.json         facts learned at start: classes, mean/std, params, device, recipe
+    .lock            held (flock) by the process training the run; the OS releases it when that process dies
+    checkpoints/     last.pt, last.prev.pt and best.pt
     images/          inspection PNGs with JSON sidecars
     export/          the exported model
 """
@@ -15,16 +16,25 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from workbench.core.atomic import current_umask, write_json_atomic, write_text_atomic
 from workbench.core.config import RunConfig
-from workbench.core.errors import WorkbenchError
+from workbench.core.errors import RunBusy, WorkbenchError
 
 STATUSES = ("running", "finished", "stopped", "failed")
+LOCK_FILE = ".lock"
+
+__all__ = ["RunLock", "RunSummary", "append_metrics", "check_writable", "create_run_dir", "epoch_records",
+           "is_interrupted", "list_runs", "read_config", "read_metrics", "read_run_info", "read_status",
+           "repair_metrics", "resolve_run", "summarize_run", "write_run_info", "write_status", "write_text_atomic"]
 
 
 def create_run_dir(config: RunConfig, now: datetime | None = None) -> Path:
@@ -58,13 +68,15 @@ def check_writable(runs_dir: Path, need_mb: int = 50) -> None:
     except OSError as error:
         raise WorkbenchError(
             f"cannot write to runs folder {runs_dir} ({error.strerror or error}); "
-            "choose another with --runs-dir"
+            "choose another with --runs-dir",
+            field="runs_dir",
         ) from None
     free_mb = _free_mb(runs_dir)
     if free_mb is not None and free_mb < need_mb:
         raise WorkbenchError(
             f"runs folder {runs_dir} has only {free_mb:.0f} MB free; free some space or "
-            "choose another with --runs-dir"
+            "choose another with --runs-dir",
+            field="runs_dir",
         )
 
 
@@ -76,18 +88,95 @@ def _free_mb(path: Path) -> float | None:
     return stats.f_bavail * stats.f_frsize / 1e6
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+# ---- the owner of a run folder ---------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive lock on `<run>/.lock`, held by whoever trains the run.
+
+    flock belongs to the open file, so the OS drops it the moment the holder dies, whatever its
+    pid was: a stale pid in a file never decides anything. `check_free` creates nothing (a
+    refused action writes no byte); `acquire` creates the file and records who holds it.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._handle = None
+
+    def check_free(self) -> None:
+        """Raise RunBusy, naming the holder, when another process (or thread) trains this run."""
+        try:
+            handle = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        with handle:
+            if not _try_lock(handle):
+                raise RunBusy(self._busy_sentence())
+
+    def acquire(self) -> None:
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+        handle = os.fdopen(descriptor, "r+b")
+        if not _try_lock(handle):
+            handle.close()
+            raise RunBusy(self._busy_sentence())
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                 "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:200]}
+        handle.seek(0)
+        handle.truncate()
+        handle.write((json.dumps(owner) + "\n").encode("utf-8"))
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file releases the flock
+            self._handle = None
+
+    @property
+    def held(self) -> bool:
+        return self._handle is not None
+
+    def _busy_sentence(self) -> str:
+        owner: dict[str, Any] = {}
+        try:
+            owner = json.loads(self.path.read_text(encoding="utf-8") or "{}")
+        except (OSError, ValueError):
+            pass
+        who = f"process {owner['pid']}" if owner.get("pid") else "another process"
+        if owner.get("host") and owner["host"] != socket.gethostname():
+            who += f" on {owner['host']}"
+        since = ""
+        if isinstance(owner.get("since"), (int, float)):
+            since = f", since {datetime.fromtimestamp(owner['since']):%Y-%m-%d %H:%M}"
+        command = f" ({owner['command']})" if owner.get("command") else ""
+        return (
+            f"{self.path.parent.name} is being trained by {who}{command}{since}; wait for it to "
+            "finish, or stop it first (x in its app, Ctrl-C or SIGTERM to its process)"
+        )
+
+
+def _try_lock(handle) -> bool:
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, run folders are not guarded
+        return True
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def is_locked(run_dir: Path) -> bool:
+    """True while some process (this one included) trains the run."""
+    try:
+        RunLock(run_dir).check_free()
+    except RunBusy:
+        return True
+    return False
+
+
+# ---- status, facts and metrics ---------------------------------------------------------------
 
 
 def write_status(run_dir: Path, status: str, reason: str = "") -> None:
@@ -97,24 +186,25 @@ def write_status(run_dir: Path, status: str, reason: str = "") -> None:
 
 
 def read_status(run_dir: Path) -> tuple[str, str]:
-    """(status, reason); a missing file reads as ("unknown", "")."""
+    """(status, reason); a missing or unreadable file reads as ("unknown", "")."""
     try:
         lines = (run_dir / "status").read_text(encoding="utf-8").splitlines()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return "unknown", ""
     status = lines[0].strip() if lines else "unknown"
     return status, "\n".join(lines[1:]).strip()
 
 
 def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
-    write_text_atomic(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
+    write_json_atomic(run_dir / "run.json", info)
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return info if isinstance(info, dict) else {}
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
@@ -122,28 +212,63 @@ def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+def repair_metrics(run_dir: Path, keep_through_step: int | None = None) -> int:
+    """Before a resume appends: drop a torn last line (a crash mid-write) and, with
+    `keep_through_step`, the rows of steps the checkpoint being resumed never reached.
+    Returns how many lines were dropped; the file is rewritten atomically, only if needed."""
+    path = run_dir / "metrics.jsonl"
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return 0
+    lines = text.splitlines()
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        step = row.get("global_step", row.get("steps_done", 0)) if isinstance(row, dict) else 0
+        if keep_through_step is None or not isinstance(step, int) or step <= keep_through_step:
+            kept.append(line)
+    if len(kept) == len(lines) and (not text or text.endswith("\n")):
+        return 0
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All records in order; a torn last line (crash mid-write) is ignored."""
+    """All rows in order; a torn or damaged line (crash mid-write) is skipped."""
     records = []
     try:
-        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return records
     for line in lines:
         try:
-            records.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
             continue
+        if isinstance(row, dict):
+            records.append(row)
     return records
 
 
 def epoch_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if r.get("type") == "epoch"]
+    """Epoch rows, one per epoch (the latest, if a resume repeated one), in epoch order."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for row in records:
+        if row.get("type") == "epoch" and isinstance(row.get("epoch"), int):
+            by_epoch[row["epoch"]] = row
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 def read_config(run_dir: Path) -> RunConfig:
-    """The config a run was started with; its data folder may since have moved or gone."""
+    """The config a run trains with; its data folder may since have moved or gone."""
     return RunConfig.from_toml(run_dir / "config.toml", check_paths=False)
+
+
+# ---- listing -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -152,14 +277,26 @@ class RunSummary:
     name: str
     arch: str
     dataset: str
-    epochs: int  # configured
+    epochs: int  # the target
     epochs_done: int
-    best_acc: float | None
+    best_acc: float | None  # on best_split
+    best_split: str | None  # "val" (the selection split) or "test" (runs without validation)
+    best_epoch: int | None
     status: str
     started: datetime | None
 
 
 _STAMP = re.compile(r"^(\d{8}-\d{6})")
+
+
+def best_of(rows: list[dict[str, Any]]) -> tuple[float | None, str | None, int | None]:
+    """(accuracy, split, epoch) of the best epoch row: by validation accuracy, else test."""
+    for split in ("val", "test"):
+        scored = [row for row in rows if isinstance(row.get(f"{split}_acc"), (int, float))]
+        if scored:
+            best = max(scored, key=lambda row: row[f"{split}_acc"])
+            return float(best[f"{split}_acc"]), split, best.get("epoch")
+    return None, None, None
 
 
 def summarize_run(run_dir: Path) -> RunSummary | None:
@@ -171,23 +308,18 @@ def summarize_run(run_dir: Path) -> RunSummary | None:
         arch, dataset, epochs = config.arch, config.dataset, config.epochs
     except WorkbenchError:
         arch, dataset, epochs = "?", "?", 0
-    epochs_seen = epoch_records(read_metrics(run_dir))
-    best = max((r["test_acc"] for r in epochs_seen), default=None)
+    rows = epoch_records(read_metrics(run_dir))
+    best, split, best_epoch = best_of(rows)
     match = _STAMP.match(run_dir.name)
     started = datetime.strptime(match.group(1), "%Y%m%d-%H%M%S") if match else None
     status, _ = read_status(run_dir)
     if status == "running" and is_interrupted(run_dir):
         status = "interrupted"
+    done = max((row["epoch"] for row in rows), default=0)
     return RunSummary(
-        path=run_dir,
-        name=run_dir.name,
-        arch=arch,
-        dataset=dataset,
-        epochs=epochs,
-        epochs_done=max((r["epoch"] for r in epochs_seen), default=0),
-        best_acc=best,
-        status=status,
-        started=started,
+        path=run_dir, name=run_dir.name, arch=arch, dataset=dataset, epochs=max(epochs, done),
+        epochs_done=done, best_acc=best, best_split=split, best_epoch=best_epoch,
+        status=status, started=started,
     )
 
 
@@ -202,26 +334,9 @@ def list_runs(runs_dir: Path) -> list[RunSummary]:
 
 
 def is_interrupted(run_dir: Path) -> bool:
-    """Status says running but the process that wrote it is gone."""
+    """Status says running but nobody holds the run's lock: its trainer is gone."""
     status, _ = read_status(run_dir)
-    if status != "running":
-        return False
-    pid = read_run_info(run_dir).get("pid")
-    if not isinstance(pid, int):
-        return True
-    return not _process_alive(pid)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return status == "running" and not is_locked(run_dir)
 
 
 def resolve_run(path_or_name: str, runs_dir: str = "runs") -> Path:

@@ -45,12 +45,9 @@ class WorkbenchApp(WorkbenchActions, App[int]):
         Binding("q", "quit", "Quit", id="quit", tooltip="Quit (asks first while training)"),
     ]
 
-    def __init__(
-        self, values: dict[str, Any], *, runs_dir: Path, data_dir: str, config_dir: Path
-    ) -> None:
+    def __init__(self, values: dict[str, Any], *, data_dir: str, config_dir: Path) -> None:
         super().__init__()
-        self.runs_dir = runs_dir
-        self.setup_screen = SetupScreen(values, runs_dir=runs_dir, data_dir=data_dir, config_dir=config_dir)
+        self.setup_screen = SetupScreen(values, data_dir=data_dir, config_dir=config_dir)
         self.dashboard = TrainScreen()
 
     def get_default_screen(self) -> Screen:
@@ -68,6 +65,11 @@ class WorkbenchApp(WorkbenchActions, App[int]):
             self.push_screen(TooSmall(MIN_SIZE))
         elif notice is not None and not too_small and self.screen is notice:
             self.pop_screen()
+
+    @property
+    def runs_dir(self) -> Path:
+        """The runs folder the form shows: the runs list and new runs both use it."""
+        return self.setup_screen.runs_dir
 
     @property
     def training(self) -> bool:
@@ -126,12 +128,17 @@ def build_app(
     config_dir: Path | None = None,
     data_dir: Path | None = None,
 ) -> WorkbenchApp:
-    """The app, with the form filled from `initial`, else from the last values used."""
+    """The app, with the form filled from `initial`, else from the last values used.
+
+    Folders are never remembered from an earlier launch (a --runs-dir given once must not
+    redirect later ones): the runs folder is the form's field, ./runs unless given now.
+    """
     config_dir = Path(config_dir) if config_dir is not None else default_config_dir()
     values = config_values(initial) if initial is not None else read_last_values(config_dir)
-    runs_dir = Path(runs_dir) if runs_dir is not None else Path(values.get("runs_dir") or RunConfig.runs_dir)
+    if runs_dir is not None:
+        values["runs_dir"] = str(runs_dir)
     data = str(data_dir) if data_dir is not None else str(values.get("data_dir") or "")
-    return WorkbenchApp(values, runs_dir=runs_dir, data_dir=data, config_dir=config_dir)
+    return WorkbenchApp(values, data_dir=data, config_dir=config_dir)
 
 
 def run_app(initial: RunConfig | None = None) -> int:

@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 
+SPLITS = {"val": "validation", "test": "test", "train": "train"}
+
+
 def duration(seconds: float | None) -> str:
     """12s, 3m05s, 1h02m; '-' when unknown."""
     if seconds is None or seconds != seconds or seconds < 0:

@@ -14,8 +14,8 @@ from workbench.core.errors import WorkbenchError
 from workbench.ui import jobs
 
 if TYPE_CHECKING:
-    from workbench.core.review import Review
-    from workbench.core.summary import DatasetSummary, LayerRow
+    from workbench.core.inspection.review import Review
+    from workbench.core.inspection.summary import DatasetSummary, LayerRow
 
 TOP = 5  # classes listed for a prediction
 
@@ -65,8 +65,8 @@ def class_scores(classes: list[str], confusion: list[list[int]]) -> list[ClassSc
 def load_inspection(run_dir: Path) -> Inspection:
     """Rebuild the run's best model, predict its test split and describe model and data."""
     from workbench.core import runs
-    from workbench.core.review import load_review
-    from workbench.core.summary import dataset_summary
+    from workbench.core.inspection.review import load_review
+    from workbench.core.inspection.summary import dataset_summary
 
     review = load_review(run_dir)
     info = runs.read_run_info(run_dir)
@@ -93,7 +93,7 @@ def write_cell(inspection: Inspection, true_class: int, predicted_class: int) ->
 
 def write_samples(inspection: Inspection) -> jobs.DecodedImage:
     """Write images/samples.png (raw training images, one row per class) and decode it."""
-    from workbench.core.summary import save_sample_grid
+    from workbench.core.inspection.summary import save_sample_grid
 
     path = inspection.run_dir / "images" / "samples.png"
     return jobs.decode_png(save_sample_grid(path, inspection.review.data))
@@ -119,8 +119,8 @@ def image_path(text: str) -> Path:
 
 def predict_image(inspection: Inspection, path: Path, passes: int, top: int = TOP) -> list[Guess]:
     """The `top` most likely classes for one image file, with the run's best model."""
-    from workbench.core.inspect import normalize
-    from workbench.core.predict import load_images, probabilities
+    from workbench.core.inspection.predictions import normalize
+    from workbench.core.export.predict import load_images, probabilities
 
     data = inspection.data
     images = load_images([str(path)], data.image_size, data.channels)

@@ -16,7 +16,7 @@ from typing import Any
 
 from workbench.core.catalog import ARCHITECTURES
 from workbench.core.config import RunConfig
-from workbench.core.errors import WorkbenchError
+from workbench.core.errors import ConfigError, WorkbenchError
 
 EXPORT_FORMATS = ("safetensors", "pt2")
 FORM_ERROR = "_form"  # key for a problem that belongs to no single field
@@ -25,32 +25,29 @@ FORM_ERROR = "_form"  # key for a problem that belongs to no single field
 # ---- form validation -----------------------------------------------------------------
 
 
-def field_of(message: str) -> str:
-    """'--batch-size: ...' -> 'batch_size'; FORM_ERROR when the message names no flag."""
-    head = message.split(":", 1)[0].strip()
-    if head.startswith("--") and " " not in head:
-        return head[2:].replace("-", "_")
-    return FORM_ERROR
-
-
 def validate_values(values: dict[str, Any]) -> tuple[RunConfig | None, dict[str, str]]:
-    """(config, {}) when the values make a valid run, else (None, {field: message}).
+    """(config, {}) when the values make a valid run, else (None, {field: problem}).
 
     Each field is checked alone first, so every bad field gets its own message at once;
     then the whole set, for rules that join fields (warm-up longer than the run, say).
+    A problem is the sentence without the flag's name: the form shows it beside the field.
     """
     errors: dict[str, str] = {}
     for key, value in values.items():
         try:
             RunConfig.from_mapping({key: value})
         except WorkbenchError as error:
-            errors[key] = str(error)
+            errors[error.field or key] = _problem(error)
     if errors:
         return None, errors
     try:
         return RunConfig.from_mapping(values), {}
     except WorkbenchError as error:
-        return None, {field_of(str(error)): str(error)}
+        return None, {error.field or FORM_ERROR: _problem(error)}
+
+
+def _problem(error: WorkbenchError) -> str:
+    return error.problem if isinstance(error, ConfigError) else str(error)
 
 
 # ---- architectures -------------------------------------------------------------------
@@ -69,7 +66,7 @@ def architectures() -> list[Architecture]:
 
 def data_shape(dataset: str, image_size: int) -> tuple[int, int, int]:
     """(channels, size, classes) of a data set; raises WorkbenchError for a bad folder."""
-    from workbench.core.data import dataset_shape
+    from workbench.core.data.load import dataset_shape
 
     return dataset_shape(dataset, image_size)
 
@@ -112,7 +109,8 @@ class ExportReport:
 
 
 def export_and_verify(run_dir: Path, formats: tuple[str, ...] = EXPORT_FORMATS) -> ExportReport:
-    from workbench.core.export import export_run, verify_run_export
+    from workbench.core.export.bundle import export_run
+    from workbench.core.export.verify import verify_run_export
 
     paths = export_run(run_dir, formats)
     verifications, compared_on = verify_run_export(run_dir, formats)

@@ -7,9 +7,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from workbench.core.atomic import write_text_atomic
 from workbench.core.config import RunConfig
+from workbench.core.errors import WorkbenchError
 
 LAST_VALUES_FILE = "last.toml"
+NOT_REMEMBERED = ("runs_dir", "data_dir")  # where things go is given per launch, never carried over
 
 
 def default_config_dir() -> Path:
@@ -28,7 +31,7 @@ def read_last_values(config_dir: Path) -> dict[str, Any]:
         data = tomllib.loads((config_dir / LAST_VALUES_FILE).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError):
         return {}
-    known = {field.name for field in dataclasses.fields(RunConfig)}
+    known = {field.name for field in dataclasses.fields(RunConfig)} - set(NOT_REMEMBERED)
     return {key: value for key, value in data.items() if key in known}
 
 
@@ -36,9 +39,10 @@ def write_last_values(config_dir: Path, config: RunConfig) -> str | None:
     """Save the config for next time; returns a sentence when it could not be saved."""
     try:
         config_dir.mkdir(parents=True, exist_ok=True)
-        (config_dir / LAST_VALUES_FILE).write_text(config.to_toml(), encoding="utf-8")
-    except OSError as error:
-        return f"could not remember these settings in {config_dir}: {error.strerror or error}"
+        remembered = config.replace(**{key: getattr(RunConfig(), key) for key in NOT_REMEMBERED})
+        write_text_atomic(config_dir / LAST_VALUES_FILE, remembered.to_toml())
+    except (OSError, WorkbenchError) as error:
+        return f"could not remember these settings in {config_dir}: {getattr(error, 'strerror', None) or error}"
     return None
 
 

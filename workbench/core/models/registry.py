@@ -10,7 +10,7 @@ import torch.nn as nn
 from workbench.core.catalog import ARCHITECTURES
 from workbench.core.errors import WorkbenchError
 
-Factory = Callable[[int, int, int], nn.Module]  # (in_channels, num_classes, image_size)
+Factory = Callable[..., nn.Module]  # (in_channels, num_classes, image_size, **options)
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,19 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def create(name: str, in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> nn.Module:
-    """Build a fresh model that maps (N, in_channels, size, size) images to (N, num_classes) logits."""
-    return get_spec(name).factory(in_channels, num_classes, image_size)
+def create(name: str, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, **options) -> nn.Module:
+    """Build a fresh model that maps (N, in_channels, size, size) images to (N, num_classes) logits.
+
+    `options` go to the factory (the speedrun's widths, say); a run records them, so export
+    and resume build the same network.
+    """
+    spec = get_spec(name)
+    try:
+        return spec.factory(in_channels, num_classes, image_size, **options)
+    except TypeError as error:
+        if options:
+            raise WorkbenchError(f"architecture {name!r} does not take the options {sorted(options)}: {error}") from None
+        raise
 
 
 def count_parameters(model: nn.Module) -> int:

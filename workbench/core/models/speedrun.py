@@ -75,6 +75,10 @@ class Speedrun(nn.Module):
         x = F.adaptive_max_pool2d(x, 1).flatten(1)
         return self.head(x) * LOGIT_SCALE
 
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """The data-dependent init every fresh run gets (any recipe): whiten on training images."""
+        self.init_whitening(images)
+
     @torch.no_grad()
     def init_whitening(self, images: torch.Tensor, eps: float = 5e-4, chunk: int = 512) -> None:
         """Set the first layer to whiten 2x2 patches of `images` (normalised N,C,H,W) and freeze it.
@@ -116,5 +120,5 @@ class Speedrun(nn.Module):
 
 
 @register("speedrun")
-def speedrun(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    return Speedrun(in_channels, num_classes)
+def speedrun(in_channels: int, num_classes: int, image_size: int, widths=WIDTHS) -> nn.Module:
+    return Speedrun(in_channels, num_classes, widths=tuple(widths))

@@ -46,7 +46,7 @@ class RunsScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for label in ("run", "started", "arch", "data set", "epochs", "best acc", "status"):
+        for label in ("run", "started", "arch", "data set", "epochs", "best", "status"):
             table.add_column(label, key=label)
         table.border_title = f"runs in {fmt.short_path(self.runs_dir)}/"
         table.focus()
@@ -76,9 +76,9 @@ class RunsScreen(Screen):
         for summary in message.summaries:
             started = summary.started.strftime("%Y-%m-%d %H:%M") if summary.started else "-"
             table.add_row(
-                summary.name, started, summary.arch, _short_dataset(summary.dataset),
+                Text(summary.name), started, Text(summary.arch), Text(_short_dataset(summary.dataset)),
                 f"{summary.epochs_done}/{summary.epochs}",
-                Text(fmt.percent(summary.best_acc), justify="right"),
+                Text(_best(summary), justify="right"),
                 Text(summary.status, style=STATUS_STYLES.get(summary.status, "")),
                 key=str(summary.path),
             )
@@ -136,7 +136,7 @@ class RunScreen(Screen):
         self.query_one(ClassAccuracy).border_title = "per-class test accuracy (last epoch)"
         epochs = self.query_one("#epochs", DataTable)
         epochs.border_title = "epochs"
-        epochs.add_columns("epoch", "train loss", "train acc", "test loss", "test acc", "time")
+        epochs.add_columns("epoch", "train loss", "train acc", "val loss", "val acc", "test loss", "test acc", "time")
         epochs.focus()
         self._load(self.run_dir)
 
@@ -157,11 +157,16 @@ class RunScreen(Screen):
         table.clear()
         for r in epochs:
             table.add_row(
-                str(r["epoch"]), f"{r['train_loss']:.3f}", fmt.percent(r["train_acc"]),
-                f"{r['test_loss']:.3f}", fmt.percent(r["test_acc"]), fmt.duration(r.get("epoch_s")),
+                str(r["epoch"]), _number(r.get("train_loss")), fmt.percent(r.get("train_acc")),
+                _number(r.get("val_loss")), fmt.percent(r.get("val_acc")),
+                _number(r.get("test_loss")), fmt.percent(r.get("test_acc")), fmt.duration(r.get("epoch_s")),
             )
-        if epochs:
-            self.query_one(ClassAccuracy).show(epochs[-1].get("per_class_acc", {}))
+        shown = [r for r in epochs if r.get("per_class_acc")]
+        if shown:
+            classes = self.query_one(ClassAccuracy)
+            classes.show(shown[-1]["per_class_acc"])
+            split = fmt.SPLITS.get(shown[-1].get("per_class_split") or "test", "test")
+            classes.border_title = f"per-class {split} accuracy · epoch {shown[-1]['epoch']}"
 
 
 def read_run_details(run_dir: Path) -> RunDetails:
@@ -183,10 +188,22 @@ def read_run_details(run_dir: Path) -> RunDetails:
     except WorkbenchError as error:
         settings, epochs = f"config unreadable: {error}", 1
     epoch_rows = runs.epoch_records(records)
-    best = max((r["test_acc"] for r in epoch_rows), default=None)
+    best, split, best_epoch = runs.best_of(epoch_rows)
     outcome = f"{status}" + (f" ({reason})" if reason else "")
-    summary = f"{settings}\n{outcome} · {len(epoch_rows)}/{epochs} epochs · best test {fmt.percent(best)}"
-    return RunDetails(records, epochs, summary)
+    best_text = f"best {fmt.SPLITS[split]} {fmt.percent(best)} (epoch {best_epoch})" if split else "not evaluated yet"
+    done = max((r["epoch"] for r in epoch_rows), default=0)
+    summary = f"{settings}\n{outcome} · {done}/{max(epochs, done)} epochs · {best_text}"
+    return RunDetails(records, max(epochs, done), summary)
+
+
+def _best(summary) -> str:
+    if summary.best_acc is None:
+        return "-"
+    return f"{fmt.percent(summary.best_acc)} {'val' if summary.best_split == 'val' else 'test'}"
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _short_dataset(dataset: str) -> str:

@@ -19,7 +19,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.ui import jobs
 from workbench.ui.settings import write_last_values
 from workbench.ui.widgets.arch_list import ArchitectureList
-from workbench.ui.widgets.form import HyperparameterForm
+from workbench.ui.widgets.form import LABELS, HyperparameterForm
 
 DEBOUNCE_S = 0.2  # wait for typing to pause before validating or recounting
 
@@ -59,10 +59,9 @@ class SetupScreen(Screen):
             super().__init__()
             self.config = config
 
-    def __init__(self, values: dict[str, Any], *, runs_dir: Path, data_dir: str, config_dir: Path) -> None:
+    def __init__(self, values: dict[str, Any], *, data_dir: str, config_dir: Path) -> None:
         super().__init__()
         self.initial_values = values
-        self.runs_dir = runs_dir
         self.data_dir = data_dir
         self.config_dir = config_dir
         self.errors: dict[str, str] = {}
@@ -91,9 +90,20 @@ class SetupScreen(Screen):
         return {
             **self.query_one(HyperparameterForm).values(),
             "arch": self.query_one(ArchitectureList).chosen,
-            "runs_dir": str(self.runs_dir),
             "data_dir": self.data_dir,
         }
+
+    @property
+    def runs_dir(self) -> Path:
+        """The runs folder the form names now (before the form exists, the one it will show)."""
+        if self.is_mounted:
+            text = str(self.query_one(HyperparameterForm).values().get("runs_dir") or "")
+        else:
+            text = str(self.initial_values.get("runs_dir") or "")
+        try:
+            return Path(text or RunConfig.runs_dir).expanduser()
+        except RuntimeError:  # an unknown ~user: the form marks the field
+            return Path(text)
 
     def architectures(self) -> list[jobs.Architecture]:
         return self.query_one(ArchitectureList).architectures
@@ -193,7 +203,8 @@ class SetupScreen(Screen):
             return
         self._start_pending = False
         if message.config is None:
-            first = next(iter(message.errors.values()))
+            field, problem = next(iter(message.errors.items()))
+            first = f"{LABELS.get(field, field)}: {problem}" if field in LABELS else problem
             more = len(message.errors) - 1
             extra = f" ({more} more field{'s' if more > 1 else ''} marked)" if more else ""
             self.notify(f"Fix the form first: {first}{extra}", title="Not started", severity="error")

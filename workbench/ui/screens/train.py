@@ -14,7 +14,7 @@ from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState
 
 from workbench.core.config import RunConfig
-from workbench.core.control import TrainControl
+from workbench.core.training.control import TrainControl
 from workbench.core.events import (
     CheckpointSaved,
     EpochMetrics,
@@ -146,7 +146,7 @@ class TrainScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="training", description="training")
     def _train(self, config: RunConfig, resume_dir: Path | None, control: TrainControl, bridge: EngineBridge) -> None:
-        from workbench.core.engine import fit
+        from workbench.core.training.engine import fit
 
         fit(config, bridge, control, resume_dir=resume_dir)
 
@@ -200,27 +200,35 @@ class TrainScreen(Screen):
         self._update(
             epoch=step.epoch, step=step.step, steps_per_epoch=step.steps_per_epoch,
             elapsed_s=step.elapsed_s, eta_s=step.eta_s, images_per_s=step.images_per_s,
-            gpu_memory_mb=step.gpu_memory_mb,
+            gpu_memory_mb=step.gpu_memory_mb, lr=step.lr,
         )
 
     def _on_EpochMetrics(self, epoch: EpochMetrics) -> None:
-        self.charts.add_epoch(epoch.epoch, vars(epoch))
-        classes = self.query_one(ClassAccuracy)
-        classes.show(epoch.per_class_acc)
-        classes.border_title = f"per-class test accuracy · epoch {epoch.epoch}"
+        self.charts.add_epoch(epoch)
+        if epoch.evaluated:
+            classes = self.query_one(ClassAccuracy)
+            classes.show(epoch.per_class_acc)
+            classes.border_title = f"per-class {fmt.SPLITS[epoch.per_class_split]} accuracy · epoch {epoch.epoch}"
+        held_out = epoch.held_out
         self._update(
             epoch=epoch.epoch, step=self.state.steps_per_epoch, elapsed_s=epoch.elapsed_s,
-            eta_s=epoch.eta_s, images_per_s=epoch.images_per_s, best_acc=epoch.best_acc,
+            eta_s=epoch.eta_s, images_per_s=epoch.images_per_s, lr=epoch.lr,
+            best=(epoch.best_val_acc, epoch.best_epoch) if epoch.best_epoch is not None else self.state.best,
+            last_held_out=(held_out[0], held_out[2]) if held_out else self.state.last_held_out,
         )
-        best = " [b green]best so far[/]" if epoch.test_acc >= epoch.best_acc else ""
+        parts = [f"train loss {epoch.train_loss:.3f} acc {fmt.percent(epoch.train_acc)}"]
+        if epoch.val_acc is not None:
+            best = " [b green]best so far[/]" if epoch.best_epoch == epoch.epoch else ""
+            parts.append(f"val loss {epoch.val_loss:.3f} acc [b]{fmt.percent(epoch.val_acc)}[/b]{best}")
+        if epoch.test_acc is not None:
+            parts.append(f"test loss {epoch.test_loss:.3f} acc [b]{fmt.percent(epoch.test_acc)}[/b]")
+        if not epoch.evaluated:
+            parts.append("[dim]not evaluated this epoch[/]")
+        parts += [fmt.duration(epoch.epoch_s), fmt.rate(epoch.images_per_s)]
         weakest = sorted(epoch.per_class_acc.items(), key=lambda item: item[1])[:2]
-        weak = ", ".join(f"{escape(name)} {fmt.percent(acc, 0)}" for name, acc in weakest)
-        self.note(
-            f"epoch {epoch.epoch}/{epoch.epochs}: train loss {epoch.train_loss:.3f} acc "
-            f"{fmt.percent(epoch.train_acc)} · test loss {epoch.test_loss:.3f} acc "
-            f"[b]{fmt.percent(epoch.test_acc)}[/b]{best} · {fmt.duration(epoch.epoch_s)} · "
-            f"{fmt.rate(epoch.images_per_s)}" + (f" · weakest: {weak}" if weak else "")
-        )
+        if weakest:
+            parts.append("weakest: " + ", ".join(f"{escape(name)} {fmt.percent(acc, 0)}" for name, acc in weakest))
+        self.note(f"epoch {epoch.epoch}/{epoch.epochs}: " + " · ".join(parts))
 
     def _on_CheckpointSaved(self, event: CheckpointSaved) -> None:
         best = " · new best" if event.best else ""
@@ -239,18 +247,14 @@ class TrainScreen(Screen):
 
     def _on_Finished(self, event: Finished) -> None:
         self.outcome = event
-        self._update(phase=event.status, best_acc=event.best_acc if event.epochs_done else None,
-                     elapsed_s=event.elapsed_s)
+        self._update(phase=event.status, elapsed_s=event.elapsed_s)
         if event.run_dir is None:
             self.note("[b]stopped while preparing the data set[/b]: no run was started")
             self.notify("Stopped before training began: no run was started.", title="Training stopped")
             return
-        summary = (
-            f"{event.status} after {event.epochs_done} epoch{'s' if event.epochs_done != 1 else ''} "
-            f"in {fmt.duration(event.elapsed_s)}: best test accuracy {fmt.percent(event.best_acc)}, "
-            f"final {fmt.percent(event.final_acc)}"
-        )
-        self.note(f"[b]{summary}[/b] · [b]e[/b] exports the model, [b]i[/b] shows images")
+        summary = event.summary()
+        hint = " · [b]e[/b] exports the model, [b]i[/b] shows images" if event.evaluated else ""
+        self.note(f"[b]{escape(summary)}[/b]{hint}")
         self.notify(summary, title=f"Training {event.status}")
 
     def _on_Failed(self, event: Failed) -> None:
@@ -259,7 +263,7 @@ class TrainScreen(Screen):
             self.run_dir = event.run_dir
         hint = "fix the setting and press s again" if event.bad_input else "see error.log in the run folder"
         self._update(phase="failed", reason=f"{event.reason} ({hint})")
-        self.note(f"[b red]training failed:[/] {escape(event.reason)}")
+        self.note(f"[b red]training failed:[/] {escape(event.reason)}")  # the engine's reason has no prefix
         self.notify(f"{event.reason}\n({hint})", title="Training failed", severity="error", timeout=12)
 
     # ---- state ----------------------------------------------------------------------

@@ -9,6 +9,9 @@ from textual.app import ComposeResult
 from textual.widget import Widget
 from textual_plotext import PlotextPlot
 
+from workbench.core.events import EpochMetrics, epoch_from_row
+from workbench.core.runs import epoch_records
+
 REDRAW_CHECK_S = 0.25  # how often the chart looks for new points
 MIN_REDRAW_GAP_S = 1.0  # never rebuild more than once a second
 COST_FACTOR = 20  # wait 20x the last rebuild's cost: plotting takes <= ~5% of a core
@@ -150,29 +153,21 @@ def _thin(xs: list[float], ys: list[float], budget: int) -> tuple[list[float], l
     return thin_x, thin_y
 
 
+SERIES = {
+    "steps": ("train (steps)", (110, 125, 165)),
+    "train": ("train", (80, 170, 255)),
+    "val": ("validation", (255, 165, 60)),
+    "test": ("test", (235, 90, 160)),
+}
+
+
 class TrainingCharts(Widget):
-    """Loss and accuracy of one run, side by side: train per step sample, train/test per epoch."""
+    """Loss and accuracy of one run, side by side: train per step sample; train, validation
+    and test per epoch (test usually only at the end when there is a validation split)."""
 
     def compose(self) -> ComposeResult:
-        yield MetricsChart(
-            "loss by epoch",
-            {
-                "steps": ("steps", (110, 125, 165)),
-                "train": ("train", (80, 170, 255)),
-                "test": ("test", (255, 165, 60)),
-            },
-            id="loss-chart",
-        )
-        yield MetricsChart(
-            "accuracy % by epoch",
-            {
-                "steps": ("steps", (110, 125, 165)),
-                "train": ("train", (80, 170, 255)),
-                "test": ("test", (255, 165, 60)),
-            },
-            y_limits=(0, 100),
-            id="acc-chart",
-        )
+        yield MetricsChart("loss by epoch", SERIES, id="loss-chart")
+        yield MetricsChart("accuracy % by epoch", SERIES, y_limits=(0, 100), id="acc-chart")
 
     @property
     def loss(self) -> MetricsChart:
@@ -191,23 +186,23 @@ class TrainingCharts(Widget):
         self.loss.add_point("steps", x, loss)
         self.accuracy.add_point("steps", x, acc * 100)
 
-    def add_epoch(self, epoch: int, record: dict[str, float]) -> None:
-        self.loss.add_point("train", epoch, record["train_loss"])
-        self.loss.add_point("test", epoch, record["test_loss"])
-        self.accuracy.add_point("train", epoch, record["train_acc"] * 100)
-        self.accuracy.add_point("test", epoch, record["test_acc"] * 100)
+    def add_epoch(self, event: EpochMetrics) -> None:
+        points = [("train", event.train_loss, event.train_acc), ("val", event.val_loss, event.val_acc),
+                  ("test", event.test_loss, event.test_acc)]
+        for name, loss, acc in points:
+            if acc is not None:
+                self.loss.add_point(name, event.epoch, loss)
+                self.accuracy.add_point(name, event.epoch, acc * 100)
 
     def show_records(self, records: list[dict], epochs: int) -> None:
-        """Replace everything with a run's metrics.jsonl records."""
+        """Replace everything with a run's metrics.jsonl rows."""
         self.reset(epochs)
-        epoch_rows = [r for r in records if r.get("type") == "epoch"]
-        steps_per_epoch = _steps_per_epoch(records, epoch_rows)
         for record in records:
-            if record.get("type") == "step" and steps_per_epoch:
-                x = record["global_step"] / steps_per_epoch
+            if record.get("type") == "step" and record.get("steps_per_epoch"):
+                x = record["epoch"] - 1 + record["step"] / record["steps_per_epoch"]
                 self.add_step(x, record["loss"], record["acc"])
-        for record in epoch_rows:
-            self.add_epoch(record["epoch"], record)
+        for record in epoch_records(records):
+            self.add_epoch(epoch_from_row(record))
 
     def redraw_now(self) -> None:
         self.loss.redraw_now()
@@ -215,10 +210,3 @@ class TrainingCharts(Widget):
 
     def point_count(self) -> int:
         return self.loss.point_count() + self.accuracy.point_count()
-
-
-def _steps_per_epoch(records: list[dict], epoch_rows: list[dict]) -> float:
-    if epoch_rows and epoch_rows[0].get("global_step"):
-        return epoch_rows[0]["global_step"] / epoch_rows[0]["epoch"]
-    steps = [r.get("step", 0) for r in records if r.get("type") == "step" and r.get("epoch") == 1]
-    return float(max(steps, default=0))

@@ -22,6 +22,7 @@ from workbench.core.config import (
     SCHEDULES,
     RunConfig,
 )
+from workbench.core.catalog import RECIPES, ignored_by
 from workbench.core.presets import PRESETS
 
 
@@ -36,6 +37,7 @@ class Field:
 
 FIELDS = (
     Field("dataset", "data set", "text", DATASET_NAMES, "shapes, cifar10, … or a folder"),
+    Field("recipe", "recipe", "select", tuple(RECIPES)),
     Field("epochs", "epochs", "text"),
     Field("batch_size", "batch size", "text", hint="images per step"),
     Field("optimizer", "optimizer", "select", OPTIMIZERS),
@@ -46,12 +48,15 @@ FIELDS = (
     Field("warmup_epochs", "warm-up epochs", "text"),
     Field("label_smoothing", "label smoothing", "text"),
     Field("augment", "augment", "checks", AUGMENTATIONS),
-    Field("image_size", "image size", "text", hint="0 = the data set's own"),
+    Field("image_size", "image size", "text", hint="0 = native size"),
+    Field("val_fraction", "validation", "text", hint="share of train held out; 0 = none"),
     Field("precision", "precision", "select", PRECISIONS),
     Field("device", "device", "select", DEVICES),
     Field("seed", "seed", "text"),
     Field("compile", "torch.compile", "check"),
+    Field("runs_dir", "runs folder", "text", hint="where run folders go"),
 )
+LABELS = {field.name: field.label for field in FIELDS}
 FIELD_NAMES = tuple(field.name for field in FIELDS)
 
 
@@ -124,7 +129,20 @@ class HyperparameterForm(VerticalScroll):
                 preset.value = merged["preset"]
             else:
                 preset.clear()
+        self.show_recipe(str(merged.get("recipe", "standard")))
         self.post_message(self.Changed())
+
+    def show_recipe(self, recipe: str) -> None:
+        """Mark the fields `recipe` does not read: disabled, with a note saying why."""
+        unused = set(ignored_by(recipe))
+        for field in FIELDS:
+            row = self.query_one(f"#row-{field.name}")
+            row.set_class(field.name in unused, "unused")
+            for control in row.query("Input, Select, Checkbox"):
+                control.disabled = field.name in unused
+        names = ", ".join(field.label for field in FIELDS if field.name in unused)
+        self._unused_note = f"the {recipe} recipe brings its own: {names} (greyed out)" if unused else ""
+        self.show_errors(getattr(self, "_errors", {}))
 
     def _set(self, field: Field, value: Any) -> None:
         if field.kind == "text":
@@ -158,12 +176,20 @@ class HyperparameterForm(VerticalScroll):
         return values
 
     def show_errors(self, errors: dict[str, str]) -> None:
-        """Mark each field named in `errors` with its message; clear the rest."""
+        """Mark each field named in `errors` with its problem; a field the recipe does not
+        read says so instead; clear the rest."""
+        self._errors = dict(errors)
         for name in FIELD_NAMES:
             message = errors.get(name, "")
             note = self.query_one(f"#error-{name}", Static)
-            note.update(_without_flag(message))
-            note.set_class(bool(message), "shown")
+            if not message and name == "recipe" and getattr(self, "_unused_note", ""):
+                note.update(getattr(self, "_unused_note", ""))
+                note.set_class(True, "shown")
+                note.set_class(True, "muted")
+            else:
+                note.update(message)
+                note.set_class(bool(message), "shown")
+                note.set_class(False, "muted")
             self.query_one(f"#row-{name}").set_class(bool(message), "error")
 
     # ---- events up -------------------------------------------------------------------
@@ -182,16 +208,14 @@ class HyperparameterForm(VerticalScroll):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
+        if event.select.id == "recipe" and isinstance(event.value, str):
+            self.show_recipe(event.value)
         if event.select.id == "preset":
             if isinstance(event.value, str):
                 _, values = PRESETS[event.value]
-                self.load({**values, "preset": event.value})
+                # A preset is a recipe, not a place: the runs folder stays what the form says.
+                runs_dir = self.query_one("#runs_dir", Input).value
+                self.load({**values, "preset": event.value, "runs_dir": runs_dir})
                 self.post_message(self.PresetChosen(event.value, values))
             return
         self.post_message(self.Changed())
-
-
-def _without_flag(message: str) -> str:
-    """'--lr: -1.0 must be greater than 0' -> '-1.0 must be greater than 0' (the row names it)."""
-    head, _, rest = message.partition(": ")
-    return rest if head.startswith("--") and rest else message

@@ -37,7 +37,9 @@ class RunState:
     images_per_s: float | None = None
     device_name: str = ""
     gpu_memory_mb: float | None = None
-    best_acc: float | None = None
+    lr: float | None = None
+    best: tuple[float, int] | None = None  # (validation accuracy, epoch) of the best epoch so far
+    last_held_out: tuple[str, float] | None = None  # (split, accuracy) of the last evaluation
     reason: str = ""  # why it failed
 
     @property
@@ -77,7 +79,10 @@ class TrainStatus(Widget):
             fmt.rate(state.images_per_s) if state.images_per_s else "",
             state.device_name,
             f"GPU mem {state.gpu_memory_mb / 1024:.1f} GB" if state.gpu_memory_mb else "",
-            f"best test {fmt.percent(state.best_acc)}" if state.best_acc is not None else "",
+            f"lr {state.lr:.3g}" if state.lr is not None else "",
+            f"best val {fmt.percent(state.best[0])} (epoch {state.best[1]})" if state.best else "",
+            f"last {state.last_held_out[0]} {fmt.percent(state.last_held_out[1])}"
+            if state.last_held_out and not state.best else "",
         ]
         parts += ["\n", (" · ".join(part for part in details if part), "$text-muted")]
         if state.reason:

@@ -1,0 +1,99 @@
+"""Folder data sets too big to decode into memory: images decoded on demand, per batch.
+
+Most data sets fit as uint8 tensors (CIFAR-10 is 150 MB) and are decoded once. When a
+folder's decoded size would pass the limit (a quarter of this machine's memory unless
+set), its splits hold a FileImages instead: indexing it decodes just those files, and
+the engine streams batches through a DataLoader whose workers do the decoding.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from workbench.core.data.folders import FolderScan, decode_image
+from workbench.core.data.normalize import channel_stats
+from workbench.core.data.types import Dataset, Log, Split, stratified_split
+
+STATS_SAMPLE = 2000  # images decoded to estimate mean/std of a streamed training split
+
+
+class FileImages(torch.utils.data.Dataset):
+    """uint8 (C, size, size) images of a list of files, decoded when indexed.
+
+    Unreadable files come back as None from an integer index (the streaming loader drops
+    them and reports them) and as black images from a tensor index (for image grids).
+    """
+
+    def __init__(self, paths: list[str], image_size: int) -> None:
+        self.paths = paths
+        self.image_size = image_size
+        self.dtype = torch.uint8
+        self.device = torch.device("cpu")  # where indexing returns its tensors, like a CPU tensor
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.paths), 3, self.image_size, self.image_size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        if isinstance(index, int):
+            return self.decode(index)
+        if isinstance(index, slice):
+            rows = list(range(len(self.paths)))[index]
+        else:
+            rows = index.tolist() if isinstance(index, torch.Tensor) else list(index)
+        blank = torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8)
+        decoded = [self.decode(row) for row in rows]
+        return torch.stack([image if image is not None else blank for image in decoded])
+
+    def subset(self, rows: torch.Tensor) -> FileImages:
+        return FileImages([self.paths[row] for row in rows.tolist()], self.image_size)
+
+    def decode(self, row: int) -> torch.Tensor | None:
+        try:
+            return decode_image(Path(self.paths[row]), self.image_size)
+        except (OSError, ValueError):
+            return None
+
+
+def limit_mb(setting_mb: float) -> float:
+    """The decoded size above which a folder streams; 0 means a quarter of physical memory."""
+    if setting_mb > 0:
+        return setting_mb
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 2**30
+    return total / 4 / 2**20
+
+
+def decoded_mb(scan: FolderScan, image_size: int) -> float:
+    count = len(scan.train_files) + len(scan.test_files or [])
+    return count * 3 * image_size * image_size / 2**20
+
+
+def streaming_dataset(
+    name: str, scan: FolderScan, image_size: int, seed: int, test_fraction: float, log: Log
+) -> Dataset:
+    """A Dataset whose splits decode on demand; mean/std come from a sample of training images."""
+    train_paths = [path for path, _ in scan.train_files]
+    train_labels = torch.tensor([label for _, label in scan.train_files], dtype=torch.int64)
+    if scan.test_files is not None:
+        train = Split(FileImages(train_paths, image_size), train_labels, train_paths)
+        test_paths = [path for path, _ in scan.test_files]
+        test_labels = torch.tensor([label for _, label in scan.test_files], dtype=torch.int64)
+        test = Split(FileImages(test_paths, image_size), test_labels, test_paths)
+    else:
+        whole = Split(FileImages(train_paths, image_size), train_labels, train_paths)
+        train_rows, test_rows = stratified_split(train_labels, test_fraction, seed)
+        train, test = whole.subset(train_rows), whole.subset(test_rows)
+    generator = torch.Generator().manual_seed(seed)
+    sample = torch.randperm(len(train.labels), generator=generator)[:STATS_SAMPLE]
+    mean, std = channel_stats(train.images[sample])
+    log(f"mean/std estimated from {len(sample)} sampled training images")
+    return Dataset(name, list(scan.classes), train, test, mean, std, [])

@@ -1,0 +1,83 @@
+"""Verify an export: every format's logits against the run's own model on held-out images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from workbench.core import runs
+from workbench.core.errors import WorkbenchError
+from workbench.core.export.bundle import EXPORT_DIR, load_bundle, model_from_checkpoint
+
+TOLERANCE = 1e-4  # max |logit difference| accepted between the run's model and an export (fp32)
+
+
+@dataclass(frozen=True)
+class Verification:
+    format: str
+    max_abs_diff: float
+    passed: bool
+
+
+def verify_export(
+    reference: nn.Module, export_dir: Path, formats: tuple[str, ...], batch: torch.Tensor
+) -> list[Verification]:
+    """Max |logit difference| between the run's model and each exported format on `batch`."""
+    with torch.inference_mode():
+        expected = reference.eval()(batch)
+    results = []
+    for name in formats:
+        actual = _run_format(name, export_dir, batch)
+        diff = float((actual - expected).abs().max())
+        results.append(Verification(name, diff, diff <= TOLERANCE))
+    return results
+
+
+def _run_format(name: str, export_dir: Path, batch: torch.Tensor) -> torch.Tensor:
+    if name == "safetensors":
+        model, _ = load_bundle(export_dir)
+        with torch.inference_mode():
+            return model(batch)
+    if name == "pt2":
+        program = torch.export.load(str(export_dir / "model.pt2"))
+        with torch.inference_mode():
+            return program.module()(batch)
+    if name == "onnx":
+        try:
+            import onnxruntime
+        except ImportError:
+            raise WorkbenchError("verifying ONNX needs onnxruntime: pip install 'workbench[onnx]'") from None
+        session = onnxruntime.InferenceSession(str(export_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+        (logits,) = session.run(None, {input_name: batch.numpy()})
+        return torch.from_numpy(logits)
+    raise ValueError(name)
+
+
+def held_out_batch(run_dir: Path, size: int = 64) -> tuple[torch.Tensor, str]:
+    """Normalised test images of the run's own data set, or seeded noise when it is gone."""
+    from workbench.core.data.load import load_dataset
+    from workbench.core.data.normalize import normalize
+
+    info = runs.read_run_info(run_dir)
+    try:
+        config = runs.read_config(run_dir)
+        data = load_dataset(
+            config.dataset, data_dir=config.resolved_data_dir(), image_size=info["image_size"],
+            seed=config.seed, test_fraction=config.test_fraction, download=False,
+        )
+        images = data.test.images[:size]
+        return normalize(images, info["mean"], info["std"]), f"{len(images)} test images"
+    except WorkbenchError:
+        generator = torch.Generator().manual_seed(0)
+        shape = (size, info["channels"], info["image_size"], info["image_size"])
+        return torch.randn(shape, generator=generator), f"{size} random inputs (data set unavailable)"
+
+
+def verify_run_export(run_dir: Path, formats: tuple[str, ...], *, which: str = "best") -> tuple[list[Verification], str]:
+    model, _, _ = model_from_checkpoint(run_dir, which)
+    batch, description = held_out_batch(run_dir)
+    return verify_export(model, run_dir / EXPORT_DIR, formats, batch), description

@@ -1,0 +1,1 @@
+"""What a model sees and gets wrong, as files: predictions, exact-pixel grids, confusion, summaries."""

@@ -1,0 +1,385 @@
+"""fit(): one training run from config to checkpoints, for every recipe, reporting through plain events.
+
+Read top to bottom, a run is: pick the device and the recipe; read and check everything a
+resume needs (nothing is written before that passes); load the data; build the model and the
+recipe's parts; claim the run folder; train epoch by epoch through loop.train_one_epoch;
+evaluate held-out data through loop.evaluate; record each epoch (one metrics row, one event,
+a checkpoint, images); finish. Safe to call from a worker thread: it never touches a UI,
+checks `control` between steps, and never raises for problems with the run: they arrive as a
+`Failed` event with a sentence.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import traceback
+from pathlib import Path
+import torch
+
+from workbench.core import checkpoint as ckpt
+from workbench.core import runs
+from workbench.core.atomic import clean_temp_files, write_text_atomic
+from workbench.core.config import RunConfig
+from workbench.core.data.types import Dataset
+from workbench.core.errors import NonFiniteLoss, StopRequested, WorkbenchError
+from workbench.core.events import (
+    CheckpointSaved, EpochMetrics, EventSink, Failed, Finished, ImagesSaved, Notice, RunStarted, to_row,
+)
+from workbench.core.inspection.epoch_images import images_due, save_epoch_images
+from workbench.core.metrics import accuracy_by_class
+from workbench.core.models import count_parameters, create
+from workbench.core.training.batches import batches_for
+from workbench.core.training.control import TrainControl
+from workbench.core.training.device import autocast_dtype, describe_device, pick_device, seed_everything
+from workbench.core.training.device_clock import DeviceClock
+from workbench.core.training.loop import EvalResult, evaluate, train_one_epoch
+from workbench.core.training.parts import Recipe
+from workbench.core.training.preparation import load_run_data, run_info
+from workbench.core.training.recipes import recipe_for
+from workbench.core.training.report import Meter, TrainTotals
+from workbench.core.training.state import Progress, check_compatible, checkpoint_state, read_resume_point, restore
+from workbench.core.training.warmup import warm_up
+
+MIN_OOM_BATCH = 8  # below this, halving the batch again will not rescue a run
+
+
+def fit(
+    config: RunConfig,
+    events: EventSink,
+    control: TrainControl | None = None,
+    *,
+    resume_dir: Path | None = None,
+    data: Dataset | None = None,
+    recipe: Recipe | None = None,
+) -> Path | None:
+    """Train per `config` (or continue the run in `resume_dir`); returns the run folder.
+
+    `data` (a Dataset already loaded) and `recipe` (e.g. the speedrun with other hyperparameters)
+    are for tests and benchmarks; normally both follow from `config`.
+    """
+    session = _Session(config, events, control or TrainControl())
+    try:
+        session.run(resume_dir, data, recipe)
+    except StopRequested:  # only raised while data is prepared, before a run folder exists
+        events(Finished(None, "stopped", 0, session.elapsed_s()))
+    except WorkbenchError as error:
+        session.fail(str(error), bad_input=True, field=error.field)
+    except NonFiniteLoss as error:
+        session.fail(str(error))
+    except torch.cuda.OutOfMemoryError:
+        session.fail(
+            f"the GPU ran out of memory even at batch size {session.batch_size}; "
+            "choose a smaller model or image size"
+        )
+    except Exception as error:  # a bug or an unexpected library failure: keep the details
+        session.fail(f"{type(error).__name__}: {error}", traceback.format_exc())
+    finally:
+        session.lock.release()
+    return session.run_dir
+
+
+class _Session:
+    """The state of one fit() call; split into methods so each step reads on its own."""
+
+    def __init__(self, config: RunConfig, events: EventSink, control: TrainControl) -> None:
+        self.config, self.emit, self.control = config, events, control
+        self.run_dir: Path | None = None
+        self.lock = runs.RunLock(Path("."))  # replaced by the run folder's own once there is one
+        self.owns_folder = False  # True once this session may write into run_dir
+        self.batch_size = config.batch_size
+        self.started = time.perf_counter()
+        self.paused_at_start = control.paused_s
+        self.train_s = 0.0  # device-timed training and evaluation
+        self.warmup_s = 0.0
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started - (self.control.paused_s - self.paused_at_start)
+
+    # ---- the run, top to bottom -----------------------------------------------------
+
+    def run(self, resume_dir: Path | None, data: Dataset | None, recipe: Recipe | None) -> None:
+        config = self.config
+        device, device_notices = pick_device(config.device)
+        self.device, self.amp_dtype = device, autocast_dtype(config.precision, device)
+        point = None
+        if resume_dir is not None:  # read and check only: a refused resume writes nothing
+            self.run_dir, self.lock = resume_dir, runs.RunLock(resume_dir)
+            self.lock.check_free()
+            point = read_resume_point(resume_dir, config.epochs)
+        else:
+            runs.check_writable(Path(config.runs_dir).expanduser())
+        self.recipe = recipe or recipe_for(config, point.state.get("recipe") if point else None)
+        self.recipe.check(config)
+        for notice in device_notices:
+            self.emit(Notice(notice, "warning"))
+        seed_everything(config.seed)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.data = data if data is not None else load_run_data(config, self.emit, self.control)
+        if point is not None:
+            check_compatible(point, config, self.data)
+        progress = point.progress if point is not None else Progress()
+        self._build(point, progress)
+        self._claim_folder(point, progress)
+        self._announce(progress)
+        self._train(progress)
+
+    def _build(self, point, progress: Progress) -> None:
+        """Model, batches and the recipe's parts; a resume's saved state put back (or refused)."""
+        config, data, device, recipe = self.config, self.data, self.device, self.recipe
+        self.model_options = dict(point.state.get("model_options") or {}) if point else recipe.model_options(config)
+        model = create(config.arch, data.channels, data.num_classes, data.image_size, **self.model_options).to(device)
+        cuda = device.type == "cuda"
+        if cuda:
+            model = model.to(memory_format=torch.channels_last)
+        self.batch_size = int(point.state.get("batch_size", config.batch_size)) if point else config.batch_size
+        self.train_batches = batches_for(
+            data.train.images, data.train.labels, data.mean, data.std, device, self.batch_size,
+            shuffle=True, augment_settings=recipe.augment_settings(config), seed=config.seed, channels_last=cuda,
+        )
+        eval_size = recipe.eval_batch_size(config, self.batch_size)
+        self.held_out = {
+            name: batches_for(split.images, split.labels, data.mean, data.std, device, eval_size,
+                              shuffle=False, channels_last=cuda)
+            for name, split in (("val", data.val), ("test", data.test)) if split is not None
+        }
+        if point is None and hasattr(model, "init_from_data"):  # before the parts copy any weights
+            clock = DeviceClock(device)
+            started = clock.synchronized_now()
+            model.init_from_data(self.train_batches.plain(recipe.init_samples))
+            self.train_s += clock.synchronized_now() - started
+        self.parts = recipe.build(model, config, device, len(self.train_batches), self.batch_size, progress.global_step)
+        if point is not None:
+            restore(point, model, self.parts, self.train_batches)
+        self.model = model
+        self.views = recipe.views()
+
+    def _claim_folder(self, point, progress: Progress) -> None:
+        """Everything checked: take the run folder (lock it, then write to it)."""
+        if point is None:
+            self.run_dir = runs.create_run_dir(self.config)
+            self.lock = runs.RunLock(self.run_dir)
+        self.lock.acquire()
+        self.owns_folder = True
+        run_dir = self.run_dir
+        if point is not None:
+            for leftover in clean_temp_files(run_dir / "checkpoints"):
+                self.emit(Notice(f"removed an unfinished checkpoint write: {leftover.name}", "warning"))
+            for problem in point.problems:
+                self.emit(Notice(f"{problem}; using an earlier checkpoint", "warning"))
+            runs.repair_metrics(run_dir, keep_through_step=progress.global_step)
+            write_text_atomic(run_dir / "config.toml", self.config.to_toml())  # the target may have grown
+            self.emit(Notice(f"resuming from {point.path.name} (epoch {progress.epoch}, step {progress.global_step})"))
+        runs.write_status(run_dir, "running")
+        runs.write_run_info(run_dir, run_info(self.config, self.data, self.model, self.model_options, self.recipe,
+                                              self.batch_size, self.device))
+
+    def _announce(self, progress: Progress) -> None:
+        config, data = self.config, self.data
+        steps = len(self.train_batches)
+        self.emit(RunStarted(
+            run_dir=self.run_dir, arch=config.arch, params=count_parameters(self.model), device=self.device.type,
+            device_name=describe_device(self.device), dataset=config.dataset, classes=tuple(data.classes),
+            train_size=len(data.train), test_size=len(data.test), epochs=config.epochs, steps_per_epoch=steps,
+            start_epoch=progress.epoch, val_size=len(data.val) if data.val is not None else 0,
+            recipe=self.recipe.name, batch_size=self.batch_size,
+        ))
+        self.emit(Notice(self.recipe.summary(config, steps, self.batch_size)))
+        self.emit(Notice(self.train_batches.placement_note))
+        if data.val is None:
+            self.emit(Notice("no validation split (val_fraction 0): no epoch is selected as the best, "
+                             "and test accuracy is reported for the last model"))
+
+    # ---- the loop -----------------------------------------------------------------
+
+    def _train(self, progress: Progress) -> None:
+        config, train = self.config, self.train_batches
+        self.train_model = self._maybe_compile()
+        self.meter = Meter(self.emit, self._write_row, self.device, self.control, steps_per_epoch=len(train),
+                           total_steps=config.epochs * len(train), lr=lambda: self.parts.lr, batch_size=self.batch_size)
+        self.reported_unreadable: set[int] = set()
+        for epoch in range(progress.epoch + 1, config.epochs + 1):
+            if progress.epoch_step and progress.order_state is not None:
+                train.order_generator.set_state(progress.order_state)
+            progress.order_state = train.order_generator.get_state()
+            order = train.epoch_order()
+            result = self._train_epoch_with_oom_retry(epoch, order, progress)
+            progress.global_step, progress.epoch_step = self.meter.global_step, result.steps_done
+            if result.stopped:
+                self.meter.flush()
+                self._save_checkpoint(progress, best=False)
+                return self._finish("stopped", progress)
+            self._report_unreadable()
+            last = epoch == config.epochs or self.control.stop_requested
+            if last and self.parts.averager is not None:
+                self.parts.averager.finish(progress.global_step)
+            progress.epoch, progress.epoch_step = epoch, 0
+            evaluating = last or self.recipe.evaluate_epoch(epoch, config.epochs)
+            save = last or self.recipe.save_every_epoch
+            if evaluating or save or result.first_batch is not None:
+                totals = self.meter.end_epoch()
+                evaluations = self._evaluate(last) if evaluating else {}
+                self._record_epoch(epoch, totals, evaluations, progress, save, result.first_batch)
+            else:  # nothing to wait for: the epoch's numbers arrive while the next one trains
+                self.meter.end_epoch(on_done=lambda totals, e=epoch: self._record_epoch(e, totals, {}, progress, False))
+            if last:
+                break
+        stopped = self.control.stop_requested and progress.epoch < config.epochs
+        self._finish("stopped" if stopped else "finished", progress)
+
+    def _maybe_compile(self):
+        config, device = self.config, self.device
+        if not config.compile:
+            return self.model
+        if device.type != "cuda":
+            self.emit(Notice("torch.compile is skipped off CUDA: its warm-up would outlast the gain here"))
+            return self.model
+        compiled = torch.compile(self.model)
+        started = time.perf_counter()
+        warm_up(compiled, self.model, self.parts, self.train_batches, self.held_out, self.data.num_classes,
+                self.views, self.amp_dtype)
+        self.warmup_s = time.perf_counter() - started
+        self.emit(Notice(f"compiled and warmed up in {self.warmup_s:.1f} s (not counted in the timings)"))
+        return compiled
+
+    def _train_epoch_with_oom_retry(self, epoch: int, order: torch.Tensor, progress: Progress):
+        while True:
+            self.meter.start_epoch(epoch, progress.epoch_step, progress.global_step)
+            try:
+                return train_one_epoch(
+                    self.train_model, self.train_batches, order, self.parts, self.control, self.meter,
+                    epoch=epoch, start_step=progress.epoch_step, amp_dtype=self.amp_dtype,
+                    keep_first_batch=images_due(epoch, self.config.epochs) and progress.epoch_step == 0,
+                )
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                if self.batch_size // 2 < MIN_OOM_BATCH:
+                    raise
+                self._halve_batch_after_oom(progress)
+
+    def _halve_batch_after_oom(self, progress: Progress) -> None:
+        old, config = self.batch_size, self.config
+        self.batch_size //= 2
+        train = self.train_batches
+        train.batch_size = self.batch_size
+        for batches in self.held_out.values():
+            batches.batch_size = min(batches.batch_size, max(self.batch_size, 64))
+        # Start the epoch again at the smaller size; the schedule follows the new step count.
+        progress.global_step = progress.epoch * len(train)
+        progress.epoch_step = 0
+        self.parts.scheduler = self.recipe.schedule(
+            self.parts.optimizer, config, len(train), self.batch_size, progress.global_step
+        )
+        self.meter.steps_per_epoch, self.meter.total_steps = len(train), config.epochs * len(train)
+        self.meter.batch_size = self.batch_size
+        self.emit(Notice(f"out of GPU memory at batch size {old}: retrying the epoch with {self.batch_size}", "warning"))
+
+    def _report_unreadable(self) -> None:
+        """Streamed folders find bad files only while training; say so once per file."""
+        found = getattr(self.train_batches, "unreadable", set()) - self.reported_unreadable
+        if found:
+            files = self.train_batches.files.paths
+            names = ", ".join(files[p] for p in sorted(found)[:5])
+            more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+            self.emit(Notice(f"skipped {len(found)} unreadable images: {names}{more}", "warning"))
+            self.reported_unreadable |= found
+
+    def _evaluate(self, last: bool) -> dict[str, EvalResult]:
+        """Validation every evaluated epoch; test at the end (every epoch when there is no validation)."""
+        results = {}
+        for name, batches in self.held_out.items():
+            if name == "test" and "val" in self.held_out and not last:
+                continue
+            results[name] = evaluate(self.train_model, batches, self.data.num_classes, views=self.views,
+                                     amp_dtype=self.amp_dtype, split=name)
+            self.train_s += results[name].seconds
+        return results
+
+    # ---- what an epoch leaves behind ------------------------------------------------
+
+    def _record_epoch(self, epoch: int, totals: TrainTotals, evaluations: dict[str, EvalResult],
+                      progress: Progress, save: bool, first_batch=None) -> None:
+        val, test = evaluations.get("val"), evaluations.get("test")
+        is_best = val is not None and (progress.best_val_acc is None or val.acc > progress.best_val_acc)
+        if is_best:
+            progress.best_epoch, progress.best_val_acc = epoch, val.acc
+        shown = val or test
+        self.train_s += totals.seconds
+        epoch_s = totals.seconds + sum(result.seconds for result in evaluations.values())
+        extra = {f"{r.split}_acc_one_view": r.plain_acc for r in evaluations.values() if len(self.views) > 1}
+        event = EpochMetrics(
+            epoch=epoch, epochs=self.config.epochs, global_step=totals.global_step,
+            train_loss=totals.loss, train_acc=totals.acc,
+            val_loss=val.loss if val else None, val_acc=val.acc if val else None,
+            test_loss=test.loss if test else None, test_acc=test.acc if test else None,
+            best_epoch=progress.best_epoch, best_val_acc=progress.best_val_acc, lr=totals.lr,
+            images_per_s=totals.images / max(totals.seconds, 1e-9), epoch_s=epoch_s,
+            elapsed_s=self.meter.elapsed_s(), eta_s=epoch_s * (self.config.epochs - epoch),
+            per_class_acc=accuracy_by_class(shown.confusion, self.data.classes) if shown else {},
+            per_class_split=shown.split if shown else None, extra=extra,
+        )
+        row = to_row(event)
+        progress.history.append(row)
+        self._write_row(row)
+        if save:
+            self._save_checkpoint(progress, best=is_best)
+        if shown is not None or first_batch is not None:
+            paths = save_epoch_images(self.run_dir / "images", epoch, self.data, test or val, first_batch)
+            if paths:
+                self.emit(ImagesSaved(tuple(paths)))
+        self.emit(event)
+
+    def _save_checkpoint(self, progress: Progress, best: bool) -> None:
+        if not ckpt.all_finite(self.model):
+            self.emit(Notice("weights are not finite: checkpoint not saved", "warning"))
+            return
+        folder = self.run_dir / "checkpoints"
+        state = checkpoint_state(self.model, self.parts, self.train_batches, progress, self.batch_size,
+                                 self.config, self.data, self.recipe, self.model_options)
+        self.emit(CheckpointSaved(ckpt.save_last(state, folder), progress.epoch, best=False))
+        if best:
+            ckpt.save_atomic(state, folder / ckpt.BEST)
+            self.emit(CheckpointSaved(folder / ckpt.BEST, progress.epoch, best=True))
+
+    def _finish(self, status: str, progress: Progress) -> None:
+        self.meter.flush()
+        last = progress.history[-1] if progress.history else {}
+        final_test = last.get("test_acc") if last.get("epoch") == progress.epoch and not progress.epoch_step else None
+        best_test = final_test if progress.best_epoch == progress.epoch else self._best_model_test_acc(progress)
+        runs.write_status(self.run_dir, status, self.control.reason)
+        event = Finished(
+            run_dir=self.run_dir, status=status, epochs_done=progress.epoch, elapsed_s=self.elapsed_s(),
+            best_epoch=progress.best_epoch, best_val_acc=progress.best_val_acc, best_test_acc=best_test,
+            final_test_acc=final_test, steps_done=progress.global_step, train_s=self.train_s,
+            warmup_s=self.warmup_s, reason=self.control.reason,
+        )
+        self._write_row(to_row(event))
+        self.emit(event)
+
+    def _best_model_test_acc(self, progress: Progress) -> float | None:
+        """The selected epoch's model on the test split (its checkpoint), once, at the end."""
+        path = self.run_dir / "checkpoints" / ckpt.BEST
+        if progress.best_epoch is None or "test" not in self.held_out or not path.is_file():
+            return None
+        best = copy.deepcopy(self.model)
+        best.load_state_dict(ckpt.load_checkpoint(path, map_location=self.device)["model"])
+        result = evaluate(best, self.held_out["test"], self.data.num_classes, views=self.views,
+                          amp_dtype=self.amp_dtype, split="test")
+        return result.acc
+
+    def fail(self, reason: str, details: str = "", bad_input: bool = False, field: str | None = None) -> None:
+        """Report a failure; the run folder records it only when this session owned it."""
+        if self.owns_folder and self.run_dir is not None and self.run_dir.exists():
+            try:
+                runs.write_status(self.run_dir, "failed", reason)
+                if details:
+                    write_text_atomic(self.run_dir / "error.log", details)
+            except (OSError, WorkbenchError):
+                pass
+        self.emit(Failed(self.run_dir, reason, bad_input=bad_input, field=field))
+
+    # ---- helpers ------------------------------------------------------------------
+
+    def _write_row(self, row: dict) -> None:
+        runs.append_metrics(self.run_dir, row)

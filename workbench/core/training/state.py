@@ -1,0 +1,165 @@
+"""What a checkpoint holds and how a resumed run gets it back, to the exact step.
+
+The one checkpoint builder for every recipe: a plain dict of tensors and containers, loadable
+with weights_only=True. Reading a run to resume it writes nothing, so a refused resume leaves
+every file of the run as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from workbench.core import checkpoint as ckpt
+from workbench.core.config import RunConfig
+from workbench.core.data.types import Dataset
+from workbench.core.errors import ConfigError, WorkbenchError
+from workbench.core.training.batches import DeviceBatches
+from workbench.core.training.parts import Recipe, TrainingParts
+
+CHECKPOINT_FORMAT = 2
+
+
+@dataclass
+class Progress:
+    """Where a run is; saved in every checkpoint so a resume continues exactly."""
+
+    epoch: int = 0  # completed epochs
+    epoch_step: int = 0  # steps done in a partly trained epoch (0 = at an epoch boundary)
+    global_step: int = 0
+    best_epoch: int | None = None  # highest validation accuracy so far
+    best_val_acc: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # the epoch rows so far
+    order_state: torch.Tensor | None = None  # shuffle generator state at the partial epoch's start
+
+
+@dataclass
+class ResumePoint:
+    """A run's newest usable checkpoint, read but not yet applied."""
+
+    state: dict[str, Any]
+    path: Path
+    problems: list[str]  # checkpoints skipped on the way, and why
+
+    @property
+    def progress(self) -> Progress:
+        saved = self.state["progress"]
+        return Progress(
+            epoch=saved["epoch"],
+            epoch_step=saved["epoch_step"],
+            global_step=saved["global_step"],
+            best_epoch=saved.get("best_epoch"),
+            best_val_acc=saved.get("best_val_acc"),
+            history=list(self.state.get("history", [])),
+            order_state=saved.get("order_state"),
+        )
+
+
+def checkpoint_state(
+    model: nn.Module,
+    parts: TrainingParts,
+    batches: DeviceBatches,
+    progress: Progress,
+    batch_size: int,
+    config: RunConfig,
+    data: Dataset,
+    recipe: Recipe,
+    model_options: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "recipe": recipe.record(),
+        "model": model.state_dict(),
+        "model_options": model_options,
+        "optimizer": parts.optimizer.state_dict(),
+        "scaler": parts.scaler.state_dict(),
+        "averager": parts.averager.state_dict() if parts.averager is not None else None,
+        "loader": batches.state(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+        "progress": {
+            "epoch": progress.epoch,
+            "epoch_step": progress.epoch_step,
+            "global_step": progress.global_step,
+            "best_epoch": progress.best_epoch,
+            "best_val_acc": progress.best_val_acc,
+            "order_state": progress.order_state,
+        },
+        "history": progress.history,
+        "batch_size": batch_size,  # may be smaller than config's after an out-of-memory retry
+        "config": config.to_dict(),
+        "classes": list(data.classes),
+        "mean": list(data.mean),
+        "std": list(data.std),
+    }
+
+
+def read_resume_point(run_dir: Path, epochs: int) -> ResumePoint:
+    """The newest usable checkpoint of a run; raises WorkbenchError when the run cannot go on."""
+    folder = run_dir / "checkpoints"
+    state, path, problems = ckpt.load_latest(folder, map_location="cpu")
+    point = ResumePoint(state, path, problems)
+    saved = point.progress
+    if saved.epoch >= epochs:  # a partial epoch is epoch + 1, so it needs epochs > epoch too
+        raise ConfigError(
+            "epochs",
+            f"{run_dir.name} has already trained {saved.epoch} epochs; resume with --epochs "
+            f"greater than {saved.epoch}",
+        )
+    return point
+
+
+def check_compatible(point: ResumePoint, config: RunConfig, data: Dataset) -> None:
+    """Refuse, before anything is written, data or settings the checkpoint was not trained on."""
+    state = point.state
+    saved_classes = list(state.get("classes", []))
+    if saved_classes != list(data.classes):
+        raise WorkbenchError(
+            f"the data's classes are not the ones this run was trained on: the checkpoint has "
+            f"{_listing(saved_classes)}, the data set now has {_listing(data.classes)}; resuming would "
+            "give images the wrong labels, so restore the class folders or start a new run"
+        )
+    saved_optimizer = state["config"].get("optimizer")
+    if config.recipe == "standard" and saved_optimizer != config.optimizer:
+        raise ConfigError(
+            "optimizer",
+            f"the checkpoint's optimizer state is for {saved_optimizer!r}, not {config.optimizer!r}; "
+            "resume with the run's own optimizer",
+        )
+    saved_recipe = state.get("recipe", {}).get("name", "standard")
+    if saved_recipe != config.recipe:
+        raise ConfigError("recipe", f"the run was trained with the {saved_recipe} recipe, not {config.recipe}")
+
+
+def restore(point: ResumePoint, model: nn.Module, parts: TrainingParts, batches: DeviceBatches) -> None:
+    """Put weights, optimizer, scaler, averager, batch generators and global RNGs back as saved.
+
+    Raises WorkbenchError when the saved tensors do not fit this model (another architecture
+    or image size): nothing has been written by then.
+    """
+    state = point.state
+    try:
+        model.load_state_dict(state["model"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+        if parts.averager is not None and state.get("averager") is not None:
+            parts.averager.load_state_dict(state["averager"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise WorkbenchError(f"{point.path} does not fit this model and data ({first})") from None
+    parts.scaler.load_state_dict(state["scaler"])
+    batches.load_state(state["loader"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if state["rng"].get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+def _listing(classes) -> str:
+    names = [str(name) for name in classes]
+    shown = ", ".join(names[:12]) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
+    return f"[{shown}]"
