@@ -13,9 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from workbench.cli import main
 from workbench.bench.command import others_cpu_share
-from workbench.bench.reference import class_folder_names, even_per_class, export_pngs, prepare_data
+from workbench.bench.reference import (
+    class_folder_names,
+    even_per_class,
+    export_pngs,
+    prepare_data,
+)
+from workbench.cli import main
 from workbench.core.config import RunConfig
 from workbench.core.data.types import Split
 

@@ -18,9 +18,9 @@ from workbench.core import config
 from workbench.core.data import folders, named_sets, shapes
 from workbench.core.data.load import dataset_shape, load_dataset
 from workbench.core.data.normalize import channel_stats
-from workbench.core.data.types import Dataset, NAMED_SHAPES
-from workbench.core.errors import WorkbenchError
 from workbench.core.data.safe_pickle import load_cifar_batch
+from workbench.core.data.types import NAMED_SHAPES, Dataset
+from workbench.core.errors import WorkbenchError
 
 # ---- helpers -----------------------------------------------------------------------------------
 

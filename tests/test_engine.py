@@ -10,8 +10,6 @@ import torch
 import torch.nn as nn
 
 from workbench.core import runs
-from workbench.core.training.control import TrainControl
-from workbench.core.training.engine import fit
 from workbench.core.events import (
     CheckpointSaved,
     EpochMetrics,
@@ -22,6 +20,8 @@ from workbench.core.events import (
     StepMetrics,
 )
 from workbench.core.training.batches import DeviceBatches
+from workbench.core.training.control import TrainControl
+from workbench.core.training.engine import fit
 from workbench.core.training.loop import evaluate
 
 

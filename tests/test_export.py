@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from workbench.cli import main
-from workbench.core.training.engine import fit
 from workbench.core.errors import WorkbenchError
 from workbench.core.export.bundle import export_run, load_bundle, model_from_checkpoint
-from workbench.core.export.verify import TOLERANCE, verify_run_export
 from workbench.core.export.predict import probabilities
+from workbench.core.export.verify import TOLERANCE, verify_run_export
+from workbench.core.training.engine import fit
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ from PIL import Image
 
 from workbench.cli import main
 from workbench.core import runs
-from workbench.core.training.engine import fit
 from workbench.core.errors import WorkbenchError
 from workbench.core.events import Failed, Finished, Notice
+from workbench.core.training.engine import fit
 
 
 def make_folder(root, bad=True):

@@ -13,9 +13,9 @@ import torch
 
 from workbench.core import checkpoint as ckpt
 from workbench.core import runs
+from workbench.core.events import EpochMetrics, Failed, Finished, Notice, StepMetrics
 from workbench.core.training.control import TrainControl
 from workbench.core.training.engine import fit
-from workbench.core.events import EpochMetrics, Failed, Finished, Notice, StepMetrics
 
 
 def final_weights(run_dir):

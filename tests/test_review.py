@@ -9,11 +9,15 @@ import torch
 import torch.nn as nn
 
 from workbench.core.data.load import load_dataset
-from workbench.core.training.engine import fit
-from workbench.core.models import count_parameters, create
 from workbench.core.export.predict import probabilities
 from workbench.core.inspection.review import load_review
-from workbench.core.inspection.summary import dataset_summary, model_summary, save_sample_grid
+from workbench.core.inspection.summary import (
+    dataset_summary,
+    model_summary,
+    save_sample_grid,
+)
+from workbench.core.models import count_parameters, create
+from workbench.core.training.engine import fit
 
 
 @pytest.fixture(scope="module")

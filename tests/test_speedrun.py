@@ -12,10 +12,17 @@ from workbench.core import checkpoint as ckpt
 from workbench.core import runs
 from workbench.core.config import RunConfig
 from workbench.core.data.load import load_dataset
-from workbench.core.data.types import Dataset, Split
-from workbench.core.events import EpochMetrics, Failed, Finished, Notice, RunStarted, StepMetrics
-from workbench.core.models.speedrun import Speedrun
 from workbench.core.data.shapes import CLASSES as SHAPE_CLASSES
+from workbench.core.data.types import Dataset, Split
+from workbench.core.events import (
+    EpochMetrics,
+    Failed,
+    Finished,
+    Notice,
+    RunStarted,
+    StepMetrics,
+)
+from workbench.core.models.speedrun import Speedrun
 from workbench.core.speedrun import recipe as sr
 from workbench.core.training import report
 from workbench.core.training.augment import translate

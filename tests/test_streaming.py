@@ -6,10 +6,10 @@ import torch
 
 from tests.test_faults import make_folder
 from workbench.core.data.load import load_dataset
-from workbench.core.training.engine import fit
+from workbench.core.data.streaming import FileImages
 from workbench.core.events import Finished, Notice
 from workbench.core.training.batches import DeviceBatches, StreamingBatches, batches_for
-from workbench.core.data.streaming import FileImages
+from workbench.core.training.engine import fit
 
 
 def test_streaming_and_resident_batches_cover_the_same_images(tmp_path):

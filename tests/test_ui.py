@@ -17,7 +17,12 @@ from PIL import Image
 from workbench.core.config import RunConfig
 from workbench.core.events import EpochMetrics, Finished, StepMetrics
 from workbench.ui.app import WorkbenchApp, build_app
-from workbench.ui.bridge import MAX_BUFFERED_STEPS, EngineBridge, EngineEvent, StepsReady
+from workbench.ui.bridge import (
+    MAX_BUFFERED_STEPS,
+    EngineBridge,
+    EngineEvent,
+    StepsReady,
+)
 from workbench.ui.screens.images import ImagesScreen
 from workbench.ui.screens.modals import Question, TooSmall
 from workbench.ui.screens.runs import RunScreen, RunsScreen

@@ -11,7 +11,13 @@ from textual.widgets import Input, Static, TabbedContent
 
 from tests.test_ui import asynchronous, wait_until
 from workbench.ui.screens.inspect import InspectScreen
-from workbench.ui.widgets.review_tables import ClassCounts, ClassScores, ConfusionTable, LayerTable, TopClasses
+from workbench.ui.widgets.review_tables import (
+    ClassCounts,
+    ClassScores,
+    ConfusionTable,
+    LayerTable,
+    TopClasses,
+)
 
 SIZE = (120, 40)
 CSS = Path(__file__).resolve().parent.parent / "workbench" / "ui" / "workbench.tcss"

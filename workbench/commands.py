@@ -23,7 +23,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         run_dir = runs.resolve_run(args.resume, args.runs_dir or "runs")
-        config = runs.read_config(run_dir)
+        config = runs.read_config(run_dir, for_resume=True)
         overrides = {
             field: getattr(args, field)
             for field in config.__dataclass_fields__

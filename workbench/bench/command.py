@@ -19,7 +19,15 @@ from pathlib import Path
 import torch
 
 from workbench.bench.engine_side import EngineFailed, run_engine
-from workbench.bench.reference import WARMUP_STEPS, BenchData, EpochTiming, SideResult, cpu_seconds, prepare_data, run_reference
+from workbench.bench.reference import (
+    WARMUP_STEPS,
+    BenchData,
+    EpochTiming,
+    SideResult,
+    cpu_seconds,
+    prepare_data,
+    run_reference,
+)
 from workbench.bench.settings import BenchSettings, settings_from_args
 
 EXCLUDED = (
@@ -46,7 +54,11 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
 
 def _bench(settings: BenchSettings) -> int:
-    from workbench.core.training.device import autocast_dtype, describe_device, pick_device
+    from workbench.core.training.device import (
+        autocast_dtype,
+        describe_device,
+        pick_device,
+    )
 
     config = settings.config
     device, _ = pick_device(config.device)

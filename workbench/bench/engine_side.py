@@ -8,7 +8,13 @@ from typing import Callable
 
 import torch
 
-from workbench.bench.reference import WARMUP_STEPS, BenchData, EpochTiming, SideResult, cpu_seconds
+from workbench.bench.reference import (
+    WARMUP_STEPS,
+    BenchData,
+    EpochTiming,
+    SideResult,
+    cpu_seconds,
+)
 from workbench.bench.settings import BenchSettings
 from workbench.core.errors import WorkbenchError
 from workbench.core.training.control import StopAfterSteps, TrainControl

@@ -22,7 +22,7 @@ from PIL import Image
 
 from workbench.core.config import DATASET_NAMES, RunConfig
 from workbench.core.data.load import load_dataset
-from workbench.core.data.types import Dataset, FOLDER_IMAGE_SIZE, Split
+from workbench.core.data.types import FOLDER_IMAGE_SIZE, Dataset, Split
 from workbench.core.errors import WorkbenchError
 from workbench.core.models import create
 

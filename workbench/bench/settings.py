@@ -6,7 +6,14 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.core.config import AUGMENTATIONS, DATASET_NAMES, DEVICES, OPTIMIZERS, PRECISIONS, RunConfig
+from workbench.core.config import (
+    AUGMENTATIONS,
+    DATASET_NAMES,
+    DEVICES,
+    OPTIMIZERS,
+    PRECISIONS,
+    RunConfig,
+)
 from workbench.core.errors import ConfigError
 
 QUICK_TRAIN_IMAGES = 4096  # --quick: small enough for well under a minute on 2 CPU cores

@@ -39,11 +39,12 @@ def current_umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, before_replace: Callable[[], object] | None = None) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed over `path` when the block ends.
 
     For libraries that want a file name (safetensors, ONNX). On an error the temporary
-    file is removed and `path` is untouched.
+    file is removed and `path` is untouched. `before_replace` runs once the new file is
+    complete and synced, just before it takes `path`'s place (to keep the old one aside).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +54,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield Path(temporary)
         os.chmod(temporary, 0o666 & ~current_umask())
         _fsync_file(temporary)
+        if before_replace is not None:
+            before_replace()
         os.replace(temporary, path)
         fsync_dir(path.parent)
     except OSError as error:
@@ -63,9 +66,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+def write_atomic(path: Path, write: Callable[[IO[bytes]], object], before_replace=None) -> None:
     """Call `write(file)` on a temporary file, then put it in place of `path`."""
-    with atomic_path(path) as temporary:
+    with atomic_path(path, before_replace) as temporary:
         with open(temporary, "wb") as handle:
             write(handle)
 

@@ -10,6 +10,7 @@ plain containers is refused before it can run.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import zipfile
@@ -29,18 +30,41 @@ __all__ = ["BEST", "LAST", "PREVIOUS", "all_finite", "clean_temp_files", "load_c
            "save_atomic", "save_last"]
 
 
-def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """Write `state` to `path` so that readers see the old file or the new one, never half."""
-    write_atomic(path, lambda handle: torch.save(state, handle))
+def save_atomic(state: dict[str, Any], path: Path, before_replace=None) -> None:
+    """Write `state` to `path` so that readers see the old file or the new one, never half.
+
+    torch.save reports a full disk as a RuntimeError from its zip writer; it becomes the same
+    sentence as any other full disk, and the old file stays.
+    """
+    def write(handle) -> None:
+        try:
+            torch.save(state, handle)
+        except RuntimeError as error:
+            if "inline_container" in str(error) or "write" in str(error).lower():
+                raise OSError(errno.ENOSPC if _disk_full(path) else errno.EIO, str(error).splitlines()[0]) from None
+            raise
+
+    write_atomic(path, write, before_replace)
 
 
 def save_last(state: dict[str, Any], folder: Path) -> Path:
-    """Save as last.pt, keeping the one before as last.prev.pt for a fallback."""
+    """Save as last.pt; only once the new one is complete does the old one become last.prev.pt."""
     last = folder / LAST
-    if last.exists():
-        os.replace(last, folder / PREVIOUS)
-    save_atomic(state, last)
+
+    def keep_previous() -> None:
+        if last.exists():
+            os.replace(last, folder / PREVIOUS)
+
+    save_atomic(state, last, before_replace=keep_previous)
     return last
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        stats = os.statvfs(Path(path).parent)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 64 * 2**20
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -7,12 +7,11 @@ so a bad value gets the same one-line message wherever it comes from.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-
-import math
 
 from workbench.core.catalog import ARCHITECTURES, RECIPES
 from workbench.core.errors import ConfigError, WorkbenchError

@@ -263,9 +263,28 @@ def epoch_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
-def read_config(run_dir: Path) -> RunConfig:
-    """The config a run trains with; its data folder may since have moved or gone."""
-    return RunConfig.from_toml(run_dir / "config.toml", check_paths=False)
+RESUME_NEEDS = ("dataset", "arch", "epochs", "batch_size", "optimizer", "lr")
+
+
+def read_config(run_dir: Path, *, for_resume: bool = False) -> RunConfig:
+    """The config a run trains with; its data folder may since have moved or gone.
+
+    `for_resume` refuses a config.toml that lost its settings (emptied, cut short): filling
+    them with defaults would continue the run with settings it never had.
+    """
+    path = run_dir / "config.toml"
+    config = RunConfig.from_toml(path, check_paths=False)
+    if for_resume:
+        import tomllib
+
+        keys = {key.replace("-", "_") for key in tomllib.loads(path.read_text(encoding="utf-8"))}
+        missing = [key for key in RESUME_NEEDS if key not in keys]
+        if missing:
+            raise WorkbenchError(
+                f"{path} lacks {', '.join(missing)} (emptied or cut short?); restore it before resuming: "
+                "the run's checkpoint was trained with other settings than defaults would give"
+            )
+    return config
 
 
 # ---- listing -------------------------------------------------------------------------------------

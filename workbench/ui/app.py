@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +15,15 @@ from textual.worker import Worker, WorkerState
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
-from workbench.ui.commands import WorkbenchCommands
 from workbench.ui.actions import WorkbenchActions
+from workbench.ui.commands import WorkbenchCommands
 from workbench.ui.screens.modals import Question, TooSmall, confirm_quit
 from workbench.ui.screens.setup import SetupScreen
 from workbench.ui.screens.train import TrainScreen
 from workbench.ui.settings import config_values, default_config_dir, read_last_values
 
-MIN_SIZE = (56, 16)  # below this the screens cannot be read; a notice covers them
+MIN_SIZE = (56, 16)
+EXIT_TERMINATED = 143  # 128 + SIGTERM  # below this the screens cannot be read; a notice covers them
 
 
 class WorkbenchApp(WorkbenchActions, App[int]):
@@ -57,6 +60,24 @@ class WorkbenchApp(WorkbenchActions, App[int]):
         self.install_screen(self.dashboard, "dashboard")
         self.on_resize(events.Resize(self.size, self.size))
         self.call_after_refresh(self._look_for_interrupted_runs)
+        try:  # what `timeout`, systemd and `docker stop` send: stop cleanly, as headless train does
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.terminate)
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+            pass
+
+    def on_unmount(self) -> None:
+        try:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+
+    def terminate(self) -> None:
+        """SIGTERM: the run (if any) finishes its step and saves a checkpoint, then the app exits 143."""
+        if self.training:
+            self.notify("SIGTERM: stopping, saving a checkpoint, then quitting…", severity="warning")
+            self._stop_then_exit(EXIT_TERMINATED, "SIGTERM")
+        else:
+            self.exit(EXIT_TERMINATED, return_code=EXIT_TERMINATED)
 
     def on_resize(self, event: events.Resize) -> None:
         too_small = event.size.width < MIN_SIZE[0] or event.size.height < MIN_SIZE[1]
@@ -65,6 +86,10 @@ class WorkbenchApp(WorkbenchActions, App[int]):
             self.push_screen(TooSmall(MIN_SIZE))
         elif notice is not None and not too_small and self.screen is notice:
             self.pop_screen()
+
+    def notify(self, message: str, *, markup: bool = False, **options) -> None:
+        """Every notification shows its text literally: paths and reasons may hold [brackets]."""
+        super().notify(message, markup=markup, **options)
 
     @property
     def runs_dir(self) -> Path:
@@ -108,9 +133,9 @@ class WorkbenchApp(WorkbenchActions, App[int]):
             self._stop_then_exit()
 
     @work(exclusive=True, group="quit", description="stopping training")
-    async def _stop_then_exit(self) -> None:
-        await self.dashboard.stop_and_wait()
-        self.exit(0)
+    async def _stop_then_exit(self, code: int = 0, reason: str = "") -> None:
+        await self.dashboard.stop_and_wait(reason)
+        self.exit(code, return_code=code)
 
     # ---- failures of any worker -----------------------------------------------------
 

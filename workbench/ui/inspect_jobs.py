@@ -119,8 +119,8 @@ def image_path(text: str) -> Path:
 
 def predict_image(inspection: Inspection, path: Path, passes: int, top: int = TOP) -> list[Guess]:
     """The `top` most likely classes for one image file, with the run's best model."""
-    from workbench.core.inspection.predictions import normalize
     from workbench.core.export.predict import load_images, probabilities
+    from workbench.core.inspection.predictions import normalize
 
     data = inspection.data
     images = load_images([str(path)], data.image_size, data.channels)

@@ -96,7 +96,7 @@ def resume_config(run_dir: Path) -> RunConfig:
     """The run's own settings, to continue it to the same number of epochs."""
     from workbench.core.runs import read_config
 
-    return read_config(run_dir)
+    return read_config(run_dir, for_resume=True)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ with the scale factor), so large photos do not alias.
 from __future__ import annotations
 
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +42,9 @@ class FolderScan:
     train_files: list[tuple[str, int]]  # (file path, label), sorted by path
     test_files: list[tuple[str, int]] | None  # None exactly when test_dir is
     fingerprint: list[tuple[str, int, int]]  # (path under root, bytes, mtime ns) of every image
+    skipped: list[str] = field(default_factory=list)  # "path: reason" for what could not be an image
+    val_dir: Path | None = None  # root/val when root/test exists too: the validation split
+    val_files: list[tuple[str, int]] | None = None
 
 
 def class_names(root: Path) -> list[str]:
@@ -53,21 +57,37 @@ def class_names(root: Path) -> list[str]:
 
 
 def scan(root: Path, warn: Log = lambda message: None) -> FolderScan:
-    """Find the image files of each split and class; WorkbenchError for a layout we cannot use."""
+    """Find the image files of each split and class; WorkbenchError for a layout we cannot use.
+
+    Every real file is found once, whatever links lead to it; links to nothing, link loops and
+    anything that is not a regular file (a pipe, a device) are skipped, listed and warned about,
+    so scanning always ends and decoding never blocks.
+    """
     _require_folder(root)
     root = root.resolve()
-    train_dir, test_dir = root, None
+    skipped: list[str] = []
+    train_dir, test_dir, val_dir = root, None, None
     if (root / "train").is_dir():
         train_dir = root / "train"
-        test_dir = next((root / name for name in TEST_FOLDER_NAMES if (root / name).is_dir()), None)
-    classes, train_files = _scan_classes(train_dir, root)
-    test_files = None
+        present = [root / name for name in TEST_FOLDER_NAMES if (root / name).is_dir()]
+        test_dir = present[0] if present else None
+        val_dir = present[1] if len(present) > 1 else None
+    classes, train_files = _scan_classes(train_dir, root, skipped)
+    test_files = val_files = None
     if test_dir is not None:
-        test_classes, test_files = _scan_classes(test_dir, root)
+        test_classes, test_files = _scan_classes(test_dir, root, skipped)
         _require_same_classes(train_dir, classes, test_dir, test_classes)
-    every_file = [path for path, _ in train_files + (test_files or [])]
+    if val_dir is not None:
+        val_classes, val_files = _scan_classes(val_dir, root, skipped)
+        _require_same_classes(train_dir, classes, val_dir, val_classes)
+    for line in skipped[:MAX_WARNINGS]:
+        warn(f"skipping {line}")
+    if len(skipped) > MAX_WARNINGS:
+        warn(f"... and {len(skipped) - MAX_WARNINGS} more files skipped")
+    every_file = [path for path, _ in train_files + (test_files or []) + (val_files or [])]
     fingerprint = _fingerprint(every_file, root)
-    return FolderScan(root, classes, train_dir, test_dir, train_files, test_files, fingerprint)
+    return FolderScan(root, classes, train_dir, test_dir, train_files, test_files, fingerprint,
+                      skipped, val_dir, val_files)
 
 
 def decode(
@@ -78,31 +98,37 @@ def decode(
     log: Log,
     warn: Log,
     should_stop: Callable[[], bool] = never_stop,
-) -> tuple[list[str], Split, Split, list[str]]:
-    """Decode every file of a scan: (classes, train, test, skipped "path: reason" lines)."""
+) -> tuple[list[str], Split, Split, list[str], Split | None]:
+    """Decode every file of a scan: (classes, train, test, skipped "path: reason" lines, val or None)."""
     train_paths = [path for path, _ in scan.train_files]
     test_paths = [path for path, _ in scan.test_files or []]
-    log(f"decoding {len(train_paths) + len(test_paths)} images from {scan.root}")
-    images, failures = _decode_files(train_paths + test_paths, image_size, should_stop)
-    skipped = [f"{path}: {reason}" for path, reason in failures.items()]
-    for line in skipped[:MAX_WARNINGS]:
+    val_paths = [path for path, _ in scan.val_files or []]
+    log(f"decoding {len(train_paths) + len(test_paths) + len(val_paths)} images from {scan.root}")
+    images, failures = _decode_files(train_paths + test_paths + val_paths, image_size, should_stop)
+    unreadable = [f"{path}: {reason}" for path, reason in failures.items()]
+    for line in unreadable[:MAX_WARNINGS]:
         warn(f"skipping unreadable image {line}")
-    if len(skipped) > MAX_WARNINGS:
-        warn(f"... and {len(skipped) - MAX_WARNINGS} more unreadable images skipped")
+    if len(unreadable) > MAX_WARNINGS:
+        warn(f"... and {len(unreadable) - MAX_WARNINGS} more unreadable images skipped")
+    skipped = list(scan.skipped) + unreadable
 
     train = _make_split(
         scan.train_dir, scan.train_files, images[: len(train_paths)], failures, scan.classes
     )
     if scan.test_dir is not None and scan.test_files is not None:
-        test_pixels = images[len(train_paths) :]
-        test = _make_split(scan.test_dir, scan.test_files, test_pixels, failures, scan.classes)
-        return scan.classes, train, test, skipped
+        end = len(train_paths) + len(test_paths)
+        test = _make_split(scan.test_dir, scan.test_files, images[len(train_paths) : end], failures, scan.classes)
+        val = None
+        if scan.val_dir is not None and scan.val_files is not None:
+            val = _make_split(scan.val_dir, scan.val_files, images[end:], failures, scan.classes)
+            log(f"{scan.val_dir.name}/ is the validation split and {scan.test_dir.name}/ the test split")
+        return scan.classes, train, test, skipped, val
     log(
         f"{scan.root} has no test/ or val/ folder: holding out {test_fraction:.0%} of each class "
         f"(seed {seed}) for testing"
     )
     train_rows, test_rows = stratified_split(train.labels, test_fraction, seed)
-    return scan.classes, train.subset(train_rows), train.subset(test_rows), skipped
+    return scan.classes, train.subset(train_rows), train.subset(test_rows), skipped, None
 
 
 # ---- scanning ----------------------------------------------------------------------------------
@@ -115,22 +141,42 @@ def _require_folder(root: Path) -> None:
 
 
 def _class_folders(parent: Path, root: Path) -> list[Path]:
-    folders = sorted(
-        entry for entry in parent.iterdir() if entry.is_dir() and not entry.name.startswith(".")
-    )
+    folders = _visible_folders(parent)
     if not folders:
         hint = f"{parent}/<class>/*.jpg"
         if parent == root:
             hint += f" or {root}/train/<class>/..."
-        raise WorkbenchError(f"folder {parent} has no class subfolders; expected {hint}")
+        raise WorkbenchError(f"folder {parent} has no class subfolders; expected {hint}", field="dataset")
+    if len(folders) < 2:
+        inner = folders[0]
+        if parent == root and ((inner / "train").is_dir() or len(_visible_folders(inner)) >= 2):
+            raise WorkbenchError(
+                f"{root} holds one folder, {inner.name}, which looks like the data set itself; "
+                f"use --dataset {inner}", field="dataset",
+            )
+        raise WorkbenchError(
+            f"{parent} has only one class folder ({inner.name}); a classifier needs at least 2 classes",
+            field="dataset",
+        )
     return folders
 
 
-def _scan_classes(parent: Path, root: Path) -> tuple[list[str], list[tuple[str, int]]]:
+def _visible_folders(parent: Path) -> list[Path]:
+    try:
+        return sorted(entry for entry in parent.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    except OSError as error:
+        raise WorkbenchError(f"cannot list {parent} ({error.strerror or error})", field="dataset") from None
+
+
+def _scan_classes(parent: Path, root: Path, skipped: list[str]) -> tuple[list[str], list[tuple[str, int]]]:
     files: list[tuple[str, int]] = []
     classes = []
-    for label, folder in enumerate(_class_folders(parent, root)):
-        images = _image_files(folder)
+    seen: dict[tuple[int, int], str] = {}  # real files of this split, by (device, inode)
+    class_folders = _class_folders(parent, root)
+    # A link from one class folder into another (or into the split) must not relabel its files.
+    others = {_inode(path) for path in [parent, *class_folders]}
+    for label, folder in enumerate(class_folders):
+        images = _image_files(folder, seen, skipped, others - {_inode(folder)})
         if not images:
             raise WorkbenchError(
                 f"class folder {folder} has no images ({' '.join(IMG_EXTENSIONS)}); "
@@ -141,20 +187,63 @@ def _scan_classes(parent: Path, root: Path) -> tuple[list[str], list[tuple[str, 
     return classes, files
 
 
-def _image_files(folder: Path) -> list[str]:
+def _inode(path: Path) -> tuple[int, int]:
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
+
+
+def _image_files(
+    folder: Path, seen: dict[tuple[int, int], str], skipped: list[str], forbidden: set[tuple[int, int]]
+) -> list[str]:
     """Image files under folder, recursively, sorted by path, as strings.
 
-    Hidden files (e.g. macOS ._x.jpg) are not images. Strings, not Paths: pathlib costs
-    seconds on folders of 100,000 files.
+    Each real folder is walked once (a link back to a folder already walked is a loop) and
+    each real file counted once. Hidden files (e.g. macOS ._x.jpg) are not images. Strings,
+    not Paths: pathlib costs seconds on folders of 100,000 files.
     """
-    found = []
-    for directory, subdirectories, names in os.walk(folder, followlinks=True):
-        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
-        found.extend(
-            os.path.join(directory, name)
-            for name in names
-            if not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
-        )
+    found: list[str] = []
+    walked: set[tuple[int, int]] = set(forbidden)
+    pending = [str(folder)]
+    while pending:
+        directory = pending.pop()
+        try:
+            status = os.stat(directory)
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError as error:
+            skipped.append(f"{directory}: cannot be listed ({error.strerror or error})")
+            continue
+        key = (status.st_dev, status.st_ino)
+        if key in walked:
+            why = "leads into another class's folder" if key in forbidden else "leads back to a folder already scanned (a loop)"
+            skipped.append(f"{directory}: a link that {why}")
+            continue
+        walked.add(key)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir():
+                    pending.append(entry.path)
+                    continue
+            except OSError:
+                pass
+            if not entry.name.lower().endswith(IMG_EXTENSIONS):
+                continue
+            try:
+                file_status = entry.stat()  # through links
+            except OSError:
+                skipped.append(f"{entry.path}: a link to nothing" if entry.is_symlink() else f"{entry.path}: cannot be read")
+                continue
+            if not stat.S_ISREG(file_status.st_mode):
+                skipped.append(f"{entry.path}: not a regular file")
+                continue
+            key = (file_status.st_dev, file_status.st_ino)
+            if key in seen:
+                if seen[key] != entry.path:
+                    skipped.append(f"{entry.path}: the same file as {seen[key]}")
+                continue
+            seen[key] = entry.path
+            found.append(entry.path)
     return sorted(found)
 
 
@@ -186,14 +275,20 @@ def _fingerprint(paths: list[str], root: Path) -> list[tuple[str, int, int]]:
 # ---- decoding ----------------------------------------------------------------------------------
 
 
-def _decode_files(
-    paths: list[str], size: int, should_stop: Callable[[], bool] = never_stop
-) -> tuple[np.ndarray, dict[str, str]]:
-    """(N, size, size, 3) uint8 pixels (zeros where unreadable) and the reasons for failures.
+def find_unreadable(paths: list[str], size: int, should_stop: Callable[[], bool] = never_stop) -> dict[str, str]:
+    """{path: reason} of the files that would be skipped, decoded exactly as in memory but
+    without keeping any pixels (for folders too big to hold)."""
+    return _decode_files(paths, size, should_stop, keep=False)[1]
 
-    Each batch first checks `should_stop`, so a stop ends a long decode within one batch.
+
+def _decode_files(
+    paths: list[str], size: int, should_stop: Callable[[], bool] = never_stop, keep: bool = True
+) -> tuple[np.ndarray | None, dict[str, str]]:
+    """(N, size, size, 3) uint8 pixels (zeros where unreadable; None unless `keep`) and the
+    reasons for failures. Each batch first checks `should_stop`, so a stop ends a long decode
+    within one batch.
     """
-    pixels = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
+    pixels = np.zeros((len(paths), size, size, 3), dtype=np.uint8) if keep else None
     failures: dict[str, str] = {}
     batches = [
         paths[start : start + _DECODE_BATCH] for start in range(0, len(paths), _DECODE_BATCH)
@@ -212,7 +307,7 @@ def _decode_files(
         for row, result in enumerate(results):
             if isinstance(result, str):
                 failures[paths[row]] = result
-            else:
+            elif pixels is not None:
                 pixels[row] = result
     return pixels, failures
 

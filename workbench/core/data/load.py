@@ -77,7 +77,8 @@ def _load(name_or_path, data_dir, image_size, seed, test_fraction, download, log
                 f"{name_or_path} would take {streaming.decoded_mb(scan, size):,.0f} MB decoded, over "
                 f"the {limit:,.0f} MB in-memory limit: streaming it from the files with workers"
             )
-            return streaming.streaming_dataset(name_or_path, scan, size, seed, test_fraction, log)
+            return streaming.streaming_dataset(name_or_path, scan, size, seed, test_fraction, log, warn,
+                                               data_dir, should_stop)
     identity, build = _source(
         name_or_path, data_dir, image_size, seed, test_fraction, download, log, warn, scan, should_stop
     )
@@ -94,9 +95,9 @@ def _load(name_or_path, data_dir, image_size, seed, test_fraction, download, log
         return dataset
 
     started = time.perf_counter()
-    classes, train, test, skipped = build()
+    classes, train, test, skipped, val = build()
     mean, std = channel_stats(train.images)
-    dataset = Dataset(name_or_path, classes, train, test, mean, std, skipped)
+    dataset = Dataset(name_or_path, classes, train, test, mean, std, skipped, val)
     log(
         f"prepared {name_or_path}: {len(train)} train and {len(test)} test images of "
         f"{dataset.channels}x{dataset.image_size}x{dataset.image_size} in "
@@ -108,7 +109,7 @@ def _load(name_or_path, data_dir, image_size, seed, test_fraction, download, log
 
 # ---- sources ---------------------------------------------------------------------------------
 
-Loaded = tuple[list[str], Split, Split, list[str]]  # classes, train, test, skipped files
+Loaded = tuple[list[str], Split, Split, list[str], Split | None]  # classes, train, test, skipped, val
 Build = Callable[[], Loaded]
 
 
@@ -132,7 +133,7 @@ def _source(
 
         def build_shapes() -> Loaded:
             train, test = shapes.generate(size, should_stop)
-            return list(shapes.CLASSES), train, test, []
+            return list(shapes.CLASSES), train, test, [], None
 
         return {"set": "shapes", "version": shapes.VERSION, "image_size": size}, build_shapes
 
@@ -143,7 +144,7 @@ def _source(
 
         def build_named() -> Loaded:
             classes, train, test = named_sets.load(name_or_path, data_dir, size, download, log)
-            return classes, train, test, []
+            return classes, train, test, [], None
 
         return {"set": name_or_path, "image_size": size}, build_named
 
@@ -179,7 +180,8 @@ def _to_stored(dataset: Dataset) -> tuple[dict[str, torch.Tensor], dict[str, Any
         "std": list(dataset.std),
         "skipped": dataset.skipped,
     }
-    for part, split in (("train", dataset.train), ("test", dataset.test)):
+    parts = [("train", dataset.train), ("test", dataset.test)] + ([("val", dataset.val)] if dataset.val else [])
+    for part, split in parts:
         tensors[f"{part}_images"] = split.images.contiguous()
         tensors[f"{part}_labels"] = split.labels.contiguous()
         if split.indices is not None:
@@ -196,7 +198,7 @@ def _from_stored(name: str, tensors: dict[str, torch.Tensor], metadata: dict[str
             sources=metadata[f"{part}_sources"],
             indices=tensors.get(f"{part}_indices"),
         )
-        for part in ("train", "test")
+        for part in ("train", "test", "val") if f"{part}_images" in tensors
     }
     return Dataset(
         name=name,
@@ -206,4 +208,5 @@ def _from_stored(name: str, tensors: dict[str, torch.Tensor], metadata: dict[str
         mean=tuple(metadata["mean"]),
         std=tuple(metadata["std"]),
         skipped=list(metadata["skipped"]),
+        val=splits.get("val"),
     )

@@ -8,14 +8,19 @@ the engine streams batches through a DataLoader whose workers do the decoding.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from workbench.core.data.folders import FolderScan, decode_image
+from workbench.core.atomic import write_json_atomic
+from workbench.core.data.folders import MAX_WARNINGS, FolderScan, decode_image, find_unreadable
 from workbench.core.data.normalize import channel_stats
 from workbench.core.data.types import Dataset, Log, Split, stratified_split
+from workbench.core.errors import WorkbenchError, never_stop
 
 STATS_SAMPLE = 2000  # images decoded to estimate mean/std of a streamed training split
 
@@ -73,27 +78,59 @@ def limit_mb(setting_mb: float) -> float:
 
 
 def decoded_mb(scan: FolderScan, image_size: int) -> float:
-    count = len(scan.train_files) + len(scan.test_files or [])
+    count = len(scan.train_files) + len(scan.test_files or []) + len(scan.val_files or [])
     return count * 3 * image_size * image_size / 2**20
 
 
 def streaming_dataset(
-    name: str, scan: FolderScan, image_size: int, seed: int, test_fraction: float, log: Log
+    name: str, scan: FolderScan, image_size: int, seed: int, test_fraction: float, log: Log,
+    warn: Log, data_dir: Path, should_stop: Callable[[], bool] = never_stop,
 ) -> Dataset:
-    """A Dataset whose splits decode on demand; mean/std come from a sample of training images."""
-    train_paths = [path for path, _ in scan.train_files]
-    train_labels = torch.tensor([label for _, label in scan.train_files], dtype=torch.int64)
+    """A Dataset whose splits decode on demand; mean/std come from a sample of training images.
+
+    Unreadable files are found first (each file decoded once, no pixels kept; the list is
+    cached by the folder's fingerprint) and left out, so a streamed folder skips and lists
+    exactly the files the in-memory path would.
+    """
+    unreadable = _unreadable(scan, image_size, data_dir, log, should_stop)
+    for line in list(unreadable.items())[:MAX_WARNINGS]:
+        warn(f"skipping unreadable image {line[0]}: {line[1]}")
+    if len(unreadable) > MAX_WARNINGS:
+        warn(f"... and {len(unreadable) - MAX_WARNINGS} more unreadable images skipped")
+
+    def split(files: list[tuple[str, int]]) -> Split:
+        kept = [(path, label) for path, label in files if path not in unreadable]
+        paths = [path for path, _ in kept]
+        return Split(FileImages(paths, image_size), torch.tensor([label for _, label in kept], dtype=torch.int64), paths)
+
+    train = split(scan.train_files)
+    val = split(scan.val_files) if scan.val_files is not None else None
     if scan.test_files is not None:
-        train = Split(FileImages(train_paths, image_size), train_labels, train_paths)
-        test_paths = [path for path, _ in scan.test_files]
-        test_labels = torch.tensor([label for _, label in scan.test_files], dtype=torch.int64)
-        test = Split(FileImages(test_paths, image_size), test_labels, test_paths)
+        test = split(scan.test_files)
     else:
-        whole = Split(FileImages(train_paths, image_size), train_labels, train_paths)
-        train_rows, test_rows = stratified_split(train_labels, test_fraction, seed)
-        train, test = whole.subset(train_rows), whole.subset(test_rows)
+        train_rows, test_rows = stratified_split(train.labels, test_fraction, seed)
+        train, test = train.subset(train_rows), train.subset(test_rows)
     generator = torch.Generator().manual_seed(seed)
     sample = torch.randperm(len(train.labels), generator=generator)[:STATS_SAMPLE]
     mean, std = channel_stats(train.images[sample])
     log(f"mean/std estimated from {len(sample)} sampled training images")
-    return Dataset(name, list(scan.classes), train, test, mean, std, [])
+    skipped = list(scan.skipped) + [f"{path}: {reason}" for path, reason in unreadable.items()]
+    return Dataset(name, list(scan.classes), train, test, mean, std, skipped, val)
+
+
+def _unreadable(scan: FolderScan, image_size: int, data_dir: Path, log: Log, should_stop) -> dict[str, str]:
+    every = [path for path, _ in scan.train_files + (scan.test_files or []) + (scan.val_files or [])]
+    key = json.dumps({"files": scan.fingerprint, "image_size": image_size}, sort_keys=True)
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
+    record = Path(data_dir) / "cache" / f"{scan.root.name or 'folder'}-unreadable-{digest}.json"
+    try:
+        return dict(json.loads(record.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        pass
+    log(f"checking that all {len(every):,} images can be decoded (once for this folder)")
+    found = find_unreadable(every, image_size, should_stop)
+    try:
+        write_json_atomic(record, found)
+    except (OSError, WorkbenchError):
+        pass  # only costs the check next time
+    return found

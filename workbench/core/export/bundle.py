@@ -26,7 +26,12 @@ import torch.nn as nn
 
 from workbench.core import checkpoint as ckpt
 from workbench.core import runs
-from workbench.core.atomic import disk_error, fsync_dir, write_json_atomic
+from workbench.core.atomic import (
+    current_umask,
+    disk_error,
+    fsync_dir,
+    write_json_atomic,
+)
 from workbench.core.catalog import ARCHITECTURES
 from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.core.models import create
@@ -177,14 +182,15 @@ def _write_bundle(folder: Path, model: nn.Module, metadata: dict, formats, log) 
         program.save(str(folder / "model.onnx"))
         names.append("model.onnx")
         log("wrote model.onnx")
+    mask = current_umask()
     for name in names:
-        os.chmod(folder / name, 0o644)
+        os.chmod(folder / name, 0o666 & ~mask)  # the user's umask, as for every file a run writes
     return names
 
 
 def _swap_in(staging: Path, target: Path) -> None:
     """Put the new bundle folder where the old one was: two renames, the old removed last."""
-    os.chmod(staging, 0o755)
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
     retired = None
     if target.exists():
         retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=".export-old-"))
@@ -255,7 +261,7 @@ def _bundle_problem(meta: Any) -> str:
         if not isinstance(values, list) or len(values) not in (1, meta["in_channels"]) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
         ):
-            return f"preprocessing {key} must be {meta['in_channels']} finite numbers, not {values!r}"
+            return f"preprocessing {key} must be one finite number per channel ({meta['in_channels']}), not {values!r}"
     if any(v <= 0 for v in prep["std"]):
         return f"preprocessing std must be positive, not {prep['std']}"
     if not isinstance(meta.get("model_options", {}), dict):

@@ -9,9 +9,9 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from workbench.core.errors import WorkbenchError
 from workbench.core.data.folders import decode_image
 from workbench.core.data.normalize import normalize
+from workbench.core.errors import WorkbenchError
 from workbench.core.export.bundle import load_bundle
 from workbench.core.models import has_dropout
 

@@ -9,7 +9,11 @@ import torch
 from workbench.core.data.normalize import to_uint8
 from workbench.core.data.types import Dataset, Split
 from workbench.core.inspection.grids import Cell, save_confusion, save_grid
-from workbench.core.inspection.predictions import Predictions, save_predictions_grid, top_losses
+from workbench.core.inspection.predictions import (
+    Predictions,
+    save_predictions_grid,
+    top_losses,
+)
 
 GRID_IMAGES = 64  # cells per grid: enough to see patterns, small enough to read
 IMAGES_EVERY = 10  # epochs between image sets, besides the first and the last
@@ -45,6 +49,8 @@ def save_epoch_images(
     if evaluation is None:
         return written
     split = data.val if evaluation.split == "val" else data.test
+    if len(evaluation.positions) != len(split):  # streamed files that failed to decode were left out
+        split = split.subset(evaluation.positions)
     name = SPLIT_NAMES[evaluation.split]
     predictions = predictions_of(evaluation, split)
     shown = _spread_sample(len(split.labels), GRID_IMAGES)

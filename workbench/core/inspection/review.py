@@ -11,9 +11,13 @@ from workbench.core import runs
 from workbench.core.data.load import load_dataset
 from workbench.core.data.types import Dataset
 from workbench.core.export.bundle import model_from_checkpoint
-from workbench.core.inspection.predictions import Predictions, predict, save_confusion_cell
-from workbench.core.metrics import confusion_matrix
+from workbench.core.inspection.predictions import (
+    Predictions,
+    predict,
+    save_confusion_cell,
+)
 from workbench.core.inspection.summary import LayerRow, model_summary
+from workbench.core.metrics import confusion_matrix
 
 
 @dataclass

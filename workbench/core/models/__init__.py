@@ -4,6 +4,8 @@ Every model maps (N, C, H, W) float images to (N, num_classes) logits and works 
 1 or 3 channels, any class count and square image sizes from 28 to 96.
 """
 
+# Importing the families registers their architectures, in the order tables show them.
+from workbench.core.models import classic, resnets, seed, speedrun  # noqa: E402,F401
 from workbench.core.models.registry import (
     ModelSpec,
     count_parameters,
@@ -14,9 +16,6 @@ from workbench.core.models.registry import (
     register,
     specs,
 )
-
-# Importing the families registers their architectures, in the order tables show them.
-from workbench.core.models import seed, classic, resnets, speedrun  # noqa: E402,F401
 
 __all__ = [
     "ModelSpec",

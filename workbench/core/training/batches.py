@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import torch
 
 from workbench.core.data.normalize import Normalizer
-from workbench.core.training.augment import AugmentSettings, Augmenter
+from workbench.core.training.augment import Augmenter, AugmentSettings
 
 GPU_SHARE = 0.4  # keep a split on the GPU when it needs at most this share of free memory
 
@@ -107,6 +107,10 @@ class DeviceBatches:
         """The memory layout the model runs fastest on (channels_last on a GPU)."""
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
+    def new_unreadable(self) -> str:
+        """A sentence about files that failed to decode since the last call ("" for none)."""
+        return ""
+
     def plain(self, count: int) -> torch.Tensor:
         """The first `count` images, normalised and not augmented (for data-dependent init)."""
         positions = torch.arange(min(count, len(self.labels)), device=self.device)
@@ -144,6 +148,7 @@ class StreamingBatches(DeviceBatches):
         self.files = files
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.unreadable: set[int] = set()
+        self._reported: set[int] = set()
         super().__init__(torch.empty(0, dtype=torch.uint8), labels, mean, std, device, batch_size, **options)
         self.placement_note = (
             f"data streamed from {len(files):,} files by {self.workers} decoding workers"
@@ -151,6 +156,16 @@ class StreamingBatches(DeviceBatches):
 
     def plain(self, count: int) -> torch.Tensor:
         return self.normalize(self.files[torch.arange(min(count, len(self.files)))].to(self.device))
+
+    def new_unreadable(self) -> str:
+        """Files can become unreadable after the first check; say so once per file."""
+        found = self.unreadable - self._reported
+        self._reported |= found
+        if not found:
+            return ""
+        names = ", ".join(self.files.paths[p] for p in sorted(found)[:5])
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+        return f"skipped {len(found)} unreadable images: {names}{more}"
 
     def batches(self, order: torch.Tensor, start_step: int = 0, epoch: int = 1) -> Iterator[Batch]:
         order = order.cpu()

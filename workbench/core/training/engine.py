@@ -15,6 +15,7 @@ import copy
 import time
 import traceback
 from pathlib import Path
+
 import torch
 
 from workbench.core import checkpoint as ckpt
@@ -24,21 +25,40 @@ from workbench.core.config import RunConfig
 from workbench.core.data.types import Dataset
 from workbench.core.errors import NonFiniteLoss, StopRequested, WorkbenchError
 from workbench.core.events import (
-    CheckpointSaved, EpochMetrics, EventSink, Failed, Finished, ImagesSaved, Notice, RunStarted, to_row,
+    CheckpointSaved,
+    EpochMetrics,
+    EventSink,
+    Failed,
+    Finished,
+    ImagesSaved,
+    Notice,
+    RunStarted,
+    to_row,
 )
 from workbench.core.inspection.epoch_images import images_due, save_epoch_images
 from workbench.core.metrics import accuracy_by_class
 from workbench.core.models import count_parameters, create
 from workbench.core.training.batches import batches_for
 from workbench.core.training.control import TrainControl
-from workbench.core.training.device import autocast_dtype, describe_device, pick_device, seed_everything
+from workbench.core.training.device import (
+    autocast_dtype,
+    describe_device,
+    pick_device,
+    seed_everything,
+)
 from workbench.core.training.device_clock import DeviceClock
 from workbench.core.training.loop import EvalResult, evaluate, train_one_epoch
 from workbench.core.training.parts import Recipe
 from workbench.core.training.preparation import load_run_data, run_info
 from workbench.core.training.recipes import recipe_for
 from workbench.core.training.report import Meter, TrainTotals
-from workbench.core.training.state import Progress, check_compatible, checkpoint_state, read_resume_point, restore
+from workbench.core.training.state import (
+    Progress,
+    check_compatible,
+    checkpoint_state,
+    read_resume_point,
+    restore,
+)
 from workbench.core.training.warmup import warm_up
 
 MIN_OOM_BATCH = 8  # below this, halving the batch again will not rescue a run
@@ -198,7 +218,6 @@ class _Session:
         self.train_model = self._maybe_compile()
         self.meter = Meter(self.emit, self._write_row, self.device, self.control, steps_per_epoch=len(train),
                            total_steps=config.epochs * len(train), lr=lambda: self.parts.lr, batch_size=self.batch_size)
-        self.reported_unreadable: set[int] = set()
         for epoch in range(progress.epoch + 1, config.epochs + 1):
             if progress.epoch_step and progress.order_state is not None:
                 train.order_generator.set_state(progress.order_state)
@@ -210,7 +229,9 @@ class _Session:
                 self.meter.flush()
                 self._save_checkpoint(progress, best=False)
                 return self._finish("stopped", progress)
-            self._report_unreadable()
+            unreadable = self.train_batches.new_unreadable()
+            if unreadable:
+                self.emit(Notice(unreadable, "warning"))
             last = epoch == config.epochs or self.control.stop_requested
             if last and self.parts.averager is not None:
                 self.parts.averager.finish(progress.global_step)
@@ -274,16 +295,6 @@ class _Session:
         self.meter.steps_per_epoch, self.meter.total_steps = len(train), config.epochs * len(train)
         self.meter.batch_size = self.batch_size
         self.emit(Notice(f"out of GPU memory at batch size {old}: retrying the epoch with {self.batch_size}", "warning"))
-
-    def _report_unreadable(self) -> None:
-        """Streamed folders find bad files only while training; say so once per file."""
-        found = getattr(self.train_batches, "unreadable", set()) - self.reported_unreadable
-        if found:
-            files = self.train_batches.files.paths
-            names = ", ".join(files[p] for p in sorted(found)[:5])
-            more = f" and {len(found) - 5} more" if len(found) > 5 else ""
-            self.emit(Notice(f"skipped {len(found)} unreadable images: {names}{more}", "warning"))
-            self.reported_unreadable |= found
 
     def _evaluate(self, last: bool) -> dict[str, EvalResult]:
         """Validation every evaluated epoch; test at the end (every epoch when there is no validation)."""

@@ -38,6 +38,7 @@ class EvalResult:
     probs: torch.Tensor  # (N, K) float32 on the CPU
     losses: torch.Tensor  # (N,) per-image cross entropy on the CPU
     seconds: float
+    positions: torch.Tensor  # (N,) positions in the split; fewer than the split when a streamed file failed
 
     @property
     def preds(self) -> torch.Tensor:
@@ -100,7 +101,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     started = time.perf_counter()
-    probs, losses, labels, plain = [], [], [], []
+    probs, losses, labels, plain, positions = [], [], [], [], []
     try:
         for batch in batches.batches(batches.epoch_order()):
             combined = None
@@ -117,6 +118,7 @@ def evaluate(
             losses.append(F.cross_entropy(combined, batch.labels, reduction="none"))
             probs.append(combined.softmax(dim=1))
             labels.append(batch.labels)
+            positions.append(batch.positions)
     finally:
         model.train(was_training)
     all_labels = torch.cat(labels)
@@ -135,4 +137,5 @@ def evaluate(
         probs=all_probs.cpu(),
         losses=all_losses,
         seconds=time.perf_counter() - started,
+        positions=torch.cat(positions).cpu(),
     )

@@ -125,6 +125,13 @@ def check_compatible(point: ResumePoint, config: RunConfig, data: Dataset) -> No
             f"{_listing(saved_classes)}, the data set now has {_listing(data.classes)}; resuming would "
             "give images the wrong labels, so restore the class folders or start a new run"
         )
+    for key in ("arch", "dataset"):
+        saved = state["config"].get(key)
+        if saved is not None and saved != getattr(config, key):
+            raise ConfigError(
+                key, f"the run was trained with {key} {saved!r}, not {getattr(config, key)!r}; "
+                "config.toml and the checkpoint disagree"
+            )
     saved_optimizer = state["config"].get("optimizer")
     if config.recipe == "standard" and saved_optimizer != config.optimizer:
         raise ConfigError(

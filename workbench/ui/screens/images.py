@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
@@ -57,7 +59,7 @@ class ImagesScreen(Screen):
         with Horizontal(id="images-body"):
             with Vertical(id="image-files"):
                 yield DataTable(cursor_type="row", zebra_stripes=True, id="image-table")
-                yield Static("", id="image-path")
+                yield Static("", id="image-path", markup=False)
             yield ImagePreview(id="preview")
         yield Footer(compact=True)
 
@@ -109,7 +111,7 @@ class ImagesScreen(Screen):
             table.border_title = "no runs with images yet"
             self.query_one(ImagePreview).show(None, f"no run in {self.runs_dir} has images yet; train one first")
             return
-        self.sub_title = f"images · {message.run_dir.name}"
+        self.sub_title = escape(f"images · {message.run_dir.name}")
         table.border_title = f"{len(message.files)} images"
         if _signature(message.files) == _signature(self.files):
             return
@@ -123,7 +125,7 @@ class ImagesScreen(Screen):
         with self.prevent(DataTable.RowHighlighted):
             table.clear()
             for file in message.files:
-                table.add_row(file.path.name, f"{file.width}×{file.height}", key=str(file.path))
+                table.add_row(Text(file.path.name), f"{file.width}×{file.height}", key=str(file.path))
         if not message.files:
             self.query_one(ImagePreview).show(None, f"{fmt.short_path(message.run_dir / 'images')} has no PNG files yet")
             return
@@ -142,7 +144,7 @@ class ImagesScreen(Screen):
             return
         self.selected = path
         self.query_one("#image-path", Static).update(fmt.short_path(path))
-        self.query_one(ImagePreview).border_title = path.name
+        self.query_one(ImagePreview).border_title = escape(path.name)
         self._decode(path)
 
     def on_image_decoded(self, message: ImageDecoded) -> None:

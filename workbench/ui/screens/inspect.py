@@ -8,9 +8,19 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Label, Static, TabbedContent, TabPane
+from textual.widgets import (
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Label,
+    Static,
+    TabbedContent,
+    TabPane,
+)
 from textual.worker import Worker, WorkerState
 
 from workbench.core.errors import WorkbenchError
@@ -19,7 +29,13 @@ from workbench.ui import inspect_jobs
 from workbench.ui.inspect_jobs import Guess, Inspection
 from workbench.ui.jobs import DecodedImage
 from workbench.ui.widgets.preview import ImagePreview
-from workbench.ui.widgets.review_tables import ClassCounts, ClassScores, ConfusionTable, LayerTable, TopClasses
+from workbench.ui.widgets.review_tables import (
+    ClassCounts,
+    ClassScores,
+    ConfusionTable,
+    LayerTable,
+    TopClasses,
+)
 
 TABS = ("confusion", "per-class", "model", "data", "predict")
 TAB_KEYS = Binding.Group("Tabs", compact=True)
@@ -124,7 +140,7 @@ class InspectScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.sub_title = f"inspect · {self.run_dir.name}"
+        self.sub_title = escape(f"inspect · {self.run_dir.name}")
         self.query_one("#confusion-table").border_title = "true class ↓  predicted class →"
         self.query_one("#class-scores").border_title = "test accuracy per class"
         self.query_one("#layers").border_title = "model (best checkpoint)"
@@ -271,14 +287,14 @@ class InspectScreen(Screen):
             preview.show(None, self._empty_cell(message.cell))
             return
         self.cell_path = message.image.path
-        preview.border_title = message.image.path.name
+        preview.border_title = escape(message.image.path.name)
         preview.show(message.image)
         self.query_one("#cell-path", Static).update(f"written to {fmt.short_path(message.image.path)}")
 
     def on_samples_written(self, message: SamplesWritten) -> None:
         preview = self.query_one("#samples-preview", ImagePreview)
         self.samples_path = message.image.path
-        preview.border_title = message.image.path.name
+        preview.border_title = escape(message.image.path.name)
         preview.show(message.image)
         self.query_one("#samples-path", Static).update(f"written to {fmt.short_path(message.image.path)}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
@@ -51,7 +52,7 @@ def confirm_quit() -> Question:
 
 def offer_resume(name: str, detail: str) -> Question:
     return Question(
-        f"Run [b]{name}[/b] was interrupted ({detail}).\nResume it from its last checkpoint?",
+        f"Run [b]{escape(name)}[/b] was interrupted ({escape(detail)}).\nResume it from its last checkpoint?",
         yes="Resume (y)",
         no="Not now (n)",
         id="offer-resume",

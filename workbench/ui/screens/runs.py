@@ -10,6 +10,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
+from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
@@ -41,14 +42,14 @@ class RunsScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield DataTable(cursor_type="row", zebra_stripes=True, id="runs-table")
-        yield Static("", id="runs-hint")
+        yield Static("", id="runs-hint", markup=False)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         for label in ("run", "started", "arch", "data set", "epochs", "best", "status"):
             table.add_column(label, key=label)
-        table.border_title = f"runs in {fmt.short_path(self.runs_dir)}/"
+        table.border_title = escape(f"runs in {fmt.short_path(self.runs_dir)}/")
         table.focus()
         self._list()
 
@@ -121,11 +122,11 @@ class RunScreen(Screen):
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
         self.run_dir = run_dir
-        self.sub_title = run_dir.name
+        self.sub_title = escape(run_dir.name)
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("reading the run…", id="run-summary")
+        yield Static("reading the run…", id="run-summary", markup=False)
         yield TrainingCharts(id="charts")
         with Horizontal(id="run-bottom"):
             yield DataTable(cursor_type="row", zebra_stripes=True, id="epochs")

@@ -14,7 +14,6 @@ from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState
 
 from workbench.core.config import RunConfig
-from workbench.core.training.control import TrainControl
 from workbench.core.events import (
     CheckpointSaved,
     EpochMetrics,
@@ -26,6 +25,7 @@ from workbench.core.events import (
     RunStarted,
     StepMetrics,
 )
+from workbench.core.training.control import TrainControl
 from workbench.ui import formatting as fmt
 from workbench.ui.bridge import EngineBridge, EngineEvent, StepsReady
 from workbench.ui.widgets.charts import TrainingCharts
@@ -126,10 +126,10 @@ class TrainScreen(Screen):
         self._update(phase="stopping")
         self.note("stopping while the run is being set up" if preparing else "stopping: finishing this step, then saving a checkpoint")
 
-    async def stop_and_wait(self) -> None:
+    async def stop_and_wait(self, reason: str = "") -> None:
         """Stop and wait for the engine to save its checkpoint and return."""
         if self.control is not None:
-            self.control.stop()
+            self.control.stop(reason)
         for worker in self.app.workers:
             if worker.node is self and worker.group == "training":
                 await worker.wait()
@@ -180,7 +180,7 @@ class TrainScreen(Screen):
 
     def _on_RunStarted(self, event: RunStarted) -> None:
         self.run_dir = event.run_dir
-        self.sub_title = event.run_dir.name
+        self.sub_title = escape(event.run_dir.name)
         self._update(
             phase="paused" if self.control and self.control.paused else "training",
             run_name=event.run_dir.name, epoch=event.start_epoch + 1, epochs=event.epochs,

@@ -7,6 +7,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.markup import escape
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
@@ -96,7 +97,7 @@ class ArchitectureList(Vertical):
                 if all(word in haystack for word in words):
                     table.add_row(
                         Text(arch.name, style="bold"), self._params_cell(arch.name),
-                        arch.description, key=arch.name,
+                        Text(arch.description), key=arch.name,
                     )
         if self.architectures:
             table.border_subtitle = f"{table.row_count} of {len(self.architectures)}"
@@ -121,13 +122,13 @@ class ArchitectureList(Vertical):
             return
         known = self.chosen in {a.name for a in self.architectures}
         if not known:
-            summary.update(f"[b]{self.chosen}[/b] is not an architecture; choose one above")
+            summary.update(f"[b]{escape(self.chosen)}[/b] is not an architecture; choose one above")
             return
         params = self.params.get(self.chosen, None)
         count = f"{params:,} params" if params else "counting parameters…"
-        on = f" for {self.shape_text}" if self.shape_text else ""
+        on = f" for {escape(self.shape_text)}" if self.shape_text else ""
         description = next(a.description for a in self.architectures if a.name == self.chosen)
-        summary.update(f"[b]{self.chosen}[/b]: {description}\n{count}{on}")
+        summary.update(f"[b]{escape(self.chosen)}[/b]: {escape(description)}\n{count}{on}")
 
     # ---- events -------------------------------------------------------------------
 

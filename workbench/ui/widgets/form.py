@@ -13,6 +13,7 @@ from textual.message import Message
 from textual.suggester import SuggestFromList
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
+from workbench.core.catalog import RECIPES, ignored_by
 from workbench.core.config import (
     AUGMENTATIONS,
     DATASET_NAMES,
@@ -22,7 +23,6 @@ from workbench.core.config import (
     SCHEDULES,
     RunConfig,
 )
-from workbench.core.catalog import RECIPES, ignored_by
 from workbench.core.presets import PRESETS
 
 

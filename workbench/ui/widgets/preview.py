@@ -8,8 +8,8 @@ from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
 from textual.geometry import Size
-from textual.strip import Strip
 from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from workbench.ui.jobs import DecodedImage
 

@@ -1,0 +1,76 @@
+"""The app under hostile input: names with markup characters, SIGTERM, a failing run's wording."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_trust import image_folder
+from tests.test_ui import SIZE, asynchronous, record_notifications, tiny_config, wait_until
+from workbench.core import runs
+from workbench.core.config import RunConfig
+from workbench.core.events import Failed
+from workbench.core.training.engine import fit
+from workbench.ui.app import build_app
+from workbench.ui.screens.images import ImagesScreen
+from workbench.ui.screens.runs import RunScreen, RunsScreen
+
+
+@asynchronous
+async def test_markup_characters_in_paths_never_crash_the_app(tmp_path):
+    dataset = image_folder(tmp_path / "data[/]set [b]")
+    runs_dir = tmp_path / "runs[/]x [red]"
+    config = RunConfig.from_mapping(dict(
+        dataset=str(dataset), arch="linear", epochs=1, batch_size=8, image_size=8, device="cpu",
+        runs_dir=str(runs_dir), data_dir=str(tmp_path / "data"), augment="none",
+    ))
+    run_dir = fit(config, lambda event: None)
+    renamed = run_dir.with_name(run_dir.name + " [red]")  # the run's own name too
+    run_dir.rename(renamed)
+    app = build_app(config, runs_dir=runs_dir, config_dir=tmp_path / "config", data_dir=tmp_path / "data")
+    notes = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries, 30)
+        await pilot.press("enter")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.query_one("#charts").point_count() > 0, 30)
+        await pilot.press("i")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ImagesScreen) and app.screen.sub_title, 30)
+        await pilot.press("escape", "e")
+        assert await wait_until(pilot, lambda: any("exported to" in note for note in notes), 90), notes
+        await pilot.press("escape", "escape")
+        await pilot.pause(0.3)
+        assert app.return_code is None  # still running: nothing crashed on a bracket
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@asynchronous
+async def test_sigterm_in_the_app_saves_a_checkpoint_and_exits_143(tmp_path, data_dir):
+    config = tiny_config(tmp_path, data_dir, epochs=30, batch_size=16)
+    app = build_app(config, runs_dir=tmp_path / "runs", config_dir=tmp_path / "config", data_dir=data_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: app.dashboard.state.step > 0, 60)
+        app.terminate()  # what the SIGTERM handler calls
+        assert await wait_until(pilot, lambda: app.return_code is not None, 60)
+    assert app.return_code == 143
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert runs.read_status(run_dir) == ("stopped", "SIGTERM")
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+
+
+@asynchronous
+async def test_a_failed_run_says_training_failed_once(tmp_path, data_dir):
+    config = tiny_config(tmp_path, data_dir, epochs=2, optimizer="sgd", lr=1e6, momentum=0.0)
+    app = build_app(config, runs_dir=tmp_path / "runs", config_dir=tmp_path / "config", data_dir=data_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: isinstance(app.dashboard.outcome, Failed), 60)
+        lines = [line.text for line in app.dashboard.query_one("#log").lines]
+        failed = [line for line in lines if "training failed" in line.lower()]
+        assert failed and all(line.lower().count("training failed") == 1 for line in failed), failed
