@@ -87,12 +87,12 @@ def test_create_run_dir_checks_writability(tmp_path):
 
 
 def test_a_stop_during_decoding_ends_it_at_the_next_batch(tmp_path, monkeypatch):
-    from workbench.core.data import folders
+    from workbench.core.data import folders, scan
     from workbench.core.errors import StopRequested
 
     folder = make_folder(tmp_path / "folder", bad=False)
     monkeypatch.setattr(folders, "_DECODE_BATCH", 4)
-    paths = [path for path, _ in folders.scan(folder).train_files]
+    paths = [path for path, _ in scan.scan(folder).train_files]
     checks = []
 
     def stop_after_two_batches():

@@ -276,7 +276,7 @@ def test_a_new_export_replaces_the_whole_bundle_and_a_failed_one_writes_nothing(
 
 
 def test_folder_scanning_ends_counts_each_file_once_and_lists_what_it_skips(tmp_path):
-    from workbench.core.data import folders
+    from workbench.core.data import scan as folders
 
     dataset = image_folder(tmp_path / "animals")
     ant = dataset / "train" / "ant"

@@ -308,7 +308,9 @@ async def test_background_failures_become_messages(tmp_path, data_dir):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
         assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries, 20)
-        await pilot.press("e")
+        await pilot.press("e")  # never evaluated: the app asks first (the first-hour issue), then fails
+        assert await wait_until(pilot, lambda: isinstance(app.screen, Question), 20)
+        await pilot.press("y")
         assert await wait_until(pilot, lambda: any("export failed" in note for note in notes), 60), notes
         assert app.return_code is None
 

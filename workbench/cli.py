@@ -61,14 +61,17 @@ def build_command_parser(command: str) -> OneLineParser:
         parser.add_argument("--plain", action="store_true",
                             help="one tab-separated line per run, names never cut (the default when piped)")
     elif command == "export":
-        parser.description = "Export a run's best checkpoint."
+        parser.description = "Export a run's model (pickle-free safetensors + model.json; pt2 and onnx on request)."
         parser.add_argument("run", help="run folder (or its name inside --runs-dir)")
         parser.add_argument("--runs-dir", default="runs")
         parser.add_argument("--format", default="safetensors",
                             help="comma list of safetensors, pt2, onnx (default: safetensors)")
         parser.add_argument("--verify", action="store_true",
                             help="rerun held-out images through every format and compare logits")
-        parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+        parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                            help="best: the epoch with the highest validation accuracy (the last one when "
+                                 "the run has no validation split); last: the last epoch (default: best)")
+        parser.add_argument("--json", action="store_true", help="report what was written and verified as JSON")
     elif command == "predict":
         parser.description = "Classify images with an exported model (no pickle is loaded)."
         parser.add_argument("export_dir", help="a run's export/ folder (or the run folder)")

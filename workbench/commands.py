@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.wording import count as counted
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -43,16 +44,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_models(args: argparse.Namespace) -> int:
     from workbench.core.data.load import dataset_shape
-    from workbench.core.models import count_parameters, create, specs
+    from workbench.core.models import parameter_count, specs
     from workbench.core.presets import PRESETS
 
     channels, size, classes = dataset_shape(args.dataset, args.image_size)
-    table = Table(title=Text(f"architectures for {args.dataset} ({channels}x{size}x{size}, {classes} classes)"))
+    table = Table(title=Text(f"architectures for {args.dataset} ({channels}x{size}x{size}, {counted(classes, 'class')})"))
     table.add_column("name", style="bold")
     table.add_column("description")
     table.add_column("params", justify="right")
     for spec in specs():
-        params = count_parameters(create(spec.name, channels, classes, size))
+        params = parameter_count(spec.name, channels, classes, size)
         table.add_row(Text(spec.name), Text(spec.description), f"{params:,}")
     console = Console()
     console.print(table)
@@ -116,11 +117,22 @@ def run_export(args: argparse.Namespace) -> int:
 
     formats = parse_formats(args.format)
     run_dir = resolve_run(args.run, args.runs_dir)
-    for path in export_run(run_dir, formats, which=args.checkpoint):
+    chosen: list[str] = []
+    paths = export_run(run_dir, formats, which=args.checkpoint, log=chosen.append)
+    results, batch = verify_run_export(run_dir, formats, which=args.checkpoint) if args.verify else ([], "")
+    if args.json:  # for the app, which exports in a process of its own
+        print(json.dumps({
+            "run_dir": str(run_dir), "paths": [str(p) for p in paths], "chosen": chosen[:1],
+            "compared_on": batch, "tolerance": TOLERANCE,
+            "checks": [{"format": r.format, "max_abs_diff": r.max_abs_diff, "passed": r.passed} for r in results],
+        }))
+        return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
+    for line in chosen[:1]:
+        print(line)
+    for path in paths:
         print(f"wrote {path}")
     if not args.verify:
         return EXIT_OK
-    results, batch = verify_run_export(run_dir, formats, which=args.checkpoint)
     print(f"verifying on {batch}, tolerance {TOLERANCE:g}")
     for result in results:
         verdict = "ok" if result.passed else "MISMATCH"

@@ -12,6 +12,7 @@ from workbench.core.config import (
     DEVICES,
     OPTIMIZERS,
     PRECISIONS,
+    RESIZE_MODES,
     SCHEDULES,
     RunConfig,
 )
@@ -41,6 +42,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--label-smoothing", type=float, help=f"(default: {d.label_smoothing})")
     add("--augment", help=f"comma list of {', '.join(AUGMENTATIONS)}, or none (default: {','.join(d.augment)})")
     add("--image-size", type=int, help="pixels per side (default: the data set's own; 32 for folders)")
+    add("--resize", choices=RESIZE_MODES,
+        help=f"a folder image of another shape: stretch it, crop its centre square, or pad it (default: {d.resize})")
     add("--precision", choices=PRECISIONS, help=f"(default: {d.precision})")
     add("--device", choices=DEVICES, help=f"auto = cuda, then mps, then cpu (default: {d.device})")
     add("--seed", type=int, help=f"(default: {d.seed})")

@@ -195,10 +195,10 @@ def _export_named(config: RunConfig, limits: Limits, folder: Path, log) -> tuple
 
 def _folder_for(config: RunConfig, limits: Limits, links: Path) -> tuple[Path, str, bool]:
     """The folder itself when both splits are used whole; otherwise a tree of links to the chosen files."""
-    from workbench.core.data import folders
+    from workbench.core.data.scan import scan as scan_folder
     from workbench.core.data.types import stratified_split
 
-    scan = folders.scan(Path(config.dataset).expanduser())
+    scan = scan_folder(Path(config.dataset).expanduser())
     _check_limit(limits[0], len(scan.classes))
     train_files, test_files = scan.train_files, scan.test_files
     if test_files is None:  # hold out the same files the engine would on the folder itself

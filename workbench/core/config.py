@@ -22,6 +22,7 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle")
 AUGMENTATIONS = ("crop", "flip", "rotate", "cutout")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
+RESIZE_MODES = ("stretch", "crop", "pad")  # the same as data/folders.py's (this module imports no torch)
 
 
 def default_data_dir() -> Path:
@@ -50,6 +51,7 @@ class RunConfig:
     label_smoothing: float = 0.0
     augment: tuple[str, ...] = ("crop", "flip")
     image_size: int = 0  # pixels per side; 0 = the data set's native size (32 for folders)
+    resize: str = "stretch"  # how a folder image of another shape becomes square: stretch, crop (centre) or pad
     precision: str = "fp32"
     device: str = "auto"
     seed: int = 0
@@ -136,6 +138,7 @@ class RunConfig:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("precision", self.precision, PRECISIONS)
         _choice("device", self.device, DEVICES)
+        _choice("resize", self.resize, RESIZE_MODES)
         for op in self.augment:  # "none" alone became (); mixed with others it is a mistake
             _choice("augment", op, AUGMENTATIONS)
         _positive("epochs", self.epochs)

@@ -68,8 +68,10 @@ class EpochMetrics:
     epoch_s: float
     elapsed_s: float
     eta_s: float
-    per_class_acc: dict[str, float] = field(default_factory=dict)  # of `per_class_split`
+    per_class_acc: dict[str, float] = field(default_factory=dict)  # of `per_class_split` (recall per class)
     per_class_split: str | None = None  # "val" or "test"; None when nothing was evaluated
+    per_class_precision: dict[str, float] = field(default_factory=dict)  # of `per_class_split`
+    per_class_f1: dict[str, float] = field(default_factory=dict)
     extra: dict[str, float] = field(default_factory=dict)  # a recipe's own figures, e.g. one-view accuracy under TTA
 
     @property
@@ -172,6 +174,7 @@ def epoch_from_row(row: dict[str, Any]) -> EpochMetrics:
     """An epoch row back as the event it was (rows of older runs fill what they lack with None)."""
     names = {f.name for f in dataclasses.fields(EpochMetrics)}
     values = {key: row.get(key) for key in names}
-    values["per_class_acc"] = row.get("per_class_acc") or {}
+    for key in ("per_class_acc", "per_class_precision", "per_class_f1"):
+        values[key] = row.get(key) or {}
     values["extra"] = row.get("extra") or {}
     return EpochMetrics(**values)

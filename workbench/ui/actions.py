@@ -10,11 +10,12 @@ from textual import work
 from textual.message import Message
 from textual.screen import Screen
 
+from workbench.core.wording import count as counted
 from workbench.ui import formatting as fmt
 from workbench.ui import jobs
 from workbench.ui.screens.images import ImagesScreen
 from workbench.ui.screens.inspect import InspectScreen
-from workbench.ui.screens.modals import Question, TooSmall, offer_resume
+from workbench.ui.screens.modals import Question, TooSmall, confirm_unevaluated_export, offer_resume
 from workbench.ui.screens.runs import RunsScreen
 from workbench.ui.screens.setup import SetupScreen
 from workbench.ui.screens.train import TrainScreen
@@ -27,6 +28,13 @@ class ExportDone(Message):
     def __init__(self, report: jobs.ExportReport) -> None:
         super().__init__()
         self.report = report
+
+
+class ExportUnevaluated(Message):
+    def __init__(self, run_dir: Path, steps: int) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.steps = steps
 
 
 class InterruptedFound(Message):
@@ -132,8 +140,26 @@ class WorkbenchActions:
         if run is None:
             self.notify("No run to export yet.", severity="warning")
             return
-        self.notify(f"Exporting {run.name} (safetensors, pt2) and verifying…")
-        self._export(run)
+        self._check_then_export(run)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export-check", description="export")
+    def _check_then_export(self: WorkbenchApp, run_dir: Path) -> None:
+        evaluated, steps = jobs.evaluated(run_dir)
+        if evaluated:
+            self.call_from_thread(self._start_export, run_dir)
+        else:
+            self.post_message(ExportUnevaluated(run_dir, steps))
+
+    def on_export_unevaluated(self: WorkbenchApp, message: ExportUnevaluated) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._start_export(message.run_dir)
+
+        self.push_screen(confirm_unevaluated_export(message.run_dir.name, message.steps), answered)
+
+    def _start_export(self: WorkbenchApp, run_dir: Path) -> None:
+        self.notify(f"Exporting {run_dir.name} (safetensors, pt2) and verifying…")
+        self._export(run_dir)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="export", description="export")
     def _export(self: WorkbenchApp, run_dir: Path) -> None:
@@ -159,7 +185,7 @@ class WorkbenchActions:
     def on_interrupted_found(self: WorkbenchApp, message: InterruptedFound) -> None:
         summary = message.summaries[0]
         others = len(message.summaries) - 1
-        detail = f"{summary.epochs_done}/{summary.epochs} epochs done"
+        detail = f"{summary.epochs_done}/{counted(summary.epochs, 'epoch')} done"
         if others:
             detail += f"; {others} other interrupted run{'s' if others > 1 else ''} in the runs list"
 

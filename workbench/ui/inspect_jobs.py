@@ -25,10 +25,21 @@ class ClassScore:
     name: str
     images: int  # test images of this class
     correct: int
+    predicted: int = 0  # test images predicted as this class
 
     @property
     def accuracy(self) -> float:
+        """Recall: the share of this class's images the model got right."""
         return self.correct / self.images if self.images else 0.0
+
+    @property
+    def precision(self) -> float:
+        return self.correct / self.predicted if self.predicted else 0.0
+
+    @property
+    def f1(self) -> float:
+        total = self.precision + self.accuracy
+        return 2 * self.precision * self.accuracy / total if total else 0.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class Inspection:
     data: DatasetSummary
     mean: tuple[float, ...]  # normalisation the run trained with, from run.json
     std: tuple[float, ...]
+    resize: str = "stretch"  # how the run made its images square; predict does the same
 
     @property
     def scores(self) -> list[ClassScore]:
@@ -59,7 +71,8 @@ class Guess:
 
 
 def class_scores(classes: list[str], confusion: list[list[int]]) -> list[ClassScore]:
-    return [ClassScore(name, sum(row), row[i]) for i, (name, row) in enumerate(zip(classes, confusion))]
+    predicted = [sum(row[i] for row in confusion) for i in range(len(classes))]
+    return [ClassScore(name, sum(row), row[i], predicted[i]) for i, (name, row) in enumerate(zip(classes, confusion))]
 
 
 def load_inspection(run_dir: Path) -> Inspection:
@@ -82,6 +95,7 @@ def load_inspection(run_dir: Path) -> Inspection:
         data=data,
         mean=tuple(info.get("mean") or data.mean),
         std=tuple(info.get("std") or data.std),
+        resize=str(info.get("resize") or "stretch"),
     )
 
 
@@ -117,17 +131,23 @@ def image_path(text: str) -> Path:
     return Path(cleaned).expanduser()
 
 
-def predict_image(inspection: Inspection, path: Path, passes: int, top: int = TOP) -> list[Guess]:
-    """The `top` most likely classes for one image file, with the run's best model."""
+def predict_image(
+    inspection: Inspection, path: Path, passes: int, top: int = TOP
+) -> tuple[list[Guess], jobs.DecodedImage]:
+    """The `top` most likely classes for one image file, with the run's best model, and the
+    image exactly as the model received it (decoded, resized, before normalisation)."""
+    from workbench.core.data.normalize import normalize
     from workbench.core.export.predict import load_images, probabilities
-    from workbench.core.inspection.predictions import normalize
 
     data = inspection.data
-    images = load_images([str(path)], data.image_size, data.channels)
+    images = load_images([str(path)], data.image_size, data.channels, inspection.resize)
     batch = normalize(images, inspection.mean, inspection.std)
     mean, std = probabilities(inspection.review.model, batch, passes)
     order = mean[0].argsort(descending=True)[: min(top, len(inspection.classes))].tolist()
-    return [Guess(inspection.classes[i], float(mean[0, i]), float(std[0, i])) for i in order]
+    guesses = [Guess(inspection.classes[i], float(mean[0, i]), float(std[0, i])) for i in order]
+    pixels = images[0].expand(3, -1, -1) if images.shape[1] == 1 else images[0]
+    seen = jobs.DecodedImage(path, pixels.shape[2], pixels.shape[1], pixels.permute(1, 2, 0).contiguous().numpy().tobytes())
+    return guesses, seen
 
 
 def reason(error: BaseException) -> str:

@@ -6,6 +6,7 @@ these functions, so importing the UI stays fast and the first screen paints befo
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -73,11 +74,11 @@ def data_shape(dataset: str, image_size: int) -> tuple[int, int, int]:
 
 def parameter_count(arch: str, shape: tuple[int, int, int]) -> int | None:
     """Parameters of `arch` for a (channels, size, classes) shape; None when it cannot be built."""
-    from workbench.core.models import count_parameters, create
+    from workbench.core.models import parameter_count
 
     channels, size, classes = shape
     try:
-        return count_parameters(create(arch, channels, classes, size))
+        return parameter_count(arch, channels, classes, size)
     except Exception:  # an architecture that does not fit this shape: show '-' in its row
         return None
 
@@ -109,18 +110,33 @@ class ExportReport:
 
 
 def export_and_verify(run_dir: Path, formats: tuple[str, ...] = EXPORT_FORMATS) -> ExportReport:
-    from workbench.core.export.bundle import export_run
-    from workbench.core.export.verify import verify_run_export
-
-    paths = export_run(run_dir, formats)
-    verifications, compared_on = verify_run_export(run_dir, formats)
+    """Export and verify in a process of its own: torch.export changes global torch state that
+    an optimizer stepping in the training thread reads, which killed runs that were training."""
+    command = [sys.executable, "-m", "workbench", "export", str(run_dir), "--format", ",".join(formats),
+               "--verify", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode not in (0, 1) or not done.stdout.strip():
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        reason = lines[-1].removeprefix("workbench: error: ") if lines else f"exit code {done.returncode}"
+        raise WorkbenchError(reason)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
     checks = tuple(
-        f"{v.format} {'ok' if v.passed else 'MISMATCH'} (max |logit diff| {v.max_abs_diff:.1e})"
-        for v in verifications
+        f"{c['format']} {'ok' if c['passed'] else 'MISMATCH'} (max |logit diff| {c['max_abs_diff']:.1e})"
+        for c in report["checks"]
     )
-    return ExportReport(
-        run_dir, tuple(paths), checks, all(v.passed for v in verifications), compared_on
-    )
+    passed = all(c["passed"] for c in report["checks"])
+    compared_on = report["compared_on"] + (f"; {report['chosen'][0]}" if report["chosen"] else "")
+    return ExportReport(run_dir, tuple(Path(p) for p in report["paths"]), checks, passed, compared_on)
+
+
+def evaluated(run_dir: Path) -> tuple[bool, int]:
+    """(whether any held-out evaluation was recorded, steps trained), for 'export anyway?'."""
+    from workbench.core.runs import epoch_records, read_metrics
+
+    rows = read_metrics(run_dir)
+    evaluations = [r for r in epoch_records(rows) if r.get("val_acc") is not None or r.get("test_acc") is not None]
+    steps = max((r.get("global_step", r.get("steps_done", 0)) or 0 for r in rows), default=0)
+    return bool(evaluations), int(steps)
 
 
 # ---- image files ---------------------------------------------------------------------

@@ -27,9 +27,9 @@ def dataset_shape(name_or_path: str, image_size: int = 0) -> tuple[int, int, int
     if name_or_path in NAMED_SHAPES:
         channels, native, classes = NAMED_SHAPES[name_or_path]
         return channels, image_size or native, classes
-    from workbench.core.data import folders
+    from workbench.core.data import scan
 
-    classes = folders.class_names(Path(name_or_path).expanduser())
+    classes = scan.class_names(Path(name_or_path).expanduser())
     return 3, image_size or FOLDER_IMAGE_SIZE, len(classes)
 
 
@@ -46,31 +46,35 @@ def load_dataset(
     warn: Log | None = None,
     stream_over_mb: float = 0.0,
     should_stop: Callable[[], bool] = never_stop,
+    resize: str = "stretch",
 ) -> Dataset:
     """Load a built-in data set by name, or a folder in ImageFolder layout, as uint8 tensors.
 
     image_size 0 keeps a built-in set's native size and means 32 for folders. A folder
     without test/ holds out `test_fraction` of each class for testing; `val_fraction` of the
     training split becomes the validation split (stratified; 0 = none). Both use `seed`.
-    `log` gets progress lines and `warn` (default: log) what the user should act on.
+    `log` gets progress lines and `warn` (default: log) what the user should act on. `resize`
+    says how a folder's images of other shapes become square (folders.RESIZE_MODES).
     Raises WorkbenchError, with what to do next, for missing downloads and broken folders, and
     StopRequested when `should_stop()` turns true while files are being decoded.
     """
     dataset = _load(
         name_or_path, Path(data_dir).expanduser(), image_size, seed, test_fraction, download,
-        log, warn or log, stream_over_mb, should_stop,
+        log, warn or log, stream_over_mb, should_stop, resize,
     )
     return dataset.with_validation(val_fraction, seed)
 
 
-def _load(name_or_path, data_dir, image_size, seed, test_fraction, download, log, warn, stream_over_mb, should_stop) -> Dataset:
+def _load(name_or_path, data_dir, image_size, seed, test_fraction, download, log, warn, stream_over_mb, should_stop,
+          resize) -> Dataset:
     from workbench.core.data import cache
 
     scan = None
     if name_or_path not in NAMED_SHAPES:
-        from workbench.core.data import folders, streaming
+        from workbench.core.data import scan as folder_scan
+        from workbench.core.data import streaming
 
-        scan = folders.scan(Path(name_or_path).expanduser(), warn)
+        scan = folder_scan.scan(Path(name_or_path).expanduser(), warn)
         size, limit = image_size or FOLDER_IMAGE_SIZE, streaming.limit_mb(stream_over_mb)
         if streaming.decoded_mb(scan, size) > limit:
             log(
@@ -78,9 +82,9 @@ def _load(name_or_path, data_dir, image_size, seed, test_fraction, download, log
                 f"the {limit:,.0f} MB in-memory limit: streaming it from the files with workers"
             )
             return streaming.streaming_dataset(name_or_path, scan, size, seed, test_fraction, log, warn,
-                                               data_dir, should_stop)
+                                               data_dir, should_stop, resize)
     identity, build = _source(
-        name_or_path, data_dir, image_size, seed, test_fraction, download, log, warn, scan, should_stop
+        name_or_path, data_dir, image_size, seed, test_fraction, download, log, warn, scan, should_stop, resize
     )
     cache_file = cache.path_for(data_dir, _cache_label(name_or_path), identity)
     stored = cache.read(cache_file, warn)
@@ -124,6 +128,7 @@ def _source(
     warn: Log,
     scan: Any = None,
     should_stop: Callable[[], bool] = never_stop,
+    resize: str = "stretch",
 ) -> tuple[dict[str, Any], Build]:
     """What identifies the data for the cache, and how to build it when the cache misses."""
     if name_or_path == "shapes":
@@ -148,18 +153,23 @@ def _source(
 
         return {"set": name_or_path, "image_size": size}, build_named
 
-    from workbench.core.data import folders
+    if scan is None:
+        from workbench.core.data import scan as folder_scan
 
-    scan = scan or folders.scan(Path(name_or_path).expanduser(), warn)
+        scan = folder_scan.scan(Path(name_or_path).expanduser(), warn)
     size = image_size or FOLDER_IMAGE_SIZE
     identity: dict[str, Any] = {
         "folder": str(scan.root),
         "files": scan.fingerprint,
         "image_size": size,
     }
+    if resize != "stretch":  # the default keeps the keys of caches made before the option existed
+        identity["resize"] = resize
     if scan.test_files is None:
         identity |= {"test_fraction": test_fraction, "seed": seed}
-    return identity, lambda: folders.decode(scan, size, seed, test_fraction, log, warn, should_stop)
+    from workbench.core.data import folders
+
+    return identity, lambda: folders.decode(scan, size, seed, test_fraction, log, warn, should_stop, resize)
 
 
 def _cache_label(name_or_path: str) -> str:

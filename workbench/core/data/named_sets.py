@@ -23,9 +23,9 @@ from torchvision.datasets.utils import (
     extract_archive,
 )
 
+from workbench.core.data.safe_pickle import load_cifar_batch
 from workbench.core.data.types import NAMED_SHAPES, Log, Split
 from workbench.core.errors import WorkbenchError
-from workbench.core.data.safe_pickle import load_cifar_batch
 
 _CIFAR = {"cifar10": (CIFAR10, b"labels"), "cifar100": (CIFAR100, b"fine_labels")}
 _MNIST = {"mnist": MNIST, "fashion-mnist": FashionMNIST}

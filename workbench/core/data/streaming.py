@@ -17,7 +17,8 @@ from typing import Callable
 import torch
 
 from workbench.core.atomic import write_json_atomic
-from workbench.core.data.folders import MAX_WARNINGS, FolderScan, decode_image, find_unreadable
+from workbench.core.data.folders import decode_image, find_unreadable
+from workbench.core.data.scan import MAX_WARNINGS, FolderScan
 from workbench.core.data.normalize import channel_stats
 from workbench.core.data.types import Dataset, Log, Split, stratified_split
 from workbench.core.errors import WorkbenchError, never_stop
@@ -32,9 +33,10 @@ class FileImages(torch.utils.data.Dataset):
     them and reports them) and as black images from a tensor index (for image grids).
     """
 
-    def __init__(self, paths: list[str], image_size: int) -> None:
+    def __init__(self, paths: list[str], image_size: int, resize: str = "stretch") -> None:
         self.paths = paths
         self.image_size = image_size
+        self.resize = resize
         self.dtype = torch.uint8
         self.device = torch.device("cpu")  # where indexing returns its tensors, like a CPU tensor
 
@@ -57,11 +59,11 @@ class FileImages(torch.utils.data.Dataset):
         return torch.stack([image if image is not None else blank for image in decoded])
 
     def subset(self, rows: torch.Tensor) -> FileImages:
-        return FileImages([self.paths[row] for row in rows.tolist()], self.image_size)
+        return FileImages([self.paths[row] for row in rows.tolist()], self.image_size, self.resize)
 
     def decode(self, row: int) -> torch.Tensor | None:
         try:
-            return decode_image(Path(self.paths[row]), self.image_size)
+            return decode_image(Path(self.paths[row]), self.image_size, resize=self.resize)
         except (OSError, ValueError):
             return None
 
@@ -84,7 +86,7 @@ def decoded_mb(scan: FolderScan, image_size: int) -> float:
 
 def streaming_dataset(
     name: str, scan: FolderScan, image_size: int, seed: int, test_fraction: float, log: Log,
-    warn: Log, data_dir: Path, should_stop: Callable[[], bool] = never_stop,
+    warn: Log, data_dir: Path, should_stop: Callable[[], bool] = never_stop, resize: str = "stretch",
 ) -> Dataset:
     """A Dataset whose splits decode on demand; mean/std come from a sample of training images.
 
@@ -92,7 +94,7 @@ def streaming_dataset(
     cached by the folder's fingerprint) and left out, so a streamed folder skips and lists
     exactly the files the in-memory path would.
     """
-    unreadable = _unreadable(scan, image_size, data_dir, log, should_stop)
+    unreadable = _unreadable(scan, image_size, data_dir, log, should_stop, resize)
     for line in list(unreadable.items())[:MAX_WARNINGS]:
         warn(f"skipping unreadable image {line[0]}: {line[1]}")
     if len(unreadable) > MAX_WARNINGS:
@@ -101,7 +103,7 @@ def streaming_dataset(
     def split(files: list[tuple[str, int]]) -> Split:
         kept = [(path, label) for path, label in files if path not in unreadable]
         paths = [path for path, _ in kept]
-        return Split(FileImages(paths, image_size), torch.tensor([label for _, label in kept], dtype=torch.int64), paths)
+        return Split(FileImages(paths, image_size, resize), torch.tensor([label for _, label in kept], dtype=torch.int64), paths)
 
     train = split(scan.train_files)
     val = split(scan.val_files) if scan.val_files is not None else None
@@ -118,7 +120,7 @@ def streaming_dataset(
     return Dataset(name, list(scan.classes), train, test, mean, std, skipped, val)
 
 
-def _unreadable(scan: FolderScan, image_size: int, data_dir: Path, log: Log, should_stop) -> dict[str, str]:
+def _unreadable(scan: FolderScan, image_size: int, data_dir: Path, log: Log, should_stop, resize) -> dict[str, str]:
     every = [path for path, _ in scan.train_files + (scan.test_files or []) + (scan.val_files or [])]
     key = json.dumps({"files": scan.fingerprint, "image_size": image_size}, sort_keys=True)
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
@@ -128,7 +130,7 @@ def _unreadable(scan: FolderScan, image_size: int, data_dir: Path, log: Log, sho
     except (OSError, ValueError, TypeError):
         pass
     log(f"checking that all {len(every):,} images can be decoded (once for this folder)")
-    found = find_unreadable(every, image_size, should_stop)
+    found = find_unreadable(every, image_size, should_stop, resize)
     try:
         write_json_atomic(record, found)
     except (OSError, WorkbenchError):

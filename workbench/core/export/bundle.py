@@ -34,7 +34,7 @@ from workbench.core.atomic import (
 )
 from workbench.core.catalog import ARCHITECTURES
 from workbench.core.errors import ConfigError, WorkbenchError
-from workbench.core.models import create
+from workbench.core.models import with_weights
 
 FORMATS = ("safetensors", "pt2", "onnx")
 BUNDLE_VERSION = 2
@@ -88,9 +88,9 @@ def model_from_checkpoint(run_dir: Path, which: str = "best") -> tuple[nn.Module
     if not info or any(key not in info for key in needed):
         raise WorkbenchError(f"{run_dir}/run.json is missing or damaged; this run cannot be exported")
     options = state.get("model_options") or info.get("model_options") or {}
-    model = create(info["arch"], info["channels"], len(info["classes"]), info["image_size"], **options)
-    try:
-        model.load_state_dict(state["model"])
+    try:  # built without random draws: a run may be training in another thread of this process
+        model = with_weights(info["arch"], info["channels"], len(info["classes"]), info["image_size"],
+                             state["model"], **options)
     except RuntimeError as error:
         raise WorkbenchError(f"{path} does not fit the architecture in run.json ({_first_line(error)})") from None
     return model.eval(), state, info
@@ -137,7 +137,8 @@ def bundle_metadata(model: nn.Module, state: dict, info: dict, which: str, chose
         "num_classes": len(info["classes"]),
         "classes": info["classes"],
         "preprocessing": {
-            "resize": f"{info['image_size']}x{info['image_size']} bicubic",
+            "resize": f"{info['image_size']}x{info['image_size']} bicubic, {info.get('resize', 'stretch')}",
+            "resize_mode": info.get("resize", "stretch"),  # stretch, crop (centre) or pad
             "color": "L" if info["channels"] == 1 else "RGB",
             "scale": "pixel / 255",
             "mean": info["mean"],
@@ -227,9 +228,8 @@ def load_bundle(export_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     if problem:
         raise WorkbenchError(f"{meta_path} is damaged: {problem}; export the run again")
     try:
-        model = create(meta["arch"], meta["in_channels"], meta["num_classes"], meta["image_size"],
-                       **(meta.get("model_options") or {}))
-        model.load_state_dict(load_file(str(weights_path)))
+        model = with_weights(meta["arch"], meta["in_channels"], meta["num_classes"], meta["image_size"],
+                             load_file(str(weights_path)), **(meta.get("model_options") or {}))
     except (RuntimeError, OSError, SafetensorError, ValueError, TypeError) as error:
         raise WorkbenchError(
             f"the weights in {weights_path} do not fit model.json ({_first_line(error)}); export the run again"
@@ -264,6 +264,8 @@ def _bundle_problem(meta: Any) -> str:
             return f"preprocessing {key} must be one finite number per channel ({meta['in_channels']}), not {values!r}"
     if any(v <= 0 for v in prep["std"]):
         return f"preprocessing std must be positive, not {prep['std']}"
+    if prep.get("resize_mode", "stretch") not in ("stretch", "crop", "pad"):
+        return f"preprocessing resize_mode must be stretch, crop or pad, not {prep.get('resize_mode')!r}"
     if not isinstance(meta.get("model_options", {}), dict):
         return "model_options must be an object"
     return ""

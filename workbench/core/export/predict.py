@@ -22,14 +22,14 @@ class Prediction:
     top: list[tuple[str, float, float]]  # (class, mean probability, std over passes)
 
 
-def load_images(paths: Sequence[str], image_size: int, channels: int) -> torch.Tensor:
+def load_images(paths: Sequence[str], image_size: int, channels: int, resize: str = "stretch") -> torch.Tensor:
     """uint8 (N, C, H, W) with the same decoding and resizing as training folders."""
     decoded = []
     for path in paths:
         if not Path(path).is_file():
             raise WorkbenchError(f"image {path} does not exist")
         try:
-            decoded.append(decode_image(Path(path), image_size, channels))
+            decoded.append(decode_image(Path(path), image_size, channels, resize))
         except (OSError, ValueError) as error:
             raise WorkbenchError(f"cannot read image {path}: {error}") from None
     return torch.stack(decoded)
@@ -64,7 +64,7 @@ def predict_files(
         raise WorkbenchError("--mc-dropout: must be 0 (off) or a number of passes")
     if top < 1:
         raise WorkbenchError("--top: must be at least 1")
-    images = load_images(paths, meta["image_size"], meta["in_channels"])
+    images = load_images(paths, meta["image_size"], meta["in_channels"], meta["preprocessing"].get("resize_mode", "stretch"))
     prep = meta["preprocessing"]
     batch = normalize(images, prep["mean"], prep["std"])
     target = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))

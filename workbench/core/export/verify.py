@@ -67,7 +67,7 @@ def held_out_batch(run_dir: Path, size: int = 64) -> tuple[torch.Tensor, str]:
         config = runs.read_config(run_dir)
         data = load_dataset(
             config.dataset, data_dir=config.resolved_data_dir(), image_size=info["image_size"],
-            seed=config.seed, test_fraction=config.test_fraction, download=False,
+            seed=config.seed, test_fraction=config.test_fraction, download=False, resize=config.resize,
         )
         images = data.test.images[:size]
         return normalize(images, info["mean"], info["std"]), f"{len(images)} test images"

@@ -91,7 +91,7 @@ def save_grid(
 
     strips = [_strip_lines(cell, classes) for cell in cells]
     image_w, image_h = width * scale, height * scale
-    widest_text = max(font.getlength(line) for lines in strips for line in lines)
+    widest_text = max(font.getlength(line.replace("\t", "")) for lines in strips for line in lines)
     card_w = max(image_w + 2 * FRAME_PX, min(math.ceil(widest_text) + 8, MAX_LABEL_WIDTH_PX))
     card_h = FRAME_PX + image_h + max(len(lines) for lines in strips) * line_px + 5
     caption = f"{height}x{width} px shown at x{scale} (nearest neighbour), pixels exact"
@@ -115,7 +115,8 @@ def save_grid(
         sheet.paste(Image.fromarray(enlarged[number]), (left, top))
         boxes.append([left, top, left + image_w, top + image_h])
         for line_number, line in enumerate(lines):
-            text = _fit(line, font, card_w - 6)
+            main, _, kept = line.partition("\t")
+            text = _fit(main, font, card_w - 6 - font.getlength(kept)) + kept
             draw.text((card_left + card_w // 2, top + image_h + 3 + line_number * line_px), text, fill=WHITE, font=font, anchor="ma")
 
     sidecar = {
@@ -160,7 +161,8 @@ def _strip_lines(cell: Cell, classes: Sequence[str]) -> list[str]:
         return [true_name]
     percent = "" if cell.confidence is None else f" ({cell.confidence * 100:.0f}%)"
     verdict = "ok" if cell.prediction == cell.label else "WRONG"
-    return [f"true: {true_name}", f"pred: {_class_name(classes, cell.prediction)}{percent}", verdict]
+    # The confidence comes after a tab: a long class name is cut, never the confidence.
+    return [f"true: {true_name}", f"pred: {_class_name(classes, cell.prediction)}\t{percent}", verdict]
 
 
 def _verdict_colour(cell: Cell) -> tuple[int, int, int]:
@@ -223,7 +225,8 @@ def save_confusion(path: Path, matrix: torch.Tensor, classes: Sequence[str], *, 
     legend_h = TEXT_PX + 12
     caption = f"accuracy {overall * 100:.2f}% of {total}"
     title_w = _font(TITLE_PX).getlength(title) + axis_font.getlength(caption) + 3 * GAP_PX
-    sheet_w = max(support_left + support_w + MARGIN_PX, math.ceil(title_w) + 2 * MARGIN_PX, 420)
+    sheet_w = max(support_left + support_w + MARGIN_PX, math.ceil(title_w) + 2 * MARGIN_PX,
+                  MARGIN_PX + _legend_width(axis_font) + MARGIN_PX)
     sheet_h = grid_top + grid_px + GAP_PX + legend_h + MARGIN_PX
 
     sheet = Image.new("RGB", (sheet_w, sheet_h), WHITE)
@@ -286,14 +289,24 @@ def _ink_on(fraction: float) -> tuple[int, int, int]:
     return BLACK if fraction < 0.6 else WHITE
 
 
+LEGEND_ITEMS = ((DIAGONAL_DARK, "correct"), (CONFUSED_DARK, "confused as"))
+LEGEND_NOTE = "share of the true class"
+
+
+def _legend_width(font) -> int:
+    """How wide _draw_legend draws: the sheet is made at least this wide, so nothing is cut."""
+    items = sum(70 + math.ceil(font.getlength(f"{words} 0..100%")) + 16 for _, words in LEGEND_ITEMS)
+    return items + math.ceil(font.getlength(LEGEND_NOTE))
+
+
 def _draw_legend(sheet: Image.Image, draw: ImageDraw.ImageDraw, left: int, top: int, font) -> None:
     x = left
-    for dark, words in ((DIAGONAL_DARK, "correct"), (CONFUSED_DARK, "confused as")):
+    for dark, words in LEGEND_ITEMS:
         for step in range(64):
             draw.line((x + step, top + 2, x + step, top + TEXT_PX + 4), fill=_shade(dark, step / 63))
         draw.text((x + 70, top + 3), f"{words} 0..100%", fill=BLACK, font=font)
         x += 70 + math.ceil(font.getlength(f"{words} 0..100%")) + 16
-    draw.text((x, top + 3), "share of the true class", fill=(90, 90, 90), font=font)
+    draw.text((x, top + 3), LEGEND_NOTE, fill=(90, 90, 90), font=font)
 
 
 # ---------------------------------------------------------------- text and files

@@ -13,8 +13,10 @@ from workbench.core.models.registry import (
     get_spec,
     has_dropout,
     names,
+    parameter_count,
     register,
     specs,
+    with_weights,
 )
 
 __all__ = [
@@ -24,6 +26,8 @@ __all__ = [
     "get_spec",
     "has_dropout",
     "names",
+    "parameter_count",
     "register",
     "specs",
+    "with_weights",
 ]

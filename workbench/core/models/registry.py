@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 import torch.nn as nn
 
 from workbench.core.catalog import ARCHITECTURES
@@ -70,6 +71,26 @@ def create(name: str, in_channels: int = 3, num_classes: int = 10, image_size: i
         if options:
             raise WorkbenchError(f"architecture {name!r} does not take the options {sorted(options)}: {error}") from None
         raise
+
+
+def parameter_count(name: str, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, **options) -> int:
+    """Parameters of an architecture, counted on a model of shapes only (the meta device): no
+    memory, no time and, above all, no draws from the global random generator, which a run
+    training in another thread of the process relies on for its own init and dropout."""
+    with torch.device("meta"):
+        return count_parameters(create(name, in_channels, num_classes, image_size, **options))
+
+
+def with_weights(name: str, in_channels: int, num_classes: int, image_size: int, weights: dict, **options) -> nn.Module:
+    """The architecture holding `weights`, built without drawing random numbers (see
+    parameter_count); raises RuntimeError when the weights do not fit, like load_state_dict."""
+    with torch.device("meta"):
+        model = create(name, in_channels, num_classes, image_size, **options)
+    model.load_state_dict(weights, assign=True)
+    missing = [key for key, tensor in (*model.named_parameters(), *model.named_buffers()) if tensor.is_meta]
+    if missing:
+        raise RuntimeError(f"no weights for {', '.join(missing[:3])}")
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

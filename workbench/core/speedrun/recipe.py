@@ -27,6 +27,7 @@ from workbench.core.config import RunConfig
 from workbench.core.errors import ConfigError
 from workbench.core.training.augment import AugmentSettings
 from workbench.core.training.parts import Recipe, Schedule, TrainingParts, View
+from workbench.core.wording import count as counted
 
 # =============================================================================================
 # Hyperparameters (epochs, batch size, precision, compile and seed come from the RunConfig)
@@ -127,7 +128,7 @@ class SpeedrunRecipe(Recipe):
     def summary(self, config: RunConfig, steps_per_epoch: int, batch_size: int) -> str:
         hyp = self.hyp
         return (
-            f"speedrun recipe: {config.epochs} epochs x {steps_per_epoch} steps of {batch_size}, "
+            f"speedrun recipe: {counted(config.epochs, 'epoch')} x {counted(steps_per_epoch, 'step')} of {batch_size}, "
             f"Nesterov lr {hyp['lr']:g} per 1024 examples (momentum {hyp['momentum']:g}), BN biases "
             f"x{hyp['bias_lr_scale']:g}, label smoothing {hyp['label_smoothing']:g}, lookahead, "
             f"translate {hyp['translate']} px + {'alternating' if hyp['alternating_flip'] else 'random'} "

@@ -36,7 +36,7 @@ from workbench.core.events import (
     to_row,
 )
 from workbench.core.inspection.epoch_images import images_due, save_epoch_images
-from workbench.core.metrics import accuracy_by_class
+from workbench.core.metrics import class_reports
 from workbench.core.models import count_parameters, create
 from workbench.core.training.batches import batches_for
 from workbench.core.training.control import TrainControl
@@ -316,6 +316,7 @@ class _Session:
         if is_best:
             progress.best_epoch, progress.best_val_acc = epoch, val.acc
         shown = val or test
+        reports = class_reports(shown.confusion, self.data.classes) if shown else []
         self.train_s += totals.seconds
         epoch_s = totals.seconds + sum(result.seconds for result in evaluations.values())
         extra = {f"{r.split}_acc_one_view": r.plain_acc for r in evaluations.values() if len(self.views) > 1}
@@ -327,8 +328,9 @@ class _Session:
             best_epoch=progress.best_epoch, best_val_acc=progress.best_val_acc, lr=totals.lr,
             images_per_s=totals.images / max(totals.seconds, 1e-9), epoch_s=epoch_s,
             elapsed_s=self.meter.elapsed_s(), eta_s=epoch_s * (self.config.epochs - epoch),
-            per_class_acc=accuracy_by_class(shown.confusion, self.data.classes) if shown else {},
-            per_class_split=shown.split if shown else None, extra=extra,
+            per_class_acc={r.name: r.recall for r in reports}, per_class_split=shown.split if shown else None,
+            per_class_precision={r.name: r.precision for r in reports}, per_class_f1={r.name: r.f1 for r in reports},
+            extra=extra,
         )
         row = to_row(event)
         progress.history.append(row)

@@ -16,6 +16,7 @@ from workbench.core.models import count_parameters
 from workbench.core.training.control import TrainControl
 from workbench.core.training.device import describe_device
 from workbench.core.training.parts import Recipe
+from workbench.core.wording import count as counted
 
 
 def load_run_data(config: RunConfig, emit: EventSink, control: TrainControl) -> Dataset:
@@ -25,7 +26,7 @@ def load_run_data(config: RunConfig, emit: EventSink, control: TrainControl) -> 
     data = load_dataset(
         config.dataset, data_dir=config.resolved_data_dir(), image_size=config.image_size,
         seed=config.seed, test_fraction=config.test_fraction, val_fraction=config.val_fraction,
-        stream_over_mb=config.stream_over_mb,
+        stream_over_mb=config.stream_over_mb, resize=config.resize,
         log=lambda message: emit(Notice(message)),
         warn=lambda message: emit(Notice(message, "warning")),
         should_stop=lambda: control.stop_requested,
@@ -34,7 +35,7 @@ def load_run_data(config: RunConfig, emit: EventSink, control: TrainControl) -> 
     val = f" / {len(data.val)} validation" if data.val is not None else ""
     emit(Notice(
         f"data: {data.name}, {len(data.train)} train{val} / {len(data.test)} test images, {shape}, "
-        f"{data.num_classes} classes ({time.perf_counter() - started:.1f} s)"
+        f"{counted(data.num_classes, 'class')} ({time.perf_counter() - started:.1f} s)"
     ))
     return data
 
@@ -47,7 +48,7 @@ def run_info(
     return {
         "arch": config.arch, "model_options": model_options, "recipe": recipe.record(),
         "dataset": data.name, "classes": list(data.classes), "channels": data.channels,
-        "image_size": data.image_size, "mean": list(data.mean), "std": list(data.std),
+        "image_size": data.image_size, "resize": config.resize, "mean": list(data.mean), "std": list(data.std),
         "params": count_parameters(model), "train_size": len(data.train),
         "val_size": len(data.val) if data.val is not None else 0, "test_size": len(data.test),
         "batch_size": batch_size, "skipped_files": data.skipped, "device": describe_device(device),

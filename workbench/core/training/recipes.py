@@ -12,6 +12,7 @@ from workbench.core.errors import ConfigError
 from workbench.core.training.augment import AugmentSettings
 from workbench.core.training.optim import build_optimizer, build_scheduler
 from workbench.core.training.parts import Recipe, Schedule, TrainingParts
+from workbench.core.wording import count as counted
 
 
 class StandardRecipe(Recipe):
@@ -39,7 +40,7 @@ class StandardRecipe(Recipe):
         smoothing = f", label smoothing {config.label_smoothing:g}" if config.label_smoothing else ""
         warmup = f" after {config.warmup_epochs:g} warm-up epochs" if config.warmup_epochs else ""
         return (
-            f"standard recipe: {config.epochs} epochs x {steps_per_epoch} steps of {batch_size}, "
+            f"standard recipe: {counted(config.epochs, 'epoch')} x {counted(steps_per_epoch, 'step')} of {batch_size}, "
             f"{config.optimizer} lr {config.lr:g} with a {config.schedule} schedule{warmup}, "
             f"weight decay {config.weight_decay:g}{smoothing}, {augment}, {config.precision}"
         )

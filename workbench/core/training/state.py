@@ -20,6 +20,7 @@ from workbench.core.data.types import Dataset
 from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.core.training.batches import DeviceBatches
 from workbench.core.training.parts import Recipe, TrainingParts
+from workbench.core.wording import count as counted
 
 CHECKPOINT_FORMAT = 2
 
@@ -109,7 +110,7 @@ def read_resume_point(run_dir: Path, epochs: int) -> ResumePoint:
     if saved.epoch >= epochs:  # a partial epoch is epoch + 1, so it needs epochs > epoch too
         raise ConfigError(
             "epochs",
-            f"{run_dir.name} has already trained {saved.epoch} epochs; resume with --epochs "
+            f"{run_dir.name} has already trained {counted(saved.epoch, 'epoch')}; resume with --epochs "
             f"greater than {saved.epoch}",
         )
     return point

@@ -24,6 +24,7 @@ from textual.widgets import (
 from textual.worker import Worker, WorkerState
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.wording import count as counted
 from workbench.ui import formatting as fmt
 from workbench.ui import inspect_jobs
 from workbench.ui.inspect_jobs import Guess, Inspection
@@ -67,11 +68,12 @@ class SamplesWritten(Message):
 
 
 class Predicted(Message):
-    def __init__(self, path: Path, passes: int, guesses: list[Guess]) -> None:
+    def __init__(self, path: Path, passes: int, guesses: list[Guess], seen) -> None:
         super().__init__()
         self.path = path
         self.passes = passes
         self.guesses = guesses
+        self.seen = seen  # the image as the model received it
 
 
 class InspectScreen(Screen):
@@ -136,7 +138,9 @@ class InspectScreen(Screen):
                     yield Label("passes", classes="field-label")
                     yield Input("0", type="integer", id="predict-passes", tooltip="Monte-Carlo dropout passes; 0 = off")
                 yield Static("", id="predict-message", classes="inspect-note", markup=False)
-                yield TopClasses(id="predict-table")
+                with Horizontal(id="predict-body"):
+                    yield TopClasses(id="predict-table")
+                    yield ImagePreview(id="predict-preview")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -213,7 +217,7 @@ class InspectScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="inspect-predict", description="predicting")
     def _predict(self, inspection: Inspection, path: Path, passes: int) -> None:
-        self.post_message(Predicted(path, passes, inspect_jobs.predict_image(inspection, path, passes)))
+        self.post_message(Predicted(path, passes, *inspect_jobs.predict_image(inspection, path, passes)))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Every failure of this screen's workers becomes a sentence where its result would be."""
@@ -314,8 +318,11 @@ class InspectScreen(Screen):
 
     def on_predicted(self, message: Predicted) -> None:
         how = f"mean ± spread over {message.passes} Monte-Carlo dropout passes" if message.passes else "one plain pass"
-        self._predict_message(f"{fmt.short_path(message.path)}: top {len(message.guesses)} classes ({how})")
+        self._predict_message(f"{fmt.short_path(message.path)}: top {counted(len(message.guesses), 'class')} ({how})")
         self.query_one(TopClasses).show(message.guesses, message.passes)
+        seen = message.seen
+        self.query_one("#predict-preview", ImagePreview).show(seen)
+        self.query_one("#predict-preview").border_title = escape(f"{message.path.name} as the model sees it: {seen.width}×{seen.height}")
 
     # ---- small helpers --------------------------------------------------------------
 

@@ -59,6 +59,16 @@ def offer_resume(name: str, detail: str) -> Question:
     )
 
 
+def confirm_unevaluated_export(name: str, steps: int) -> Question:
+    return Question(
+        f"Run [b]{escape(name)}[/b] has not been evaluated yet (it stopped after {steps} steps, before an "
+        "epoch ended).\nIts accuracy is unknown. Export these weights anyway?",
+        yes="Export anyway (y)",
+        no="Cancel (n)",
+        id="confirm-export",
+    )
+
+
 class TooSmall(ModalScreen[None]):
     """Covers the app while the terminal is below the size it can draw legibly."""
 

@@ -15,6 +15,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from workbench.core.wording import count as counted
 from workbench.ui import formatting as fmt
 from workbench.ui.widgets.charts import TrainingCharts
 from workbench.ui.widgets.class_table import ClassAccuracy
@@ -47,7 +48,8 @@ class RunsScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for label in ("run", "started", "arch", "data set", "epochs", "best", "status"):
+        # The columns a narrow terminal must not lose come first: which run, how it ended, how good.
+        for label in ("run", "status", "best", "epochs", "arch", "data set", "started"):
             table.add_column(label, key=label)
         table.border_title = escape(f"runs in {fmt.short_path(self.runs_dir)}/")
         table.focus()
@@ -77,10 +79,9 @@ class RunsScreen(Screen):
         for summary in message.summaries:
             started = summary.started.strftime("%Y-%m-%d %H:%M") if summary.started else "-"
             table.add_row(
-                Text(summary.name), started, Text(summary.arch), Text(_short_dataset(summary.dataset)),
-                f"{summary.epochs_done}/{summary.epochs}",
-                Text(_best(summary), justify="right"),
-                Text(summary.status, style=STATUS_STYLES.get(summary.status, "")),
+                Text(summary.name), Text(summary.status, style=STATUS_STYLES.get(summary.status, "")),
+                Text(_best(summary), justify="right"), f"{summary.epochs_done}/{summary.epochs}",
+                Text(summary.arch), Text(_short_dataset(summary.dataset)), started,
                 key=str(summary.path),
             )
         keys = [str(s.path) for s in message.summaries]
@@ -134,7 +135,7 @@ class RunScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one(ClassAccuracy).border_title = "per-class test accuracy (last epoch)"
+        self.query_one(ClassAccuracy).border_title = "per class (last evaluation)"
         epochs = self.query_one("#epochs", DataTable)
         epochs.border_title = "epochs"
         epochs.add_columns("epoch", "train loss", "train acc", "val loss", "val acc", "test loss", "test acc", "time")
@@ -165,9 +166,9 @@ class RunScreen(Screen):
         shown = [r for r in epochs if r.get("per_class_acc")]
         if shown:
             classes = self.query_one(ClassAccuracy)
-            classes.show(shown[-1]["per_class_acc"])
+            classes.show(shown[-1]["per_class_acc"], shown[-1].get("per_class_precision"), shown[-1].get("per_class_f1"))
             split = fmt.SPLITS.get(shown[-1].get("per_class_split") or "test", "test")
-            classes.border_title = f"per-class {split} accuracy · epoch {shown[-1]['epoch']}"
+            classes.border_title = f"per class · {split} · epoch {shown[-1]['epoch']}"
 
 
 def read_run_details(run_dir: Path) -> RunDetails:
@@ -182,7 +183,7 @@ def read_run_details(run_dir: Path) -> RunDetails:
     try:
         config = runs.read_config(run_dir)
         settings = (
-            f"{config.arch} on {config.dataset} · {config.epochs} epochs · batch {config.batch_size} · "
+            f"{config.arch} on {config.dataset} · {counted(config.epochs, 'epoch')} · batch {config.batch_size} · "
             f"{config.optimizer} lr {config.lr} · {config.schedule} · augment {','.join(config.augment) or 'none'}"
         )
         epochs = config.epochs
@@ -193,7 +194,7 @@ def read_run_details(run_dir: Path) -> RunDetails:
     outcome = f"{status}" + (f" ({reason})" if reason else "")
     best_text = f"best {fmt.SPLITS[split]} {fmt.percent(best)} (epoch {best_epoch})" if split else "not evaluated yet"
     done = max((r["epoch"] for r in epoch_rows), default=0)
-    summary = f"{settings}\n{outcome} · {done}/{max(epochs, done)} epochs · {best_text}"
+    summary = f"{settings}\n{outcome} · {done}/{counted(max(epochs, done), 'epoch')} · {best_text}"
     return RunDetails(records, max(epochs, done), summary)
 
 

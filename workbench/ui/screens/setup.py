@@ -16,6 +16,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
+from workbench.core.wording import count as counted
 from workbench.ui import jobs
 from workbench.ui.settings import write_last_values
 from workbench.ui.widgets.arch_list import ArchitectureList
@@ -178,7 +179,7 @@ class SetupScreen(Screen):
             self.post_message(ModelsDescribed(architectures, f"(no counts: {reason})"))
             return
         channels, size, classes = shape
-        self.post_message(ModelsDescribed(architectures, f"{dataset} ({channels}×{size}×{size}, {classes} classes)"))
+        self.post_message(ModelsDescribed(architectures, f"{dataset} ({channels}×{size}×{size}, {counted(classes, 'class')})"))
         order = sorted(architectures, key=lambda arch: arch.name != chosen)
         for arch in order:
             if worker.is_cancelled:

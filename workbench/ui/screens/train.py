@@ -26,6 +26,7 @@ from workbench.core.events import (
     StepMetrics,
 )
 from workbench.core.training.control import TrainControl
+from workbench.core.wording import count as counted
 from workbench.ui import formatting as fmt
 from workbench.ui.bridge import EngineBridge, EngineEvent, StepsReady
 from workbench.ui.widgets.charts import TrainingCharts
@@ -61,7 +62,7 @@ class TrainScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#log").border_title = "log"
-        self.query_one("#classes").border_title = "per-class test accuracy"
+        self.query_one("#classes").border_title = "per class"
         self._show_state()
         self._show_fresh_view()
 
@@ -95,7 +96,7 @@ class TrainScreen(Screen):
         return True
 
     def _show_fresh_view(self) -> None:
-        """Clear the last run from the charts, table and state; keep the log, with a header line."""
+        """Clear the last run from the charts, table, log and state; the log starts with a header line."""
         if self._fresh_view is None:
             return
         config, resume_dir, history = self._fresh_view
@@ -103,11 +104,15 @@ class TrainScreen(Screen):
         self.charts.reset(config.epochs)
         if history:
             self.charts.show_records(history, config.epochs)
-        self.query_one(ClassAccuracy).show({})
+        classes = self.query_one(ClassAccuracy)
+        classes.show({})
+        classes.border_title = "per class"
+        self.query_one(EventLog).reset()  # the last run's lines belong to the last run
         self._show_state()
         what = f"resuming {resume_dir.name}" if resume_dir else f"starting {config.arch} on {config.dataset}"
-        self.note(f"[b]{escape(what)}[/b]: {config.epochs} epochs, batch {config.batch_size}, "
-                  f"{config.optimizer} lr {config.lr}, {config.schedule} schedule")
+        how = (f"{config.optimizer} lr {config.lr:g}, {config.schedule} schedule" if config.recipe == "standard"
+               else f"the {config.recipe} recipe's own optimizer and schedule")
+        self.note(f"[b]{escape(what)}[/b]: {counted(config.epochs, 'epoch')}, batch {config.batch_size}, {how}")
 
     def toggle_pause(self) -> None:
         if not self.busy or self.control is None or self.state.phase == "stopping":
@@ -190,13 +195,13 @@ class TrainScreen(Screen):
         self.note(
             f"run [b]{escape(event.run_dir.name)}[/b]: {event.arch} ({event.params:,} params) on "
             f"{escape(event.device_name)} · {escape(event.dataset)}: {event.train_size:,} train / "
-            f"{event.test_size:,} test images, {len(event.classes)} classes{resumed}"
+            f"{event.test_size:,} test images, {counted(len(event.classes), 'class')}{resumed}"
         )
         self.app.refresh_bindings()
 
     def _on_StepMetrics(self, step: StepMetrics) -> None:
         x = step.epoch - 1 + step.step / max(step.steps_per_epoch, 1)
-        self.charts.add_step(x, step.loss, step.acc)
+        self.charts.add_step(x, step.loss, step.acc, step.lr)
         self._update(
             epoch=step.epoch, step=step.step, steps_per_epoch=step.steps_per_epoch,
             elapsed_s=step.elapsed_s, eta_s=step.eta_s, images_per_s=step.images_per_s,
@@ -207,8 +212,8 @@ class TrainScreen(Screen):
         self.charts.add_epoch(epoch)
         if epoch.evaluated:
             classes = self.query_one(ClassAccuracy)
-            classes.show(epoch.per_class_acc)
-            classes.border_title = f"per-class {fmt.SPLITS[epoch.per_class_split]} accuracy · epoch {epoch.epoch}"
+            classes.show(epoch.per_class_acc, epoch.per_class_precision, epoch.per_class_f1)
+            classes.border_title = f"per class · {epoch.per_class_split} · epoch {epoch.epoch}"
         held_out = epoch.held_out
         self._update(
             epoch=epoch.epoch, step=self.state.steps_per_epoch, elapsed_s=epoch.elapsed_s,

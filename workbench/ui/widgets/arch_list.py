@@ -16,12 +16,22 @@ from workbench.ui.jobs import Architecture
 
 
 class FilterInput(Input):
-    """The filter box; down or enter moves on to the list."""
+    """The filter box; down, enter or escape moves on to the list."""
 
     BINDINGS = [
         Binding("down", "app.focus_next", "to the list", show=False),
         Binding("enter", "app.focus_next", "to the list", show=False),
+        Binding("escape", "app.focus_next", "to the list", show=False),
     ]
+
+
+class ArchitectureTable(DataTable):
+    """The list itself. Letters are the app's commands here, so filtering starts with /."""
+
+    BINDINGS = [Binding("slash", "filter", "Filter", tooltip="Type to filter the architectures")]
+
+    def action_filter(self) -> None:
+        self.screen.query_one(FilterInput).focus()
 
 
 class ArchitectureList(Vertical):
@@ -43,8 +53,8 @@ class ArchitectureList(Vertical):
         self.shape_text = ""
 
     def compose(self) -> ComposeResult:
-        yield FilterInput(placeholder="type to filter architectures", id="arch-filter", compact=True)
-        yield DataTable(cursor_type="row", zebra_stripes=True, id="arch-table")
+        yield FilterInput(placeholder="/ to filter architectures", id="arch-filter", compact=True)
+        yield ArchitectureTable(cursor_type="row", zebra_stripes=True, id="arch-table")
         yield Static("loading architectures…", id="arch-summary")
 
     def on_mount(self) -> None:

@@ -153,10 +153,10 @@ def _thin(xs: list[float], ys: list[float], budget: int) -> tuple[list[float], l
     return thin_x, thin_y
 
 
-SERIES = {
-    "steps": ("train (steps)", (110, 125, 165)),
+SERIES = {  # short labels: the legend sits in the chart's border and must fit at 80 columns
+    "steps": ("steps", (110, 125, 165)),
     "train": ("train", (80, 170, 255)),
-    "val": ("validation", (255, 165, 60)),
+    "val": ("val", (255, 165, 60)),
     "test": ("test", (235, 90, 160)),
 }
 
@@ -168,6 +168,7 @@ class TrainingCharts(Widget):
     def compose(self) -> ComposeResult:
         yield MetricsChart("loss by epoch", SERIES, id="loss-chart")
         yield MetricsChart("accuracy % by epoch", SERIES, y_limits=(0, 100), id="acc-chart")
+        yield MetricsChart("learning rate", {"lr": ("lr", (120, 200, 120))}, id="lr-chart")
 
     @property
     def loss(self) -> MetricsChart:
@@ -177,14 +178,20 @@ class TrainingCharts(Widget):
     def accuracy(self) -> MetricsChart:
         return self.query_one("#acc-chart", MetricsChart)
 
+    @property
+    def lr(self) -> MetricsChart:
+        return self.query_one("#lr-chart", MetricsChart)
+
     def reset(self, epochs: int) -> None:
-        for chart in (self.loss, self.accuracy):
+        for chart in (self.loss, self.accuracy, self.lr):
             chart.clear()
             chart.set_epochs(epochs)
 
-    def add_step(self, x: float, loss: float, acc: float) -> None:
+    def add_step(self, x: float, loss: float, acc: float, lr: float | None = None) -> None:
         self.loss.add_point("steps", x, loss)
         self.accuracy.add_point("steps", x, acc * 100)
+        if lr is not None:
+            self.lr.add_point("lr", x, lr)
 
     def add_epoch(self, event: EpochMetrics) -> None:
         points = [("train", event.train_loss, event.train_acc), ("val", event.val_loss, event.val_acc),
@@ -200,13 +207,13 @@ class TrainingCharts(Widget):
         for record in records:
             if record.get("type") == "step" and record.get("steps_per_epoch"):
                 x = record["epoch"] - 1 + record["step"] / record["steps_per_epoch"]
-                self.add_step(x, record["loss"], record["acc"])
+                self.add_step(x, record["loss"], record["acc"], record.get("lr"))
         for record in epoch_records(records):
             self.add_epoch(epoch_from_row(record))
 
     def redraw_now(self) -> None:
-        self.loss.redraw_now()
-        self.accuracy.redraw_now()
+        for chart in (self.loss, self.accuracy, self.lr):
+            chart.redraw_now()
 
     def point_count(self) -> int:
         return self.loss.point_count() + self.accuracy.point_count()

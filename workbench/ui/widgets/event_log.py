@@ -19,6 +19,11 @@ class EventLog(RichLog):
         self._markup: deque[str] = deque(maxlen=max_lines)
         self._wrapped_at = 0
 
+    def reset(self) -> None:
+        """Start empty (a new run)."""
+        self._markup.clear()
+        self.clear()
+
     def add(self, markup: str) -> None:
         self._markup.append(markup)
         self.write(markup)

@@ -20,10 +20,20 @@ from workbench.core.config import (
     DEVICES,
     OPTIMIZERS,
     PRECISIONS,
+    RESIZE_MODES,
     SCHEDULES,
     RunConfig,
 )
 from workbench.core.presets import PRESETS
+
+
+class TickBox(Checkbox):
+    """A checkbox that shows X when on and nothing when off, so it reads without colour too."""
+
+    @property
+    def _button(self):
+        self.BUTTON_INNER = "X" if self.value else " "
+        return super()._button
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,7 @@ FIELDS = (
     Field("label_smoothing", "label smoothing", "text"),
     Field("augment", "augment", "checks", AUGMENTATIONS),
     Field("image_size", "image size", "text", hint="0 = native size"),
+    Field("resize", "resize", "select", RESIZE_MODES),
     Field("val_fraction", "validation", "text", hint="share of train held out; 0 = none"),
     Field("precision", "precision", "select", PRECISIONS),
     Field("device", "device", "select", DEVICES),
@@ -69,6 +80,8 @@ def display(value: Any) -> str:
 
 class HyperparameterForm(VerticalScroll):
     """Fields in RunConfig order; reports edits upward, shows errors it is given."""
+
+    can_focus = False  # its fields are the tab stops; the scroll container itself would show nothing
 
     BINDINGS = [
         Binding("down", "app.focus_next", "Next field", show=False),
@@ -112,9 +125,9 @@ class HyperparameterForm(VerticalScroll):
         elif field.kind == "checks":
             with Grid(classes="checks", id=field.name):
                 for choice in field.choices:
-                    yield Checkbox(choice, id=f"{field.name}-{choice}", compact=True)
+                    yield TickBox(choice, id=f"{field.name}-{choice}", compact=True)
         else:
-            yield Checkbox("on (slower start)", id=field.name, compact=True)
+            yield TickBox("on (slower start)", id=field.name, compact=True)
 
     # ---- values in and out -----------------------------------------------------------
 

@@ -23,8 +23,13 @@ def _number(value: int, style: str = "") -> Text:
     return _text(fmt.count(value), style, "right")
 
 
+def short_name(name: str, width: int = 7) -> str:
+    """A class name cut to `width` characters, an ellipsis marking the cut."""
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
 class ConfusionTable(DataTable):
-    """Rows are the true class, numbered columns the predicted one; the last column is accuracy."""
+    """Rows are the true class, columns the predicted one (same names, cut to fit); the last column is accuracy."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(cursor_type="cell", id=id)
@@ -34,8 +39,8 @@ class ConfusionTable(DataTable):
     def show(self, classes: list[str], matrix: list[list[int]]) -> None:
         self.class_names, self.matrix = classes, matrix
         self.clear(columns=True)
-        for index in range(len(classes)):
-            self.add_column(_text(str(index), justify="right"), key=str(index))
+        for index, name in enumerate(classes):  # columns named like the rows, cut to fit a count
+            self.add_column(_text(short_name(name), justify="right"), key=str(index))
         self.add_column(_text("acc", "", "right"), key=ACCURACY_KEY)
         for true, row in enumerate(matrix):
             total = sum(row)
@@ -90,6 +95,8 @@ class ClassScores(DataTable):
         self.add_column(_text("correct", "", "right"), key="correct")
         self.add_column(_text("accuracy", "", "right"), key="accuracy")
         self.add_column("", key="bar")
+        self.add_column(_text("precision", "", "right"), key="precision")
+        self.add_column(_text("F1", "", "right"), key="f1")
 
     def show(self, scores: list[ClassScore]) -> None:
         self.scores = scores
@@ -113,6 +120,8 @@ class ClassScores(DataTable):
                 _number(score.correct),
                 _text(fmt.percent(score.accuracy), justify="right", style=style),
                 _text(fmt.bar(score.accuracy, BAR_WIDTH), style=style or "green"),
+                _text(fmt.percent(score.precision), justify="right"),
+                _text(f"{score.f1:.2f}", justify="right"),
                 key=score.name,
             )
         self.border_subtitle = "weakest first · a: class order" if self.weakest_first else "class order · a: weakest first"
