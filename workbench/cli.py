@@ -15,7 +15,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.options import add_train_options, config_from_args
 
 EXIT_BAD_INPUT = 2
-COMMANDS = ("train", "models", "runs", "export", "predict", "bench")
+COMMANDS = ("train", "models", "runs", "export", "predict", "bench", "lr-find", "batch-find")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -38,6 +38,8 @@ def build_parser() -> OneLineParser:
         "  export    write a run's model as safetensors + model.json (and pt2/onnx)\n"
         "  predict   classify image files with an exported model\n"
         "  bench     compare the engine with a plain PyTorch loop\n"
+        "  lr-find   the learning-rate range test: a curve, a suggestion and the rule behind it\n"
+        "  batch-find  the largest batch that fits in GPU memory\n"
         "run `workbench COMMAND --help` for a command's options",
     )
     add_train_options(parser)
@@ -68,9 +70,10 @@ def build_command_parser(command: str) -> OneLineParser:
                             help="comma list of safetensors, pt2, onnx (default: safetensors)")
         parser.add_argument("--verify", action="store_true",
                             help="rerun held-out images through every format and compare logits")
-        parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+        parser.add_argument("--checkpoint", default="best", metavar="best|last|epoch-N",
                             help="best: the epoch with the highest validation accuracy (the last one when "
-                                 "the run has no validation split); last: the last epoch (default: best)")
+                                 "the run has no validation split); last: the last epoch; epoch-N: one of "
+                                 "the epochs kept with --keep-best (default: best)")
         parser.add_argument("--json", action="store_true", help="report what was written and verified as JSON")
     elif command == "predict":
         parser.description = "Classify images with an exported model (no pickle is loaded)."
@@ -80,6 +83,19 @@ def build_command_parser(command: str) -> OneLineParser:
         parser.add_argument("--mc-dropout", type=int, default=0, metavar="N",
                             help="N stochastic passes with dropout on: mean and spread per class")
         parser.add_argument("--device", choices=DEVICES, default="cpu")
+    elif command == "lr-find":
+        from workbench.tuning import add_lr_find_options
+
+        parser.description = ("Sweep the learning rate exponentially on a throwaway copy of the run's model "
+                              "and suggest one (the rule is named). Takes the train options.")
+        add_train_options(parser)
+        add_lr_find_options(parser)
+    elif command == "batch-find":
+        from workbench.tuning import add_batch_find_options
+
+        parser.description = "Find the largest batch that fits in GPU memory for a model and image size (doubling)."
+        add_train_options(parser)
+        add_batch_find_options(parser)
     elif command == "bench":
         from workbench.bench.settings import add_bench_options
 
@@ -107,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(command: str, args: argparse.Namespace) -> int:
     from workbench import commands
 
-    return getattr(commands, f"run_{command}")(args)
+    return getattr(commands, "run_" + command.replace("-", "_"))(args)
 
 
 def _open_app(args: argparse.Namespace) -> int:

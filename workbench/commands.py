@@ -157,6 +157,18 @@ def run_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_lr_find(args: argparse.Namespace) -> int:
+    from workbench.tuning import run_lr_find as lr_find
+
+    return lr_find(args)
+
+
+def run_batch_find(args: argparse.Namespace) -> int:
+    from workbench.tuning import run_batch_find as batch_find
+
+    return batch_find(args)
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from workbench.bench.command import run_bench_command
 

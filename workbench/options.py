@@ -54,6 +54,12 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         help=f"test share of a folder without test/ or val/ (default: {d.test_fraction})")
     add("--stream-over-mb", type=float,
         help="stream folders whose decoded size passes this from their files (default: a quarter of RAM)")
+    add("--early-stop", type=int, metavar="EPOCHS",
+        help="stop after this many evaluated epochs without a better validation metric; 0 = off (default: 0)")
+    add("--early-stop-on", choices=("acc", "loss"), help="the metric early stopping watches (default: acc)")
+    add("--early-stop-delta", type=float, help="the smallest change that counts as better (default: 0)")
+    add("--keep-best", type=int, metavar="K",
+        help="keep the K best epochs as checkpoints besides last.pt; best.pt stays the best (default: 1)")
     add("--compile", action=argparse.BooleanOptionalAction, default=None,
         help="torch.compile the model: slower start, faster GPU steps (default: off)")
 

@@ -57,6 +57,10 @@ class RunConfig:
     seed: int = 0
     runs_dir: str = "runs"
     compile: bool = False  # torch.compile the model (slow warm-up, faster steps on GPU)
+    early_stop: int = 0  # evaluated epochs without a better held-out metric before the run ends; 0 = off
+    early_stop_on: str = "acc"  # the metric early stopping watches: acc (higher is better) or loss
+    early_stop_delta: float = 0.0  # the smallest change that counts as better
+    keep_best: int = 1  # the best epochs kept as checkpoints (best.pt is the best of them)
     val_fraction: float = 0.1  # share of the training data held out to select the best epoch; 0 = none
     test_fraction: float = 0.1  # test share of a folder that has no test/ (or val/) folder
     stream_over_mb: float = 0.0  # folders decoding to more stream from files; 0 = a quarter of RAM
@@ -139,6 +143,12 @@ class RunConfig:
         _choice("precision", self.precision, PRECISIONS)
         _choice("device", self.device, DEVICES)
         _choice("resize", self.resize, RESIZE_MODES)
+        _choice("early_stop_on", self.early_stop_on, ("acc", "loss"))
+        if self.early_stop < 0:
+            raise ConfigError("early_stop", f"{self.early_stop} must be 0 (off) or a number of epochs")
+        if not 1 <= self.keep_best <= 100:
+            raise ConfigError("keep_best", f"{self.keep_best} is outside 1..100")
+        _in_range("early_stop_delta", self.early_stop_delta, 0.0, 1e6)
         for op in self.augment:  # "none" alone became (); mixed with others it is a mistake
             _choice("augment", op, AUGMENTATIONS)
         _positive("epochs", self.epochs)

@@ -130,7 +130,9 @@ class Finished:
     def summary(self) -> str:
         """How the run ended in one sentence; every accuracy names its split, and a run that was
         never evaluated says so instead of showing 0%."""
-        if self.status == "finished":
+        if self.reason.startswith("early stop"):
+            verb = "finished early"
+        elif self.status == "finished":
             verb = "finished"
         else:
             verb = "stopped by SIGTERM" if self.reason == "SIGTERM" else "stopped"
@@ -143,6 +145,8 @@ class Finished:
             parts.append(f"last model test {self.final_test_acc:.2%}")
         if not self.evaluated:
             parts.append("no evaluation happened yet (stopped before an epoch ended): resume to go on")
+        if self.reason.startswith("early stop"):
+            parts.append(self.reason)
         return "; ".join(parts)
 
 

@@ -61,6 +61,8 @@ class WorkbenchActions:
         if isinstance(screen, (Question, TooSmall)):
             return action == "quit"
         busy, on_dashboard = self.training, screen is self.dashboard
+        if action in ("lr_find", "batch_find"):
+            return isinstance(screen, SetupScreen)
         if action == "start":
             return isinstance(screen, (SetupScreen, TrainScreen))
         if action in ("pause", "stop"):

@@ -15,8 +15,10 @@ from textual.worker import Worker, WorkerState
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
+from workbench.ui import jobs
 from workbench.ui.actions import WorkbenchActions
 from workbench.ui.commands import WorkbenchCommands
+from workbench.ui.screens.lr_find import LrFindScreen
 from workbench.ui.screens.modals import Question, TooSmall, confirm_quit
 from workbench.ui.screens.setup import SetupScreen
 from workbench.ui.screens.train import TrainScreen
@@ -39,6 +41,8 @@ class WorkbenchApp(WorkbenchActions, App[int]):
         Binding("p", "pause", "Pause", id="pause", tooltip="Pause or resume training"),
         Binding("x", "stop", "Stop", id="stop", tooltip="Stop after this step; a checkpoint is saved"),
         Binding("e", "export", "Export", id="export", tooltip="Export and verify safetensors + pt2"),
+        Binding("l", "lr_find", "LR finder", id="lr-find",
+                tooltip="Sweep the learning rate on a throwaway copy of the model and suggest one"),
         Binding("i", "images", "Images", id="images", tooltip="The run's inspection images"),
         Binding("v", "inspect", "Inspect", id="inspect",
                 tooltip="Confusion matrix, per-class accuracy, model, data, predict"),
@@ -110,6 +114,41 @@ class WorkbenchApp(WorkbenchActions, App[int]):
 
     def on_setup_screen_start_requested(self, message: SetupScreen.StartRequested) -> None:
         self.begin(message.config)
+
+    # ---- tuning tools ---------------------------------------------------------------
+
+    def action_lr_find(self) -> None:
+        self.setup_screen.request_tuning("lr-find")
+
+    def action_batch_find(self) -> None:
+        self.setup_screen.request_tuning("batch-find")
+
+    def on_setup_screen_tune_requested(self, message: SetupScreen.TuneRequested) -> None:
+        config = message.config
+        if message.tool == "batch-find":
+            self.notify(f"Finding the largest batch for {config.arch} (doubling until out of GPU memory)…")
+            self._batch_find(config)
+            return
+        if config.recipe != "standard":
+            self.notify(f"The {config.recipe} recipe brings its own learning rate; the LR finder tunes the "
+                        "standard recipe's.", severity="warning")
+            return
+
+        def answered(lr: float | None) -> None:
+            if lr is not None:
+                self.setup_screen.set_value("lr", f"{lr:.3g}")
+                self.notify(f"Learning rate set to {lr:.3g} (the LR finder's suggestion).")
+
+        self.push_screen(LrFindScreen(config), answered)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="batch-find", description="the batch-size finder")
+    def _batch_find(self, config: RunConfig) -> None:
+        largest, reason = jobs.find_batch_size(config)
+        self.call_from_thread(self._batch_found, largest, reason)
+
+    def _batch_found(self, largest: int, reason: str) -> None:
+        self.setup_screen.set_value("batch_size", str(largest))
+        self.notify(f"Batch size set to {largest}, the largest that fits ({reason}).")
 
     def begin(self, config: RunConfig, resume_dir: Path | None = None, history: list[dict] | None = None) -> None:
         """Start training on the dashboard and show it (never awaits inside a message handler)."""

@@ -18,6 +18,8 @@ ACTIONS = (
     ("pause", "Pause or resume training", "Pause the running training, or resume it (p)"),
     ("stop", "Stop training", "Finish the current step, save a checkpoint and stop (x)"),
     ("export", "Export the run", "Write safetensors + torch.export files and verify them (e)"),
+    ("lr_find", "Find a learning rate", "The LR range test on the form's run; enter takes its suggestion (l)"),
+    ("batch_find", "Find the largest batch size", "Double the batch until it no longer fits in GPU memory"),
     ("images", "Show images", "The run's inspection PNGs with a preview (i)"),
     ("inspect", "Inspect the run", "Confusion matrix, per-class accuracy, model, data, predict (v)"),
     ("runs", "Show runs", "Past runs in the runs folder (r)"),

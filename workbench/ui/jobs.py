@@ -129,6 +129,26 @@ def export_and_verify(run_dir: Path, formats: tuple[str, ...] = EXPORT_FORMATS) 
     return ExportReport(run_dir, tuple(Path(p) for p in report["paths"]), checks, passed, compared_on)
 
 
+def find_batch_size(config: RunConfig) -> tuple[int, str]:
+    """(largest batch, why it stopped growing) from `workbench batch-find`, in a process of its own:
+    its trials train, so they must not share torch's global state with a run training here."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="workbench-batch-find-") as folder:
+        toml = Path(folder) / "run.toml"
+        toml.write_text(config.to_toml(), encoding="utf-8")
+        done = subprocess.run([sys.executable, "-m", "workbench", "batch-find", "--config", str(toml), "--json"],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    lines = [line for line in done.stdout.strip().splitlines() if line.startswith("{")]
+    if not lines:
+        errors = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise WorkbenchError(errors[-1].removeprefix("workbench: error: ") if errors else f"exit code {done.returncode}")
+    result = json.loads(lines[-1])
+    if result["largest"] is None:
+        raise WorkbenchError(f"not even the first batch fits: {result['reason']}")
+    return int(result["largest"]), str(result["reason"])
+
+
 def evaluated(run_dir: Path) -> tuple[bool, int]:
     """(whether any held-out evaluation was recorded, steps trained), for 'export anyway?'."""
     from workbench.core.runs import epoch_records, read_metrics

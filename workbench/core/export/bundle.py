@@ -35,6 +35,7 @@ from workbench.core.atomic import (
 from workbench.core.catalog import ARCHITECTURES
 from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.core.models import with_weights
+from workbench.core.training.keeper import epoch_file, kept_epochs
 
 FORMATS = ("safetensors", "pt2", "onnx")
 BUNDLE_VERSION = 2
@@ -65,13 +66,20 @@ def check_formats(formats: tuple[str, ...]) -> None:
 
 
 def checkpoint_for(run_dir: Path, which: str = "best") -> tuple[Path, str]:
-    """(checkpoint path, how it was chosen) for `which` = best | last. A run without a
-    validation split has no best.pt: its last checkpoint is the model, and the sentence says so."""
+    """(checkpoint path, how it was chosen) for `which` = best | last | epoch-N (one the run kept
+    with --keep-best). A run without a validation split has no best.pt: its last checkpoint is the
+    model, and the sentence says so."""
     folder = run_dir / "checkpoints"
     if which == "best" and (folder / ckpt.BEST).is_file():
         return folder / ckpt.BEST, "best validation accuracy"
+    if which.startswith("epoch-") and which[6:].isdigit():
+        path = folder / epoch_file(int(which[6:]))
+        if path.is_file():
+            return path, f"epoch {int(which[6:])}, one of the best epochs kept"
+        kept = ", ".join(f"epoch-{e}" for e in kept_epochs(folder)) or "none (train with --keep-best K)"
+        raise ConfigError("checkpoint", f"{run_dir.name} kept no checkpoint of {which}; kept: {kept}")
     if which not in ("best", "last"):
-        raise ConfigError("checkpoint", f"{which!r} is not best or last")
+        raise ConfigError("checkpoint", f"{which!r} is not best, last or epoch-N")
     chosen = "the last epoch" if which == "last" else "the last epoch (this run selected no best epoch)"
     return folder / ckpt.LAST, chosen
 

@@ -37,8 +37,7 @@ from workbench.core.events import (
 )
 from workbench.core.inspection.epoch_images import images_due, save_epoch_images
 from workbench.core.metrics import class_reports
-from workbench.core.models import count_parameters, create
-from workbench.core.training.batches import batches_for
+from workbench.core.models import count_parameters
 from workbench.core.training.control import TrainControl
 from workbench.core.training.device import (
     autocast_dtype,
@@ -46,10 +45,11 @@ from workbench.core.training.device import (
     pick_device,
     seed_everything,
 )
-from workbench.core.training.device_clock import DeviceClock
+from workbench.core.training.early_stop import EarlyStopper
+from workbench.core.training.keeper import CheckpointKeeper
 from workbench.core.training.loop import EvalResult, evaluate, train_one_epoch
 from workbench.core.training.parts import Recipe
-from workbench.core.training.preparation import load_run_data, run_info
+from workbench.core.training.preparation import build_training, load_run_data, run_info
 from workbench.core.training.recipes import recipe_for
 from workbench.core.training.report import Meter, TrainTotals
 from workbench.core.training.state import (
@@ -57,7 +57,6 @@ from workbench.core.training.state import (
     check_compatible,
     checkpoint_state,
     read_resume_point,
-    restore,
 )
 from workbench.core.training.warmup import warm_up
 
@@ -112,6 +111,7 @@ class _Session:
         self.paused_at_start = control.paused_s
         self.train_s = 0.0  # device-timed training and evaluation
         self.warmup_s = 0.0
+        self.stop_reason = ""  # why the run ended before its last epoch, when it was not the user
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started - (self.control.paused_s - self.paused_at_start)
@@ -147,33 +147,10 @@ class _Session:
 
     def _build(self, point, progress: Progress) -> None:
         """Model, batches and the recipe's parts; a resume's saved state put back (or refused)."""
-        config, data, device, recipe = self.config, self.data, self.device, self.recipe
-        self.model_options = dict(point.state.get("model_options") or {}) if point else recipe.model_options(config)
-        model = create(config.arch, data.channels, data.num_classes, data.image_size, **self.model_options).to(device)
-        cuda = device.type == "cuda"
-        if cuda:
-            model = model.to(memory_format=torch.channels_last)
-        self.batch_size = int(point.state.get("batch_size", config.batch_size)) if point else config.batch_size
-        self.train_batches = batches_for(
-            data.train.images, data.train.labels, data.mean, data.std, device, self.batch_size,
-            shuffle=True, augment_settings=recipe.augment_settings(config), seed=config.seed, channels_last=cuda,
-        )
-        eval_size = recipe.eval_batch_size(config, self.batch_size)
-        self.held_out = {
-            name: batches_for(split.images, split.labels, data.mean, data.std, device, eval_size,
-                              shuffle=False, channels_last=cuda)
-            for name, split in (("val", data.val), ("test", data.test)) if split is not None
-        }
-        if point is None and hasattr(model, "init_from_data"):  # before the parts copy any weights
-            clock = DeviceClock(device)
-            started = clock.synchronized_now()
-            model.init_from_data(self.train_batches.plain(recipe.init_samples))
-            self.train_s += clock.synchronized_now() - started
-        self.parts = recipe.build(model, config, device, len(self.train_batches), self.batch_size, progress.global_step)
-        if point is not None:
-            restore(point, model, self.parts, self.train_batches)
-        self.model = model
-        self.views = recipe.views()
+        built = build_training(self.config, self.data, self.recipe, self.device, point, progress.global_step)
+        self.model, self.train_batches, self.held_out, self.parts = built.model, built.train, built.held_out, built.parts
+        self.batch_size, self.model_options, self.views = built.batch_size, built.model_options, built.views
+        self.train_s += built.init_s
 
     def _claim_folder(self, point, progress: Progress) -> None:
         """Everything checked: take the run folder (lock it, then write to it)."""
@@ -191,6 +168,10 @@ class _Session:
             runs.repair_metrics(run_dir, keep_through_step=progress.global_step)
             write_text_atomic(run_dir / "config.toml", self.config.to_toml())  # the target may have grown
             self.emit(Notice(f"resuming from {point.path.name} (epoch {progress.epoch}, step {progress.global_step})"))
+        self.keeper = CheckpointKeeper(run_dir / "checkpoints", self.config.keep_best, progress.history)
+        split = "val" if self.data.val is not None else "test"
+        self.stopper = EarlyStopper.replay(self.config.early_stop, self.config.early_stop_on,
+                                           self.config.early_stop_delta, progress.history, split)
         runs.write_status(run_dir, "running")
         runs.write_run_info(run_dir, run_info(self.config, self.data, self.model, self.model_options, self.recipe,
                                               self.batch_size, self.device))
@@ -227,7 +208,7 @@ class _Session:
             progress.global_step, progress.epoch_step = self.meter.global_step, result.steps_done
             if result.stopped:
                 self.meter.flush()
-                self._save_checkpoint(progress, best=False)
+                self._save_checkpoint(progress, score=None)
                 return self._finish("stopped", progress)
             unreadable = self.train_batches.new_unreadable()
             if unreadable:
@@ -241,6 +222,9 @@ class _Session:
             if evaluating or save or result.first_batch is not None:
                 totals = self.meter.end_epoch()
                 evaluations = self._evaluate(last) if evaluating else {}
+                if evaluations and not last and self._early_stop(epoch, evaluations):
+                    last = save = True
+                    evaluations |= self._evaluate(True, only="test")  # the run ends here: test it
                 self._record_epoch(epoch, totals, evaluations, progress, save, result.first_batch)
             else:  # nothing to wait for: the epoch's numbers arrive while the next one trains
                 self.meter.end_epoch(on_done=lambda totals, e=epoch: self._record_epoch(e, totals, {}, progress, False))
@@ -296,16 +280,28 @@ class _Session:
         self.meter.batch_size = self.batch_size
         self.emit(Notice(f"out of GPU memory at batch size {old}: retrying the epoch with {self.batch_size}", "warning"))
 
-    def _evaluate(self, last: bool) -> dict[str, EvalResult]:
+    def _evaluate(self, last: bool, only: str | None = None) -> dict[str, EvalResult]:
         """Validation every evaluated epoch; test at the end (every epoch when there is no validation)."""
         results = {}
         for name, batches in self.held_out.items():
-            if name == "test" and "val" in self.held_out and not last:
+            if (name == "test" and "val" in self.held_out and not last) or (only and name != only):
                 continue
             results[name] = evaluate(self.train_model, batches, self.data.num_classes, views=self.views,
                                      amp_dtype=self.amp_dtype, split=name)
             self.train_s += results[name].seconds
         return results
+
+    def _early_stop(self, epoch: int, evaluations: dict[str, EvalResult]) -> bool:
+        """Feed the epoch to the early stopper; True (and the reason noted) when the run ends here."""
+        split = "val" if "val" in evaluations else "test"
+        result = evaluations.get(split)
+        if not self.config.early_stop or result is None:
+            return False
+        reason = self.stopper.update(epoch, result.acc if self.config.early_stop_on == "acc" else result.loss)
+        if reason:
+            self.stop_reason = reason.format(split="validation" if split == "val" else "test")
+            self.emit(Notice(self.stop_reason))
+        return bool(reason)
 
     # ---- what an epoch leaves behind ------------------------------------------------
 
@@ -336,36 +332,35 @@ class _Session:
         progress.history.append(row)
         self._write_row(row)
         if save:
-            self._save_checkpoint(progress, best=is_best)
+            self._save_checkpoint(progress, score=val.acc if val is not None else None)
         if shown is not None or first_batch is not None:
             paths = save_epoch_images(self.run_dir / "images", epoch, self.data, test or val, first_batch)
             if paths:
                 self.emit(ImagesSaved(tuple(paths)))
         self.emit(event)
 
-    def _save_checkpoint(self, progress: Progress, best: bool) -> None:
+    def _save_checkpoint(self, progress: Progress, score: float | None) -> None:
+        """last.pt, and with a validation score, best.pt and the K best epochs (the keeper's rule)."""
         if not ckpt.all_finite(self.model):
             self.emit(Notice("weights are not finite: checkpoint not saved", "warning"))
             return
-        folder = self.run_dir / "checkpoints"
         state = checkpoint_state(self.model, self.parts, self.train_batches, progress, self.batch_size,
                                  self.config, self.data, self.recipe, self.model_options)
-        self.emit(CheckpointSaved(ckpt.save_last(state, folder), progress.epoch, best=False))
-        if best:
-            ckpt.save_atomic(state, folder / ckpt.BEST)
-            self.emit(CheckpointSaved(folder / ckpt.BEST, progress.epoch, best=True))
+        for path, best in self.keeper.save(state, progress.epoch, score):
+            self.emit(CheckpointSaved(path, progress.epoch, best=best))
 
     def _finish(self, status: str, progress: Progress) -> None:
         self.meter.flush()
         last = progress.history[-1] if progress.history else {}
         final_test = last.get("test_acc") if last.get("epoch") == progress.epoch and not progress.epoch_step else None
         best_test = final_test if progress.best_epoch == progress.epoch else self._best_model_test_acc(progress)
-        runs.write_status(self.run_dir, status, self.control.reason)
+        reason = self.control.reason or self.stop_reason
+        runs.write_status(self.run_dir, status, reason)
         event = Finished(
             run_dir=self.run_dir, status=status, epochs_done=progress.epoch, elapsed_s=self.elapsed_s(),
             best_epoch=progress.best_epoch, best_val_acc=progress.best_val_acc, best_test_acc=best_test,
             final_test_acc=final_test, steps_done=progress.global_step, train_s=self.train_s,
-            warmup_s=self.warmup_s, reason=self.control.reason,
+            warmup_s=self.warmup_s, reason=reason,
         )
         self._write_row(to_row(event))
         self.emit(event)

@@ -1,8 +1,13 @@
-"""What a run needs before its first step: its data, loaded with notices, and the facts run.json keeps."""
+"""What a run needs before its first step: its data, its model, batches and recipe parts, and run.json.
+
+fit() builds through these functions, and so do the LR finder and the batch-size finder, so a
+trial trains exactly what the run would.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,10 +17,13 @@ from workbench.core.config import RunConfig
 from workbench.core.data.load import load_dataset
 from workbench.core.data.types import Dataset
 from workbench.core.events import EventSink, Notice
-from workbench.core.models import count_parameters
+from workbench.core.models import count_parameters, create
+from workbench.core.training.batches import DeviceBatches, batches_for
 from workbench.core.training.control import TrainControl
 from workbench.core.training.device import describe_device
-from workbench.core.training.parts import Recipe
+from workbench.core.training.device_clock import DeviceClock
+from workbench.core.training.parts import Recipe, TrainingParts, View
+from workbench.core.training.state import ResumePoint, restore
 from workbench.core.wording import count as counted
 
 
@@ -53,3 +61,80 @@ def run_info(
         "val_size": len(data.val) if data.val is not None else 0, "test_size": len(data.test),
         "batch_size": batch_size, "skipped_files": data.skipped, "device": describe_device(device),
     }
+
+
+@dataclass
+class Built:
+    """Everything one training step and one evaluation need, for a fresh run or a resumed one."""
+
+    model: nn.Module
+    train: DeviceBatches
+    held_out: dict[str, DeviceBatches]  # "val" and/or "test"
+    parts: TrainingParts
+    batch_size: int
+    model_options: dict[str, Any]
+    views: tuple[View, ...]
+    init_s: float  # device time of the data-dependent init (whitening), part of the run's timing
+
+
+def build_training(
+    config: RunConfig, data: Dataset, recipe: Recipe, device: torch.device,
+    point: ResumePoint | None = None, done_steps: int = 0, batch_size: int | None = None,
+) -> Built:
+    """Model, batches and the recipe's parts; a resume's saved state put back (or refused with
+    a WorkbenchError before anything is written). `batch_size` overrides the config's (trials)."""
+    options = dict(point.state.get("model_options") or {}) if point else recipe.model_options(config)
+    model = create(config.arch, data.channels, data.num_classes, data.image_size, **options).to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    size = batch_size or (int(point.state.get("batch_size", config.batch_size)) if point else config.batch_size)
+    train = batches_for(
+        data.train.images, data.train.labels, data.mean, data.std, device, size,
+        shuffle=True, augment_settings=recipe.augment_settings(config), seed=config.seed, channels_last=cuda,
+    )
+    eval_size = recipe.eval_batch_size(config, size)
+    held_out = {
+        name: batches_for(split.images, split.labels, data.mean, data.std, device, eval_size,
+                          shuffle=False, channels_last=cuda)
+        for name, split in (("val", data.val), ("test", data.test)) if split is not None
+    }
+    init_s = 0.0
+    if point is None and hasattr(model, "init_from_data"):  # before the parts copy any weights
+        clock = DeviceClock(device)
+        started = clock.synchronized_now()
+        model.init_from_data(train.plain(recipe.init_samples))
+        init_s = clock.synchronized_now() - started
+    parts = recipe.build(model, config, device, len(train), size, done_steps)
+    if point is not None:
+        restore(point, model, parts, train)
+    return Built(model, train, held_out, parts, size, options, recipe.views(), init_s)
+
+
+@dataclass
+class Trial:
+    """What a tuning tool (LR finder, batch-size finder) trains with: the run it would be, unstarted."""
+
+    config: RunConfig
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    recipe: Recipe
+    data: Dataset
+    built: Built
+
+
+def prepare_trial(config: RunConfig, emit: EventSink, control: TrainControl, batch_size: int | None = None,
+                  data: Dataset | None = None) -> Trial:
+    """Device, recipe, data (unless given) and the built model, exactly as fit() would make them; no run folder."""
+    from workbench.core.training.device import autocast_dtype, pick_device, seed_everything
+    from workbench.core.training.recipes import recipe_for
+
+    device, notices = pick_device(config.device)
+    amp_dtype = autocast_dtype(config.precision, device)
+    recipe = recipe_for(config)
+    recipe.check(config)
+    for notice in notices:
+        emit(Notice(notice, "warning"))
+    seed_everything(config.seed)
+    data = data if data is not None else load_run_data(config, emit, control)
+    return Trial(config, device, amp_dtype, recipe, data, build_training(config, data, recipe, device, batch_size=batch_size))

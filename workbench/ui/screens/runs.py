@@ -201,7 +201,8 @@ def read_run_details(run_dir: Path) -> RunDetails:
 def _best(summary) -> str:
     if summary.best_acc is None:
         return "-"
-    return f"{fmt.percent(summary.best_acc)} {'val' if summary.best_split == 'val' else 'test'}"
+    where = f" @{summary.best_epoch}" if summary.best_split == "val" and summary.best_epoch else ""
+    return f"{fmt.percent(summary.best_acc)} {'val' if summary.best_split == 'val' else 'test'}{where}"
 
 
 def _number(value) -> str:

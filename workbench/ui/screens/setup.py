@@ -11,7 +11,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Header, Select
+from textual.widgets import Footer, Header, Input, Select
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from workbench.core.config import RunConfig
@@ -40,11 +40,11 @@ class ParamsCounted(Message):
 
 
 class Validated(Message):
-    def __init__(self, config: RunConfig | None, errors: dict[str, str], start: bool) -> None:
+    def __init__(self, config: RunConfig | None, errors: dict[str, str], then: str | None) -> None:
         super().__init__()
         self.config = config
         self.errors = errors
-        self.start = start
+        self.then = then  # what the check was for: "start", "lr-find", "batch-find", or None (an edit)
 
 
 class SetupScreen(Screen):
@@ -59,6 +59,14 @@ class SetupScreen(Screen):
         def __init__(self, config: RunConfig) -> None:
             super().__init__()
             self.config = config
+
+    class TuneRequested(Message):
+        """The form holds a valid run; the app runs a tuning tool ("lr-find" or "batch-find") on it."""
+
+        def __init__(self, config: RunConfig, tool: str) -> None:
+            super().__init__()
+            self.config = config
+            self.tool = tool
 
     def __init__(self, values: dict[str, Any], *, data_dir: str, config_dir: Path) -> None:
         super().__init__()
@@ -127,7 +135,15 @@ class SetupScreen(Screen):
             self.notify("Already starting: checking the form.", severity="warning")
             return
         self._start_pending = True
-        self._validate_then_start(self.form_values())
+        self._validate_then(self.form_values(), "start")
+
+    def request_tuning(self, tool: str) -> None:
+        """Check the form, then ask the app to run `tool` ("lr-find", "batch-find") on it."""
+        self._validate_then(self.form_values(), tool)
+
+    def set_value(self, field: str, text: str) -> None:
+        """Put a value into a text field, as if typed (a tool's answer)."""
+        self.query_one(f"#{field}", Input).value = text
 
     # ---- reacting to edits ------------------------------------------------------------
 
@@ -156,17 +172,17 @@ class SetupScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="validate", description="checking the form")
     def _validate(self, values: dict[str, Any]) -> None:
-        self._post_validation(values, start=False)
+        self._post_validation(values, None)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="start", description="checking the form")
-    def _validate_then_start(self, values: dict[str, Any]) -> None:
-        self._post_validation(values, start=True)
+    def _validate_then(self, values: dict[str, Any], then: str) -> None:
+        self._post_validation(values, then)
 
-    def _post_validation(self, values: dict[str, Any], start: bool) -> None:
+    def _post_validation(self, values: dict[str, Any], then: str | None) -> None:
         """Thread side of both checks; a check superseded meanwhile reports nothing."""
         config, errors = jobs.validate_values(values)
         if not get_current_worker().is_cancelled:
-            self.post_message(Validated(config, errors, start))
+            self.post_message(Validated(config, errors, then))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="models", description="counting parameters")
     def _describe_models(self, dataset: str, image_size: str, chosen: str) -> None:
@@ -200,15 +216,19 @@ class SetupScreen(Screen):
     def on_validated(self, message: Validated) -> None:
         self.errors = message.errors
         self.query_one(HyperparameterForm).show_errors(message.errors)
-        if not message.start:
+        if message.then is None:
             return
-        self._start_pending = False
+        if message.then == "start":
+            self._start_pending = False
         if message.config is None:
             field, problem = next(iter(message.errors.items()))
             first = f"{LABELS.get(field, field)}: {problem}" if field in LABELS else problem
             more = len(message.errors) - 1
             extra = f" ({more} more field{'s' if more > 1 else ''} marked)" if more else ""
             self.notify(f"Fix the form first: {first}{extra}", title="Not started", severity="error")
+            return
+        if message.then != "start":
+            self.post_message(self.TuneRequested(message.config, message.then))
             return
         self.post_message(self.StartRequested(message.config))
         self._remember(message.config)

@@ -210,6 +210,8 @@ class TrainScreen(Screen):
 
     def _on_EpochMetrics(self, epoch: EpochMetrics) -> None:
         self.charts.add_epoch(epoch)
+        if epoch.best_epoch is not None:
+            self.charts.mark_best(epoch.best_epoch)
         if epoch.evaluated:
             classes = self.query_one(ClassAccuracy)
             classes.show(epoch.per_class_acc, epoch.per_class_precision, epoch.per_class_f1)

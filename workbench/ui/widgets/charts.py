@@ -18,6 +18,7 @@ COST_FACTOR = 20  # wait 20x the last rebuild's cost: plotting takes <= ~5% of a
 POINTS_PER_COLUMN = 2  # braille markers resolve two points per terminal column
 
 RGB = tuple[int, int, int]
+BEST_COLOUR = (120, 220, 120)  # the best epoch's vertical line
 
 
 @dataclass
@@ -62,17 +63,22 @@ class MetricsChart(Widget):
         self.series = {name: Series(label, color) for name, (label, color) in series.items()}
         self.y_limits = y_limits
         self.epochs = 1
+        self.mark: float | None = None  # an x to draw a vertical line at (the best epoch)
         self._dirty = True
 
     def compose(self) -> ComposeResult:
         yield TimedPlot()
 
-    def on_mount(self) -> None:
-        self.border_title = self.title
-        self.border_subtitle = " ".join(
+    @property
+    def legend(self) -> str:
+        return " ".join(
             f"[rgb({r},{g},{b})]━[/] {series.label}" for series in self.series.values()
             for r, g, b in [series.color]
         )
+
+    def on_mount(self) -> None:
+        self.border_title = self.title
+        self.border_subtitle = self.legend
         self._draw()
         self.set_interval(REDRAW_CHECK_S, self._redraw_if_dirty)
 
@@ -99,7 +105,13 @@ class MetricsChart(Widget):
         for series in self.series.values():
             series.xs.clear()
             series.ys.clear()
+        self.mark = None
         self._dirty = True
+
+    def set_mark(self, x: float | None) -> None:
+        if x != self.mark:
+            self.mark = x
+            self._dirty = True
 
     def point_count(self, name: str | None = None) -> int:
         chosen = [self.series[name]] if name else self.series.values()
@@ -135,6 +147,8 @@ class MetricsChart(Widget):
             xs, ys = _thin(series.xs, series.ys, budget)
             marker = "braille" if len(xs) > 1 else "dot"
             plt.plot(xs, ys, color=series.color, marker=marker)
+        if self.mark is not None:
+            plt.vline(self.mark, color=BEST_COLOUR)
         plot.refresh()
 
 
@@ -193,6 +207,13 @@ class TrainingCharts(Widget):
         if lr is not None:
             self.lr.add_point("lr", x, lr)
 
+    def mark_best(self, epoch: int | None) -> None:
+        """A vertical line at the best epoch on the loss and accuracy charts (thinning never hides it)."""
+        for chart in (self.loss, self.accuracy):
+            chart.set_mark(epoch)
+        best = "  [rgb(120,220,120)]┃[/] best" if epoch is not None else ""
+        self.accuracy.border_subtitle = self.accuracy.legend + best
+
     def add_epoch(self, event: EpochMetrics) -> None:
         points = [("train", event.train_loss, event.train_acc), ("val", event.val_loss, event.val_acc),
                   ("test", event.test_loss, event.test_acc)]
@@ -208,8 +229,10 @@ class TrainingCharts(Widget):
             if record.get("type") == "step" and record.get("steps_per_epoch"):
                 x = record["epoch"] - 1 + record["step"] / record["steps_per_epoch"]
                 self.add_step(x, record["loss"], record["acc"], record.get("lr"))
-        for record in epoch_records(records):
+        rows = epoch_records(records)
+        for record in rows:
             self.add_epoch(epoch_from_row(record))
+        self.mark_best(rows[-1].get("best_epoch") if rows else None)
 
     def redraw_now(self) -> None:
         for chart in (self.loss, self.accuracy, self.lr):
