@@ -29,3 +29,16 @@ def test_ci_runs_the_readme_test_command_verbatim():
 def test_python_dash_m_works():
     result = subprocess.run([sys.executable, "-m", "workbench", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "usage: workbench" in result.stdout
+
+
+def test_no_source_file_is_ignored_by_git():
+    """A pattern in .gitignore (say an unanchored data/) must never hide a package's own files."""
+    import shutil
+
+    if not (REPO / ".git").exists() or shutil.which("git") is None:
+        import pytest
+
+        pytest.skip("not a git checkout")
+    sources = [str(p.relative_to(REPO)) for p in (REPO / "workbench").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    result = subprocess.run(["git", "check-ignore", "--no-index", *sources], cwd=REPO, capture_output=True, text=True)
+    assert result.stdout.strip() == "", f"ignored by .gitignore: {result.stdout.split()}"
