@@ -84,6 +84,7 @@ HOLD_LOCK = textwrap.dedent(
     from workbench.core.runs import RunLock
     lock = RunLock(Path(sys.argv[1]))
     lock.acquire()
+    lock.record_owner()
     print("holding", flush=True)
     time.sleep(60)
     """

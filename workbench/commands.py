@@ -23,6 +23,9 @@ def run_train(args: argparse.Namespace) -> int:
     from workbench.options import config_from_args
 
     if args.resume:
+        if args.config or args.preset:
+            raise WorkbenchError("--resume continues a run with the settings in its config.toml; "
+                                 "--config and --preset do not apply")
         run_dir = runs.resolve_run(args.resume, args.runs_dir or "runs")
         config = runs.read_config(run_dir, for_resume=True)
         overrides = {
@@ -43,18 +46,21 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
+    from workbench.core.config import RunConfig
     from workbench.core.data.load import dataset_shape
-    from workbench.core.models import parameter_count, specs
+    from workbench.core.models import input_problem, parameter_count, specs
     from workbench.core.presets import PRESETS
 
+    RunConfig.from_mapping({"image_size": args.image_size, "dataset": args.dataset})  # the same bounds as train
     channels, size, classes = dataset_shape(args.dataset, args.image_size)
     table = Table(title=Text(f"architectures for {args.dataset} ({channels}x{size}x{size}, {counted(classes, 'class')})"))
     table.add_column("name", style="bold")
     table.add_column("description")
     table.add_column("params", justify="right")
     for spec in specs():
-        params = parameter_count(spec.name, channels, classes, size)
-        table.add_row(Text(spec.name), Text(spec.description), f"{params:,}")
+        fits = not input_problem(spec.name, channels, classes, size)
+        params = f"{parameter_count(spec.name, channels, classes, size):,}" if fits else "- (images too small)"
+        table.add_row(Text(spec.name), Text(spec.description), params)
     console = Console()
     console.print(table)
     presets = Table(title="presets (--preset NAME)")
@@ -118,7 +124,7 @@ def run_export(args: argparse.Namespace) -> int:
     formats = parse_formats(args.format)
     run_dir = resolve_run(args.run, args.runs_dir)
     chosen: list[str] = []
-    paths = export_run(run_dir, formats, which=args.checkpoint, log=chosen.append)
+    paths = export_run(run_dir, formats, which=args.checkpoint, log=chosen.append, verify=args.verify)
     results, batch = verify_run_export(run_dir, formats, which=args.checkpoint) if args.verify else ([], "")
     if args.json:  # for the app, which exports in a process of its own
         print(json.dumps({

@@ -164,8 +164,8 @@ def train_headless(config: RunConfig, resume_dir: Path | None = None) -> int:
         if control.stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         name = "SIGTERM" if signum == signal.SIGTERM else ""
-        console.print(f"{name + ': ' if name else ''}stopping after this step and saving a checkpoint"
-                      + ("" if name else " (Ctrl-C again to abort)"))
+        what = "stopping after this step and saving a checkpoint" if reporter.run_dir else "stopping"
+        console.print(f"{name + ': ' if name else ''}{what}" + ("" if name else " (Ctrl-C again to abort)"))
         control.stop(reason=name)
 
     previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}

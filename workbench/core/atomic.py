@@ -88,6 +88,11 @@ def disk_error(error: OSError, path: Path) -> Exception:
             f"the disk holding {Path(path).parent} is full: {Path(path).name} was not written "
             "(the previous copy, if any, is kept); free some space and try again"
         )
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return WorkbenchError(
+            f"cannot write {Path(path).name} in {Path(path).parent} ({error.strerror}); "
+            "it is read-only or not yours: fix its permissions or work elsewhere"
+        )
     return error
 
 

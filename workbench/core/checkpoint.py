@@ -70,6 +70,8 @@ def _disk_full(path: Path) -> bool:
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with weights_only=True; any problem becomes a one-line WorkbenchError
     (UnsafeFile when it holds more than weights)."""
+    if Path(path).exists() and not Path(path).is_file():  # a pipe would block the read forever
+        raise WorkbenchError(f"checkpoint {path} is not a regular file")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:

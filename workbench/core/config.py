@@ -22,6 +22,7 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle")
 AUGMENTATIONS = ("crop", "flip", "rotate", "cutout")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
+MAX_EPOCHS, MAX_BATCH = 100_000, 1_048_576  # beyond these a number is a typo, not a plan
 RESIZE_MODES = ("stretch", "crop", "pad")  # the same as data/folders.py's (this module imports no torch)
 
 
@@ -93,6 +94,8 @@ class RunConfig:
 
     @classmethod
     def from_toml(cls, path: Path, base: RunConfig | None = None, *, check_paths: bool = True) -> RunConfig:
+        if Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir():
+            raise WorkbenchError(f"config file {path} is not a regular file (a pipe or a device?)")
         try:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -126,6 +129,8 @@ class RunConfig:
 
     def validate(self, *, check_paths: bool = True) -> None:
         """Raise ConfigError naming the first bad setting and what is allowed."""
+        if not self.dataset.strip():
+            raise ConfigError("dataset", f"give a data set: one of {', '.join(DATASET_NAMES)}, or a folder")
         if self.dataset not in DATASET_NAMES and not _looks_like_path(self.dataset):
             raise ConfigError(
                 "dataset", f"{self.dataset!r} is neither a folder nor one of {', '.join(DATASET_NAMES)}"
@@ -163,8 +168,12 @@ class RunConfig:
         _in_range("warmup_epochs", self.warmup_epochs, 0.0, float(self.epochs))
         if self.image_size and not 8 <= self.image_size <= 512:
             raise ConfigError("image_size", f"{self.image_size} is outside 8..512 (0 = the data set's native size)")
-        if self.seed < 0:
-            raise ConfigError("seed", f"{self.seed} must be 0 or more")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError("seed", f"{self.seed} is outside 0..2**63-1")
+        if self.epochs > MAX_EPOCHS:
+            raise ConfigError("epochs", f"{self.epochs} is more than {MAX_EPOCHS:,}")
+        if self.batch_size > MAX_BATCH:
+            raise ConfigError("batch_size", f"{self.batch_size} is more than {MAX_BATCH:,}")
         if self.runs_dir.strip() == "":
             raise ConfigError("runs_dir", "give a folder for the run folders")
         _expand(self.runs_dir, "runs_dir")

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from workbench.core.atomic import current_umask, write_json_atomic, write_text_atomic
+from workbench.core.atomic import write_json_atomic, write_text_atomic
 from workbench.core.config import RunConfig
 from workbench.core.errors import RunBusy, WorkbenchError
 
@@ -92,49 +92,62 @@ def _free_mb(path: Path) -> float | None:
 
 
 class RunLock:
-    """An exclusive lock on `<run>/.lock`, held by whoever trains the run.
+    """An exclusive flock on the run folder itself, held by whoever trains the run.
 
-    flock belongs to the open file, so the OS drops it the moment the holder dies, whatever its
-    pid was: a stale pid in a file never decides anything. `check_free` creates nothing (a
-    refused action writes no byte); `acquire` creates the file and records who holds it.
+    flock belongs to the open folder, so the OS drops it the moment the holder dies, whatever
+    its pid was: a stale pid in a file never decides anything. Taking it writes nothing (a
+    refused action writes no byte); `record_owner`, once the action is sure to go ahead, writes
+    `<run>/.lock` with who holds it, for the sentence a second trainer gets.
     """
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
-        self._handle = None
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self._descriptor: int | None = None
 
     def check_free(self) -> None:
         """Raise RunBusy, naming the holder, when another process (or thread) trains this run."""
-        try:
-            handle = open(self.path, "rb")
-        except FileNotFoundError:
+        descriptor = self._open()
+        if descriptor is None:
             return
-        with handle:
-            if not _try_lock(handle):
+        try:
+            if not _try_lock(descriptor):
                 raise RunBusy(self._busy_sentence())
+        finally:
+            os.close(descriptor)
 
     def acquire(self) -> None:
-        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
-        handle = os.fdopen(descriptor, "r+b")
-        if not _try_lock(handle):
-            handle.close()
+        """Take the lock (RunBusy when another holds it); writes nothing."""
+        if self._descriptor is not None:
+            return
+        descriptor = self._open()
+        if descriptor is None:
+            raise WorkbenchError(f"run folder {self.run_dir} does not exist")
+        if not _try_lock(descriptor):
+            os.close(descriptor)
             raise RunBusy(self._busy_sentence())
+        self._descriptor = descriptor
+
+    def record_owner(self) -> None:
+        """Say in .lock who holds the lock (only while holding it)."""
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
                  "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:200]}
-        handle.seek(0)
-        handle.truncate()
-        handle.write((json.dumps(owner) + "\n").encode("utf-8"))
-        handle.flush()
-        self._handle = handle
+        write_text_atomic(self.path, json.dumps(owner) + "\n")
 
     def release(self) -> None:
-        if self._handle is not None:
-            self._handle.close()  # closing the file releases the flock
-            self._handle = None
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # closing the folder releases the flock
+            self._descriptor = None
 
     @property
     def held(self) -> bool:
-        return self._handle is not None
+        return self._descriptor is not None
+
+    def _open(self) -> int | None:
+        try:
+            return os.open(self.run_dir, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
 
     def _busy_sentence(self) -> str:
         owner: dict[str, Any] = {}
@@ -142,6 +155,8 @@ class RunLock:
             owner = json.loads(self.path.read_text(encoding="utf-8") or "{}")
         except (OSError, ValueError):
             pass
+        if not isinstance(owner, dict):
+            owner = {}
         who = f"process {owner['pid']}" if owner.get("pid") else "another process"
         if owner.get("host") and owner["host"] != socket.gethostname():
             who += f" on {owner['host']}"
@@ -150,18 +165,18 @@ class RunLock:
             since = f", since {datetime.fromtimestamp(owner['since']):%Y-%m-%d %H:%M}"
         command = f" ({owner['command']})" if owner.get("command") else ""
         return (
-            f"{self.path.parent.name} is being trained by {who}{command}{since}; wait for it to "
+            f"{self.run_dir.name} is being trained by {who}{command}{since}; wait for it to "
             "finish, or stop it first (x in its app, Ctrl-C or SIGTERM to its process)"
         )
 
 
-def _try_lock(handle) -> bool:
+def _try_lock(descriptor: int) -> bool:
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no advisory locks, run folders are not guarded
         return True
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
     except BlockingIOError:
         return False

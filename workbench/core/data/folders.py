@@ -8,6 +8,7 @@ antialiases when shrinking (its support widens with the scale factor), so large 
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -22,6 +23,11 @@ from workbench.core.errors import StopRequested, WorkbenchError, never_stop
 
 RESIZE_MODES = ("stretch", "crop", "pad")  # how an image of another shape becomes square
 _DECODE_BATCH = 256  # files a decoding thread takes at a time
+MAX_PIXELS = 100_000_000  # larger images are skipped (and listed) rather than decoded into gigabytes
+# Pillow's own bomb check would warn first; ours refuses from the header. Its EXIF and
+# palette warnings are about files it can still read, which the skip list does not need.
+Image.MAX_IMAGE_PIXELS = None
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 _MAX_DECODE_THREADS = 8
 # 16-bit grayscale as Pillow opens it; its convert() clips these at 255 instead of scaling.
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -146,6 +152,9 @@ def _decode_one(path: str, size: int, resize: str = "stretch") -> np.ndarray | s
 
 def _read_pixels(path: str, size: int, mode: str, resize: str = "stretch") -> np.ndarray:
     with Image.open(path) as image:
+        width, height = image.size  # from the header: a tiny file can claim a gigapixel (a decompression bomb)
+        if width * height > MAX_PIXELS:
+            raise ValueError(f"too large to decode: {width}x{height} pixels (over {MAX_PIXELS // 10**6} megapixels)")
         # JPEG only: decode at a reduced DCT scale that stays at least twice the target size.
         image.draft(mode, (2 * size, 2 * size))
         image.load()  # decodes now, so a truncated file fails here rather than going half grey

@@ -65,6 +65,14 @@ def load_dataset(
     return dataset.with_validation(val_fraction, seed)
 
 
+def _with_identity(dataset: Dataset, scan) -> Dataset:
+    from dataclasses import replace
+
+    from workbench.core.data.scan import class_digests
+
+    return replace(dataset, identity=class_digests(scan)) if scan is not None else dataset
+
+
 def _load(name_or_path, data_dir, image_size, seed, test_fraction, download, log, warn, stream_over_mb, should_stop,
           resize) -> Dataset:
     from workbench.core.data import cache
@@ -81,8 +89,8 @@ def _load(name_or_path, data_dir, image_size, seed, test_fraction, download, log
                 f"{name_or_path} would take {streaming.decoded_mb(scan, size):,.0f} MB decoded, over "
                 f"the {limit:,.0f} MB in-memory limit: streaming it from the files with workers"
             )
-            return streaming.streaming_dataset(name_or_path, scan, size, seed, test_fraction, log, warn,
-                                               data_dir, should_stop, resize)
+            return _with_identity(streaming.streaming_dataset(name_or_path, scan, size, seed, test_fraction, log,
+                                                              warn, data_dir, should_stop, resize), scan)
     identity, build = _source(
         name_or_path, data_dir, image_size, seed, test_fraction, download, log, warn, scan, should_stop, resize
     )
@@ -96,7 +104,7 @@ def _load(name_or_path, data_dir, image_size, seed, test_fraction, download, log
         )
         if dataset.skipped:
             warn(f"{len(dataset.skipped)} unreadable files were skipped when this cache was made")
-        return dataset
+        return _with_identity(dataset, scan)
 
     started = time.perf_counter()
     classes, train, test, skipped, val = build()
@@ -108,7 +116,7 @@ def _load(name_or_path, data_dir, image_size, seed, test_fraction, download, log
         f"{time.perf_counter() - started:.1f}s"
     )
     cache.write(cache_file, *_to_stored(dataset), warn)
-    return dataset
+    return _with_identity(dataset, scan)
 
 
 # ---- sources ---------------------------------------------------------------------------------

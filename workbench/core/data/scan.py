@@ -38,6 +38,24 @@ class FolderScan:
     val_files: list[tuple[str, int]] | None = None
 
 
+def class_digests(scan: FolderScan) -> dict[str, str]:
+    """Per class, a digest of its files (split, path inside the class folder, bytes, mtime): the
+    same files in the same class folders give the same digests (copies that keep their times,
+    like `cp -a` or tar, too), and a renamed, swapped, added, removed or rewritten image changes
+    its class's. Swapped folders keep their files' own times, so a swap always shows."""
+    import hashlib
+
+    by_class: dict[str, list[str]] = {name: [] for name in scan.classes}
+    for split, files in (("train", scan.train_files), ("test", scan.test_files), ("val", scan.val_files)):
+        for path, label in files or []:
+            name = scan.classes[label]
+            inside = path.split(os.sep + name + os.sep, 1)[-1]
+            status = os.stat(path)
+            by_class[name].append(f"{split}/{inside}/{status.st_size}/{status.st_mtime_ns}")
+    return {name: hashlib.sha256("\n".join(sorted(lines)).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+            for name, lines in by_class.items()}
+
+
 def class_names(root: Path) -> list[str]:
     """Class names of a folder data set (its class subfolders), without reading any image."""
     _require_folder(root)
@@ -56,6 +74,8 @@ def scan(root: Path, warn: Log = lambda message: None) -> FolderScan:
     """
     _require_folder(root)
     root = root.resolve()
+    if not _utf8(str(root)):
+        raise WorkbenchError(f"the data set path {_shown(str(root))} is not valid UTF-8; rename it", field="dataset")
     skipped: list[str] = []
     train_dir, test_dir, val_dir = root, None, None
     if (root / "train").is_dir():
@@ -113,9 +133,27 @@ def _class_folders(parent: Path, root: Path) -> list[Path]:
 
 def _visible_folders(parent: Path) -> list[Path]:
     try:
-        return sorted(entry for entry in parent.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+        found = sorted(entry for entry in parent.iterdir() if entry.is_dir() and not entry.name.startswith("."))
     except OSError as error:
         raise WorkbenchError(f"cannot list {parent} ({error.strerror or error})", field="dataset") from None
+    for folder in found:
+        if not _utf8(folder.name):  # class names go into JSON, TOML and pictures: they must be text
+            raise WorkbenchError(f"class folder {_shown(str(folder))} has a name that is not valid UTF-8; rename it",
+                                 field="dataset")
+    return found
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _shown(text: str) -> str:
+    """A path with undecodable bytes, printable: each such byte as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _scan_classes(parent: Path, root: Path, skipped: list[str]) -> tuple[list[str], list[tuple[str, int]]]:
@@ -126,7 +164,8 @@ def _scan_classes(parent: Path, root: Path, skipped: list[str]) -> tuple[list[st
     # A link from one class folder into another (or into the split) must not relabel its files.
     others = {_inode(path) for path in [parent, *class_folders]}
     for label, folder in enumerate(class_folders):
-        images = _image_files(folder, seen, skipped, others - {_inode(folder)})
+        inside = (os.path.realpath(root), os.path.realpath(folder))
+        images = _image_files(folder, seen, skipped, others - {_inode(folder)}, inside)
         if not images:
             raise WorkbenchError(
                 f"class folder {folder} has no images ({' '.join(IMG_EXTENSIONS)}); "
@@ -143,7 +182,8 @@ def _inode(path: Path) -> tuple[int, int]:
 
 
 def _image_files(
-    folder: Path, seen: dict[tuple[int, int], str], skipped: list[str], forbidden: set[tuple[int, int]]
+    folder: Path, seen: dict[tuple[int, int], str], skipped: list[str], forbidden: set[tuple[int, int]],
+    inside: tuple[str, ...] = (),
 ) -> list[str]:
     """Image files under folder, recursively, sorted by path, as strings.
 
@@ -173,11 +213,17 @@ def _image_files(
                 continue
             try:
                 if entry.is_dir():
-                    pending.append(entry.path)
+                    if entry.is_symlink() and inside and not _within(os.path.realpath(entry.path), inside):
+                        skipped.append(f"{_shown(entry.path)}: a link to a folder outside the data set")
+                    else:
+                        pending.append(entry.path)
                     continue
             except OSError:
                 pass
             if not entry.name.lower().endswith(IMG_EXTENSIONS):
+                continue
+            if not _utf8(entry.path):
+                skipped.append(f"{_shown(entry.path)}: its name is not valid UTF-8")
                 continue
             try:
                 file_status = entry.stat()  # through links
@@ -195,6 +241,10 @@ def _image_files(
             seen[key] = entry.path
             found.append(entry.path)
     return sorted(found)
+
+
+def _within(path: str, folders: tuple[str, ...]) -> bool:
+    return any(path == folder or path.startswith(folder.rstrip(os.sep) + os.sep) for folder in folders)
 
 
 def _require_same_classes(

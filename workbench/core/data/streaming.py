@@ -18,8 +18,8 @@ import torch
 
 from workbench.core.atomic import write_json_atomic
 from workbench.core.data.folders import decode_image, find_unreadable
-from workbench.core.data.scan import MAX_WARNINGS, FolderScan
 from workbench.core.data.normalize import channel_stats
+from workbench.core.data.scan import MAX_WARNINGS, FolderScan
 from workbench.core.data.types import Dataset, Log, Split, stratified_split
 from workbench.core.errors import WorkbenchError, never_stop
 
@@ -100,15 +100,19 @@ def streaming_dataset(
     if len(unreadable) > MAX_WARNINGS:
         warn(f"... and {len(unreadable) - MAX_WARNINGS} more unreadable images skipped")
 
-    def split(files: list[tuple[str, int]]) -> Split:
+    def split(files: list[tuple[str, int]], folder: Path) -> Split:
         kept = [(path, label) for path, label in files if path not in unreadable]
+        labels = torch.tensor([label for _, label in kept], dtype=torch.int64)
+        empty = [name for index, name in enumerate(scan.classes) if not (labels == index).any()]
+        if empty:  # as the in-memory path says it
+            raise WorkbenchError(f"class folder {folder / empty[0]} has no readable images (the log lists why)")
         paths = [path for path, _ in kept]
-        return Split(FileImages(paths, image_size, resize), torch.tensor([label for _, label in kept], dtype=torch.int64), paths)
+        return Split(FileImages(paths, image_size, resize), labels, paths)
 
-    train = split(scan.train_files)
-    val = split(scan.val_files) if scan.val_files is not None else None
+    train = split(scan.train_files, scan.train_dir)
+    val = split(scan.val_files, scan.val_dir) if scan.val_files is not None else None
     if scan.test_files is not None:
-        test = split(scan.test_files)
+        test = split(scan.test_files, scan.test_dir)
     else:
         train_rows, test_rows = stratified_split(train.labels, test_fraction, seed)
         train, test = train.subset(train_rows), train.subset(test_rows)
@@ -122,7 +126,9 @@ def streaming_dataset(
 
 def _unreadable(scan: FolderScan, image_size: int, data_dir: Path, log: Log, should_stop, resize) -> dict[str, str]:
     every = [path for path, _ in scan.train_files + (scan.test_files or []) + (scan.val_files or [])]
-    key = json.dumps({"files": scan.fingerprint, "image_size": image_size}, sort_keys=True)
+    # The folder's own path is part of the key: a copy with the same name and files has its own record.
+    key = json.dumps({"root": str(scan.root), "files": scan.fingerprint, "image_size": image_size, "resize": resize},
+                     sort_keys=True)
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
     record = Path(data_dir) / "cache" / f"{scan.root.name or 'folder'}-unreadable-{digest}.json"
     try:

@@ -55,6 +55,7 @@ class Dataset:
     std: tuple[float, ...]
     skipped: list[str] = field(default_factory=list)  # "path: reason" per unreadable file
     val: Split | None = None  # held out from the training data for model selection; None = no selection
+    identity: dict[str, str] = field(default_factory=dict)  # class -> digest of its files (folders only)
 
     @property
     def channels(self) -> int:

@@ -13,6 +13,7 @@ exports (a stale model.onnx beside newer weights, say) and a failed export leave
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -52,8 +53,16 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return chosen
 
 
-def check_formats(formats: tuple[str, ...]) -> None:
-    """Refuse, before anything is written, a format whose libraries are missing."""
+def check_formats(formats: tuple[str, ...], verify: bool = False) -> None:
+    """Refuse, before anything is written, a format whose libraries are missing (and, when the
+    export is to be verified, the runtime that verifies it)."""
+    if "onnx" in formats and verify:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise WorkbenchError(
+                "verifying ONNX needs onnxruntime, part of the extra: pip install 'workbench[onnx]'; nothing was exported"
+            ) from None
     if "onnx" in formats:
         try:
             import onnx  # noqa: F401
@@ -110,16 +119,50 @@ def export_run(
     *,
     which: str = "best",
     log: Callable[[str], None] = lambda message: None,
+    verify: bool = False,
 ) -> list[Path]:
-    """Write the bundle; model.safetensors and model.json are always written. Returns its files."""
-    check_formats(formats)
+    """Write the bundle; model.safetensors and model.json are always written. Returns its files.
+
+    Exports of one run take turns (a lock on the run's .export.lock), so one never removes
+    another's half-written folder. `verify` says the caller will verify it (its needs are checked first).
+    """
+    check_formats(formats, verify)
+    if not os.access(run_dir, os.W_OK):
+        raise WorkbenchError(f"cannot write to {run_dir} (read-only?); an export is written inside the run folder")
+    with _export_lock(run_dir):
+        return _export(run_dir, formats, which, log)
+
+
+@contextlib.contextmanager
+def _export_lock(run_dir: Path):
+    """Held on the run's checkpoints/ folder (which training never locks): creates nothing."""
+    try:
+        descriptor = os.open(run_dir / "checkpoints", os.O_RDONLY)
+    except OSError:
+        raise WorkbenchError(f"{run_dir} has no checkpoints folder; it did not get far enough to export") from None
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(descriptor, fcntl.LOCK_EX)  # waits for another export of this run
+        except ImportError:  # pragma: no cover - Windows
+            pass
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _export(run_dir: Path, formats: tuple[str, ...], which: str, log) -> list[Path]:
     path, chosen = checkpoint_for(run_dir, which)
     model, state, info = model_from_checkpoint(run_dir, which)
     log(f"exporting {path.name}: the model of {chosen}")
     metadata = bundle_metadata(model, state, info, which, chosen)
     for leftover in [*run_dir.glob(".export-new-*"), *run_dir.glob(".export-old-*")]:
         shutil.rmtree(leftover, ignore_errors=True)  # an export killed half way
-    staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=".export-new-"))
+    try:
+        staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=".export-new-"))
+    except OSError as error:
+        raise disk_error(error, run_dir / EXPORT_DIR) from None
     try:
         names = _write_bundle(staging, model, metadata, formats, log)
         _swap_in(staging, run_dir / EXPORT_DIR)
@@ -230,18 +273,21 @@ def load_bundle(export_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
         )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise WorkbenchError(f"{meta_path} is not readable JSON ({_first_line(error)}); export the run again") from None
     problem = _bundle_problem(meta)
     if problem:
         raise WorkbenchError(f"{meta_path} is damaged: {problem}; export the run again")
     try:
+        weights = load_file(str(weights_path))
         model = with_weights(meta["arch"], meta["in_channels"], meta["num_classes"], meta["image_size"],
-                             load_file(str(weights_path)), **(meta.get("model_options") or {}))
+                             weights, **(meta.get("model_options") or {}))
     except (RuntimeError, OSError, SafetensorError, ValueError, TypeError) as error:
         raise WorkbenchError(
             f"the weights in {weights_path} do not fit model.json ({_first_line(error)}); export the run again"
         ) from None
+    if not all(bool(t.isfinite().all()) for t in weights.values() if t.is_floating_point()):
+        raise WorkbenchError(f"the weights in {weights_path} are not all finite (NaN or infinite); export the run again")
     return model.eval(), meta
 
 
@@ -249,7 +295,7 @@ def _bundle_problem(meta: Any) -> str:
     """What makes model.json unusable, or "" when it is sound."""
     if not isinstance(meta, dict):
         return "it is not a JSON object"
-    if meta.get("arch") not in ARCHITECTURES:
+    if not isinstance(meta.get("arch"), str) or meta["arch"] not in ARCHITECTURES:
         return f"arch {meta.get('arch')!r} is not an architecture"
     for key in ("in_channels", "image_size", "num_classes"):
         if not isinstance(meta.get(key), int) or isinstance(meta.get(key), bool) or meta[key] < 1:
@@ -270,7 +316,7 @@ def _bundle_problem(meta: Any) -> str:
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
         ):
             return f"preprocessing {key} must be one finite number per channel ({meta['in_channels']}), not {values!r}"
-    if any(v <= 0 for v in prep["std"]):
+    if any(v < 1e-6 for v in prep["std"]):  # float32 would make a tinier one zero
         return f"preprocessing std must be positive, not {prep['std']}"
     if prep.get("resize_mode", "stretch") not in ("stretch", "crop", "pad"):
         return f"preprocessing resize_mode must be stretch, crop or pad, not {prep.get('resize_mode')!r}"

@@ -67,7 +67,9 @@ def predict_files(
     images = load_images(paths, meta["image_size"], meta["in_channels"], meta["preprocessing"].get("resize_mode", "stretch"))
     prep = meta["preprocessing"]
     batch = normalize(images, prep["mean"], prep["std"])
-    target = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    from workbench.core.training.device import pick_device
+
+    target, _ = pick_device(device)  # a device that is not there is a sentence, not a traceback
     model = model.to(target)
     mean, std = probabilities(model, batch.to(target), mc_dropout)
     mean, std = mean.cpu(), std.cpu()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -81,11 +82,42 @@ def parameter_count(name: str, in_channels: int = 3, num_classes: int = 10, imag
         return count_parameters(create(name, in_channels, num_classes, image_size, **options))
 
 
+_SIZE_ERRORS = ("Kernel size", "Output size is too small", "input size", "shapes cannot be multiplied",
+                "must be greater than", "too small")
+
+
+def input_problem(name: str, in_channels: int, num_classes: int, image_size: int, **options) -> str:
+    """Why the architecture cannot take (in_channels, image_size, image_size) images, or "".
+
+    A forward pass on the meta device (shapes only: no memory, no time, no random draws)."""
+    def fails(size: int) -> bool:
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "initializing zero-element tensors is a no-op"
+                model = create(name, in_channels, num_classes, size, **options).eval()
+                model(torch.zeros(1, in_channels, size, size))
+            return False
+        except RuntimeError as error:  # only a shape problem counts; anything else is not ours to judge
+            return any(words in str(error) for words in _SIZE_ERRORS)
+
+    if not fails(image_size):
+        return ""
+    candidates = [*range(image_size + 1, 65), 96, 128, 192, 256, 384, 512]
+    smallest = next((size for size in candidates if size > image_size and not fails(size)), None)
+    need = f"at least {smallest} px a side" if smallest else "larger images"
+    return f"{name} cannot take {image_size}x{image_size} images (its layers shrink them to nothing); it needs {need}"
+
+
 def with_weights(name: str, in_channels: int, num_classes: int, image_size: int, weights: dict, **options) -> nn.Module:
     """The architecture holding `weights`, built without drawing random numbers (see
     parameter_count); raises RuntimeError when the weights do not fit, like load_state_dict."""
     with torch.device("meta"):
         model = create(name, in_channels, num_classes, image_size, **options)
+    expected = {key: tensor.dtype for key, tensor in model.state_dict().items()}
+    # assign=True keeps the given tensors, so weights saved in another float type (a hand-made
+    # float16 file) would reach the forward pass as they are: give each the dtype the layer has.
+    weights = {key: tensor.to(expected[key]) if key in expected and tensor.is_floating_point()
+               and expected[key].is_floating_point else tensor for key, tensor in weights.items()}
     model.load_state_dict(weights, assign=True)
     missing = [key for key, tensor in (*model.named_parameters(), *model.named_buffers()) if tensor.is_meta]
     if missing:

@@ -64,7 +64,7 @@ class Speedrun(nn.Module):
         self.head = nn.Linear(cin, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_autocast_enabled(x.device.type):
+        if x.device.type != "meta" and torch.is_autocast_enabled(x.device.type):
             # The whitening filters amplify the weakest patch directions up to 1/sqrt(eps) = 45x,
             # and bf16 rounding of the pixels with them: under autocast this tiny layer stays fp32.
             with torch.autocast(x.device.type, enabled=False):

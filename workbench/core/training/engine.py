@@ -55,6 +55,7 @@ from workbench.core.training.report import Meter, TrainTotals
 from workbench.core.training.state import (
     Progress,
     check_compatible,
+    check_run_files,
     checkpoint_state,
     read_resume_point,
 )
@@ -81,7 +82,7 @@ def fit(
     try:
         session.run(resume_dir, data, recipe)
     except StopRequested:  # only raised while data is prepared, before a run folder exists
-        events(Finished(None, "stopped", 0, session.elapsed_s()))
+        events(Finished(None, "stopped", 0, session.elapsed_s(), reason=session.control.reason))
     except WorkbenchError as error:
         session.fail(str(error), bad_input=True, field=error.field)
     except NonFiniteLoss as error:
@@ -123,9 +124,10 @@ class _Session:
         device, device_notices = pick_device(config.device)
         self.device, self.amp_dtype = device, autocast_dtype(config.precision, device)
         point = None
-        if resume_dir is not None:  # read and check only: a refused resume writes nothing
+        if resume_dir is not None:  # lock, then read and check only: a refused resume writes nothing
             self.run_dir, self.lock = resume_dir, runs.RunLock(resume_dir)
-            self.lock.check_free()
+            self.lock.acquire()  # before reading: a second trainer must not act on what the first replaces
+            check_run_files(resume_dir)
             point = read_resume_point(resume_dir, config.epochs)
         else:
             runs.check_writable(Path(config.runs_dir).expanduser())
@@ -157,7 +159,8 @@ class _Session:
         if point is None:
             self.run_dir = runs.create_run_dir(self.config)
             self.lock = runs.RunLock(self.run_dir)
-        self.lock.acquire()
+            self.lock.acquire()
+        self.lock.record_owner()
         self.owns_folder = True
         run_dir = self.run_dir
         if point is not None:
@@ -168,7 +171,8 @@ class _Session:
             runs.repair_metrics(run_dir, keep_through_step=progress.global_step)
             write_text_atomic(run_dir / "config.toml", self.config.to_toml())  # the target may have grown
             self.emit(Notice(f"resuming from {point.path.name} (epoch {progress.epoch}, step {progress.global_step})"))
-        self.keeper = CheckpointKeeper(run_dir / "checkpoints", self.config.keep_best, progress.history)
+        self.keeper = CheckpointKeeper(run_dir / "checkpoints", self.config.keep_best, progress.history,
+                                       best=(progress.best_val_acc, progress.best_epoch))
         split = "val" if self.data.val is not None else "test"
         self.stopper = EarlyStopper.replay(self.config.early_stop, self.config.early_stop_on,
                                            self.config.early_stop_delta, progress.history, split)

@@ -35,12 +35,17 @@ def kept_epochs(folder: Path) -> list[int]:
 
 
 class CheckpointKeeper:
-    def __init__(self, folder: Path, keep: int, history: list[dict[str, Any]]) -> None:
+    def __init__(self, folder: Path, keep: int, history: list[dict[str, Any]],
+                 best: tuple[float | None, int | None] = (None, None)) -> None:
         self.folder = Path(folder)
         self.keep = max(int(keep), 1)
         scores = {row["epoch"]: row.get("val_acc") for row in history if isinstance(row.get("epoch"), int)}
-        # Epochs already kept (a resumed run), with the scores their rows recorded.
-        self.ranked = [(scores[e], e) for e in kept_epochs(self.folder) if isinstance(scores.get(e), (int, float))]
+        # What a resumed run already kept: its epoch files and best.pt, with the scores recorded.
+        ranked = {e: scores[e] for e in kept_epochs(self.folder) if isinstance(scores.get(e), (int, float))}
+        best_score, best_epoch = best
+        if best_epoch is not None and best_score is not None and (self.folder / ckpt.BEST).is_file():
+            ranked[best_epoch] = best_score
+        self.ranked = sorted(((score, epoch) for epoch, score in ranked.items()), key=lambda item: (-item[0], item[1]))
 
     def save(self, state: dict[str, Any], epoch: int, score: float | None) -> list[tuple[Path, bool]]:
         """Save last.pt, and when `score` places `epoch` among the K best, its epoch file (and

@@ -16,8 +16,9 @@ import torch.nn as nn
 from workbench.core.config import RunConfig
 from workbench.core.data.load import load_dataset
 from workbench.core.data.types import Dataset
+from workbench.core.errors import ConfigError
 from workbench.core.events import EventSink, Notice
-from workbench.core.models import count_parameters, create
+from workbench.core.models import count_parameters, create, input_problem
 from workbench.core.training.batches import DeviceBatches, batches_for
 from workbench.core.training.control import TrainControl
 from workbench.core.training.device import describe_device
@@ -60,6 +61,7 @@ def run_info(
         "params": count_parameters(model), "train_size": len(data.train),
         "val_size": len(data.val) if data.val is not None else 0, "test_size": len(data.test),
         "batch_size": batch_size, "skipped_files": data.skipped, "device": describe_device(device),
+        "data_identity": dict(data.identity),
     }
 
 
@@ -84,6 +86,9 @@ def build_training(
     """Model, batches and the recipe's parts; a resume's saved state put back (or refused with
     a WorkbenchError before anything is written). `batch_size` overrides the config's (trials)."""
     options = dict(point.state.get("model_options") or {}) if point else recipe.model_options(config)
+    problem = input_problem(config.arch, data.channels, data.num_classes, data.image_size, **options)
+    if problem:
+        raise ConfigError("image_size", problem)
     model = create(config.arch, data.channels, data.num_classes, data.image_size, **options).to(device)
     cuda = device.type == "cuda"
     if cuda:

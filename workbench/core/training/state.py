@@ -7,6 +7,7 @@ every file of the run as it was.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,26 @@ def checkpoint_state(
         "classes": list(data.classes),
         "mean": list(data.mean),
         "std": list(data.std),
+        "data_identity": dict(data.identity),
     }
+
+
+RUN_FILES = ("config.toml", "status", "run.json", "metrics.jsonl", ".lock")
+
+
+def check_run_files(run_dir: Path) -> None:
+    """Refuse a run folder whose files are not what the run wrote (a folder where a file was,
+    a pipe that would block a read forever) before anything reads or writes them."""
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.exists() and not path.is_file():
+            raise WorkbenchError(f"{path} is not a regular file; the run folder was changed by hand, restore it")
+    for name in ("checkpoints", "images", "export"):
+        path = run_dir / name
+        if path.exists() and not path.is_dir():
+            raise WorkbenchError(f"{path} is not a folder; the run folder was changed by hand, restore it")
+    if not os.access(run_dir, os.W_OK):
+        raise WorkbenchError(f"cannot write to {run_dir} (read-only?); a resume needs to write its checkpoints there")
 
 
 def read_resume_point(run_dir: Path, epochs: int) -> ResumePoint:
@@ -133,6 +153,14 @@ def check_compatible(point: ResumePoint, config: RunConfig, data: Dataset) -> No
                 key, f"the run was trained with {key} {saved!r}, not {getattr(config, key)!r}; "
                 "config.toml and the checkpoint disagree"
             )
+    saved_identity, identity = state.get("data_identity") or {}, data.identity
+    if saved_identity and identity and saved_identity != identity:
+        changed = sorted(name for name in set(saved_identity) | set(identity) if saved_identity.get(name) != identity.get(name))
+        raise WorkbenchError(
+            f"the images of class folders {_listing(changed)} changed since this run started (renamed, swapped, "
+            "added, removed or rewritten files); resuming would train on other data or mislabelled images, and a folder "
+            "without test/ would re-draw its test split; restore the files or start a new run"
+        )
     saved_optimizer = state["config"].get("optimizer")
     if config.recipe == "standard" and saved_optimizer != config.optimizer:
         raise ConfigError(
