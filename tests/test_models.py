@@ -17,6 +17,8 @@ SEED_COUNTS = {
     "convbn": 39_650,
     "deepbn": 462_570,
     "seed_resnet": 1_965_066,
+    "deepbn_v2": 462_570,
+    "seed_resnet_v2": 1_965_066,
 }
 CHEAP = ["linear", "mlp", "basic_cnn", "lenet5", "convbn", "deepbn", "speedrun"]
 
@@ -37,6 +39,45 @@ def _forward_backward(name: str, channels: int, classes: int, size: int) -> None
 @pytest.mark.parametrize("name", list(SEED_COUNTS))
 def test_seed_parameter_counts_match_the_seed_documents(name):
     assert models.count_parameters(models.create(name, 3, 10, 32)) == SEED_COUNTS[name]
+
+
+def _layer_kinds(model: torch.nn.Module) -> list[str]:
+    """Leaf layers in forward order, with "+" where a residual sum closes."""
+    kinds = []
+    for module in model.children():
+        if type(module).__name__ == "_Residual":
+            kinds += ["res(", *_layer_kinds(module.block), ")+"]
+        elif list(module.children()):
+            kinds += _layer_kinds(module)
+        else:
+            kinds.append(type(module).__name__)
+    return kinds
+
+
+@pytest.mark.parametrize("name", ["convbn", "deepbn", "seed_resnet"])
+def test_the_seed_models_have_no_activation_after_the_first_conv_and_bn_after_relu(name):
+    kinds = _layer_kinds(models.create(name, 3, 10, 32))
+    assert kinds[0] == "Conv2d" and kinds[1] == "Conv2d"  # conv5 straight into the first block
+    body = [kind for kind in kinds if kind in ("Conv2d", "ReLU", "BatchNorm2d")][1:]
+    assert body == ["Conv2d", "ReLU", "BatchNorm2d"] * (len(body) // 3)  # the seed's BnLayer order
+    assert not models.has_dropout(models.create(name))  # the seed's Dropout2d is never called
+
+
+def test_seed_resnet_residual_blocks_are_x_plus_bn_of_relu_of_conv():
+    kinds = _layer_kinds(models.create("seed_resnet"))
+    assert kinds.count("res(") == 8
+    assert "res(,Conv2d,ReLU,BatchNorm2d,)+" in ",".join(kinds)
+    block = models.create("seed_resnet")[2]  # the first residual block
+    x = torch.randn(2, 32, 16, 16)
+    assert torch.equal(block(x), x + block.block[2](torch.relu(block.block[0](x))))
+
+
+@pytest.mark.parametrize("name", ["deepbn_v2", "seed_resnet_v2"])
+def test_the_v2_models_keep_the_usual_order(name):
+    kinds = _layer_kinds(models.create(name))
+    assert kinds[:2] == ["Conv2d", "ReLU"]
+    body = [kind for kind in kinds if kind in ("Conv2d", "ReLU", "BatchNorm2d")][2:]
+    assert body == ["Conv2d", "BatchNorm2d", "ReLU"] * (len(body) // 3)
 
 
 def test_every_family_is_registered_with_a_description():

@@ -15,7 +15,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.options import add_train_options, config_from_args
 
 EXIT_BAD_INPUT = 2
-COMMANDS = ("train", "models", "runs", "export", "predict", "bench", "lr-find", "batch-find")
+COMMANDS = ("train", "models", "runs", "export", "predict", "bench", "lr-find", "batch-find", "reproduce")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -40,6 +40,7 @@ def build_parser() -> OneLineParser:
         "  bench     compare the engine with a plain PyTorch loop\n"
         "  lr-find   the learning-rate range test: a curve, a suggestion and the rule behind it\n"
         "  batch-find  the largest batch that fits in GPU memory\n"
+        "  reproduce seed-table  the seed tutorials' six models with their recipe, beside the seed's figures\n"
         "run `workbench COMMAND --help` for a command's options",
     )
     add_train_options(parser)
@@ -96,6 +97,13 @@ def build_command_parser(command: str) -> OneLineParser:
         parser.description = "Find the largest batch that fits in GPU memory for a model and image size (doubling)."
         add_train_options(parser)
         add_batch_find_options(parser)
+    elif command == "reproduce":
+        from workbench.reproduce import add_reproduce_options
+
+        parser.description = ("Train the seed tutorials' architectures with the seed's recipe (Adam 0.003, batch "
+                              "32, 4 epochs, constant lr, no augmentation), under the seed's conditions and "
+                              "normalised, and print them beside the seed's figures.")
+        add_reproduce_options(parser)
     elif command == "bench":
         from workbench.bench.settings import add_bench_options
 

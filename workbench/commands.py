@@ -179,3 +179,9 @@ def run_bench(args: argparse.Namespace) -> int:
     from workbench.bench.command import run_bench_command
 
     return run_bench_command(args)
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    from workbench.reproduce import run_reproduce as reproduce
+
+    return reproduce(args)

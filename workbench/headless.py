@@ -158,7 +158,16 @@ def train_headless(config: RunConfig, resume_dir: Path | None = None) -> int:
     """Run fit() in this thread; Ctrl-C or SIGTERM asks for a clean stop, a second Ctrl-C aborts."""
     console = Console(soft_wrap=True)  # a log file gets whole lines, not 80-column pieces
     reporter = HeadlessReporter(console, interactive=console.is_terminal and sys.stdout.isatty())
-    control = TrainControl()
+    fit_stopping_on_signals(config, reporter, console, TrainControl(), resume_dir)
+    return reporter.exit_code
+
+
+def fit_stopping_on_signals(config: RunConfig, reporter: HeadlessReporter, console: Console,
+                            control: TrainControl, resume_dir: Path | None = None, events=None,
+                            data=None) -> Path | None:
+    """fit() with Ctrl-C and SIGTERM turned into a stop after the current step (a checkpoint is
+    saved); a second Ctrl-C aborts. `events` (default: the reporter) receives the run's events;
+    `data` is a data set already loaded for it (see fit)."""
 
     def on_interrupt(signum, frame):
         if control.stop_requested and signum == signal.SIGINT:
@@ -170,9 +179,8 @@ def train_headless(config: RunConfig, resume_dir: Path | None = None) -> int:
 
     previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        fit(config, reporter, control, resume_dir=resume_dir)
+        return fit(config, events or reporter, control, resume_dir=resume_dir, data=data)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         reporter._stop_progress()
-    return reporter.exit_code

@@ -12,6 +12,7 @@ from workbench.core.config import (
     DEVICES,
     OPTIMIZERS,
     PRECISIONS,
+    NORMALIZATIONS,
     RESIZE_MODES,
     SCHEDULES,
     RunConfig,
@@ -44,6 +45,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--image-size", type=int, help="pixels per side (default: the data set's own; 32 for folders)")
     add("--resize", choices=RESIZE_MODES,
         help=f"a folder image of another shape: stretch it, crop its centre square, or pad it (default: {d.resize})")
+    add("--normalize", choices=NORMALIZATIONS,
+        help="train: per-channel mean/std of the training split (exports carry them); none: pixels / 255 "
+             f"only, as the seed tutorials' ToTensor (default: {d.normalize})")
     add("--precision", choices=PRECISIONS, help=f"(default: {d.precision})")
     add("--device", choices=DEVICES, help=f"auto = cuda, then mps, then cpu (default: {d.device})")
     add("--seed", type=int, help=f"(default: {d.seed})")

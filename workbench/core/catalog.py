@@ -11,9 +11,13 @@ ARCHITECTURES: dict[str, str] = {
     "mlp": "flattened pixels -> 40 hidden ReLU units -> classes",
     "basic_cnn": "conv5-pool-conv5-pool, 3 FC layers (the seed tutorial's CNN)",
     "lenet5": "LeNet-5: tanh conv5-avgpool x2 to 16x5x5, then FC 120-84 (LeCun 1998)",
+    # As the seed wrote them: no activation after the first conv5, BN after the ReLU. The seed
+    # defines a Dropout2d(0.2) per block but never calls it, so none has dropout (nor MC dropout).
     "convbn": "conv5, 3 stride-2 conv3-ReLU-BN blocks (10-20-40-80), global avg pool, FC",
-    "deepbn": "conv5, 4 stages of 2 conv3-BN-ReLU blocks (20-40-80-160), global max pool, FC",
-    "seed_resnet": "conv5, 4 stages of a stride-2 block + 2 residual blocks (32-64-128-256), global max pool, FC",
+    "deepbn": "conv5, 4 stages of 2 conv3-ReLU-BN blocks (20-40-80-160), global max pool, FC",
+    "seed_resnet": "conv5, 4 stages of a stride-2 block + 2 residual x+BN(ReLU(conv)) blocks (32-256), max pool, FC",
+    "deepbn_v2": "deepbn in the usual order: ReLU after conv5, conv3-BN-ReLU blocks (same parameters)",
+    "seed_resnet_v2": "seed_resnet in the usual order: ReLU after conv5, x+ReLU(BN(conv)) blocks (same parameters)",
     # Classic CIFAR-sized networks.
     "vgg11_bn": "VGG-11 for small images: 8 conv3-BN-ReLU, 5 max pools, FC 512-512 with dropout 0.5",
     "nin": "Network in Network: 3 mlpconv blocks (conv + two 1x1), dropout, global avg pool, no FC",

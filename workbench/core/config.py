@@ -24,6 +24,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 MAX_EPOCHS, MAX_BATCH = 100_000, 1_048_576  # beyond these a number is a typo, not a plan
 RESIZE_MODES = ("stretch", "crop", "pad")  # the same as data/folders.py's (this module imports no torch)
+NORMALIZATIONS = ("train", "none")  # per-channel mean/std of the training split, or pixels / 255 only
 
 
 def default_data_dir() -> Path:
@@ -53,6 +54,7 @@ class RunConfig:
     augment: tuple[str, ...] = ("crop", "flip")
     image_size: int = 0  # pixels per side; 0 = the data set's native size (32 for folders)
     resize: str = "stretch"  # how a folder image of another shape becomes square: stretch, crop (centre) or pad
+    normalize: str = "train"  # "none" feeds pixels / 255 as the seed's ToTensor did (to reproduce it)
     precision: str = "fp32"
     device: str = "auto"
     seed: int = 0
@@ -148,6 +150,7 @@ class RunConfig:
         _choice("precision", self.precision, PRECISIONS)
         _choice("device", self.device, DEVICES)
         _choice("resize", self.resize, RESIZE_MODES)
+        _choice("normalize", self.normalize, NORMALIZATIONS)
         _choice("early_stop_on", self.early_stop_on, ("acc", "loss"))
         if self.early_stop < 0:
             raise ConfigError("early_stop", f"{self.early_stop} must be 0 (off) or a number of epochs")

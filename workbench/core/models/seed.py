@@ -66,7 +66,7 @@ def lenet5(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
-    # No conv bias: the BatchNorm shift that follows makes it redundant.
+    """conv3 -> BN -> ReLU, the usual order (our _v2 models). No conv bias: BN's shift covers it."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
         nn.BatchNorm2d(cout),
@@ -74,8 +74,20 @@ def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
     )
 
 
+def _seed_block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    """The seed's BnLayer: conv3 -> ReLU -> BN, normalising after the activation.
+
+    The seed also defines a Dropout2d(0.2) here but never calls it, so there is none.
+    """
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.ReLU(),
+        nn.BatchNorm2d(cout),
+    )
+
+
 class _Residual(nn.Module):
-    """x + block(x), for a block that keeps the shape."""
+    """x + block(x), for a block that keeps the shape (the seed's ResnetLayer: x + BN(ReLU(conv(x))))."""
 
     def __init__(self, block: nn.Module):
         super().__init__()
@@ -85,41 +97,56 @@ class _Residual(nn.Module):
         return x + self.block(x)
 
 
+def _stem(in_channels: int, width: int, activation: bool) -> list[nn.Module]:
+    # The seed's first conv5 has no activation after it; the _v2 models add a ReLU.
+    conv = nn.Conv2d(in_channels, width, 5, padding=2)
+    return [conv, nn.ReLU()] if activation else [conv]
+
+
+def _head(width: int, num_classes: int, pool: type[nn.Module]) -> list[nn.Module]:
+    return [pool(1), nn.Flatten(), nn.Linear(width, num_classes)]
+
+
 @register("convbn")
 def convbn(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, 10, 5, padding=2), nn.ReLU()]
+    layers = _stem(in_channels, 10, activation=False)
     for cin, cout in [(10, 20), (20, 40), (40, 80)]:
-        # The seed normalises after the activation; kept as written to reproduce it.
-        layers += [
-            nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
-            nn.ReLU(),
-            nn.BatchNorm2d(cout),
-        ]
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(80, num_classes)]
-    return nn.Sequential(*layers)
+        layers.append(_seed_block(cin, cout, stride=2))
+    return nn.Sequential(*layers, *_head(80, num_classes, nn.AdaptiveAvgPool2d))
+
+
+def _deepbn(in_channels: int, num_classes: int, block, stem_relu: bool) -> nn.Module:
+    layers, cin = _stem(in_channels, 10, stem_relu), 10
+    for width in [20, 40, 80, 160]:
+        layers += [block(cin, width, stride=2), block(width, width, stride=1)]
+        cin = width
+    return nn.Sequential(*layers, *_head(cin, num_classes, nn.AdaptiveMaxPool2d))
+
+
+def _seed_resnet(in_channels: int, num_classes: int, block, stem_relu: bool) -> nn.Module:
+    layers, cin = _stem(in_channels, 16, stem_relu), 16
+    for width in [32, 64, 128, 256]:
+        layers += [block(cin, width, stride=2),
+                   _Residual(block(width, width, stride=1)), _Residual(block(width, width, stride=1))]
+        cin = width
+    return nn.Sequential(*layers, *_head(cin, num_classes, nn.AdaptiveMaxPool2d))
 
 
 @register("deepbn")
 def deepbn(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, 10, 5, padding=2), nn.ReLU()]
-    cin = 10
-    for width in [20, 40, 80, 160]:
-        layers += [_conv_bn_relu(cin, width, stride=2), _conv_bn_relu(width, width, stride=1)]
-        cin = width
-    layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
-    return nn.Sequential(*layers)
+    return _deepbn(in_channels, num_classes, _seed_block, stem_relu=False)
+
+
+@register("deepbn_v2")
+def deepbn_v2(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    return _deepbn(in_channels, num_classes, _conv_bn_relu, stem_relu=True)
 
 
 @register("seed_resnet")
 def seed_resnet(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, 16, 5, padding=2), nn.ReLU()]
-    cin = 16
-    for width in [32, 64, 128, 256]:
-        layers += [
-            _conv_bn_relu(cin, width, stride=2),
-            _Residual(_conv_bn_relu(width, width, stride=1)),
-            _Residual(_conv_bn_relu(width, width, stride=1)),
-        ]
-        cin = width
-    layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
-    return nn.Sequential(*layers)
+    return _seed_resnet(in_channels, num_classes, _seed_block, stem_relu=False)
+
+
+@register("seed_resnet_v2")
+def seed_resnet_v2(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    return _seed_resnet(in_channels, num_classes, _conv_bn_relu, stem_relu=True)

@@ -6,6 +6,7 @@ trial trains exactly what the run would.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,9 @@ def load_run_data(config: RunConfig, emit: EventSink, control: TrainControl) -> 
         warn=lambda message: emit(Notice(message, "warning")),
         should_stop=lambda: control.stop_requested,
     )
+    if config.normalize == "none":  # the seed's ToTensor: every layer after it sees pixels / 255
+        data = dataclasses.replace(data, mean=(0.0,) * data.channels, std=(1.0,) * data.channels)
+        emit(Notice("normalize none: the model sees pixels / 255, without the training split's mean/std"))
     shape = f"{data.image_size}x{data.image_size}x{data.channels}"
     val = f" / {len(data.val)} validation" if data.val is not None else ""
     emit(Notice(
