@@ -90,3 +90,29 @@ def test_bundle_loads_without_pickle_and_mc_dropout_rules(run_dir):
     assert torch.allclose(mean.sum(1), torch.ones(2)) and torch.equal(std, torch.zeros_like(std))
     with pytest.raises(WorkbenchError, match="does not apply"):
         probabilities(model, batch, passes=5)  # convbn has no dropout
+
+
+def test_verification_compares_with_the_model_exported_even_when_training_replaces_best_pt(tmp_path, data_dir):
+    """The app exports while the run trains: best.pt may be replaced between writing the bundle
+    and verifying it. The check must compare with the weights that were exported."""
+    import shutil
+
+    from workbench.core import checkpoint as ckpt
+    from workbench.core.config import RunConfig
+
+    config = RunConfig.from_mapping(dict(dataset="shapes", arch="linear", epochs=1, batch_size=256, device="cpu",
+                                         data_dir=str(data_dir), runs_dir=str(tmp_path), augment="none",
+                                         image_size=12))
+    run = fit(config, lambda event: None)
+    written = export_run(run, ("safetensors",))
+    best = run / "checkpoints" / "best.pt"
+    state = ckpt.load_checkpoint(best)
+    state["model"] = {key: value + 1.0 for key, value in state["model"].items()}  # "a newer best epoch"
+    staged = tmp_path / "newer.pt"
+    torch.save(state, staged)
+    best.unlink()  # best.pt may be a hard link to last.pt; replace it, as the keeper does
+    shutil.move(staged, best)
+    stale, _ = verify_run_export(run, ("safetensors",))
+    assert not stale[0].passed  # re-reading the checkpoint compares with other weights
+    results, _ = verify_run_export(run, ("safetensors",), reference=written.model)
+    assert results[0].passed and results[0].max_abs_diff == 0.0

@@ -57,6 +57,8 @@ def build_command_parser(command: str) -> OneLineParser:
         parser.description = "List architectures with parameter counts for a data set's shape."
         parser.add_argument("--dataset", default="cifar10", help="data set name or folder (default: cifar10)")
         parser.add_argument("--image-size", type=int, default=0, help="(default: the data set's own)")
+        parser.add_argument("--arch", help="also show this architecture's layers, output shapes and parameters "
+                                           "(a name, or your own network as path/to/file.py:factory)")
     elif command == "runs":
         parser.description = "List past runs, newest first."
         parser.add_argument("--runs-dir", default="runs", help="(default: runs)")
@@ -84,6 +86,9 @@ def build_command_parser(command: str) -> OneLineParser:
         parser.add_argument("--mc-dropout", type=int, default=0, metavar="N",
                             help="N stochastic passes with dropout on: mean and spread per class")
         parser.add_argument("--device", choices=DEVICES, default="cpu")
+        parser.add_argument("--trust-code", action="store_true",
+                            help="a bundle of a network from your own Python file holds that file: run it "
+                                 "(only for bundles whose maker you trust)")
     elif command == "lr-find":
         from workbench.tuning import add_lr_find_options
 

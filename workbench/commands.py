@@ -51,7 +51,8 @@ def run_models(args: argparse.Namespace) -> int:
     from workbench.core.models import input_problem, parameter_count, specs
     from workbench.core.presets import PRESETS
 
-    RunConfig.from_mapping({"image_size": args.image_size, "dataset": args.dataset})  # the same bounds as train
+    given = {"image_size": args.image_size, "dataset": args.dataset, **({"arch": args.arch} if args.arch else {})}
+    checked = RunConfig.from_mapping(given)  # the same bounds as train; a network file's absolute path
     channels, size, classes = dataset_shape(args.dataset, args.image_size)
     table = Table(title=Text(f"architectures for {args.dataset} ({channels}x{size}x{size}, {counted(classes, 'class')})"))
     table.add_column("name", style="bold")
@@ -63,6 +64,8 @@ def run_models(args: argparse.Namespace) -> int:
         table.add_row(Text(spec.name), Text(spec.description), params)
     console = Console()
     console.print(table)
+    if args.arch:
+        _print_layers(console, checked.arch, channels, classes, size)
     presets = Table(title="presets (--preset NAME)")
     presets.add_column("name", style="bold")
     presets.add_column("recipe")
@@ -70,6 +73,36 @@ def run_models(args: argparse.Namespace) -> int:
         presets.add_row(Text(name), Text(description))
     console.print(presets)
     return EXIT_OK
+
+
+def _print_layers(console: Console, arch: str, channels: int, classes: int, size: int) -> None:
+    """One architecture's layers from a forward pass on a blank image (a network file is checked first)."""
+    from workbench.core.catalog import arch_label
+    from workbench.core.inspection.summary import model_summary
+    from workbench.core.models import check_forward, count_parameters, create, get_spec, input_problem
+
+    problem = input_problem(arch, channels, classes, size)
+    if problem:
+        raise WorkbenchError(problem)
+    with torch_meta():
+        model = create(arch, channels, classes, size)
+        check_forward(arch, model, channels, classes, size, device="meta")
+        rows = model_summary(model, channels, size)
+    layers = Table(title=Text(f"{arch_label(arch)}: {get_spec(arch).description}"))
+    for name, justify in (("layer", "left"), ("kind", "left"), ("output", "right"), ("params", "right")):
+        layers.add_column(name, justify=justify)
+    for row in rows:
+        layers.add_row(Text("  " * (row.depth - 1) + row.name), row.kind, "x".join(map(str, row.output_shape)),
+                       f"{row.params:,}" if row.params else "")
+    layers.caption = f"{count_parameters(model):,} parameters for {channels}x{size}x{size} images, {counted(classes, 'class')}"
+    console.print(layers)
+
+
+def torch_meta():
+    """Shapes only: no memory, no time, no random draws."""
+    import torch
+
+    return torch.device("meta")
 
 
 def run_runs(args: argparse.Namespace) -> int:
@@ -125,7 +158,8 @@ def run_export(args: argparse.Namespace) -> int:
     run_dir = resolve_run(args.run, args.runs_dir)
     chosen: list[str] = []
     paths = export_run(run_dir, formats, which=args.checkpoint, log=chosen.append, verify=args.verify)
-    results, batch = verify_run_export(run_dir, formats, which=args.checkpoint) if args.verify else ([], "")
+    results, batch = (verify_run_export(run_dir, formats, which=args.checkpoint, reference=paths.model)
+                      if args.verify else ([], ""))
     if args.json:  # for the app, which exports in a process of its own
         print(json.dumps({
             "run_dir": str(run_dir), "paths": [str(p) for p in paths], "chosen": chosen[:1],
@@ -153,7 +187,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from workbench.core.export.predict import predict_files
 
     results = predict_files(
-        Path(args.export_dir), args.images, top=args.top, mc_dropout=args.mc_dropout, device=args.device
+        Path(args.export_dir), args.images, top=args.top, mc_dropout=args.mc_dropout, device=args.device,
+        trust_code=args.trust_code,
     )
     for result in results:
         print(result.path)

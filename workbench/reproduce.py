@@ -124,8 +124,8 @@ class _Trainer:
         self.ended = False
 
     def load(self, config):
-        from workbench.core.events import Notice
         from workbench.core.errors import StopRequested
+        from workbench.core.events import Notice
         from workbench.core.training.preparation import load_run_data
 
         def emit(event) -> None:

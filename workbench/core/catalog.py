@@ -53,3 +53,25 @@ def ignored_by(recipe: str) -> tuple[str, ...]:
 
 def arch_names() -> list[str]:
     return list(ARCHITECTURES)
+
+
+# ---- your own network: `path/to/file.py:factory` --------------------------------------------
+
+USER_ARCH_HINT = "or your own network as path/to/file.py:factory"
+
+
+def parse_user_arch(arch: str) -> tuple[str, str] | None:
+    """(file, factory) when `arch` names a Python file's factory, e.g. "nets/mine.py:make_net"."""
+    file, colon, factory = arch.rpartition(":")
+    if not colon or not file.endswith(".py") or not factory.isidentifier():
+        return None
+    return file, factory
+
+
+def arch_label(arch: str) -> str:
+    """A short name for tables and run folder names: "mine.make_net" for a file, else the name."""
+    parsed = parse_user_arch(arch)
+    if parsed is None:
+        return arch
+    file, factory = parsed
+    return f"{file.replace(chr(92), '/').rsplit('/', 1)[-1][:-3]}.{factory}"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from workbench.core.catalog import ARCHITECTURES, RECIPES
+from workbench.core.catalog import ARCHITECTURES, RECIPES, USER_ARCH_HINT, parse_user_arch
 from workbench.core.errors import ConfigError, WorkbenchError
 
 DATASET_NAMES = ("shapes", "cifar10", "cifar100", "mnist", "fashion-mnist")
@@ -90,6 +90,12 @@ class RunConfig:
             if raw is None:
                 continue
             merged[key] = _coerce(key, raw, known[key].type)
+        user_file = parse_user_arch(str(merged["arch"])) if "arch" in values else None
+        if check_paths and user_file:  # a network file chosen now (a resumed run has its own copy)
+            file = _expand(user_file[0], "arch")
+            if not file.is_file():
+                raise ConfigError("arch", f"{file} {'is not a file' if file.exists() else 'does not exist'}")
+            merged["arch"] = f"{_absolute(user_file[0])}:{user_file[1]}"  # the run records where it came from
         config = cls(**merged)
         config.validate(check_paths=check_paths)
         return config
@@ -142,8 +148,11 @@ class RunConfig:
             if not folder.is_dir():
                 what = "is not a folder" if folder.exists() else "does not exist"
                 raise ConfigError("dataset", f"{folder} {what}")
-        if self.arch not in ARCHITECTURES:
-            raise ConfigError("arch", f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        user_file = parse_user_arch(self.arch)
+        if user_file is None and self.arch not in ARCHITECTURES:
+            raise ConfigError("arch", f"unknown architecture {self.arch!r}; choose one of "
+                                      f"{', '.join(ARCHITECTURES)}, {USER_ARCH_HINT}")
+
         _choice("recipe", self.recipe, tuple(RECIPES))
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
@@ -192,6 +201,13 @@ class RunConfig:
 
 
 # ---- helpers ---------------------------------------------------------------------------
+
+
+def _absolute(file: str) -> str:
+    try:
+        return str(Path(file).expanduser().absolute())
+    except (RuntimeError, OSError, ValueError):
+        return file  # validate() names the problem
 
 
 def _looks_like_path(text: str) -> bool:

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.atomic import write_json_atomic, write_text_atomic
+from workbench.core.catalog import arch_label
 from workbench.core.config import RunConfig
 from workbench.core.errors import RunBusy, WorkbenchError
+from workbench.core.network_copy import keep_copy
 
 STATUSES = ("running", "finished", "stopped", "failed")
 LOCK_FILE = ".lock"
@@ -42,7 +44,7 @@ def create_run_dir(config: RunConfig, now: datetime | None = None) -> Path:
     runs_dir = Path(config.runs_dir).expanduser()
     check_writable(runs_dir)
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    base = f"{stamp}-{config.arch}"
+    base = f"{stamp}-{arch_label(config.arch)}"
     for attempt in range(1000):
         run_dir = runs_dir / (base if attempt == 0 else f"{base}-{attempt}")
         try:
@@ -55,6 +57,7 @@ def create_run_dir(config: RunConfig, now: datetime | None = None) -> Path:
     for sub in ("checkpoints", "images", "export"):
         (run_dir / sub).mkdir()
     write_text_atomic(run_dir / "config.toml", config.to_toml())
+    keep_copy(run_dir, config.arch)  # the user's network file as this run trains it
     write_status(run_dir, "running")
     return run_dir
 

@@ -13,9 +13,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from workbench.core.catalog import ARCHITECTURES
+from workbench.core.catalog import ARCHITECTURES, parse_user_arch
 from workbench.core.config import RunConfig
 from workbench.core.errors import ConfigError, WorkbenchError
 
@@ -60,9 +60,37 @@ class Architecture:
     description: str
 
 
-def architectures() -> list[Architecture]:
-    """Every architecture, from the torch-free catalog, so the list paints at once."""
-    return [Architecture(name, description) for name, description in ARCHITECTURES.items()]
+def architectures(extra: Iterable[str] = ()) -> list[Architecture]:
+    """Every architecture, from the torch-free catalog, so the list paints at once; `extra` adds
+    the user's own networks (path/to/file.py:factory) already in use."""
+    users = [Architecture(arch, user_description(arch)) for arch in dict.fromkeys(extra) if parse_user_arch(arch)]
+    return [Architecture(name, description) for name, description in ARCHITECTURES.items()] + users
+
+
+def user_description(arch: str) -> str:
+    file, factory = parse_user_arch(arch) or ("?", "?")
+    return f"your network: {factory} in {file}"
+
+
+def check_network_file(text: str, dataset: str, image_size: int) -> tuple[Architecture, int]:
+    """The user's network file, loaded, built and given two blank images (all on the meta device:
+    no memory, no random draws); raises WorkbenchError with one line naming the file and line."""
+    import torch
+
+    from workbench.core.models import check_forward, count_parameters, create
+
+    text = text.strip()
+    if parse_user_arch(text) is None:
+        raise WorkbenchError("give the file and its factory as path/to/file.py:factory, e.g. nets/my_nets.py:make_net")
+    arch = RunConfig.from_mapping({"arch": text}).arch  # the absolute path a run records
+    try:
+        channels, size, classes = data_shape(dataset, image_size)
+    except (WorkbenchError, ValueError):
+        channels, size, classes = 3, 32, 10  # the form marks the data set; check for CIFAR-10's shape
+    with torch.device("meta"):
+        model = create(arch, channels, classes, size)
+        check_forward(arch, model, channels, classes, size, device="meta")
+    return Architecture(arch, user_description(arch)), count_parameters(model)
 
 
 def data_shape(dataset: str, image_size: int) -> tuple[int, int, int]:

@@ -26,14 +26,14 @@ import torch
 import torch.nn as nn
 
 from workbench.core import checkpoint as ckpt
-from workbench.core import runs
+from workbench.core import network_copy, runs
 from workbench.core.atomic import (
     current_umask,
     disk_error,
     fsync_dir,
     write_json_atomic,
 )
-from workbench.core.catalog import ARCHITECTURES
+from workbench.core.catalog import ARCHITECTURES, parse_user_arch
 from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.core.models import with_weights
 from workbench.core.training.keeper import epoch_file, kept_epochs
@@ -106,8 +106,8 @@ def model_from_checkpoint(run_dir: Path, which: str = "best") -> tuple[nn.Module
         raise WorkbenchError(f"{run_dir}/run.json is missing or damaged; this run cannot be exported")
     options = state.get("model_options") or info.get("model_options") or {}
     try:  # built without random draws: a run may be training in another thread of this process
-        model = with_weights(info["arch"], info["channels"], len(info["classes"]), info["image_size"],
-                             state["model"], **options)
+        model = with_weights(network_copy.arch_in(run_dir, info["arch"]), info["channels"], len(info["classes"]),
+                             info["image_size"], state["model"], **options)
     except RuntimeError as error:
         raise WorkbenchError(f"{path} does not fit the architecture in run.json ({_first_line(error)})") from None
     return model.eval(), state, info
@@ -120,7 +120,7 @@ def export_run(
     which: str = "best",
     log: Callable[[str], None] = lambda message: None,
     verify: bool = False,
-) -> list[Path]:
+) -> ExportedFiles:
     """Write the bundle; model.safetensors and model.json are always written. Returns its files.
 
     Exports of one run take turns (a lock on the run's .export.lock), so one never removes
@@ -164,6 +164,7 @@ def _export(run_dir: Path, formats: tuple[str, ...], which: str, log) -> list[Pa
     except OSError as error:
         raise disk_error(error, run_dir / EXPORT_DIR) from None
     try:
+        metadata["network_file"] = network_copy.copy_between(run_dir, staging)  # None for a built-in
         names = _write_bundle(staging, model, metadata, formats, log)
         _swap_in(staging, run_dir / EXPORT_DIR)
     except OSError as error:
@@ -172,7 +173,18 @@ def _export(run_dir: Path, formats: tuple[str, ...], which: str, log) -> list[Pa
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return [run_dir / EXPORT_DIR / name for name in names]
+    if metadata["network_file"]:
+        names += [f"{network_copy.NETWORK_DIR}/{metadata['network_file']['file']}"]
+    return ExportedFiles([run_dir / EXPORT_DIR / name for name in names], model)
+
+
+class ExportedFiles(list):
+    """The bundle's files, and the model they were written from: verification compares against
+    this model, never a second read of the checkpoint, which a training run may replace meanwhile."""
+
+    def __init__(self, paths: list[Path], model: nn.Module) -> None:
+        super().__init__(paths)
+        self.model = model
 
 
 def bundle_metadata(model: nn.Module, state: dict, info: dict, which: str, chosen: str) -> dict[str, Any]:
@@ -256,9 +268,10 @@ def _swap_in(staging: Path, target: Path) -> None:
 # ---- loading a bundle -------------------------------------------------------------------------
 
 
-def load_bundle(export_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_bundle(export_dir: Path, trust_code: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model from model.json + model.safetensors alone (no pickle); a damaged or
-    hand-edited bundle is refused with one sentence."""
+    hand-edited bundle is refused with one sentence. A bundle of a user's own network holds its
+    Python file (network/), which runs only when `trust_code` says the caller trusts its maker."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -278,9 +291,10 @@ def load_bundle(export_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     problem = _bundle_problem(meta)
     if problem:
         raise WorkbenchError(f"{meta_path} is damaged: {problem}; export the run again")
+    arch = _bundle_arch(export_dir, meta, trust_code)
     try:
         weights = load_file(str(weights_path))
-        model = with_weights(meta["arch"], meta["in_channels"], meta["num_classes"], meta["image_size"],
+        model = with_weights(arch, meta["in_channels"], meta["num_classes"], meta["image_size"],
                              weights, **(meta.get("model_options") or {}))
     except (RuntimeError, OSError, SafetensorError, ValueError, TypeError) as error:
         raise WorkbenchError(
@@ -291,11 +305,24 @@ def load_bundle(export_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), meta
 
 
+def _bundle_arch(export_dir: Path, meta: dict[str, Any], trust_code: bool) -> str:
+    """The architecture to build; a user's network file only with trust_code."""
+    if parse_user_arch(meta["arch"]) is None:
+        return meta["arch"]
+    record = network_copy.record_in(export_dir) or {}
+    if not trust_code:
+        raise WorkbenchError(
+            f"this model's network is Python code ({network_copy.NETWORK_DIR}/{record.get('file', '?')} in "
+            f"{export_dir}, {record.get('factory', '?')}); loading it runs that code, so pass --trust-code if "
+            "you trust who made this bundle (model.pt2 and model.onnx need no code)")
+    return network_copy.arch_in(export_dir, meta["arch"])
+
+
 def _bundle_problem(meta: Any) -> str:
     """What makes model.json unusable, or "" when it is sound."""
     if not isinstance(meta, dict):
         return "it is not a JSON object"
-    if not isinstance(meta.get("arch"), str) or meta["arch"] not in ARCHITECTURES:
+    if not isinstance(meta.get("arch"), str) or (meta["arch"] not in ARCHITECTURES and not parse_user_arch(meta["arch"])):
         return f"arch {meta.get('arch')!r} is not an architecture"
     for key in ("in_channels", "image_size", "num_classes"):
         if not isinstance(meta.get(key), int) or isinstance(meta.get(key), bool) or meta[key] < 1:

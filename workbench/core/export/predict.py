@@ -57,9 +57,11 @@ def probabilities(model: nn.Module, images: torch.Tensor, passes: int = 0) -> tu
 
 
 def predict_files(
-    export_dir: Path, paths: Sequence[str], *, top: int = 5, mc_dropout: int = 0, device: str = "cpu"
+    export_dir: Path, paths: Sequence[str], *, top: int = 5, mc_dropout: int = 0, device: str = "cpu",
+    trust_code: bool = False,
 ) -> list[Prediction]:
-    model, meta = load_bundle(export_dir)
+    """`trust_code`: the bundle's own network file may run (see load_bundle)."""
+    model, meta = load_bundle(export_dir, trust_code)
     if mc_dropout < 0:
         raise WorkbenchError("--mc-dropout: must be 0 (off) or a number of passes")
     if top < 1:

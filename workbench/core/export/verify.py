@@ -38,7 +38,7 @@ def verify_export(
 
 def _run_format(name: str, export_dir: Path, batch: torch.Tensor) -> torch.Tensor:
     if name == "safetensors":
-        model, _ = load_bundle(export_dir)
+        model, _ = load_bundle(export_dir, trust_code=True)  # the bundle export just wrote from its run
         with torch.inference_mode():
             return model(batch)
     if name == "pt2":
@@ -77,7 +77,10 @@ def held_out_batch(run_dir: Path, size: int = 64) -> tuple[torch.Tensor, str]:
         return torch.randn(shape, generator=generator), f"{size} random inputs (data set unavailable)"
 
 
-def verify_run_export(run_dir: Path, formats: tuple[str, ...], *, which: str = "best") -> tuple[list[Verification], str]:
-    model, _, _ = model_from_checkpoint(run_dir, which)
+def verify_run_export(run_dir: Path, formats: tuple[str, ...], *, which: str = "best",
+                      reference: nn.Module | None = None) -> tuple[list[Verification], str]:
+    """`reference`: the model the export was written from (ExportedFiles.model); without it, the
+    checkpoint is read again, which is only right when no run is replacing it."""
+    model = reference if reference is not None else model_from_checkpoint(run_dir, which)[0]
     batch, description = held_out_batch(run_dir)
     return verify_export(model, run_dir / EXPORT_DIR, formats, batch), description

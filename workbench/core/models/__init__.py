@@ -8,6 +8,7 @@ Every model maps (N, C, H, W) float images to (N, num_classes) logits and works 
 from workbench.core.models import classic, resnets, seed, speedrun  # noqa: E402,F401
 from workbench.core.models.registry import (
     ModelSpec,
+    check_forward,
     count_parameters,
     create,
     get_spec,
@@ -22,6 +23,7 @@ from workbench.core.models.registry import (
 
 __all__ = [
     "ModelSpec",
+    "check_forward",
     "count_parameters",
     "create",
     "get_spec",

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from workbench.core.catalog import ARCHITECTURES
+from workbench.core.catalog import ARCHITECTURES, USER_ARCH_HINT, arch_label, parse_user_arch
 from workbench.core.errors import WorkbenchError
 
 Factory = Callable[..., nn.Module]  # (in_channels, num_classes, image_size, **options)
@@ -51,12 +51,31 @@ def specs() -> list[ModelSpec]:
 
 
 def get_spec(name: str) -> ModelSpec:
+    """A registered architecture, or the user's own from `path/to/file.py:factory`."""
+    user_file = parse_user_arch(name)
+    if user_file is not None:
+        from workbench.core.models import user_file as user
+
+        file, factory = user_file
+        return ModelSpec(arch_label(name), f"your network: {factory} in {file}",
+                         lambda c, k, s: user.build(file, factory, c, k, s))
     try:
         return _REGISTRY[name]
     except KeyError:
         raise WorkbenchError(
-            f"unknown architecture {name!r}; choose one of {', '.join(_REGISTRY)}"
+            f"unknown architecture {name!r}; choose one of {', '.join(_REGISTRY)}, {USER_ARCH_HINT}"
         ) from None
+
+
+def check_forward(name: str, model: nn.Module, in_channels: int, num_classes: int, image_size: int,
+                  device: torch.device | str = "cpu") -> None:
+    """For the user's own network: two blank images must give (2, num_classes) logits, else one line
+    naming the file and line. (Built-in architectures are tested; they are passed by.)"""
+    user_file = parse_user_arch(name)
+    if user_file is not None:
+        from workbench.core.models import user_file as user
+
+        user.check_forward(model, user_file[0], in_channels, num_classes, image_size, device)
 
 
 def create(name: str, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, **options) -> nn.Module:
@@ -89,7 +108,10 @@ _SIZE_ERRORS = ("Kernel size", "Output size is too small", "input size", "shapes
 def input_problem(name: str, in_channels: int, num_classes: int, image_size: int, **options) -> str:
     """Why the architecture cannot take (in_channels, image_size, image_size) images, or "".
 
-    A forward pass on the meta device (shapes only: no memory, no time, no random draws)."""
+    A forward pass on the meta device (shapes only: no memory, no time, no random draws). The
+    user's own network is passed by: check_forward says what is wrong with it, naming its file."""
+    if parse_user_arch(name):
+        return ""
     def fails(size: int) -> bool:
         try:
             with torch.device("meta"), warnings.catch_warnings():

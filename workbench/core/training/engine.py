@@ -168,6 +168,8 @@ class _Session:
                 self.emit(Notice(f"removed an unfinished checkpoint write: {leftover.name}", "warning"))
             for problem in point.problems:
                 self.emit(Notice(f"{problem}; using an earlier checkpoint", "warning"))
+            for note in point.notes:
+                self.emit(Notice(note, "warning"))
             runs.repair_metrics(run_dir, keep_through_step=progress.global_step)
             write_text_atomic(run_dir / "config.toml", self.config.to_toml())  # the target may have grown
             self.emit(Notice(f"resuming from {point.path.name} (epoch {progress.epoch}, step {progress.global_step})"))

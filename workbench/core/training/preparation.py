@@ -19,7 +19,7 @@ from workbench.core.data.load import load_dataset
 from workbench.core.data.types import Dataset
 from workbench.core.errors import ConfigError
 from workbench.core.events import EventSink, Notice
-from workbench.core.models import count_parameters, create, input_problem
+from workbench.core.models import check_forward, count_parameters, create, input_problem
 from workbench.core.training.batches import DeviceBatches, batches_for
 from workbench.core.training.control import TrainControl
 from workbench.core.training.device import describe_device
@@ -90,10 +90,12 @@ def build_training(
     """Model, batches and the recipe's parts; a resume's saved state put back (or refused with
     a WorkbenchError before anything is written). `batch_size` overrides the config's (trials)."""
     options = dict(point.state.get("model_options") or {}) if point else recipe.model_options(config)
-    problem = input_problem(config.arch, data.channels, data.num_classes, data.image_size, **options)
+    arch = point.arch if point else config.arch  # a resumed user network: the run's own copy
+    problem = input_problem(arch, data.channels, data.num_classes, data.image_size, **options)
     if problem:
         raise ConfigError("image_size", problem)
-    model = create(config.arch, data.channels, data.num_classes, data.image_size, **options).to(device)
+    model = create(arch, data.channels, data.num_classes, data.image_size, **options).to(device)
+    check_forward(arch, model, data.channels, data.num_classes, data.image_size, device)
     cuda = device.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from workbench.core import checkpoint as ckpt
+from workbench.core import network_copy
 from workbench.core.config import RunConfig
 from workbench.core.data.types import Dataset
 from workbench.core.errors import ConfigError, WorkbenchError
@@ -46,6 +47,8 @@ class ResumePoint:
     state: dict[str, Any]
     path: Path
     problems: list[str]  # checkpoints skipped on the way, and why
+    arch: str = ""  # what to build: the config's architecture, or the run's copy of a user network file
+    notes: list[str] = field(default_factory=list)  # what the user should know (their network file changed)
 
     @property
     def progress(self) -> Progress:
@@ -125,7 +128,9 @@ def read_resume_point(run_dir: Path, epochs: int) -> ResumePoint:
     """The newest usable checkpoint of a run; raises WorkbenchError when the run cannot go on."""
     folder = run_dir / "checkpoints"
     state, path, problems = ckpt.load_latest(folder, map_location="cpu")
-    point = ResumePoint(state, path, problems)
+    arch = str(state.get("config", {}).get("arch", ""))
+    point = ResumePoint(state, path, problems, network_copy.arch_in(run_dir, arch),
+                        [note for note in [network_copy.drift(run_dir, arch)] if note])
     saved = point.progress
     if saved.epoch >= epochs:  # a partial epoch is epoch + 1, so it needs epochs > epoch too
         raise ConfigError(

@@ -18,6 +18,7 @@ from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
 from workbench.core.wording import count as counted
 from workbench.ui import jobs
+from workbench.ui.screens.network_file import NetworkFileScreen
 from workbench.ui.settings import write_last_values
 from workbench.ui.widgets.arch_list import ArchitectureList
 from workbench.ui.widgets.form import LABELS, HyperparameterForm
@@ -81,8 +82,8 @@ class SetupScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="setup-body"):
-            yield ArchitectureList(
-                self.initial_values.get("arch", RunConfig.arch), jobs.architectures(), id="arch-list"
+            chosen = self.initial_values.get("arch", RunConfig.arch)
+            yield ArchitectureList(chosen, jobs.architectures(extra=[chosen]), id="arch-list"
             )
             yield HyperparameterForm(id="form")
         yield Footer(compact=True)
@@ -166,7 +167,8 @@ class SetupScreen(Screen):
         shape_key = (str(values["dataset"]), str(values["image_size"]))
         if shape_key != self._described_for:
             self._described_for = shape_key
-            self._describe_models(*shape_key, chosen=values["arch"])
+            users = [arch.name for arch in self.architectures() if arch.name not in jobs.ARCHITECTURES]
+            self._describe_models(*shape_key, chosen=values["arch"], extra=users)
 
     # ---- workers ----------------------------------------------------------------------
 
@@ -185,9 +187,9 @@ class SetupScreen(Screen):
             self.post_message(Validated(config, errors, then))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="models", description="counting parameters")
-    def _describe_models(self, dataset: str, image_size: str, chosen: str) -> None:
+    def _describe_models(self, dataset: str, image_size: str, chosen: str, extra: list[str]) -> None:
         worker = get_current_worker()
-        architectures = jobs.architectures()
+        architectures = jobs.architectures(extra)
         try:
             shape = jobs.data_shape(dataset, int(image_size or 0))
         except (WorkbenchError, ValueError) as error:
@@ -201,6 +203,22 @@ class SetupScreen(Screen):
             if worker.is_cancelled:
                 return
             self.post_message(ParamsCounted(arch.name, jobs.parameter_count(arch.name, shape)))
+
+    @on(ArchitectureList.AddFileRequested)
+    def _ask_for_network_file(self) -> None:
+        values = self.form_values()
+        try:
+            size = int(values.get("image_size") or 0)
+        except (TypeError, ValueError):
+            size = 0
+
+        def added(found: tuple[jobs.Architecture, int] | None) -> None:
+            if found is not None:
+                self.query_one(ArchitectureList).add_architecture(*found)
+                self._edited()
+                self.notify(f"Added {found[0].description}.", title="Network file")
+
+        self.app.push_screen(NetworkFileScreen(str(values.get("dataset") or ""), size), added)
 
     # ---- worker results ---------------------------------------------------------------
 

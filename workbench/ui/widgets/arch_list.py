@@ -11,8 +11,11 @@ from textual.markup import escape
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
+from workbench.core.catalog import arch_label
 from workbench.ui import formatting as fmt
 from workbench.ui.jobs import Architecture
+
+ADD_FILE = "+file"  # the key of the last row, which adds the user's own network file
 
 
 class FilterInput(Input):
@@ -44,6 +47,9 @@ class ArchitectureList(Vertical):
         def __init__(self, name: str) -> None:
             super().__init__()
             self.name = name
+
+    class AddFileRequested(Message):
+        """Enter on "add a file…": the screen asks for path/to/file.py:factory."""
 
     def __init__(self, chosen: str, architectures: list[Architecture], *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -86,6 +92,14 @@ class ArchitectureList(Vertical):
         if name == self.chosen:
             self._summarize()
 
+    def add_architecture(self, arch: Architecture, params: int | None) -> None:
+        """The user's own network joins the list (once) with its count, and becomes the choice."""
+        if arch.name not in {a.name for a in self.architectures}:
+            self.architectures = [*self.architectures, arch]
+        self.params[arch.name] = params
+        self.chosen = arch.name
+        self._rebuild()
+
     def choose(self, name: str) -> None:
         self.chosen = name
         self._move_cursor_to_chosen()
@@ -93,7 +107,7 @@ class ArchitectureList(Vertical):
 
     @property
     def visible_names(self) -> list[str]:
-        return [str(key.value) for key in self.query_one(DataTable).rows]
+        return [str(key.value) for key in self.query_one(DataTable).rows if key.value != ADD_FILE]
 
     # ---- drawing ------------------------------------------------------------------
 
@@ -106,11 +120,13 @@ class ArchitectureList(Vertical):
                 haystack = f"{arch.name} {arch.description}".lower()
                 if all(word in haystack for word in words):
                     table.add_row(
-                        Text(arch.name, style="bold"), self._params_cell(arch.name),
+                        Text(arch_label(arch.name), style="bold"), self._params_cell(arch.name),
                         Text(arch.description), key=arch.name,
                     )
+            table.add_row(Text("add a file…", style="italic"), Text(""),
+                          Text("your own network: path/to/file.py:factory (enter)", style="dim"), key=ADD_FILE)
         if self.architectures:
-            table.border_subtitle = f"{table.row_count} of {len(self.architectures)}"
+            table.border_subtitle = f"{table.row_count - 1} of {len(self.architectures)}"
         self._move_cursor_to_chosen()
         self._summarize()
 
@@ -138,7 +154,7 @@ class ArchitectureList(Vertical):
         count = f"{params:,} params" if params else "counting parameters…"
         on = f" for {escape(self.shape_text)}" if self.shape_text else ""
         description = next(a.description for a in self.architectures if a.name == self.chosen)
-        summary.update(f"[b]{escape(self.chosen)}[/b]: {escape(description)}\n{count}{on}")
+        summary.update(f"[b]{escape(arch_label(self.chosen))}[/b]: {escape(description)}\n{count}{on}")
 
     # ---- events -------------------------------------------------------------------
 
@@ -151,7 +167,18 @@ class ArchitectureList(Vertical):
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
         name = str(event.row_key.value)
+        if name == ADD_FILE:
+            self.query_one("#arch-summary", Static).update(
+                "[b]add a file…[/b]: press enter to train your own network, a Python file with a factory "
+                "make_net(in_channels, num_classes, image_size) that returns a torch.nn.Module")
+            return
         if name != self.chosen:
             self.chosen = name
             self._summarize()
             self.post_message(self.Chosen(name))
+
+    @on(DataTable.RowSelected, "#arch-table")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value == ADD_FILE:
+            event.stop()
+            self.post_message(self.AddFileRequested())

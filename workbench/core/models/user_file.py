@@ -1,0 +1,113 @@
+"""Your own network: a Python file with a factory `(in_channels, num_classes, image_size) -> nn.Module`.
+
+`--arch path/to/my_nets.py:make_net` runs that file's code, as `python my_nets.py` would: it is
+the user's own file. A run keeps a copy (network/ in the run folder, with its sha256), so resume
+and export build the network the run started with even after the original is edited or deleted.
+Every mistake in the file is one line naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from workbench.core.errors import WorkbenchError
+
+_LOADED: dict[tuple[str, str], object] = {}  # (path, sha256) -> module: each version runs once
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _where(path: Path, error: BaseException) -> str:
+    """"my_nets.py line 12" for the deepest frame of the error inside the user's file."""
+    if isinstance(error, SyntaxError) and error.lineno and Path(error.filename or "") == path:
+        return f"{path} line {error.lineno}"
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__) if Path(frame.filename) == path]
+    return f"{path} line {lines[-1]}" if lines else str(path)
+
+
+def _short(error: BaseException) -> str:
+    text = error.msg if isinstance(error, SyntaxError) else str(error)
+    first = (text.strip().splitlines() or [""])[0][:200]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def load_factory(file: str, factory: str) -> Callable[..., nn.Module]:
+    path = Path(file).expanduser()
+    try:
+        digest = sha256_of(path)
+    except OSError as error:
+        raise WorkbenchError(f"cannot read {path} ({error.strerror or error})") from None
+    module = _LOADED.get((str(path), digest))
+    if module is None:
+        module = _run_file(path, digest)
+        _LOADED[(str(path), digest)] = module
+    found = getattr(module, factory, None)
+    if found is None:
+        defined = sorted(name for name, value in vars(module).items() if callable(value) and not name.startswith("_")
+                         and getattr(value, "__module__", None) == module.__name__)
+        listing = f" (it defines: {', '.join(defined)})" if defined else ""
+        raise WorkbenchError(f"{path} has no {factory}{listing}")
+    if not callable(found):
+        raise WorkbenchError(f"{path}: {factory} is a {type(found).__name__}, not a function")
+    return found
+
+
+def _run_file(path: Path, digest: str):
+    name = f"workbench_user_network_{digest[:16]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise WorkbenchError(f"{path} cannot be loaded as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look a class's module up here
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        sys.modules.pop(name, None)
+        raise WorkbenchError(f"{_where(path, error)}: syntax error: {error.msg}") from None
+    except Exception as error:  # the user's code: any failure is theirs to see, in one line
+        sys.modules.pop(name, None)
+        raise WorkbenchError(f"{_where(path, error)}: {_short(error)} while loading the file") from None
+    return module
+
+
+def build(file: str, factory: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    """Call the factory; anything but an nn.Module (or an exception) is one line naming the file."""
+    path = Path(file).expanduser()
+    make = load_factory(file, factory)
+    try:
+        model = make(in_channels, num_classes, image_size)
+    except Exception as error:
+        raise WorkbenchError(f"{_where(path, error)}: {_short(error)} in {factory}"
+                             f"({in_channels}, {num_classes}, {image_size})") from None
+    if not isinstance(model, nn.Module):
+        raise WorkbenchError(f"{path}: {factory} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def check_forward(model: nn.Module, file: str, in_channels: int, num_classes: int, image_size: int,
+                  device: torch.device | str = "cpu") -> None:
+    """A batch of two blank images through the model (eval mode, no gradients): it must give
+    (2, num_classes) logits. Leaves the model in train mode, as a fresh model is."""
+    path = Path(file).expanduser()
+    try:
+        with torch.no_grad():
+            output = model.eval()(torch.zeros(2, in_channels, image_size, image_size, device=device))
+    except Exception as error:
+        raise WorkbenchError(f"{_where(path, error)}: {_short(error)} on a batch of 2 images of "
+                             f"{in_channels}x{image_size}x{image_size}") from None
+    finally:
+        model.train()
+    shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+    if shape != (2, num_classes):
+        raise WorkbenchError(f"{path}: the model returned {shape} for 2 images; it must return (2, {num_classes}) "
+                             "logits, one per class")
