@@ -67,9 +67,10 @@ class RunsScreen(Screen):
 
     @property
     def current_run(self) -> Path | None:
-        table = self.query_one(DataTable)
-        if not table.row_count:
+        tables = self.query(DataTable)  # none while the screen is still being built or torn down
+        if not tables or not tables.first().row_count:
             return None
+        table = tables.first()
         return Path(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="runs", description="listing runs")
