@@ -13,8 +13,8 @@ from PIL import Image
 from workbench.core import runs
 
 
-def workbench(*args, cwd=None, timeout=300):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def workbench(*args, cwd=None, timeout=300, path=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"PATH": path} if path else {})}
     return subprocess.run(
         [sys.executable, "-m", "workbench", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env,

@@ -15,7 +15,9 @@ from workbench.core.errors import WorkbenchError
 from workbench.options import add_train_options, config_from_args
 
 EXIT_BAD_INPUT = 2
-COMMANDS = ("train", "models", "runs", "export", "predict", "bench", "lr-find", "batch-find", "reproduce")
+COMMANDS = ("train", "models", "runs", "export", "predict", "bench", "lr-find", "batch-find", "reproduce",
+            "compare", "sweep", "queue", "watch")
+EXPERIMENT_COMMANDS = ("compare", "sweep", "queue", "watch")  # in workbench/experiments.py
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -41,6 +43,10 @@ def build_parser() -> OneLineParser:
         "  lr-find   the learning-rate range test: a curve, a suggestion and the rule behind it\n"
         "  batch-find  the largest batch that fits in GPU memory\n"
         "  reproduce seed-table  the seed tutorials' six models with their recipe, beside the seed's figures\n"
+        "  compare   runs side by side: the settings that differ, best and final accuracy, time\n"
+        "  sweep     queue a grid of runs from comma lists on train flags\n"
+        "  queue     list, add to and work through (queue run [--parallel N]) the job queue\n"
+        "  watch     the live dashboard of a run another process trains\n"
         "run `workbench COMMAND --help` for a command's options",
     )
     add_train_options(parser)
@@ -53,6 +59,8 @@ def build_command_parser(command: str) -> OneLineParser:
         parser.description = "Train headless with the same engine the app uses."
         add_train_options(parser)
         parser.add_argument("--resume", metavar="RUN", help="continue a stopped, failed or finished run (give more --epochs)")
+        parser.add_argument("--notify", metavar="bell,desktop",
+                            help="when the run finishes, stops or fails: the terminal bell and/or a desktop notification")
     elif command == "models":
         parser.description = "List architectures with parameter counts for a data set's shape."
         parser.add_argument("--dataset", default="cifar10", help="data set name or folder (default: cifar10)")
@@ -109,6 +117,10 @@ def build_command_parser(command: str) -> OneLineParser:
                               "32, 4 epochs, constant lr, no augmentation), under the seed's conditions and "
                               "normalised, and print them beside the seed's figures.")
         add_reproduce_options(parser)
+    elif command in EXPERIMENT_COMMANDS:
+        from workbench.experiments import add_experiment_options
+
+        add_experiment_options(command, parser)
     elif command == "bench":
         from workbench.bench.settings import add_bench_options
 
@@ -134,9 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(command: str, args: argparse.Namespace) -> int:
-    from workbench import commands
+    from workbench import commands, experiments
 
-    return getattr(commands, "run_" + command.replace("-", "_"))(args)
+    module = experiments if command in EXPERIMENT_COMMANDS else commands
+    return getattr(module, "run_" + command.replace("-", "_"))(args)
 
 
 def _open_app(args: argparse.Namespace) -> int:

@@ -41,8 +41,18 @@ def run_train(args: argparse.Namespace) -> int:
                 f"{', '.join('--' + a.replace('_', '-') for a in sorted(allowed))} may change "
                 f"(got --{changed[0].replace('_', '-')})"
             )
-        return train_headless(config.replace(**overrides), resume_dir=run_dir)
-    return train_headless(config_from_args(args))
+        return train_headless(config.replace(**overrides), resume_dir=run_dir, also=_notifier(args))
+    return train_headless(config_from_args(args), also=_notifier(args))
+
+
+def _notifier(args: argparse.Namespace):
+    """--notify bell,desktop: a sink that tells the user when the run ends (None without it)."""
+    if not getattr(args, "notify", None):
+        return None
+    from workbench.core.notify import Notifier, NotifyOnEnd, parse_channels
+
+    channels = parse_channels(args.notify)
+    return NotifyOnEnd(Notifier(channels, sys.stderr if sys.stderr.isatty() else None))
 
 
 def run_models(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from workbench.core.events import (
     CheckpointSaved,
     EpochMetrics,
     Event,
+    EventSink,
     Failed,
     Finished,
     ImagesSaved,
@@ -154,11 +155,13 @@ def finish_line(event: Finished) -> str:
     return f"{event.summary()}{saved}; {event.elapsed_s:.1f} s -> {event.run_dir}"
 
 
-def train_headless(config: RunConfig, resume_dir: Path | None = None) -> int:
-    """Run fit() in this thread; Ctrl-C or SIGTERM asks for a clean stop, a second Ctrl-C aborts."""
+def train_headless(config: RunConfig, resume_dir: Path | None = None, also: EventSink | None = None) -> int:
+    """Run fit() in this thread; Ctrl-C or SIGTERM asks for a clean stop, a second Ctrl-C aborts.
+    `also` receives every event after the terminal output (e.g. to notify when the run ends)."""
     console = Console(soft_wrap=True)  # a log file gets whole lines, not 80-column pieces
     reporter = HeadlessReporter(console, interactive=console.is_terminal and sys.stdout.isatty())
-    fit_stopping_on_signals(config, reporter, console, TrainControl(), resume_dir)
+    sink = reporter if also is None else (lambda event: (reporter(event), also(event)))
+    fit_stopping_on_signals(config, reporter, console, TrainControl(), resume_dir, events=sink)
     return reporter.exit_code
 
 

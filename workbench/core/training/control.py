@@ -1,9 +1,16 @@
-"""TrainControl: how another thread pauses, resumes or stops a running fit()."""
+"""TrainControl: how another thread, or another process through the run's control file, pauses,
+resumes or stops a running fit()."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
+
+CONTROL_FILE = "control"  # in the run folder: one word, "pause", "run" or "stop", written by a watcher
+COMMANDS = ("pause", "run", "stop")
+FILE_POLL_S = 0.25  # how often, at most, the training thread looks at the control file
 
 
 class TrainControl:
@@ -21,6 +28,18 @@ class TrainControl:
         self._paused_total = 0.0
         self._paused_since: float | None = None
         self.reason = ""  # why a stop was asked for, when it was not the user ("SIGTERM", say)
+        self._file: Path | None = None
+        self._file_seen: tuple[int, int] | None = None
+        self._next_poll = 0.0
+
+    def follow_file(self, path: Path) -> None:
+        """Also obey the words another process writes to `path` (the engine calls this once it
+        owns the run folder); a word left by an earlier session is removed, not obeyed."""
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        self._file, self._file_seen = Path(path), None
 
     def pause(self) -> None:
         with self._lock:
@@ -65,9 +84,30 @@ class TrainControl:
             return self._paused_total + ongoing
 
     def wait_while_paused(self, poll_s: float = 0.1) -> None:
-        """Block the training thread while paused; returns at once otherwise."""
+        """Block the training thread while paused; returns at once otherwise.
+        The control file, when followed, is read here: between steps, and while paused."""
+        self._poll_file()
         while not self._running.wait(poll_s):
-            pass
+            self._poll_file()
+
+    def _poll_file(self) -> None:
+        if self._file is None or time.monotonic() < self._next_poll:
+            return
+        self._next_poll = time.monotonic() + FILE_POLL_S
+        try:
+            stat = os.stat(self._file)
+            if (stat.st_mtime_ns, stat.st_size) == self._file_seen:
+                return
+            self._file_seen = (stat.st_mtime_ns, stat.st_size)
+            word = self._file.read_text(encoding="utf-8", errors="replace").strip().lower()
+        except OSError:
+            return
+        if word == "pause":
+            self.pause()
+        elif word == "run":
+            self.resume()
+        elif word == "stop":
+            self.stop()
 
 
 class StopAfterSteps(TrainControl):

@@ -38,7 +38,7 @@ from workbench.core.events import (
 from workbench.core.inspection.epoch_images import images_due, save_epoch_images
 from workbench.core.metrics import class_reports
 from workbench.core.models import count_parameters
-from workbench.core.training.control import TrainControl
+from workbench.core.training.control import CONTROL_FILE, TrainControl
 from workbench.core.training.device import (
     autocast_dtype,
     describe_device,
@@ -163,6 +163,7 @@ class _Session:
         self.lock.record_owner()
         self.owns_folder = True
         run_dir = self.run_dir
+        self.control.follow_file(run_dir / CONTROL_FILE)  # pause / stop from a watcher in another process
         if point is not None:
             for leftover in clean_temp_files(run_dir / "checkpoints"):
                 self.emit(Notice(f"removed an unfinished checkpoint write: {leftover.name}", "warning"))

@@ -9,6 +9,7 @@ from typing import Any
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.markup import escape
 from textual.message import Message
@@ -34,11 +35,17 @@ class RunsScreen(Screen):
 
     TITLE = "workbench"
     SUB_TITLE = "runs"
+    BINDINGS = [
+        Binding("space", "select_run", "Select", tooltip="Select runs to compare"),
+        Binding("c", "compare", "Compare", tooltip="Compare the selected runs (or all, when none is)"),
+        Binding("u", "queue", "Queue", tooltip="The job queue of this runs folder"),
+    ]
 
     def __init__(self, runs_dir: Path) -> None:
         super().__init__()
         self.runs_dir = runs_dir
         self.summaries: list[Any] = []
+        self.selected: list[str] = []  # run paths, in the order they were chosen (their colours follow it)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -60,9 +67,10 @@ class RunsScreen(Screen):
 
     @property
     def current_run(self) -> Path | None:
-        table = self.query_one(DataTable)
-        if not table.row_count:
+        tables = self.query(DataTable)  # none while the screen is still being built or torn down
+        if not tables or not tables.first().row_count:
             return None
+        table = tables.first()
         return Path(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="runs", description="listing runs")
@@ -79,7 +87,7 @@ class RunsScreen(Screen):
         for summary in message.summaries:
             started = summary.started.strftime("%Y-%m-%d %H:%M") if summary.started else "-"
             table.add_row(
-                Text(summary.name), Text(summary.status, style=STATUS_STYLES.get(summary.status, "")),
+                self._name_cell(summary), Text(summary.status, style=STATUS_STYLES.get(summary.status, "")),
                 Text(_best(summary), justify="right"), f"{summary.epochs_done}/{summary.epochs}",
                 Text(summary.arch), Text(_short_dataset(summary.dataset)), started,
                 key=str(summary.path),
@@ -87,7 +95,7 @@ class RunsScreen(Screen):
         keys = [str(s.path) for s in message.summaries]
         if keep is not None and str(keep) in keys:
             table.move_cursor(row=keys.index(str(keep)))
-        hint = "enter: charts · e: export · i: images" if message.summaries else (
+        hint = "enter: charts · space: select · c: compare · u: queue · e: export · i: images" if message.summaries else (
             f"no runs in {fmt.short_path(self.runs_dir)} yet: escape, then s starts one"
         )
         self.query_one("#runs-hint", Static).update(hint)
@@ -95,7 +103,44 @@ class RunsScreen(Screen):
 
     @on(DataTable.RowSelected, "#runs-table")
     def _open(self, event: DataTable.RowSelected) -> None:
-        self.app.push_screen(RunScreen(Path(str(event.row_key.value))))
+        path = Path(str(event.row_key.value))
+        summary = next((s for s in self.summaries if s.path == path), None)
+        own = getattr(self.app, "dashboard", None)
+        if summary is not None and summary.status == "running" and not (own is not None and own.run_dir == path):
+            from workbench.ui.screens.watch import WatchScreen
+
+            self.app.push_screen(WatchScreen(path))  # another process trains it: follow it live
+            return
+        self.app.push_screen(RunScreen(path))
+
+    def _name_cell(self, summary) -> Text:
+        chosen = str(summary.path) in self.selected
+        return Text(("● " if chosen else "  ") + summary.name, style="bold" if chosen else "")
+
+    def action_select_run(self) -> None:
+        run = self.current_run
+        if run is None:
+            return
+        key = str(run)
+        self.selected.remove(key) if key in self.selected else self.selected.append(key)
+        summary = next(s for s in self.summaries if str(s.path) == key)
+        self.query_one(DataTable).update_cell(key, "run", self._name_cell(summary))
+        self.query_one(DataTable).action_cursor_down()
+
+    def action_compare(self) -> None:
+        from workbench.ui.screens.compare import CompareScreen
+
+        chosen = [Path(p) for p in self.selected if any(str(s.path) == p for s in self.summaries)]
+        chosen = chosen or [s.path for s in self.summaries]
+        if not chosen:
+            self.notify("No runs to compare yet.", severity="warning")
+            return
+        self.app.push_screen(CompareScreen(chosen))
+
+    def action_queue(self) -> None:
+        from workbench.ui.screens.queue import QueueScreen
+
+        self.app.push_screen(QueueScreen(self.runs_dir))
 
     @on(DataTable.RowHighlighted, "#runs-table")
     def _moved(self) -> None:

@@ -1,0 +1,146 @@
+"""Compare and sweep: the settings that differ, JSON, damaged runs, grid expansion and refusal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.test_cli import workbench
+from workbench.core.config import RunConfig
+from workbench.core.errors import WorkbenchError
+from workbench.core.experiments.compare import compare, read_figures
+from workbench.core.experiments.queue import JobQueue
+from workbench.core.experiments.sweep import expand
+from workbench.core.training.engine import fit
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, data_dir):
+    """Two finished linear runs on shapes that differ only in the learning rate."""
+    runs_dir = tmp_path_factory.mktemp("compare") / "runs"
+    found = []
+    for lr in (0.01, 0.003):
+        config = RunConfig.from_mapping(dict(dataset="shapes", arch="linear", epochs=2, image_size=12, device="cpu",
+                                             lr=lr, data_dir=str(data_dir), runs_dir=str(runs_dir)))
+        found.append(fit(config, lambda event: None))
+    return found
+
+
+def test_compare_shows_only_the_settings_that_differ(two_runs):
+    result = compare(two_runs)
+    assert result.differ == ("lr",)
+    assert result.same["arch"] == "linear" and "lr" not in result.same
+    for run in result.runs:
+        assert run.status == "finished" and run.epochs_done == 2 and not run.problem
+        assert 0 < run.best_test_acc <= 1 and 0 < run.final_test_acc <= 1
+        assert run.best_epoch in (1, 2) and run.time_s > 0 and run.images_per_s > 0
+
+
+def test_compare_sorts_by_any_column(two_runs):
+    by_lr = compare(two_runs, sort_by="lr")
+    assert [run.settings["lr"] for run in by_lr.runs] == [0.003, 0.01]
+    by_test = compare(two_runs, sort_by="best-test")
+    assert by_test.runs[0].best_test_acc >= by_test.runs[1].best_test_acc
+    with pytest.raises(WorkbenchError, match="cannot sort by 'nonsense'"):
+        compare(two_runs, sort_by="nonsense")
+
+
+def test_compare_json_from_the_cli(two_runs):
+    result = workbench("compare", *two_runs, "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["differ"] == ["lr"]
+    assert [run["path"] for run in data["runs"]] == [str(path) for path in two_runs]
+    assert {run["settings"]["lr"] for run in data["runs"]} == {0.01, 0.003}
+    table = workbench("compare", *two_runs)
+    assert table.returncode == 0 and "same for all" in table.stdout and "best test" in table.stdout
+
+
+def test_compare_works_without_the_data_and_marks_damaged_runs(two_runs, tmp_path):
+    gone, torn, missing = (tmp_path / name for name in ("gone", "torn", "missing"))
+    for copy in (gone, torn, missing):
+        shutil.copytree(two_runs[0], copy)
+    config = (gone / "config.toml").read_text()
+    (gone / "config.toml").write_text(config.replace('dataset = "shapes"', f'dataset = "{tmp_path}/no-such-folder"'))
+    with open(torn / "metrics.jsonl", "a") as handle:
+        handle.write('{"type": "epoch", "epo')  # a crash mid-write
+    (missing / "metrics.jsonl").unlink()
+    result = compare([two_runs[1], gone, torn, missing])
+    by_name = {run.name: run for run in result.runs}
+    assert by_name["gone"].best_test_acc is not None and not by_name["gone"].problem
+    assert "dataset" in result.differ
+    assert by_name["torn"].problem.startswith("metrics.jsonl torn (1 unreadable line")
+    assert by_name["torn"].best_test_acc == read_figures(two_runs[0]).best_test_acc  # the whole rows still count
+    assert by_name["missing"].problem == "metrics.jsonl missing" and by_name["missing"].best_test_acc is None
+    assert by_name[two_runs[1].name].best_test_acc is not None  # the others are shown
+    shown = workbench("compare", two_runs[1], torn, missing)
+    assert shown.returncode == 0 and "metrics.jsonl torn" in shown.stdout and "metrics.jsonl missing" in shown.stdout
+
+
+def test_a_sweep_of_runs_adds_the_value_table(two_runs):
+    queue = JobQueue(two_runs[0].parent)
+    ids = queue.add([["--lr", "0.01"], ["--lr", "0.003"]], sweep="sweep-test")
+    for job_id, run_dir in zip(ids, two_runs):
+        queue.set_run_dir(job_id, run_dir)
+    result = compare(two_runs)
+    assert result.sweep == "sweep-test"
+    assert set(result.by_value["lr"]) == {"0.01", "0.003"}
+    by_sweep = workbench("compare", "--sweep", "sweep-test", "--runs-dir", two_runs[0].parent, "--json")
+    assert json.loads(by_sweep.stdout)["sweep"] == "sweep-test"
+    (two_runs[0].parent / "queue.sqlite").unlink()
+
+
+# ---- sweep -----------------------------------------------------------------------------------
+
+
+def test_sweep_expands_the_grid_in_order():
+    sweep = expand({"arch": "linear,basic_cnn", "lr": "0.1,0.01", "epochs": "3"}, RunConfig(), [])
+    assert sweep.swept == ("arch", "lr")
+    assert [point.values for point in sweep.points] == [
+        {"arch": a, "lr": lr, "epochs": "3"} for a in ("linear", "basic_cnn") for lr in ("0.1", "0.01")]
+    assert sweep.points[1].args == ("--arch", "linear", "--lr", "0.01", "--epochs", "3")
+    assert sweep.points[3].config.arch == "basic_cnn" and sweep.points[3].config.lr == 0.01
+
+
+def test_sweep_random_picks_are_seeded_and_distinct():
+    grid = {"lr": "0.1,0.03,0.01,0.003", "batch_size": "32,64,128"}
+    first = expand(grid, RunConfig(), [], random_picks=5, seed=7)
+    again = expand(grid, RunConfig(), [], random_picks=5, seed=7)
+    other = expand(grid, RunConfig(), [], random_picks=5, seed=8)
+    assert [p.values for p in first.points] == [p.values for p in again.points]
+    assert len({tuple(p.values.items()) for p in first.points}) == 5
+    assert [p.values for p in first.points] != [p.values for p in other.points]
+    with pytest.raises(WorkbenchError, match="more points than the grid's 12"):
+        expand(grid, RunConfig(), [], random_picks=13)
+
+
+def test_augment_alternatives_split_on_slash():
+    sweep = expand({"augment": "crop,flip/none"}, RunConfig(), [])
+    assert [p.config.augment for p in sweep.points] == [("crop", "flip"), ()]
+
+
+@pytest.mark.parametrize("given, named", [
+    ({"lr": "0.1,-1"}, "'-1' of --lr"),
+    ({"arch": "linear,nope"}, "'nope' of --arch"),
+    ({"batch_size": "32,big"}, "'big' of --batch-size"),
+])
+def test_sweep_refuses_a_bad_value_by_name(given, named):
+    with pytest.raises(WorkbenchError, match=named):
+        expand(given, RunConfig(), [])
+
+
+def test_sweep_cli_refuses_before_anything_is_queued(tmp_path):
+    runs_dir = tmp_path / "runs"
+    bad = workbench("sweep", "--dataset", "shapes", "--lr", "0.1,0", "--runs-dir", runs_dir)
+    assert bad.returncode == 2 and "sweep value '0' of --lr" in bad.stderr and "nothing was queued" in bad.stderr
+    small = workbench("sweep", "--arch", "linear,basic_cnn", "--image-size", "12", "--runs-dir", runs_dir)
+    assert small.returncode == 2 and "--arch basic_cnn" in small.stderr and "16 px" in small.stderr
+    assert not runs_dir.exists()
+    good = workbench("sweep", "--arch", "linear,mlp", "--lr", "0.1,0.01", "--epochs", "1", "--runs-dir", runs_dir)
+    assert good.returncode == 0, good.stderr
+    jobs = JobQueue(runs_dir).jobs()
+    assert [job.args for job in jobs] == [("--arch", a, "--epochs", "1", "--lr", lr)  # RunConfig's field order
+                                          for a in ("linear", "mlp") for lr in ("0.1", "0.01")]
+    assert len({job.sweep for job in jobs}) == 1 and jobs[0].sweep.startswith("sweep-")

@@ -1,0 +1,151 @@
+"""The job queue: order, atomic claims by two runners, parallel jobs, crash of a job and its resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.test_cli import workbench
+from workbench.core import runs
+from workbench.core.config import RunConfig
+from workbench.core.experiments.queue import JobQueue, args_for_config, runner_id
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_job(data_dir, epochs=1, **extra) -> list[str]:
+    flags = ["--dataset", "shapes", "--arch", "linear", "--epochs", str(epochs), "--image-size", "12",
+             "--device", "cpu", "--data-dir", str(data_dir)]
+    for key, value in extra.items():
+        flags += ["--" + key.replace("_", "-"), str(value)]
+    return flags
+
+
+def test_jobs_are_claimed_oldest_first_and_only_once(tmp_path):
+    queue = JobQueue(tmp_path / "runs")
+    ids = queue.add([["--lr", "0.1"], ["--lr", "0.2"], ["--lr", "0.3"]], sweep="s1")
+    assert ids == [1, 2, 3] and [job.state for job in queue.jobs()] == ["pending"] * 3
+    first, second = queue.claim("me:1"), queue.claim("me:1")
+    assert (first.id, second.id) == (1, 2) and first.state == "running" and first.attempts == 1
+    queue.finish(1, "done", 0)
+    assert queue.claim("me:1").id == 3 and queue.claim("me:1") is None
+    assert [job.state for job in queue.jobs()] == ["done", "running", "running"]
+
+
+def test_two_processes_claiming_never_take_the_same_job(tmp_path):
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--seed", str(i)] for i in range(60)])
+    claimer = (
+        "import sys, json\n"
+        "from workbench.core.experiments.queue import JobQueue\n"
+        "q = JobQueue(sys.argv[1]); got = []\n"
+        "while (job := q.claim(sys.argv[2])) is not None: got.append(job.id)\n"
+        "print(json.dumps(got))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", claimer, str(queue.runs_dir), f"host:{n}"],
+                              stdout=subprocess.PIPE, text=True, env=env) for n in range(2)]
+    taken = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    assert sorted(taken[0] + taken[1]) == list(range(1, 61))
+    assert not set(taken[0]) & set(taken[1])
+    assert all(job.attempts == 1 for job in queue.jobs())
+
+
+def test_a_dead_runners_job_goes_back_to_the_queue(tmp_path):
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--lr", "0.1"], ["--lr", "0.2"]])
+    queue.claim(runner_id().rpartition(":")[0] + ":999999999")  # a pid that is not alive
+    queue.claim(runner_id())  # this process: alive
+    changed = queue.recover()
+    assert [job.id for job in changed] == [1]
+    assert [job.state for job in queue.jobs()] == ["pending", "running"]
+
+
+def test_args_for_config_rebuild_the_config(tmp_path):
+    config = RunConfig.from_mapping(dict(arch="linear", lr=0.02, augment="none", compile=True, runs_dir=str(tmp_path)))
+    args = args_for_config(config)
+    assert "--runs-dir" not in args and args[args.index("--augment") + 1] == "none" and "--compile" in args
+    from workbench.cli import build_command_parser
+    from workbench.options import config_from_args
+
+    rebuilt = config_from_args(build_command_parser("train").parse_args(args))
+    assert rebuilt.replace(runs_dir=str(tmp_path)) == config
+
+
+def test_queue_run_parallel_2_runs_two_tiny_jobs_side_by_side(tmp_path, data_dir):
+    runs_dir = tmp_path / "runs"
+    for lr in ("0.01", "0.003"):
+        added = workbench("queue", "add", *tiny_job(data_dir, epochs=2, lr=lr), "--runs-dir", runs_dir)
+        assert added.returncode == 0, added.stderr
+    listed = workbench("queue", "--runs-dir", runs_dir)
+    assert "2 pending" in listed.stdout
+    result = workbench("queue", "run", "--parallel", "2", "--gpus", "0,1", "--runs-dir", runs_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = JobQueue(runs_dir).jobs()
+    assert [job.state for job in jobs] == ["done", "done"], [job.reason for job in jobs]
+    assert sorted(job.gpu for job in jobs) == ["0", "1"]  # one CUDA_VISIBLE_DEVICES per slot
+    assert jobs[1].started < jobs[0].ended and jobs[0].started < jobs[1].ended  # they overlapped
+    run_dirs = {Path(job.run_dir) for job in jobs}
+    assert len(run_dirs) == 2 and all(runs.read_status(d)[0] == "finished" for d in run_dirs)
+    assert {runs.read_config(d).lr for d in run_dirs} == {0.01, 0.003}
+    as_json = json.loads(workbench("queue", "list", "--json", "--runs-dir", runs_dir).stdout)
+    assert [job["state"] for job in as_json] == ["done", "done"]
+
+
+def test_two_queue_runners_share_the_work(tmp_path, data_dir):
+    runs_dir = tmp_path / "runs"
+    JobQueue(runs_dir).add([tiny_job(data_dir, seed=seed) for seed in range(3)])
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "workbench", "queue", "run", "--runs-dir", str(runs_dir)]
+    runners = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+               for _ in range(2)]
+    outputs = [runner.communicate(timeout=300)[0] for runner in runners]
+    jobs = JobQueue(runs_dir).jobs()
+    assert [job.state for job in jobs] == ["done"] * 3, outputs
+    assert all(job.attempts == 1 for job in jobs)  # nobody trained a job twice
+    assert len({job.run_dir for job in jobs}) == 3 and len(list(runs_dir.glob("2*"))) == 3
+
+
+def test_a_killed_job_resumes_from_its_checkpoint(tmp_path, data_dir):
+    runs_dir = tmp_path / "runs"
+    queue = JobQueue(runs_dir)
+    queue.add([tiny_job(data_dir, epochs=4, batch_size=32)])
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "workbench", "queue", "run", "--runs-dir", str(runs_dir)]
+    runner = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                              start_new_session=True)
+    deadline = time.time() + 120
+    run_dir = None
+    while time.time() < deadline:  # wait for the first epoch's checkpoint
+        job = queue.get(1)
+        run_dir = Path(job.run_dir) if job and job.run_dir else None
+        if run_dir is not None and runs.epoch_records(runs.read_metrics(run_dir)) and (run_dir / "checkpoints" / "last.pt").is_file():
+            break
+        time.sleep(0.05)
+    # Pause it through its control file (so it cannot finish first), then kill the runner and its
+    # trainer at once, as a power cut would.
+    (run_dir / "control").write_text("pause\n")
+    time.sleep(0.6)
+    os.killpg(runner.pid, signal.SIGKILL)
+    runner.wait()
+    assert run_dir is not None
+    done_before = len(runs.epoch_records(runs.read_metrics(run_dir)))
+    assert done_before < 4, "the job finished before it could be killed; make it longer"
+    assert queue.get(1).state == "running"  # nobody has noticed yet
+    deadline = time.time() + 10
+    while runs.is_locked(run_dir) and time.time() < deadline:
+        time.sleep(0.05)
+    again = workbench("queue", "run", "--runs-dir", runs_dir)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "its runner is gone" in again.stdout and f"resuming {run_dir.name}" in again.stdout
+    job = queue.get(1)
+    assert job.state == "done" and job.attempts == 2 and Path(job.run_dir) == run_dir
+    assert runs.read_status(run_dir)[0] == "finished"
+    assert [row["epoch"] for row in runs.epoch_records(runs.read_metrics(run_dir))] == [1, 2, 3, 4]
+    assert len(list(runs_dir.glob("2*"))) == 1  # resumed in its own folder, not started again
+    assert "resuming from" in queue.log_path(1).read_text()

@@ -1,0 +1,190 @@
+"""The compare, queue and watch screens: Pilot tests and snapshots, on recorded runs and a real queue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.test_ui import asynchronous, wait_until
+from tests.test_ui_snapshots import app_in, in_tmp, recorded_events, settle  # noqa: F401  (in_tmp is a fixture)
+from workbench.core import runs
+from workbench.core.config import RunConfig
+from workbench.core.events import EpochMetrics, Finished, StepMetrics, to_row
+from workbench.core.experiments.follow import RunFollower
+from workbench.core.experiments.queue import JobQueue
+from workbench.ui.screens.compare import CompareScreen
+from workbench.ui.screens.queue import QueueScreen
+from workbench.ui.screens.watch import WatchScreen
+
+NAMES = ("20250101-120000-basic_cnn", "20250101-130000-basic_cnn")
+
+
+def recorded_run(runs_dir: Path, name: str, lr: float, shift: float, status: str = "finished", rows=None) -> Path:
+    """A run folder as the engine writes it, from the recorded events, accuracies moved by `shift`."""
+    run_dir = runs_dir / name
+    run_dir.mkdir(parents=True)
+    config = RunConfig.from_mapping(dict(dataset="shapes", arch="basic_cnn", epochs=3, lr=lr, runs_dir=str(runs_dir)))
+    (run_dir / "config.toml").write_text(config.to_toml())
+    runs.write_status(run_dir, status)
+    runs.write_run_info(run_dir, {"arch": "basic_cnn", "dataset": "shapes", "params": 62_958, "train_size": 9_000,
+                                  "val_size": 1_000, "test_size": 2_000, "batch_size": 128, "device": "CPU (2 threads)",
+                                  "classes": ["circle", "square"]})
+    lines = []
+    for event in recorded_events(run_dir):
+        if isinstance(event, (StepMetrics, EpochMetrics, Finished)):
+            row = to_row(event)
+            for key in ("val_acc", "test_acc", "best_val_acc", "best_test_acc", "final_test_acc"):
+                if isinstance(row.get(key), float):
+                    row[key] = round(row[key] - shift, 4)
+            lines.append(row)
+    lines = lines if rows is None else lines[:rows]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return run_dir
+
+
+def two_recorded_runs() -> list[Path]:
+    return [recorded_run(Path("runs"), NAMES[0], 0.003, 0.0), recorded_run(Path("runs"), NAMES[1], 0.01, 0.05)]
+
+
+async def open_compare(pilot) -> None:
+    await pilot.press("r")
+    assert await wait_until(pilot, lambda: getattr(pilot.app.screen, "summaries", None), 20)
+    await pilot.press("space", "space", "c")  # both runs selected, newest first
+    assert await wait_until(pilot, lambda: isinstance(pilot.app.screen, CompareScreen)
+                            and pilot.app.screen.comparison is not None, 20)
+
+
+@asynchronous
+async def test_compare_screen_from_the_runs_list(in_tmp):
+    two_recorded_runs()
+    recorded_run(Path("runs"), "20240101-000000-linear", 0.1, 0.0)  # not selected: not compared
+    app = app_in(in_tmp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: getattr(pilot.app.screen, "summaries", None), 20)
+        await pilot.press("space", "space", "c")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.comparison, 20)
+        screen = app.screen
+        assert [run.name for run in screen.comparison.runs] == [NAMES[1], NAMES[0]]
+        assert screen.comparison.differ == ("lr",)
+        table = screen.query_one("#compare-table")
+        assert [str(c.label) for c in table.columns.values()][:2] == ["run", "lr"]
+        assert len({screen.colours[name] for name in NAMES}) == 2
+        screen._sort(type("Header", (), {"column_key": type("Key", (), {"value": "lr"})()})())
+        await pilot.pause(0.1)
+        assert str(table.get_row_at(0)[1]) == "0.003" and screen.sorted_by == "lr"
+
+
+def test_compare_screen_snapshot(snap_compare, in_tmp):
+    two_recorded_runs()
+
+    async def ready(pilot):
+        await open_compare(pilot)
+        await settle(pilot)
+
+    assert snap_compare(app_in(in_tmp), terminal_size=(120, 36), run_before=ready)
+
+
+def fixed_queue() -> JobQueue:
+    queue = JobQueue(Path("runs"))
+    queue.add([["--arch", "linear", "--lr", lr, "--epochs", "2"] for lr in ("0.1", "0.01", "0.001")], sweep="sweep-demo")
+    queue.claim("elsewhere:1", gpu="0")
+    queue.finish(1, "done", 0)
+    queue.claim("elsewhere:1", gpu="1")
+    queue.finish(2, "failed", 1, "the loss became NaN at step 3; lower the learning rate")
+    return queue
+
+
+def test_queue_screen_snapshot(snap_compare, in_tmp):
+    fixed_queue()
+
+    async def ready(pilot):
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: getattr(pilot.app.screen, "summaries", None) is not None, 20)
+        await pilot.press("u")
+        assert await wait_until(pilot, lambda: isinstance(pilot.app.screen, QueueScreen)
+                                and pilot.app.screen.query_one("#queue-table").row_count == 3, 20)
+        await settle(pilot)
+
+    assert snap_compare(app_in(in_tmp), terminal_size=(120, 24), run_before=ready)
+
+
+@asynchronous
+async def test_queue_screen_adds_the_form_and_runs_the_job(in_tmp, data_dir):
+    app = app_in(in_tmp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        setup = app.setup_screen
+        for field, value in (("epochs", "1"), ("image_size", "12")):
+            setup.set_value(field, value)
+        setup.query_one("#device").value = "cpu"
+        setup.use_architecture("linear")
+        setup.data_dir = str(data_dir)
+        await pilot.press("r")
+        await pilot.pause(0.2)
+        await pilot.press("u")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen), 10)
+        await pilot.press("a")
+        [job] = JobQueue(Path("runs")).jobs()
+        assert job.state == "pending" and job.args[job.args.index("--arch") + 1] == "linear"
+        assert job.args[job.args.index("--epochs") + 1] == "1"
+        await pilot.press("g")
+        assert await wait_until(pilot, lambda: JobQueue(Path("runs")).jobs()[0].state in ("done", "failed"), 120)
+        job = JobQueue(Path("runs")).jobs()[0]
+        assert job.state == "done", job.reason
+        assert runs.read_status(Path(job.run_dir))[0] == "finished"
+        assert app.queue_runner.pid != __import__("os").getpid()  # trained in a process of its own
+
+
+def test_the_follower_reads_what_another_process_appends(in_tmp):
+    run_dir = recorded_run(Path("runs"), NAMES[0], 0.003, 0.0, status="running", rows=5)
+    follower = RunFollower(run_dir)
+    first = follower.poll()
+    assert type(first[0]).__name__ == "RunStarted" and first[0].epochs == 3
+    assert [type(e).__name__ for e in first[1:]] == ["StepMetrics"] * 5
+    full = recorded_run(Path("other"), NAMES[0], 0.003, 0.0).joinpath("metrics.jsonl").read_text()
+    rest = full.split("\n", 5)[5]
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write(rest[:40])  # half a line: kept for the next poll
+    assert follower.poll() == []
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write(rest[40:])
+    kinds = [type(e).__name__ for e in follower.poll()]
+    assert kinds.count("EpochMetrics") == 3 and kinds[-1] == "Finished"
+
+
+@asynchronous
+async def test_watch_screen_shows_a_run_and_sends_pause_and_stop(in_tmp):
+    run_dir = recorded_run(Path("runs"), NAMES[0], 0.003, 0.0, status="running", rows=12)
+    lock = runs.RunLock(run_dir)
+    lock.acquire()  # as the trainer of another process would hold it
+    try:
+        app = app_in(in_tmp)
+        async with app.run_test(size=(120, 40)) as pilot:
+            app.push_screen(WatchScreen(run_dir))
+            assert await wait_until(pilot, lambda: isinstance(app.screen, WatchScreen) and app.screen.query("#charts")
+                                    and app.screen.charts.point_count() > 0, 20)
+            assert app.screen.state.run_name == NAMES[0]
+            await pilot.press("p")
+            assert (run_dir / "control").read_text().strip() == "pause" and app.screen.state.phase == "paused"
+            await pilot.press("p")
+            assert (run_dir / "control").read_text().strip() == "run"
+            await pilot.press("x")
+            assert (run_dir / "control").read_text().strip() == "stop" and app.screen.state.phase == "stopping"
+    finally:
+        lock.release()
+
+
+@asynchronous
+async def test_the_runs_list_opens_a_run_another_process_trains_in_watch(in_tmp):
+    run_dir = recorded_run(Path("runs"), NAMES[0], 0.003, 0.0, status="running", rows=12)
+    lock = runs.RunLock(run_dir)
+    lock.acquire()
+    try:
+        app = app_in(in_tmp)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("r")
+            assert await wait_until(pilot, lambda: getattr(app.screen, "summaries", None), 20)
+            await pilot.press("enter")
+            assert await wait_until(pilot, lambda: isinstance(app.screen, WatchScreen), 10)
+    finally:
+        lock.release()

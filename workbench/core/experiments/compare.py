@@ -1,0 +1,207 @@
+"""Compare run folders: the settings that differ, best and final test accuracy, time and speed.
+
+Reads only config.toml, status and metrics.jsonl, so a run whose data folder is gone compares
+like any other. A run whose metrics.jsonl is missing or torn is still listed, marked with what
+is wrong, and never hides the others.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.core import runs
+from workbench.core.errors import WorkbenchError
+
+METRIC_COLUMNS = ("status", "best epoch", "best test", "final test", "time", "images/s")
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    path: Path
+    name: str
+    status: str
+    settings: dict[str, Any]
+    epochs_done: int = 0
+    best_epoch: int | None = None
+    best_val_acc: float | None = None
+    best_test_acc: float | None = None  # the best epoch's model on the test split
+    final_test_acc: float | None = None  # the last model on the test split
+    time_s: float | None = None  # wall time of its training sessions, pauses excluded
+    images_per_s: float | None = None  # mean training speed over its epochs
+    problem: str = ""  # what is wrong with its files ("" when nothing)
+    sweep: str = ""
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # per-epoch train/held-out loss and acc
+
+    def value(self, column: str) -> Any:
+        """A column's value, for sorting by any column (settings included)."""
+        return {"run": self.name, "status": self.status, "best epoch": self.best_epoch,
+                "best test": self.best_test_acc, "final test": self.final_test_acc, "time": self.time_s,
+                "images/s": self.images_per_s}.get(column, self.settings.get(column))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "path": str(self.path), "status": self.status, "problem": self.problem,
+                "sweep": self.sweep, "epochs_done": self.epochs_done, "best_epoch": self.best_epoch,
+                "best_val_acc": self.best_val_acc, "best_test_acc": self.best_test_acc,
+                "final_test_acc": self.final_test_acc, "time_s": self.time_s, "images_per_s": self.images_per_s,
+                "settings": self.settings}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    runs: tuple[RunFigures, ...]
+    differ: tuple[str, ...]  # settings whose values are not the same for every run
+    same: dict[str, Any]  # the rest, with their one value
+    sweep: str = ""  # set when every run came from one sweep
+    by_value: dict[str, dict[str, float | None]] = field(default_factory=dict)  # setting -> value -> mean best test
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runs": [run.to_dict() for run in self.runs], "differ": list(self.differ), "same": self.same,
+                "sweep": self.sweep or None, "by_value": self.by_value}
+
+
+def read_figures(run_dir: Path, sweep: str = "") -> RunFigures:
+    """One run's figures; damage is reported in `problem`, never raised."""
+    problems = []
+    try:
+        settings = runs.read_config(run_dir).to_dict()
+    except WorkbenchError as error:
+        settings, problems = {}, [f"config.toml unreadable ({error})"]
+    status, _ = runs.read_status(run_dir)
+    if status == "running" and runs.is_interrupted(run_dir):
+        status = "interrupted"
+    rows, damaged = _read_rows(run_dir / "metrics.jsonl")
+    if damaged is None:
+        problems.append("metrics.jsonl missing")
+    elif damaged:
+        problems.append(f"metrics.jsonl torn ({damaged} unreadable line{'s' if damaged > 1 else ''})")
+    epochs = runs.epoch_records(rows)
+    ends = [row for row in rows if row.get("type") == "end"]
+    last_end = ends[-1] if ends else {}
+    best_acc, split, best_epoch = runs.best_of(epochs)
+    final_test = last_end.get("final_test_acc")
+    if final_test is None and epochs:
+        final_test = epochs[-1].get("test_acc")
+    best_test = last_end.get("best_test_acc")
+    if best_test is None and split == "test":  # no validation split: the best epoch was picked on test
+        best_test = best_acc
+    time_s = sum(_number(row.get("elapsed_s")) or 0.0 for row in ends) if ends else (
+        _number(epochs[-1].get("elapsed_s")) if epochs else None)
+    speeds = [s for s in (_number(row.get("images_per_s")) for row in epochs) if s]
+    return RunFigures(
+        path=run_dir, name=run_dir.name, status=status, settings=settings,
+        epochs_done=max((row["epoch"] for row in epochs), default=0),
+        best_epoch=best_epoch,
+        best_val_acc=best_acc if split == "val" else None, best_test_acc=_number(best_test),
+        final_test_acc=_number(final_test), time_s=time_s,
+        images_per_s=sum(speeds) / len(speeds) if speeds else None,
+        problem="; ".join(problems), sweep=sweep, curves=_curves(epochs),
+    )
+
+
+def compare(run_dirs: list[Path], sort_by: str = "") -> Comparison:
+    if not run_dirs:
+        raise WorkbenchError("give at least one run folder to compare")
+    figures = [read_figures(Path(path), _sweep_of(Path(path))) for path in run_dirs]
+    keys = list(dict.fromkeys(key for run in figures for key in run.settings))
+    readable = [run for run in figures if run.settings]
+    differ = tuple(key for key in keys if len({_hashable(run.settings.get(key)) for run in readable}) > 1)
+    same = {key: readable[0].settings[key] for key in keys if key not in differ and readable}
+    if sort_by:
+        figures = sort_runs(figures, sort_by, differ)
+    sweeps = {run.sweep for run in figures}
+    sweep = sweeps.pop() if len(sweeps) == 1 else ""
+    return Comparison(tuple(figures), differ, same, sweep, _by_value(figures, differ) if sweep else {})
+
+
+def sort_runs(figures: list[RunFigures], column: str, differ: tuple[str, ...] = ()) -> list[RunFigures]:
+    """Best first for accuracies and speed, shortest first for time, in order otherwise; empty cells last."""
+    column = column.replace("-", " ").replace("_", " ") if column not in differ else column
+    known = ("run",) + METRIC_COLUMNS
+    if column not in known and column.replace(" ", "_") not in differ:
+        raise WorkbenchError(f"cannot sort by {column!r}; choose one of {', '.join(known + differ)}")
+    column = column if column in known else column.replace(" ", "_")
+    descending = column in ("best test", "final test", "images/s")
+    present = [run for run in figures if run.value(column) is not None]
+    missing = [run for run in figures if run.value(column) is None]
+    return sorted(present, key=lambda run: _sort_key(run.value(column)), reverse=descending) + missing
+
+
+def _sort_key(value: Any) -> Any:
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
+def _by_value(figures: list[RunFigures], differ: tuple[str, ...]) -> dict[str, dict[str, float | None]]:
+    """For a sweep: each swept setting's values with the mean best test accuracy of their runs."""
+    table: dict[str, dict[str, float | None]] = {}
+    for key in differ:
+        groups: dict[str, list[float]] = {}
+        for run in figures:
+            score = run.best_test_acc if run.best_test_acc is not None else run.final_test_acc
+            groups.setdefault(format_setting(run.settings.get(key)), [])
+            if score is not None:
+                groups[format_setting(run.settings.get(key))].append(score)
+        table[key] = {value: (sum(s) / len(s) if s else None) for value, s in groups.items()}
+    return table
+
+
+def _read_rows(path: Path) -> tuple[list[dict[str, Any]], int | None]:
+    """(rows, unreadable line count); None when the file is missing."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return [], None
+    rows, bad = [], 0
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad
+
+
+def _curves(epochs: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for row in epochs:
+        held = "val" if row.get("val_acc") is not None else "test"
+        for name, key in (("train loss", "train_loss"), ("train acc", "train_acc"),
+                          ("held-out loss", f"{held}_loss"), ("held-out acc", f"{held}_acc")):
+            value = _number(row.get(key))
+            if value is not None:
+                curves.setdefault(name, []).append((int(row["epoch"]), value))
+    return curves
+
+
+def _sweep_of(run_dir: Path) -> str:
+    from workbench.core.experiments.queue import JobQueue
+
+    queue = JobQueue(run_dir.parent)
+    try:
+        return queue.sweep_of(run_dir) if queue.exists else ""
+    except WorkbenchError:
+        return ""
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def format_setting(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(value) or "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value == "":
+        return "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,307 @@
+"""The experiment subcommands: `compare`, `sweep`, `queue` and `watch`; each returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from workbench.core.config import RunConfig
+from workbench.core.errors import WorkbenchError
+from workbench.core.wording import count as counted
+
+EXIT_OK = 0
+COMMANDS = ("compare", "sweep", "queue", "watch")
+
+
+def add_experiment_options(command: str, parser: argparse.ArgumentParser) -> None:
+    if command == "compare":
+        parser.description = "Compare runs: the settings that differ, best and final test accuracy, time, speed."
+        parser.add_argument("runs", nargs="*", help="run folders (or names inside --runs-dir)")
+        parser.add_argument("--runs-dir", default="runs", help="(default: runs)")
+        parser.add_argument("--sweep", metavar="ID", help="every run of this sweep (see `workbench queue`)")
+        parser.add_argument("--sort", metavar="COLUMN", default="",
+                            help="sort by a column: best-test, final-test, time, images/s, or a setting")
+        parser.add_argument("--json", action="store_true", help="the comparison as JSON")
+    elif command == "sweep":
+        from workbench.options import add_train_options
+
+        parser.description = ("Queue a grid of runs: comma lists on any train flag (--lr 0.1,0.01 --arch "
+                              "linear,basic_cnn) multiply; alternatives of --augment are split on '/'. "
+                              "Then `workbench queue run` trains them.")
+        add_train_options(parser)
+        _accept_lists(parser)
+        parser.add_argument("--sweep-random", type=int, default=0, metavar="N",
+                            help="queue N distinct points picked at random from the grid (seeded by --sweep-seed)")
+        parser.add_argument("--sweep-seed", type=int, default=0, help="(default: 0)")
+        parser.add_argument("--dry-run", action="store_true", help="list the points, queue nothing")
+    elif command == "queue":
+        _add_queue_options(parser)
+    elif command == "watch":
+        parser.description = "The live dashboard of a run that another process trains (p pauses, x stops it)."
+        parser.add_argument("run", help="run folder (or its name inside --runs-dir)")
+        parser.add_argument("--runs-dir", default="runs")
+
+
+def _add_queue_options(parser: argparse.ArgumentParser) -> None:
+    from workbench.options import add_train_options
+
+    parser.description = "The job queue of a runs folder: list it (the default), add a job, work through it."
+    parser.add_argument("--runs-dir", default="runs", help="the runs folder whose queue this is (default: runs)")
+    parser.add_argument("--json", action="store_true", help="every job as JSON")
+    parser.set_defaults(action="list")
+    actions = parser.add_subparsers(dest="action", metavar="{list,add,run,remove}", parser_class=type(parser))
+    for name, text in (("list", "the jobs: pending, running, done, failed, stopped"),
+                       ("add", "queue one run with these train flags"),
+                       ("run", "work through the pending jobs; a job cut off before resumes from its checkpoint"),
+                       ("remove", "take a job that is not running out of the queue")):
+        sub = actions.add_parser(name, help=text, description=text)
+        if name == "add":
+            add_train_options(sub)
+        else:
+            sub.add_argument("--runs-dir", help="(default: runs)")
+        for action in sub._actions:  # given here, it wins; not given, the queue's own --runs-dir stays
+            if action.dest == "runs_dir":
+                action.default = argparse.SUPPRESS
+        if name == "list":
+            sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="every job as JSON")
+        elif name == "run":
+            sub.add_argument("--parallel", type=int, default=1, metavar="N", help="jobs at once (default: 1)")
+            sub.add_argument("--gpus", default=None, metavar="LIST",
+                             help="GPUs to hand out, one per job, e.g. 0,1 (default: every visible one)")
+            sub.add_argument("--notify", metavar="bell,desktop", help="tell me when each job ends, and when all are done")
+        elif name == "remove":
+            sub.add_argument("job", type=int, help="the job's id (see `workbench queue`)")
+
+
+def _accept_lists(parser: argparse.ArgumentParser) -> None:
+    """Every train flag takes text, so a comma list is one value; RunConfig checks each value."""
+    for action in parser._actions:
+        if action.dest in RunConfig.__dataclass_fields__ and action.nargs is None and action.option_strings:
+            action.type, action.choices = None, None
+
+
+# ---- compare ------------------------------------------------------------------------------
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from workbench.core.experiments.compare import compare
+    from workbench.core.experiments.queue import JobQueue
+    from workbench.core.runs import resolve_run
+
+    paths = [resolve_run(run, args.runs_dir) for run in args.runs]
+    if args.sweep:
+        jobs = [job for job in JobQueue(args.runs_dir).jobs() if job.sweep == args.sweep]
+        if not jobs:
+            raise WorkbenchError(f"no jobs of sweep {args.sweep!r} in the queue of {args.runs_dir}")
+        paths += [Path(job.run_dir) for job in jobs if job.run_dir and Path(job.run_dir, "config.toml").is_file()]
+        if not paths:
+            raise WorkbenchError(f"no run of sweep {args.sweep!r} has started yet; `workbench queue run` trains them")
+    result = compare(paths, sort_by=args.sort)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return EXIT_OK
+    console = _console()
+    for table in comparison_tables(result):
+        console.print(table)
+    return EXIT_OK
+
+
+def _console() -> Console:
+    """The terminal's width on a terminal; piped, wide enough that no column breaks a word."""
+    return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+
+
+def comparison_tables(result) -> list:
+    """The runs table, the settings they share, and for a sweep each value's mean best test accuracy."""
+    from workbench.core.experiments.compare import format_setting
+
+    table = Table(title=Text(f"{counted(len(result.runs), 'run')} compared"))
+    table.add_column("run", no_wrap=True)
+    for key in result.differ:
+        table.add_column(key.replace("_", " "), justify="right" if _numeric(result, key) else "left")
+    for column in ("status", "best epoch", "best test", "final test", "time", "images/s"):
+        table.add_column(column, justify="left" if column == "status" else "right")
+    for run in result.runs:
+        name = Text(run.name + (f"  ! {run.problem}" if run.problem else ""), style="yellow" if run.problem else "")
+        table.add_row(
+            name, *(Text(format_setting(run.settings.get(key, "?"))) for key in result.differ),
+            Text(run.status), _cell(run.best_epoch, "{}"), _cell(run.best_test_acc, "{:.2%}"),
+            _cell(run.final_test_acc, "{:.2%}"), _cell(run.time_s, "{:.1f} s"), _cell(run.images_per_s, "{:,.0f}"),
+        )
+    same = ", ".join(f"{key} {format_setting(value)}" for key, value in result.same.items())
+    tables: list = [table, Text(f"same for all: {same}" if same else "no setting is the same for all")]
+    if result.by_value:
+        sweep = Table(title=Text(f"sweep {result.sweep}: mean best test accuracy per value"))
+        sweep.add_column("setting")
+        sweep.add_column("value", justify="right")
+        sweep.add_column("mean best test", justify="right")
+        for key, values in result.by_value.items():
+            for value, score in values.items():
+                sweep.add_row(key.replace("_", " "), value, _cell(score, "{:.2%}"))
+        tables.append(sweep)
+    return tables
+
+
+def _numeric(result, key: str) -> bool:
+    return all(isinstance(run.settings.get(key), (int, float)) for run in result.runs if run.settings)
+
+
+def _cell(value, pattern: str) -> Text:
+    return Text("-" if value is None else pattern.format(value))
+
+
+# ---- sweep --------------------------------------------------------------------------------
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from workbench.core.experiments.queue import JobQueue
+    from workbench.core.experiments.sweep import expand
+    from workbench.core.presets import preset_config
+
+    base, fixed = RunConfig(), []
+    if args.preset:
+        base, fixed = preset_config(args.preset), ["--preset", args.preset]
+    if args.config:
+        base = RunConfig.from_toml(Path(args.config), base)
+        fixed += ["--config", str(Path(args.config).expanduser().resolve())]
+    if args.compile is not None:
+        base = base.replace(compile=args.compile)
+        fixed.append("--compile" if args.compile else "--no-compile")
+    given = {name: value for name in RunConfig.__dataclass_fields__
+             if name not in ("runs_dir", "compile") and (value := getattr(args, name, None)) is not None}
+    if args.sweep_random < 0:
+        raise WorkbenchError("--sweep-random takes a number of points, 1 or more")
+    sweep = expand(given, base, fixed, random_picks=args.sweep_random, seed=args.sweep_seed, check=_fits)
+    runs_dir = args.runs_dir or "runs"
+    if args.dry_run:
+        for point in sweep.points:
+            print(" ".join(point.args))
+        print(f"{counted(len(sweep.points), 'point')}; nothing queued (--dry-run)")
+        return EXIT_OK
+    queue = JobQueue(runs_dir)
+    ids = queue.add([list(point.args) for point in sweep.points], sweep=sweep.id)
+    swept = ", ".join(sweep.swept) if sweep.swept else "nothing (one point)"
+    print(f"queued {counted(len(ids), 'job')} of {sweep.id} in {queue.path} (swept: {swept})")
+    print(f"train them with `workbench queue run --runs-dir {runs_dir}`; "
+          f"then `workbench compare --sweep {sweep.id} --runs-dir {runs_dir}`")
+    return EXIT_OK
+
+
+def _fits(config: RunConfig) -> str:
+    """Why the point's network cannot take its images ("" when it can), known before any job runs."""
+    from workbench.core.data.load import dataset_shape
+    from workbench.core.models import input_problem
+
+    try:
+        channels, size, classes = dataset_shape(config.dataset, config.image_size)
+    except WorkbenchError:
+        return ""  # a folder that is not there yet: its job will say so
+    problem = input_problem(config.arch, channels, classes, size)
+    return f"{config.arch} at {size}x{size} px: {problem}" if problem else ""
+
+
+# ---- queue --------------------------------------------------------------------------------
+
+
+def run_queue(args: argparse.Namespace) -> int:
+    from workbench.core.experiments.queue import JobQueue
+
+    queue = JobQueue(args.runs_dir)
+    if args.action == "add":
+        return _queue_add(queue, args)
+    if args.action == "remove":
+        queue.remove(args.job)
+        print(f"removed job {args.job}")
+        return EXIT_OK
+    if args.action == "run":
+        return _queue_run(queue, args)
+    jobs = queue.jobs()
+    if args.json:
+        print(json.dumps([job.to_dict() for job in jobs], indent=2))
+        return EXIT_OK
+    if not jobs:
+        print(f"no jobs in the queue of {args.runs_dir}; add some with `workbench sweep` or `workbench queue add`")
+        return EXIT_OK
+    _console().print(queue_table(jobs, args.runs_dir))
+    return EXIT_OK
+
+
+def queue_table(jobs, runs_dir: str) -> Table:
+    counts = {state: sum(job.state == state for job in jobs) for state in ("pending", "running", "done", "failed", "stopped")}
+    title = " · ".join(f"{n} {state}" for state, n in counts.items() if n)
+    table = Table(title=Text(f"queue of {runs_dir}: {title}"))
+    for column in ("job", "state", "sweep", "train flags", "run", "gpu", "note"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("job", "state", "sweep", "gpu"))
+    for job in jobs:
+        table.add_row(str(job.id), job.state, job.sweep or "-", Text(" ".join(job.args)),
+                      Text(Path(job.run_dir).name if job.run_dir else "-"), job.gpu or "-", Text(job.reason))
+    return table
+
+
+def _queue_add(queue, args: argparse.Namespace) -> int:
+    """One job: its settings checked now (not when its turn comes), kept as explicit flags."""
+    from workbench.core.experiments.queue import args_for_config
+    from workbench.options import config_from_args
+
+    config = config_from_args(args)
+    [job_id] = queue.add([args_for_config(config)])
+    print(f"queued job {job_id} in {queue.path}")
+    return EXIT_OK
+
+
+def _queue_run(queue, args: argparse.Namespace) -> int:
+    from workbench.core.experiments.runner import QueueRunner, visible_gpus
+    from workbench.core.notify import Notifier, parse_channels, run_ended_message
+
+    if args.parallel < 1:
+        raise WorkbenchError("--parallel takes 1 or more jobs at once")
+    notify = Notifier(parse_channels(args.notify), sys.stderr if sys.stderr.isatty() else None) if args.notify else None
+    gpus = tuple(g.strip() for g in args.gpus.split(",") if g.strip()) if args.gpus is not None else (
+        visible_gpus() if args.parallel > 1 else ())
+
+    def say(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+    def ended(job_end) -> None:
+        if notify is not None:
+            status = {"done": "finished", "pending": "stopped"}.get(job_end.state, job_end.state)
+            name = Path(job_end.run_dir).name if job_end.run_dir else f"job {job_end.job.id}"
+            notify(*run_ended_message(status, job_end.reason or job_end.state, name))
+
+    runner = QueueRunner(queue, parallel=args.parallel, gpus=gpus, on_event=say, on_job_end=ended)
+
+    def on_signal(signum, frame):
+        say("stopping: the running jobs save a checkpoint and go back to the queue")
+        runner.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        count = runner.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    jobs = queue.jobs()
+    left = sum(job.state == "pending" for job in jobs)
+    failed = sum(job.state == "failed" for job in jobs)
+    say(f"{counted(count, 'job')} ended here; {left} pending, {failed} failed in the queue")
+    if notify is not None and not left:
+        notify("workbench: the queue is done", f"{counted(count, 'job')} ended, {failed} failed")
+    return EXIT_OK
+
+
+# ---- watch --------------------------------------------------------------------------------
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    from workbench.core.runs import resolve_run
+    from workbench.ui.watch_app import run_watch_app
+
+    return run_watch_app(resolve_run(args.run, args.runs_dir))

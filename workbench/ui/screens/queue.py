@@ -1,0 +1,127 @@
+"""QueueScreen: the jobs of the runs folder's queue; `a` adds the form as a job, `g` starts the
+queue (a `workbench queue run` process of its own), `G` stops it (its jobs save a checkpoint and
+go back to the queue). Jobs run as subprocesses, never in the app's process."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from workbench.core.errors import WorkbenchError
+
+STATE_STYLES = {"pending": "", "running": "cyan", "done": "green", "failed": "red", "stopped": "yellow"}
+REFRESH_S = 1.0
+
+
+class JobsListed(Message):
+    def __init__(self, jobs: list) -> None:
+        super().__init__()
+        self.jobs = jobs
+
+
+class QueueScreen(Screen):
+    TITLE = "workbench"
+    SUB_TITLE = "queue"
+    BINDINGS = [
+        Binding("a", "add_job", "Add the form", tooltip="Queue the setup form's run as a job"),
+        Binding("g", "start_queue", "Start queue", tooltip="Work through the queue in a process of its own"),
+        Binding("G", "stop_queue", "Stop queue", tooltip="Stop the queue: running jobs save a checkpoint"),
+    ]
+
+    def __init__(self, runs_dir: Path) -> None:
+        super().__init__()
+        self.runs_dir = Path(runs_dir)
+
+    @property
+    def runner(self) -> subprocess.Popen | None:
+        """The `queue run` process this app started, if any: kept by the app, so it outlives the screen."""
+        return getattr(self.app, "queue_runner", None)
+
+    @runner.setter
+    def runner(self, process: subprocess.Popen) -> None:
+        self.app.queue_runner = process
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield DataTable(cursor_type="row", zebra_stripes=True, id="queue-table")
+        yield Static("", id="queue-hint", markup=False)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for label in ("job", "state", "run", "note", "gpu", "sweep", "train flags"):
+            table.add_column(label, key=label)
+        table.focus()
+        self._list()
+        self.set_interval(REFRESH_S, self._list)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="queue", description="reading the queue")
+    def _list(self) -> None:
+        from workbench.core.experiments.queue import JobQueue
+
+        self.post_message(JobsListed(JobQueue(self.runs_dir).jobs()))
+
+    def on_jobs_listed(self, message: JobsListed) -> None:
+        table = self.query_one(DataTable)
+        row = table.cursor_row
+        table.clear()
+        for job in message.jobs:
+            table.add_row(str(job.id), Text(job.state, style=STATE_STYLES.get(job.state, "")),
+                          Text(Path(job.run_dir).name if job.run_dir else "-"), Text(job.reason or "-"), job.gpu or "-",
+                          Text(job.sweep or "-"), Text(" ".join(job.args)), key=str(job.id))
+        if message.jobs:
+            table.move_cursor(row=min(row, len(message.jobs) - 1))
+        counts = {}
+        for job in message.jobs:
+            counts[job.state] = counts.get(job.state, 0) + 1
+        tally = " · ".join(f"{n} {state}" for state, n in counts.items()) or "no jobs yet"
+        running = "the queue is running" if self.runner_alive else "the queue is not running here"
+        self.query_one("#queue-hint", Static).update(
+            f"{tally} · {running} · a: add the form · g: start · G: stop · {self.runs_dir}/queue.sqlite")
+
+    @property
+    def runner_alive(self) -> bool:
+        return self.runner is not None and self.runner.poll() is None
+
+    def action_add_job(self) -> None:
+        from workbench.core.config import RunConfig
+        from workbench.core.experiments.queue import JobQueue, args_for_config
+
+        try:
+            config = RunConfig.from_mapping(self.app.setup_screen.form_values())
+            JobQueue(self.runs_dir).add([args_for_config(config)])
+        except WorkbenchError as error:
+            self.notify(f"Not queued: {error}", severity="error")
+            return
+        self.notify(f"Queued {config.arch} on {config.dataset} for {config.epochs} epochs.")
+        self._list()
+
+    def action_start_queue(self) -> None:
+        if self.runner_alive:
+            self.notify("The queue is already running.", severity="warning")
+            return
+        log_dir = self.runs_dir / ".queue"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_dir / "runner.log", "a", encoding="utf-8") as log:
+            self.runner = subprocess.Popen(
+                [sys.executable, "-m", "workbench", "queue", "run", "--runs-dir", str(self.runs_dir)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.notify("Queue started: jobs train in processes of their own (r shows their runs).")
+        self._list()
+
+    def action_stop_queue(self) -> None:
+        if not self.runner_alive:
+            self.notify("The queue is not running here.", severity="warning")
+            return
+        self.runner.send_signal(signal.SIGTERM)
+        self.notify("Stopping the queue: running jobs save a checkpoint and go back to the queue.")
