@@ -86,8 +86,20 @@ class World:
             raise WorkbenchError("this PyTorch build has no torch.distributed; train in one process")
         backend = "nccl" if device.type == "cuda" else "gloo"
         timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
-        dist.init_process_group(backend, timeout=timeout, device_id=device if device.type == "cuda" else None)
+        store = self._attempt_store(timeout)
+        dist.init_process_group(backend, timeout=timeout, device_id=device if device.type == "cuda" else None,
+                                **({"store": store, "rank": self.rank, "world_size": self.size} if store else {}))
         self.device, self.started = device, True
+
+    def _attempt_store(self, timeout: datetime.timedelta):
+        """torchrun keeps one store across restarts, and gloo can read a dead attempt's addresses
+        from it (seen here: 1 restart in 3 hung, then timed out connecting); keys under each
+        attempt's own prefix cannot be stale. None: let init_process_group find the store."""
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_ADDR" not in os.environ:
+            return None
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), self.size,
+                              is_master=False, timeout=timeout)
+        return dist.PrefixStore(f"workbench/attempt-{self.restart}", store)
 
     def close(self) -> None:
         if self.started and dist.is_initialized():
