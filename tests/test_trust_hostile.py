@@ -22,7 +22,7 @@ from workbench.cli import main
 from workbench.core import checkpoint as ckpt
 from workbench.core import runs
 from workbench.core.events import Failed
-from workbench.core.training import engine
+from workbench.core.training import run_folder
 from workbench.core.training.engine import fit
 
 
@@ -36,13 +36,13 @@ def finished_run(tmp_path):
 def test_a_resume_takes_the_lock_before_it_reads_the_run(finished_run, tmp_path, monkeypatch):
     run_dir, dataset = finished_run
     seen = []
-    real = engine.read_resume_point
+    real = run_folder.read_resume_point  # where fit()'s run folder reads a resume point
 
     def watched(path, epochs):
         seen.append(runs.is_locked(path))
         return real(path, epochs)
 
-    monkeypatch.setattr(engine, "read_resume_point", watched)
+    monkeypatch.setattr(run_folder, "read_resume_point", watched)
     fit(folder_config(tmp_path, dataset, epochs=2), lambda event: None, resume_dir=run_dir)
     assert seen == [True]  # a second resume could not have read the same checkpoint meanwhile
 

@@ -61,6 +61,9 @@ def build_command_parser(command: str) -> OneLineParser:
         parser.add_argument("--resume", metavar="RUN", help="continue a stopped, failed or finished run (give more --epochs)")
         parser.add_argument("--notify", metavar="bell,desktop",
                             help="when the run finishes, stops or fails: the terminal bell and/or a desktop notification")
+        parser.add_argument("--gpus", type=int, metavar="N",
+                            help="train on N CUDA GPUs of this machine, one process each, launched through "
+                                 "torch.distributed.run (as torchrun does); --batch-size stays the global batch")
     elif command == "models":
         parser.description = "List architectures with parameter counts for a data set's shape."
         parser.add_argument("--dataset", default="cifar10", help="data set name or folder (default: cifar10)")
@@ -134,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] in COMMANDS:
             args = build_command_parser(argv[0]).parse_args(argv[1:])
+            args.argv = argv[1:]  # as typed, for a command that hands them on (train --gpus)
             return _dispatch(argv[0], args)
         args = build_parser().parse_args(argv)
         return _open_app(args)

@@ -22,6 +22,10 @@ def run_train(args: argparse.Namespace) -> int:
     from workbench.headless import train_headless
     from workbench.options import config_from_args
 
+    if args.gpus is not None:
+        from workbench.launch import train_on_gpus
+
+        return train_on_gpus(args.gpus, args.device, args.argv)
     if args.resume:
         if args.config or args.preset:
             raise WorkbenchError("--resume continues a run with the settings in its config.toml; "

@@ -30,6 +30,7 @@ from workbench.core.events import (
     StepMetrics,
 )
 from workbench.core.training.control import TrainControl
+from workbench.core.training.distributed import World
 from workbench.core.training.engine import fit
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
@@ -39,9 +40,10 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM, what `timeout`, systemd and batch schedu
 class HeadlessReporter:
     """Turns engine events into terminal output; remembers how the run ended."""
 
-    def __init__(self, console: Console, interactive: bool) -> None:
+    def __init__(self, console: Console, interactive: bool, speaks: bool = True) -> None:
         self.console = console
         self.interactive = interactive
+        self.speaks = speaks  # False on torchrun's ranks other than 0: only their own failures are printed
         self.progress: Progress | None = None
         self.task = None
         self.exit_code = EXIT_FAILED
@@ -122,7 +124,8 @@ class HeadlessReporter:
     def on_Failed(self, event: Failed) -> None:
         self._stop_progress()
         self.exit_code = EXIT_BAD_INPUT if event.bad_input else EXIT_FAILED
-        print(f"workbench: error: {event.reason}", file=sys.stderr, flush=True)
+        if self.speaks or not event.bad_input:  # bad input is the same on every rank: rank 0 says it
+            print(f"workbench: error: {event.reason}", file=sys.stderr, flush=True)
 
     def _print(self, line: str) -> None:
         target = self.progress.console if self.progress is not None else self.console
@@ -158,8 +161,10 @@ def finish_line(event: Finished) -> str:
 def train_headless(config: RunConfig, resume_dir: Path | None = None, also: EventSink | None = None) -> int:
     """Run fit() in this thread; Ctrl-C or SIGTERM asks for a clean stop, a second Ctrl-C aborts.
     `also` receives every event after the terminal output (e.g. to notify when the run ends)."""
-    console = Console(soft_wrap=True)  # a log file gets whole lines, not 80-column pieces
-    reporter = HeadlessReporter(console, interactive=console.is_terminal and sys.stdout.isatty())
+    speaks = World.from_env().is_main  # under torchrun, rank 0 reports for the whole job
+    console = Console(soft_wrap=True, quiet=not speaks)  # a log file gets whole lines, not 80-column pieces
+    reporter = HeadlessReporter(console, interactive=speaks and console.is_terminal and sys.stdout.isatty(),
+                                speaks=speaks)
     sink = reporter if also is None else (lambda event: (reporter(event), also(event)))
     fit_stopping_on_signals(config, reporter, console, TrainControl(), resume_dir, events=sink)
     return reporter.exit_code

@@ -33,7 +33,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         help=f"how to train: standard (the flags below) or speedrun (its own optimizer, schedule and "
              f"augmentation; --arch speedrun) (default: {d.recipe})")
     add("--epochs", type=int, help=f"(default: {d.epochs})")
-    add("--batch-size", type=int, help=f"images per optimizer step (default: {d.batch_size})")
+    add("--batch-size", type=int,
+        help=f"images per optimizer step, the global batch: with several processes (torchrun, --gpus) each "
+             f"takes an equal share, so the learning rate means the same (default: {d.batch_size})")
     add("--optimizer", choices=OPTIMIZERS, help=f"(default: {d.optimizer})")
     add("--lr", type=float, help=f"peak learning rate (default: {d.lr})")
     add("--momentum", type=float, help=f"SGD momentum or Adam beta1 (default: {d.momentum})")

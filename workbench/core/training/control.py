@@ -86,11 +86,12 @@ class TrainControl:
     def wait_while_paused(self, poll_s: float = 0.1) -> None:
         """Block the training thread while paused; returns at once otherwise.
         The control file, when followed, is read here: between steps, and while paused."""
-        self._poll_file()
+        self.poll_file()
         while not self._running.wait(poll_s):
-            self._poll_file()
+            self.poll_file()
 
-    def _poll_file(self) -> None:
+    def poll_file(self) -> None:
+        """Read the followed control file (at most every FILE_POLL_S): pause, run or stop."""
         if self._file is None or time.monotonic() < self._next_poll:
             return
         self._next_poll = time.monotonic() + FILE_POLL_S

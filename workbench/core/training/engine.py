@@ -7,6 +7,9 @@ evaluate held-out data through loop.evaluate; record each epoch (one metrics row
 a checkpoint, images); finish. Safe to call from a worker thread: it never touches a UI,
 checks `control` between steps, and never raises for problems with the run: they arrive as a
 `Failed` event with a sentence.
+
+Under torchrun the same function runs in every process (distributed.World): each trains its
+shard through DistributedDataParallel, and only rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -18,24 +21,19 @@ from pathlib import Path
 
 import torch
 
-from workbench.core import checkpoint as ckpt
-from workbench.core import runs
-from workbench.core.atomic import clean_temp_files, write_text_atomic
 from workbench.core.config import RunConfig
 from workbench.core.data.types import Dataset
-from workbench.core.errors import NonFiniteLoss, StopRequested, WorkbenchError
+from workbench.core.errors import ConfigError, NonFiniteLoss, StopRequested, WorkbenchError
 from workbench.core.events import (
-    CheckpointSaved,
     EpochMetrics,
     EventSink,
     Failed,
     Finished,
-    ImagesSaved,
     Notice,
     RunStarted,
     to_row,
 )
-from workbench.core.inspection.epoch_images import images_due, save_epoch_images
+from workbench.core.inspection.epoch_images import images_due
 from workbench.core.metrics import class_reports
 from workbench.core.models import count_parameters
 from workbench.core.training.control import CONTROL_FILE, TrainControl
@@ -45,20 +43,15 @@ from workbench.core.training.device import (
     pick_device,
     seed_everything,
 )
+from workbench.core.training.distributed import World, peer_failure, peer_sentence
 from workbench.core.training.early_stop import EarlyStopper
-from workbench.core.training.keeper import CheckpointKeeper
 from workbench.core.training.loop import EvalResult, evaluate, train_one_epoch
 from workbench.core.training.parts import Recipe
 from workbench.core.training.preparation import build_training, load_run_data, run_info
 from workbench.core.training.recipes import recipe_for
 from workbench.core.training.report import Meter, TrainTotals
-from workbench.core.training.state import (
-    Progress,
-    check_compatible,
-    check_run_files,
-    checkpoint_state,
-    read_resume_point,
-)
+from workbench.core.training.run_folder import RunFolder, find_job_run
+from workbench.core.training.state import Progress, check_compatible, checkpoint_state
 from workbench.core.training.warmup import warm_up
 
 MIN_OOM_BATCH = 8  # below this, halving the batch again will not rescue a run
@@ -72,13 +65,16 @@ def fit(
     resume_dir: Path | None = None,
     data: Dataset | None = None,
     recipe: Recipe | None = None,
+    world: World | None = None,
 ) -> Path | None:
     """Train per `config` (or continue the run in `resume_dir`); returns the run folder.
 
     `data` (a Dataset already loaded) and `recipe` (e.g. the speedrun with other hyperparameters)
-    are for tests and benchmarks; normally both follow from `config`.
+    are for tests and benchmarks; normally both follow from `config`, and `world` from torchrun's
+    environment.
     """
-    session = _Session(config, events, control or TrainControl())
+    world = world or World.from_env()
+    session = _Session(config, events, control or TrainControl(), world)
     try:
         session.run(resume_dir, data, recipe)
     except StopRequested:  # only raised while data is prepared, before a run folder exists
@@ -93,20 +89,24 @@ def fit(
             "choose a smaller model or image size"
         )
     except Exception as error:  # a bug or an unexpected library failure: keep the details
-        session.fail(f"{type(error).__name__}: {error}", traceback.format_exc())
+        if world.distributed and peer_failure(error):
+            session.fail(peer_sentence(error, world, session.run_dir), traceback.format_exc())
+        else:
+            session.fail(f"{type(error).__name__}: {error}", traceback.format_exc())
     finally:
-        session.lock.release()
+        session.folder.lock.release()
+        world.close()
     return session.run_dir
 
 
 class _Session:
     """The state of one fit() call; split into methods so each step reads on its own."""
 
-    def __init__(self, config: RunConfig, events: EventSink, control: TrainControl) -> None:
-        self.config, self.emit, self.control = config, events, control
-        self.run_dir: Path | None = None
-        self.lock = runs.RunLock(Path("."))  # replaced by the run folder's own once there is one
-        self.owns_folder = False  # True once this session may write into run_dir
+    def __init__(self, config: RunConfig, events: EventSink, control: TrainControl, world: World) -> None:
+        self.config, self.emit, self.world = config, events, world
+        self.local_control, self.control = control, world.agreed(control)  # stop and pause agreed between ranks
+        self.folder = RunFolder(writes=world.is_main)  # only rank 0 writes the run folder
+        self.run_dir: Path | None = None  # the folder's path, known to every rank
         self.batch_size = config.batch_size
         self.started = time.perf_counter()
         self.paused_at_start = control.paused_s
@@ -120,25 +120,27 @@ class _Session:
     # ---- the run, top to bottom -----------------------------------------------------
 
     def run(self, resume_dir: Path | None, data: Dataset | None, recipe: Recipe | None) -> None:
-        config = self.config
+        config, world = self.config, self.world
         device, device_notices = pick_device(config.device)
+        device = world.place(device)
         self.device, self.amp_dtype = device, autocast_dtype(config.precision, device)
-        point = None
-        if resume_dir is not None:  # lock, then read and check only: a refused resume writes nothing
-            self.run_dir, self.lock = resume_dir, runs.RunLock(resume_dir)
-            self.lock.acquire()  # before reading: a second trainer must not act on what the first replaces
-            check_run_files(resume_dir)
-            point = read_resume_point(resume_dir, config.epochs)
-        else:
-            runs.check_writable(Path(config.runs_dir).expanduser())
+        world.start(device)
+        if resume_dir is None and world.restart:  # torchrun restarted the job: go on from its last checkpoint
+            resume_dir = world.from_main(lambda: find_job_run(Path(config.runs_dir).expanduser(), world.job))
+        self.run_dir = resume_dir
+        point = world.from_main(lambda: self.folder.open(config, resume_dir))  # rank 0 reads; every rank gets it
         self.recipe = recipe or recipe_for(config, point.state.get("recipe") if point else None)
         self.recipe.check(config)
+        if world.distributed and self.recipe.name != "standard":
+            raise ConfigError("recipe", f"the {self.recipe.name} recipe trains in one process (its whitening, "
+                                        "lookahead and per-1024 learning rate are not data-parallel yet); train it "
+                                        "without torchrun, or use the standard recipe")
         for notice in device_notices:
             self.emit(Notice(notice, "warning"))
         seed_everything(config.seed)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.data = data if data is not None else load_run_data(config, self.emit, self.control)
+        self.data = data if data is not None else load_run_data(config, self.emit, self.local_control)
         if point is not None:
             check_compatible(point, config, self.data)
         progress = point.progress if point is not None else Progress()
@@ -149,39 +151,24 @@ class _Session:
 
     def _build(self, point, progress: Progress) -> None:
         """Model, batches and the recipe's parts; a resume's saved state put back (or refused)."""
-        built = build_training(self.config, self.data, self.recipe, self.device, point, progress.global_step)
+        built = build_training(self.config, self.data, self.recipe, self.device, point, progress.global_step,
+                               world=self.world)
         self.model, self.train_batches, self.held_out, self.parts = built.model, built.train, built.held_out, built.parts
         self.batch_size, self.model_options, self.views = built.batch_size, built.model_options, built.views
         self.train_s += built.init_s
+        self.shards = built.shards
+        self.world.decorrelate(self.train_batches.augment_generator, self.config.seed, progress.global_step)
 
     def _claim_folder(self, point, progress: Progress) -> None:
-        """Everything checked: take the run folder (lock it, then write to it)."""
-        if point is None:
-            self.run_dir = runs.create_run_dir(self.config)
-            self.lock = runs.RunLock(self.run_dir)
-            self.lock.acquire()
-        self.lock.record_owner()
-        self.owns_folder = True
-        run_dir = self.run_dir
-        self.control.follow_file(run_dir / CONTROL_FILE)  # pause / stop from a watcher in another process
-        if point is not None:
-            for leftover in clean_temp_files(run_dir / "checkpoints"):
-                self.emit(Notice(f"removed an unfinished checkpoint write: {leftover.name}", "warning"))
-            for problem in point.problems:
-                self.emit(Notice(f"{problem}; using an earlier checkpoint", "warning"))
-            for note in point.notes:
-                self.emit(Notice(note, "warning"))
-            runs.repair_metrics(run_dir, keep_through_step=progress.global_step)
-            write_text_atomic(run_dir / "config.toml", self.config.to_toml())  # the target may have grown
-            self.emit(Notice(f"resuming from {point.path.name} (epoch {progress.epoch}, step {progress.global_step})"))
-        self.keeper = CheckpointKeeper(run_dir / "checkpoints", self.config.keep_best, progress.history,
-                                       best=(progress.best_val_acc, progress.best_epoch))
+        """Everything checked: rank 0 takes the run folder (locks it, then writes to it)."""
+        info = run_info(self.config, self.data, self.model, self.model_options, self.recipe, self.batch_size,
+                        self.device, self.world)
+        self.run_dir = self.world.from_main(lambda: self.folder.take(self.config, point, progress, info, self.emit))
+        if self.world.is_main:  # pause / stop from a watcher in another process; the ranks agree on them
+            self.local_control.follow_file(self.run_dir / CONTROL_FILE)
         split = "val" if self.data.val is not None else "test"
         self.stopper = EarlyStopper.replay(self.config.early_stop, self.config.early_stop_on,
                                            self.config.early_stop_delta, progress.history, split)
-        runs.write_status(run_dir, "running")
-        runs.write_run_info(run_dir, run_info(self.config, self.data, self.model, self.model_options, self.recipe,
-                                              self.batch_size, self.device))
 
     def _announce(self, progress: Progress) -> None:
         config, data = self.config, self.data
@@ -195,6 +182,8 @@ class _Session:
         ))
         self.emit(Notice(self.recipe.summary(config, steps, self.batch_size)))
         self.emit(Notice(self.train_batches.placement_note))
+        if self.world.distributed:
+            self.emit(Notice(self.world.summary(self.batch_size, len(data.train))))
         if data.val is None:
             self.emit(Notice("no validation split (val_fraction 0): no epoch is selected as the best, "
                              "and test accuracy is reported for the last model"))
@@ -203,15 +192,22 @@ class _Session:
 
     def _train(self, progress: Progress) -> None:
         config, train = self.config, self.train_batches
-        self.train_model = self._maybe_compile()
+        world = self.world
+        self.eval_model = self._maybe_compile()
+        self.train_model = world.wrap(self.eval_model)  # DistributedDataParallel in a data-parallel run
         self.meter = Meter(self.emit, self._write_row, self.device, self.control, steps_per_epoch=len(train),
-                           total_steps=config.epochs * len(train), lr=lambda: self.parts.lr, batch_size=self.batch_size)
+                           total_steps=config.epochs * len(train), lr=lambda: self.parts.lr, batch_size=self.batch_size,
+                           ranks=world.size, reduce=world.reduce if world.distributed else None)
         for epoch in range(progress.epoch + 1, config.epochs + 1):
-            if progress.epoch_step and progress.order_state is not None:
-                train.order_generator.set_state(progress.order_state)
-            progress.order_state = train.order_generator.get_state()
-            order = train.epoch_order()
+            if world.distributed:  # drawn from seed and epoch, the same on every rank
+                order = world.epoch_order(len(train.labels), config.seed, epoch, train.device)
+            else:
+                if progress.epoch_step and progress.order_state is not None:
+                    train.order_generator.set_state(progress.order_state)
+                progress.order_state = train.order_generator.get_state()
+                order = train.epoch_order()
             result = self._train_epoch_with_oom_retry(epoch, order, progress)
+            world.agree(self.control)  # every rank ends this epoch knowing whether the run stops
             progress.global_step, progress.epoch_step = self.meter.global_step, result.steps_done
             if result.stopped:
                 self.meter.flush()
@@ -244,6 +240,9 @@ class _Session:
         config, device = self.config, self.device
         if not config.compile:
             return self.model
+        if self.world.distributed:
+            self.emit(Notice("torch.compile is not combined with data-parallel training yet: training uncompiled"))
+            return self.model
         if device.type != "cuda":
             self.emit(Notice("torch.compile is skipped off CUDA: its warm-up would outlast the gain here"))
             return self.model
@@ -266,7 +265,7 @@ class _Session:
                 )
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
-                if self.batch_size // 2 < MIN_OOM_BATCH:
+                if self.batch_size // 2 < MIN_OOM_BATCH or self.world.distributed:  # ranks must keep one batch
                     raise
                 self._halve_batch_after_oom(progress)
 
@@ -290,11 +289,13 @@ class _Session:
     def _evaluate(self, last: bool, only: str | None = None) -> dict[str, EvalResult]:
         """Validation every evaluated epoch; test at the end (every epoch when there is no validation)."""
         results = {}
+        self.world.align(self.model)  # every rank evaluates rank 0's BatchNorm statistics
         for name, batches in self.held_out.items():
             if (name == "test" and "val" in self.held_out and not last) or (only and name != only):
                 continue
-            results[name] = evaluate(self.train_model, batches, self.data.num_classes, views=self.views,
-                                     amp_dtype=self.amp_dtype, split=name)
+            result = evaluate(self.eval_model, batches, self.data.num_classes, views=self.views,
+                              amp_dtype=self.amp_dtype, split=name)
+            results[name] = self.world.merge_eval(result, self.shards[name])  # this rank's shard -> the split
             self.train_s += results[name].seconds
         return results
 
@@ -340,21 +341,16 @@ class _Session:
         self._write_row(row)
         if save:
             self._save_checkpoint(progress, score=val.acc if val is not None else None)
+        if first_batch is not None and self.shards["train"] is not None:
+            first_batch = (first_batch[0], self.shards["train"][first_batch[1]])  # positions in the whole split
         if shown is not None or first_batch is not None:
-            paths = save_epoch_images(self.run_dir / "images", epoch, self.data, test or val, first_batch)
-            if paths:
-                self.emit(ImagesSaved(tuple(paths)))
+            self.folder.save_images(epoch, self.data, test or val, first_batch, self.emit)
         self.emit(event)
 
     def _save_checkpoint(self, progress: Progress, score: float | None) -> None:
-        """last.pt, and with a validation score, best.pt and the K best epochs (the keeper's rule)."""
-        if not ckpt.all_finite(self.model):
-            self.emit(Notice("weights are not finite: checkpoint not saved", "warning"))
-            return
-        state = checkpoint_state(self.model, self.parts, self.train_batches, progress, self.batch_size,
-                                 self.config, self.data, self.recipe, self.model_options)
-        for path, best in self.keeper.save(state, progress.epoch, score):
-            self.emit(CheckpointSaved(path, progress.epoch, best=best))
+        state = lambda: checkpoint_state(self.model, self.parts, self.train_batches, progress, self.batch_size,  # noqa: E731
+                                         self.config, self.data, self.recipe, self.model_options)
+        self.folder.save_checkpoint(self.model, state, progress.epoch, score, self.emit)
 
     def _finish(self, status: str, progress: Progress) -> None:
         self.meter.flush()
@@ -362,7 +358,7 @@ class _Session:
         final_test = last.get("test_acc") if last.get("epoch") == progress.epoch and not progress.epoch_step else None
         best_test = final_test if progress.best_epoch == progress.epoch else self._best_model_test_acc(progress)
         reason = self.control.reason or self.stop_reason
-        runs.write_status(self.run_dir, status, reason)
+        self.folder.write_status(status, reason)
         event = Finished(
             run_dir=self.run_dir, status=status, epochs_done=progress.epoch, elapsed_s=self.elapsed_s(),
             best_epoch=progress.best_epoch, best_val_acc=progress.best_val_acc, best_test_acc=best_test,
@@ -374,27 +370,22 @@ class _Session:
 
     def _best_model_test_acc(self, progress: Progress) -> float | None:
         """The selected epoch's model on the test split (its checkpoint), once, at the end."""
-        path = self.run_dir / "checkpoints" / ckpt.BEST
-        if progress.best_epoch is None or "test" not in self.held_out or not path.is_file():
+        if progress.best_epoch is None or "test" not in self.held_out:
             return None
         best = copy.deepcopy(self.model)
-        best.load_state_dict(ckpt.load_checkpoint(path, map_location=self.device)["model"])
+        if not self.world.share_weights(best, self.folder.best_weights()):  # rank 0 read it; every rank evaluates its shard
+            return None
         result = evaluate(best, self.held_out["test"], self.data.num_classes, views=self.views,
                           amp_dtype=self.amp_dtype, split="test")
-        return result.acc
+        return self.world.merge_eval(result, self.shards["test"]).acc
 
     def fail(self, reason: str, details: str = "", bad_input: bool = False, field: str | None = None) -> None:
-        """Report a failure; the run folder records it only when this session owned it."""
-        if self.owns_folder and self.run_dir is not None and self.run_dir.exists():
-            try:
-                runs.write_status(self.run_dir, "failed", reason)
-                if details:
-                    write_text_atomic(self.run_dir / "error.log", details)
-            except (OSError, WorkbenchError):
-                pass
+        """Report a failure; the run folder records it only when this process owned it."""
+        self.folder.record_failure(reason, details)
+        self.run_dir = self.folder.path or self.run_dir  # a new run's folder may exist before every rank knows it
         self.emit(Failed(self.run_dir, reason, bad_input=bad_input, field=field))
 
     # ---- helpers ------------------------------------------------------------------
 
     def _write_row(self, row: dict) -> None:
-        runs.append_metrics(self.run_dir, row)
+        self.folder.write_row(row)

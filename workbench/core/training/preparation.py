@@ -24,6 +24,7 @@ from workbench.core.training.batches import DeviceBatches, batches_for
 from workbench.core.training.control import TrainControl
 from workbench.core.training.device import describe_device
 from workbench.core.training.device_clock import DeviceClock
+from workbench.core.training.distributed import World
 from workbench.core.training.parts import Recipe, TrainingParts, View
 from workbench.core.training.state import ResumePoint, restore
 from workbench.core.wording import count as counted
@@ -55,9 +56,11 @@ def load_run_data(config: RunConfig, emit: EventSink, control: TrainControl) -> 
 
 def run_info(
     config: RunConfig, data: Dataset, model: nn.Module, model_options: dict[str, Any], recipe: Recipe,
-    batch_size: int, device: torch.device,
+    batch_size: int, device: torch.device, world: World | None = None,
 ) -> dict[str, Any]:
-    """run.json: what export, predict, the runs list and a resume need to know without the data."""
+    """run.json: what export, predict, the runs list and a resume need to know without the data.
+    `batch_size` is the global batch: in a data-parallel run, world_size processes share it."""
+    world = world or World()
     return {
         "arch": config.arch, "model_options": model_options, "recipe": recipe.record(),
         "dataset": data.name, "classes": list(data.classes), "channels": data.channels,
@@ -65,7 +68,8 @@ def run_info(
         "params": count_parameters(model), "train_size": len(data.train),
         "val_size": len(data.val) if data.val is not None else 0, "test_size": len(data.test),
         "batch_size": batch_size, "skipped_files": data.skipped, "device": describe_device(device),
-        "data_identity": dict(data.identity),
+        "data_identity": dict(data.identity), "world_size": world.size,
+        **({"job": world.job} if world.job else {}),  # torchrun's run id: a restarted job finds its run by it
     }
 
 
@@ -81,14 +85,18 @@ class Built:
     model_options: dict[str, Any]
     views: tuple[View, ...]
     init_s: float  # device time of the data-dependent init (whitening), part of the run's timing
+    shards: dict[str, torch.Tensor | None]  # per split, the positions this rank holds (None: all of them)
 
 
 def build_training(
     config: RunConfig, data: Dataset, recipe: Recipe, device: torch.device,
     point: ResumePoint | None = None, done_steps: int = 0, batch_size: int | None = None,
+    world: World | None = None,
 ) -> Built:
     """Model, batches and the recipe's parts; a resume's saved state put back (or refused with
-    a WorkbenchError before anything is written). `batch_size` overrides the config's (trials)."""
+    a WorkbenchError before anything is written). `batch_size` overrides the config's (trials).
+    In a data-parallel `world` the batches hold this rank's shards and the global batch's share."""
+    world = world or World()
     options = dict(point.state.get("model_options") or {}) if point else recipe.model_options(config)
     arch = point.arch if point else config.arch  # a resumed user network: the run's own copy
     problem = input_problem(arch, data.channels, data.num_classes, data.image_size, **options)
@@ -100,16 +108,19 @@ def build_training(
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     size = batch_size or (int(point.state.get("batch_size", config.batch_size)) if point else config.batch_size)
+    local_size = world.check_batch(size)
+    shards = {"train": world.train_shard(len(data.train), config.seed)}
     train = batches_for(
-        data.train.images, data.train.labels, data.mean, data.std, device, size,
+        *_take(data.train, shards["train"]), data.mean, data.std, device, local_size,
         shuffle=True, augment_settings=recipe.augment_settings(config), seed=config.seed, channels_last=cuda,
     )
-    eval_size = recipe.eval_batch_size(config, size)
-    held_out = {
-        name: batches_for(split.images, split.labels, data.mean, data.std, device, eval_size,
-                          shuffle=False, channels_last=cuda)
-        for name, split in (("val", data.val), ("test", data.test)) if split is not None
-    }
+    eval_size = recipe.eval_batch_size(config, local_size)
+    held_out = {}
+    for name, split in (("val", data.val), ("test", data.test)):
+        if split is not None:
+            shards[name] = world.eval_shard(len(split))
+            held_out[name] = batches_for(*_take(split, shards[name]), data.mean, data.std, device, eval_size,
+                                         shuffle=False, channels_last=cuda)
     init_s = 0.0
     if point is None and hasattr(model, "init_from_data"):  # before the parts copy any weights
         clock = DeviceClock(device)
@@ -119,7 +130,17 @@ def build_training(
     parts = recipe.build(model, config, device, len(train), size, done_steps)
     if point is not None:
         restore(point, model, parts, train)
-    return Built(model, train, held_out, parts, size, options, recipe.views(), init_s)
+    return Built(model, train, held_out, parts, size, options, recipe.views(), init_s, shards)
+
+
+def _take(split, shard: torch.Tensor | None):
+    """A split's images and labels, or only this rank's shard of them."""
+    if shard is None:
+        return split.images, split.labels
+    if not isinstance(split.images, torch.Tensor):
+        raise ConfigError("stream_over_mb", "a folder streamed from its files is not split across processes; "
+                                            "raise --stream-over-mb to hold it in memory, or train in one process")
+    return split.images[shard], split.labels[shard]
 
 
 @dataclass

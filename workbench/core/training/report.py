@@ -4,6 +4,9 @@ The loop adds each step's loss and correct count to tensors on the device; a few
 second the Meter sends a copy to the host through a Readout (no step ever waits for the GPU)
 and reports the samples that have arrived. Times come from the device's own clock, minus the
 time spent paused. A NaN or infinite loss is remembered on the device and raised when read.
+In a data-parallel run each rank meters its own shard: step samples are this rank's (a sample
+of the global batch, images counted for every rank), and an epoch's totals are summed over the
+ranks once, at the epoch's end (`reduce`), so they cover the whole global batch of every step.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class Meter:
         total_steps: int,
         lr: Callable[[], float],
         batch_size: int,
+        ranks: int = 1,
+        reduce: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         self.emit, self.write_row, self.control = emit, write_row, control
         self.device = device
@@ -72,6 +77,7 @@ class Meter:
         self.readout = Readout(self.clock)
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
         self.lr, self.batch_size = lr, batch_size
+        self.ranks, self.reduce = ranks, reduce  # reduce(tensor, op) sums a tally over the ranks
         self.host_started = time.perf_counter()
         self.paused_at_start = control.paused_s
         self.first_global_step: int | None = None
@@ -114,10 +120,10 @@ class Meter:
         self._send(self._mark("step"))  # the epoch's last stretch as a sample: even a short epoch shows one
         if on_done is None:
             done: list[TrainTotals] = []
-            self._send(self._mark("epoch", done.append))
+            self._send(self._mark("epoch", done.append), whole=True)
             self._collect(wait=True)
             return done[0]
-        self._send(self._mark("epoch", on_done))
+        self._send(self._mark("epoch", on_done), whole=True)
         self._collect(wait=False)
         return None
 
@@ -135,8 +141,11 @@ class Meter:
         return _Mark(kind, self.epoch, self.epoch_step, self.global_step, self.images, self.step_lr,
                      self.control.paused_s, self.clock.stamp(), on_done=on_done)
 
-    def _send(self, mark: _Mark) -> None:
-        self.readout.send(torch.cat([self.sums, self.first_bad]), mark)
+    def _send(self, mark: _Mark, whole: bool = False) -> None:
+        sums, first_bad = self.sums, self.first_bad
+        if whole and self.reduce is not None:  # every rank ends the epoch at the same step
+            sums, first_bad = self.reduce(sums), self.reduce(first_bad, op="max")
+        self.readout.send(torch.cat([sums, first_bad]), mark)
         self.last_send = time.perf_counter()
 
     def _collect(self, wait: bool) -> None:
@@ -174,7 +183,7 @@ class Meter:
             loss=(mark.loss_sum - before.loss_sum) / images,
             acc=(mark.correct - before.correct) / images,
             lr=mark.lr,
-            images_per_s=images / self._seconds(before, mark),
+            images_per_s=images * self.ranks / self._seconds(before, mark),
             elapsed_s=elapsed,
             eta_s=elapsed / done * max(self.total_steps - mark.global_step, 0),
             gpu_memory_mb=gpu_memory_mb(self.device),
@@ -183,13 +192,13 @@ class Meter:
         self.write_row(to_row(event))
 
     def _totals(self, mark: _Mark) -> TrainTotals:
-        images = max(mark.images, 1)
+        images = max(mark.images * self.ranks, 1)  # an epoch mark's sums are the whole world's
         return TrainTotals(
             epoch=mark.epoch,
             global_step=mark.global_step,
             loss=mark.loss_sum / images,
             acc=mark.correct / images,
-            images=mark.images,
+            images=mark.images * self.ranks,
             seconds=self._seconds(self.epoch_starts[mark.epoch], mark),
             lr=mark.lr,
         )
