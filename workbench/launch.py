@@ -8,6 +8,13 @@ restarts after a failure (--max-restarts).
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from workbench.core.errors import WorkbenchError
@@ -67,3 +74,88 @@ def train_on_gpus(gpus: int, device: str | None, argv: Sequence[str]) -> int:
         _rank, failure = failed.get_first_failure()
         return failure.exitcode if failure.exitcode > 0 else EXIT_FAILED
     return 0
+
+
+# ---- from the app: a data-parallel job in processes of its own, followed through its folder ----
+
+MAX_DEVICES = 256
+
+
+def devices_problem(devices: int, device: str, visible_gpus: int, recipe: str) -> str:
+    """Why the app cannot start `devices` processes for this run, or "" (1 is a plain run)."""
+    if not 1 <= devices <= MAX_DEVICES:
+        return f"{devices} is outside 1..{MAX_DEVICES}"
+    if devices == 1:
+        return ""
+    if recipe != "standard":
+        return f"the {recipe} recipe trains in one process; use 1 device"
+    if device in ("cuda", "auto") and visible_gpus:
+        if visible_gpus < devices:
+            return f"only {visible_gpus} CUDA GPU{'' if visible_gpus == 1 else 's'} visible here"
+        return ""
+    if device == "cuda":
+        return "no CUDA GPU is visible here"
+    if device == "mps":
+        return "data-parallel training runs on CUDA GPUs or CPU processes, not mps"
+    return ""  # CPU processes (gloo): slower than one process, but the same job as on GPUs
+
+
+@dataclass
+class DataParallelJob:
+    """`python -m torch.distributed.run --standalone --nproc-per-node N -m workbench train ...`
+    started for the app; its run folder is found through rank 0's lock, its output is in `log`."""
+
+    process: subprocess.Popen
+    log: Path
+    started: float
+    runs_dir: Path
+
+    def run_dir(self) -> Path | None:
+        """The run folder this job's rank 0 holds, once it has one."""
+        for lock in self.runs_dir.glob("*/.lock"):
+            try:
+                if lock.stat().st_mtime < self.started - 1:
+                    continue
+                owner = json.loads(lock.read_text(encoding="utf-8") or "{}")
+            except (OSError, ValueError):
+                continue
+            if isinstance(owner, dict) and _parent_of(owner.get("pid")) == self.process.pid:
+                return lock.parent
+        return None
+
+    def failure(self) -> str:
+        """The job's own sentence when it ended before training (rank 0's one-line error)."""
+        try:
+            lines = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            lines = []
+        said = [line.split("workbench: error: ", 1)[1] for line in lines if "workbench: error: " in line]
+        code = self.process.poll()
+        return said[-1] if said else f"the data-parallel job ended with exit code {code}; its output is in {self.log}"
+
+
+def _parent_of(pid) -> int | None:
+    """The parent process of `pid` (Linux /proc), or None."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, TypeError, IndexError):
+        return None
+
+
+def start_data_parallel(config, devices: int) -> DataParallelJob:
+    """Start `config` on `devices` processes through torch.distributed.run (gloo on CPU, nccl on
+    CUDA); returns at once. The job outlives the app, like a queue job."""
+    from workbench.core.experiments.queue import args_for_config
+
+    runs_dir = Path(config.runs_dir).expanduser()
+    logs = runs_dir / ".launch"
+    logs.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    log = logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(devices),
+               "-m", "workbench", "train", *args_for_config(config), "--runs-dir", str(runs_dir)]
+    with open(log, "w", encoding="utf-8") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)  # Ctrl-C in the app's terminal is the app's
+    return DataParallelJob(process, log, started, runs_dir)

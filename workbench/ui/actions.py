@@ -206,3 +206,34 @@ class WorkbenchActions:
 
     def on_resume_ready(self: WorkbenchApp, message: ResumeReady) -> None:
         self.begin(message.config, resume_dir=message.run_dir, history=message.history)
+
+    # ---- a data-parallel job (the form's devices field) -------------------------------
+
+    def begin_data_parallel(self: WorkbenchApp, config, devices: int) -> None:
+        """Start the run on `devices` processes through torch.distributed.run, then watch it."""
+        from workbench.launch import start_data_parallel
+
+        try:
+            job = start_data_parallel(config, devices)
+        except OSError as error:
+            self.notify(f"Could not start the data-parallel job: {error}", title="Not started", severity="error")
+            return
+        self.notify(f"Starting {devices} processes through torch.distributed.run; the dashboard follows rank 0 "
+                    f"(its output: {job.log}).", title="Data-parallel run")
+        self._follow_job(job)
+
+    @work(thread=True, exit_on_error=False, group="data-parallel", description="waiting for the job's run folder")
+    def _follow_job(self: WorkbenchApp, job) -> None:
+        import time
+
+        from workbench.ui.screens.watch import WatchScreen
+
+        while True:
+            run_dir = job.run_dir()
+            if run_dir is not None:
+                self.call_from_thread(self.push_screen, WatchScreen(run_dir))
+                return
+            if job.process.poll() is not None:
+                self.call_from_thread(self.notify, job.failure(), title="Data-parallel run failed", severity="error")
+                return
+            time.sleep(0.3)

@@ -113,7 +113,10 @@ class WorkbenchApp(WorkbenchActions, App[int]):
         self.setup_screen.request_start()
 
     def on_setup_screen_start_requested(self, message: SetupScreen.StartRequested) -> None:
-        self.begin(message.config)
+        if message.devices > 1:
+            self.begin_data_parallel(message.config, message.devices)
+        else:
+            self.begin(message.config)
 
     # ---- tuning tools ---------------------------------------------------------------
 

@@ -32,7 +32,9 @@ def validate_values(values: dict[str, Any]) -> tuple[RunConfig | None, dict[str,
     Each field is checked alone first, so every bad field gets its own message at once;
     then the whole set, for rules that join fields (warm-up longer than the run, say).
     A problem is the sentence without the flag's name: the form shows it beside the field.
+    The form's "devices" (how many processes train the run) is checked by devices_of.
     """
+    values = {key: value for key, value in values.items() if key != "devices"}
     errors: dict[str, str] = {}
     for key, value in values.items():
         try:
@@ -45,6 +47,26 @@ def validate_values(values: dict[str, Any]) -> tuple[RunConfig | None, dict[str,
         return RunConfig.from_mapping(values), {}
     except WorkbenchError as error:
         return None, {error.field or FORM_ERROR: _problem(error)}
+
+
+def devices_of(values: dict[str, Any], config: RunConfig | None) -> tuple[int, str]:
+    """(devices, problem) for the form's devices field: 1 is a plain run in this process; more
+    starts that many processes through torch.distributed.run (CUDA GPUs, or CPU processes)."""
+    from workbench.launch import devices_problem
+
+    text = str(values.get("devices", "1")).strip() or "1"
+    try:
+        devices = int(text)
+    except ValueError:
+        return 1, f"{text!r} is not a whole number of processes"
+    if config is None or devices == 1:
+        return devices, "" if 1 <= devices else f"{devices} is outside 1..256"
+    visible = 0
+    if config.device in ("cuda", "auto"):
+        import torch
+
+        visible = torch.cuda.device_count()
+    return devices, devices_problem(devices, config.device, visible, config.recipe)
 
 
 def _problem(error: WorkbenchError) -> str:

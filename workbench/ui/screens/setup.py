@@ -41,11 +41,12 @@ class ParamsCounted(Message):
 
 
 class Validated(Message):
-    def __init__(self, config: RunConfig | None, errors: dict[str, str], then: str | None) -> None:
+    def __init__(self, config: RunConfig | None, errors: dict[str, str], then: str | None, devices: int = 1) -> None:
         super().__init__()
         self.config = config
         self.errors = errors
         self.then = then  # what the check was for: "start", "lr-find", "batch-find", or None (an edit)
+        self.devices = devices  # processes to train it: 2 or more start a data-parallel job
 
 
 class SetupScreen(Screen):
@@ -57,9 +58,10 @@ class SetupScreen(Screen):
     class StartRequested(Message):
         """The form holds a valid run; the app starts it."""
 
-        def __init__(self, config: RunConfig) -> None:
+        def __init__(self, config: RunConfig, devices: int = 1) -> None:
             super().__init__()
             self.config = config
+            self.devices = devices  # 2 or more: a data-parallel job in processes of its own
 
     class TuneRequested(Message):
         """The form holds a valid run; the app runs a tuning tool ("lr-find" or "batch-find") on it."""
@@ -97,6 +99,12 @@ class SetupScreen(Screen):
     # ---- values -----------------------------------------------------------------------
 
     def form_values(self) -> dict[str, Any]:
+        """The run's settings, for RunConfig.from_mapping (without the launch's devices)."""
+        values = self._form_and_launch_values()
+        values.pop("devices", None)
+        return values
+
+    def _form_and_launch_values(self) -> dict[str, Any]:
         return {
             **self.query_one(HyperparameterForm).values(),
             "arch": self.query_one(ArchitectureList).chosen,
@@ -136,11 +144,11 @@ class SetupScreen(Screen):
             self.notify("Already starting: checking the form.", severity="warning")
             return
         self._start_pending = True
-        self._validate_then(self.form_values(), "start")
+        self._validate_then(self._form_and_launch_values(), "start")
 
     def request_tuning(self, tool: str) -> None:
         """Check the form, then ask the app to run `tool` ("lr-find", "batch-find") on it."""
-        self._validate_then(self.form_values(), tool)
+        self._validate_then(self._form_and_launch_values(), tool)
 
     def set_value(self, field: str, text: str) -> None:
         """Put a value into a text field, as if typed (a tool's answer)."""
@@ -162,7 +170,7 @@ class SetupScreen(Screen):
         self._edited()
 
     def _after_edit(self) -> None:
-        values = self.form_values()
+        values = self._form_and_launch_values()
         self._validate(values)
         shape_key = (str(values["dataset"]), str(values["image_size"]))
         if shape_key != self._described_for:
@@ -183,8 +191,11 @@ class SetupScreen(Screen):
     def _post_validation(self, values: dict[str, Any], then: str | None) -> None:
         """Thread side of both checks; a check superseded meanwhile reports nothing."""
         config, errors = jobs.validate_values(values)
+        devices, problem = jobs.devices_of(values, config)
+        if problem:
+            config, errors = None, {**errors, "devices": problem}
         if not get_current_worker().is_cancelled:
-            self.post_message(Validated(config, errors, then))
+            self.post_message(Validated(config, errors, then, devices))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="models", description="counting parameters")
     def _describe_models(self, dataset: str, image_size: str, chosen: str, extra: list[str]) -> None:
@@ -248,7 +259,7 @@ class SetupScreen(Screen):
         if message.then != "start":
             self.post_message(self.TuneRequested(message.config, message.then))
             return
-        self.post_message(self.StartRequested(message.config))
+        self.post_message(self.StartRequested(message.config, message.devices))
         self._remember(message.config)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:

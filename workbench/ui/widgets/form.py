@@ -66,6 +66,7 @@ FIELDS = (
     Field("keep_best", "keep best", "text", hint="best epochs kept as checkpoints"),
     Field("precision", "precision", "select", PRECISIONS),
     Field("device", "device", "select", DEVICES),
+    Field("devices", "devices", "text", hint="processes; 2 or more = data-parallel through torchrun"),
     Field("seed", "seed", "text"),
     Field("compile", "torch.compile", "check"),
     Field("runs_dir", "runs folder", "text", hint="where run folders go"),
@@ -136,7 +137,7 @@ class HyperparameterForm(VerticalScroll):
 
     def load(self, values: dict[str, Any]) -> None:
         """Fill the fields (missing ones from RunConfig's defaults) and report one change."""
-        merged = {**dataclasses.asdict(RunConfig()), **values}
+        merged = {**dataclasses.asdict(RunConfig()), "devices": 1, **values}  # devices: how to launch, not a setting
         with self.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
             for field in FIELDS:
                 self._set(field, merged[field.name])
