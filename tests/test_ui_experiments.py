@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.test_ui import asynchronous, wait_until
+from tests.test_ui import asynchronous, record_notifications, wait_until
 from tests.test_ui_snapshots import app_in, in_tmp, recorded_events, settle  # noqa: F401  (in_tmp is a fixture)
 from workbench.core import runs
 from workbench.core.config import RunConfig
@@ -112,6 +112,7 @@ def test_queue_screen_snapshot(snap_compare, in_tmp):
 @asynchronous
 async def test_queue_screen_adds_the_form_and_runs_the_job(in_tmp, data_dir):
     app = app_in(in_tmp)
+    notes = record_notifications(app)
     async with app.run_test(size=(120, 40)) as pilot:
         setup = app.setup_screen
         for field, value in (("epochs", "1"), ("image_size", "12")):
@@ -133,6 +134,12 @@ async def test_queue_screen_adds_the_form_and_runs_the_job(in_tmp, data_dir):
         assert job.state == "done", job.reason
         assert runs.read_status(Path(job.run_dir))[0] == "finished"
         assert app.queue_runner.pid != __import__("os").getpid()  # trained in a process of its own
+        screen = app.screen
+        assert await wait_until(pilot, lambda: screen._states == {1: "done"}, 10)
+        assert any(f"job 1 ({Path(job.run_dir).name}) done" in line for line in notes)  # a line in the app
+        await pilot.press("enter")  # the job's run on the dashboard
+        assert await wait_until(pilot, lambda: isinstance(app.screen, WatchScreen), 10)
+        assert app.screen.run_dir == Path(job.run_dir)
 
 
 def test_the_follower_reads_what_another_process_appends(in_tmp):

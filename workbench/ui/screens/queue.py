@@ -41,6 +41,8 @@ class QueueScreen(Screen):
     def __init__(self, runs_dir: Path) -> None:
         super().__init__()
         self.runs_dir = Path(runs_dir)
+        self.jobs: dict[str, object] = {}  # by row key, as last listed
+        self._states: dict[int, str] | None = None  # each job's state when last listed
 
     @property
     def runner(self) -> subprocess.Popen | None:
@@ -72,6 +74,8 @@ class QueueScreen(Screen):
         self.post_message(JobsListed(JobQueue(self.runs_dir).jobs()))
 
     def on_jobs_listed(self, message: JobsListed) -> None:
+        self._say_what_ended(message.jobs)
+        self.jobs = {str(job.id): job for job in message.jobs}
         table = self.query_one(DataTable)
         row = table.cursor_row
         table.clear()
@@ -87,7 +91,33 @@ class QueueScreen(Screen):
         tally = " · ".join(f"{n} {state}" for state, n in counts.items()) or "no jobs yet"
         running = "the queue is running" if self.runner_alive else "the queue is not running here"
         self.query_one("#queue-hint", Static).update(
-            f"{tally} · {running} · a: add the form · g: start · G: stop · {self.runs_dir}/queue.sqlite")
+            f"{tally} · {running} · enter: watch a job's run · a: add the form · g: start · G: stop · "
+            f"{self.runs_dir}/queue.sqlite")
+
+    def _say_what_ended(self, jobs: list) -> None:
+        """A line in the app (and the bell for a failure) when a job this screen saw waiting or running ends."""
+        before, self._states = self._states, {job.id: job.state for job in jobs}
+        if before is None:
+            return
+        for job in jobs:
+            if before.get(job.id) in ("pending", "running") and job.state in ("done", "failed", "stopped"):
+                run = Path(job.run_dir).name if job.run_dir else "no run folder"
+                why = f": {job.reason}" if job.reason else ""
+                failed = job.state == "failed"
+                self.notify(f"job {job.id} ({run}) {job.state}{why}", title="Queue",
+                            severity="error" if failed else "information")
+                if failed:
+                    self.app.bell()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on a job: its run on the dashboard (the watch screen follows its folder)."""
+        from workbench.ui.screens.watch import WatchScreen
+
+        job = self.jobs.get(str(event.row_key.value))
+        if job is None or not job.run_dir:
+            self.notify("This job has no run folder yet.", severity="warning")
+            return
+        self.app.push_screen(WatchScreen(Path(job.run_dir)))
 
     @property
     def runner_alive(self) -> bool:
