@@ -133,3 +133,9 @@ def test_normalize_none_trains_on_pixels_over_255_and_exports_them(tiny, recorde
     meta = json.loads((bundle / "model.json").read_text())
     assert meta["preprocessing"]["mean"] == [0.0, 0.0, 0.0] and meta["preprocessing"]["std"] == [1.0, 1.0, 1.0]
     assert os.path.exists(bundle / "model.safetensors")
+
+
+def test_a_markdown_file_that_cannot_be_written_is_refused_before_any_run(tmp_path, data_dir):
+    result = _reproduce(tmp_path, data_dir, "--archs", "linear", "--markdown", str(tmp_path))
+    assert result.returncode == 2 and "is a folder" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()

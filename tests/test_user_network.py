@@ -86,7 +86,7 @@ BAD_FILES = {
                          "on a batch of 2 images of 3x12x12"),
     "wrong output": ("import torch.nn as nn\n\ndef make_net(c, k, s):\n"
                      "    return nn.Sequential(nn.Flatten(), nn.Linear(c * s * s, 3))\n",
-                     "returned (2, 3) for 2 images; it must return (2, 10) logits"),
+                     "returned (2, 3) for 2 images in eval mode; it must return (2, 10) logits"),
 }
 
 
@@ -167,3 +167,63 @@ def test_models_shows_a_network_file_s_layers_and_count(tmp_path, data_dir):
     _write(tmp_path, "broken.py", "def make_net(c, k, s):\n    return None\n")
     refused = _cli(tmp_path, "models", "--dataset", "shapes", "--arch", "broken.py:make_net")
     assert refused.returncode == 2 and "returned NoneType, not a torch.nn.Module" in refused.stderr
+
+
+MORE_BAD_FILES = {
+    "sys.exit in the factory": ("import sys\n\ndef make_net(c, k, s):\n    sys.exit(0)\n", "called sys.exit(0)"),
+    "sys.exit at import": ("import sys\nsys.exit(3)\n", "line 2: the file called sys.exit(3) while loading"),
+    "no parameters": ("import torch.nn as nn\n\ndef make_net(c, k, s):\n    return nn.Flatten()\n",
+                      "the model has no trainable parameters"),
+    "fails only in train mode": (
+        "import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, k):\n        super().__init__()\n"
+        "        self.fc = nn.LazyLinear(k)\n    def forward(self, x):\n        if self.training:\n"
+        "            raise RuntimeError('only in train mode')\n        return self.fc(x.flatten(1))\n\n"
+        "def make_net(c, k, s):\n    return Net(k)\n", "line 9: RuntimeError: only in train mode"),
+}
+
+
+@pytest.mark.parametrize("case", list(MORE_BAD_FILES))
+def test_exits_empty_models_and_train_mode_failures_are_refused_before_a_run_folder(case, tiny, recorder, tmp_path):
+    from workbench.core.training.engine import fit
+
+    source, expected = MORE_BAD_FILES[case]
+    path = _write(tmp_path, "net.py", source)
+    fit(tiny(arch=f"{path}:make_net", image_size=12), recorder)
+    failed = recorder.last(Failed)
+    assert failed is not None and failed.bad_input and expected in failed.reason, failed
+    assert not list((tmp_path / "runs").glob("*"))
+
+
+def test_the_check_leaves_batchnorm_statistics_and_the_random_state_as_they_were():
+    from workbench.core.models.user_file import check_forward
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.5),
+                                torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    model(torch.zeros(2, 3, 8, 8))  # materialise the lazy layer
+    before = {name: tensor.clone() for name, tensor in model.named_buffers()}
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    check_forward(model, "net.py", 3, 10, 8)
+    assert torch.equal(torch.rand(3), expected)
+    assert all(torch.equal(tensor, before[name]) for name, tensor in model.named_buffers())
+    assert model.training
+
+
+def test_predict_names_the_network_file_when_its_forward_fails(tmp_path, data_dir):
+    from PIL import Image
+
+    source = ("import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self, c, k, s):\n"
+              "        super().__init__()\n        self.fc = nn.Linear(c * s * s, k)\n"
+              "    def forward(self, x):\n        if x.shape[0] == 1:\n            raise RuntimeError('one image')\n"
+              "        return self.fc(x.flatten(1))\n\ndef make_net(c, k, s):\n    return Net(c, k, s)\n")
+    _write(tmp_path, "one.py", source)
+    trained = _cli(tmp_path, "train", "--dataset", "shapes", "--arch", "one.py:make_net", "--epochs", "1",
+                   "--image-size", "12", "--runs-dir", "runs", "--device", "cpu", "--data-dir", str(data_dir))
+    assert trained.returncode == 0, trained.stderr[-1500:]
+    (run,) = (tmp_path / "runs").iterdir()
+    assert _cli(tmp_path, "export", str(run)).returncode == 0
+    Image.new("RGB", (12, 12), (0, 0, 200)).save(tmp_path / "blue.png")
+    failed = _cli(tmp_path, "predict", str(run / "export"), "blue.png", "--trust-code")
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr[-1500:]
+    assert "network/one.py line 9: RuntimeError: one image on a batch of 1 image" in failed.stderr

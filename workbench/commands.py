@@ -77,9 +77,10 @@ def run_models(args: argparse.Namespace) -> int:
         params = f"{parameter_count(spec.name, channels, classes, size):,}" if fits else "- (images too small)"
         table.add_row(Text(spec.name), Text(spec.description), params)
     console = Console()
+    layers = _layers_table(checked.arch, channels, classes, size) if args.arch else None  # refused before printing
     console.print(table)
-    if args.arch:
-        _print_layers(console, checked.arch, channels, classes, size)
+    if layers is not None:
+        console.print(layers)
     presets = Table(title="presets (--preset NAME)")
     presets.add_column("name", style="bold")
     presets.add_column("recipe")
@@ -89,7 +90,7 @@ def run_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_layers(console: Console, arch: str, channels: int, classes: int, size: int) -> None:
+def _layers_table(arch: str, channels: int, classes: int, size: int) -> Table:
     """One architecture's layers from a forward pass on a blank image (a network file is checked first)."""
     from workbench.core.catalog import arch_label
     from workbench.core.inspection.summary import model_summary
@@ -109,7 +110,7 @@ def _print_layers(console: Console, arch: str, channels: int, classes: int, size
         layers.add_row(Text("  " * (row.depth - 1) + row.name), row.kind, "x".join(map(str, row.output_shape)),
                        f"{row.params:,}" if row.params else "")
     layers.caption = f"{count_parameters(model):,} parameters for {channels}x{size}x{size} images, {counted(classes, 'class')}"
-    console.print(layers)
+    return layers
 
 
 def torch_meta():

@@ -18,7 +18,7 @@ from rich.table import Table
 from workbench.core.errors import WorkbenchError
 from workbench.core.wording import count as counted
 
-EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 130
+EXIT_OK, EXIT_FAILED, EXIT_STOPPED, EXIT_TERMINATED = 0, 1, 130, 143
 TABLES = ("seed-table",)
 
 
@@ -43,7 +43,7 @@ def add_reproduce_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
-    from workbench.core.atomic import write_json_atomic, write_text_atomic
+    from workbench.core.atomic import disk_error, write_json_atomic, write_text_atomic
     from workbench.core.presets import preset_config
     from workbench.core.seed_table import CONDITIONS, NORMALIZE, SEED_ACCURACY, markdown, new_rows
 
@@ -59,17 +59,26 @@ def run_reproduce(args: argparse.Namespace) -> int:
     base = base.replace(runs_dir=str(out / "runs"))
     for arch in archs:  # every row's settings checked before the first run starts
         base.replace(arch=arch)
+    markdown_file = _writable_file(args.markdown) if args.markdown else None
     console = Console(stderr=args.json, soft_wrap=True)
     rows = new_rows(archs)
     heading = (f"Seed table: {args.dataset}, Adam 0.003, batch 32, {counted(args.epochs, 'epoch')}, constant lr, "
                "no augmentation, test accuracy of the last epoch")
 
     def save() -> None:
-        write_json_atomic(out / "table.json", {"heading": heading, "rows": [row.to_dict() for row in rows]})
         text = markdown(rows, heading)
-        write_text_atomic(out / "table.md", text)
-        if args.markdown:
-            write_text_atomic(Path(args.markdown).expanduser(), text)
+        for path, write in ((out / "table.json", lambda p: write_json_atomic(
+                p, {"heading": heading, "rows": [row.to_dict() for row in rows]})),
+                            (out / "table.md", lambda p: write_text_atomic(p, text)),
+                            (markdown_file, lambda p: write_text_atomic(p, text))):
+            if path is not None:
+                try:
+                    write(path)
+                except OSError as error:
+                    problem = disk_error(error, path)
+                    if not isinstance(problem, WorkbenchError):
+                        problem = WorkbenchError(f"cannot write {path} ({error.strerror or error})")
+                    raise problem from None
 
     trainer = _Trainer(console, base)
     total = len(archs) * len(CONDITIONS)
@@ -100,6 +109,21 @@ def run_reproduce(args: argparse.Namespace) -> int:
         console.print(f"table: {out / 'table.md'}" + (f" and {args.markdown}" if args.markdown else ""),
                       highlight=False, markup=False)
     return trainer.exit_code
+
+
+def _writable_file(text: str) -> Path:
+    """--markdown's file, refused now rather than after the first hour of training."""
+    import os
+
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise WorkbenchError(f"--markdown: {path} is a folder; give a file name")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the folder that exists: the rest is made when the table is written
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise WorkbenchError(f"--markdown: cannot write {path} ({folder} is not a writable folder)")
+    return path
 
 
 def _describe(condition: str) -> str:
@@ -155,7 +179,7 @@ class _Trainer:
         if Failed in seen:
             raise WorkbenchError(f"{config.arch}: {seen[Failed].reason}")
         if finished is None or finished.status != "finished" or finished.final_test_acc is None:
-            self._end(EXIT_STOPPED)
+            self._end(EXIT_TERMINATED if self.control.reason == "SIGTERM" else EXIT_STOPPED)
             return None
         return _Result(finished.run_dir, finished.final_test_acc, seen[RunStarted].params, finished.elapsed_s)
 

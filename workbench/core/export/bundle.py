@@ -309,11 +309,14 @@ def _bundle_arch(export_dir: Path, meta: dict[str, Any], trust_code: bool) -> st
     """The architecture to build; a user's network file only with trust_code."""
     if parse_user_arch(meta["arch"]) is None:
         return meta["arch"]
-    record = network_copy.record_in(export_dir) or {}
+    record = network_copy.record_in(export_dir)
+    if record is None:
+        raise WorkbenchError(f"{export_dir} has no copy of its network file ({network_copy.NETWORK_DIR}/"
+                             f"{network_copy.RECORD} is missing); export the run again")
     if not trust_code:
         raise WorkbenchError(
-            f"this model's network is Python code ({network_copy.NETWORK_DIR}/{record.get('file', '?')} in "
-            f"{export_dir}, {record.get('factory', '?')}); loading it runs that code, so pass --trust-code if "
+            f"this model's network is Python code ({network_copy.NETWORK_DIR}/{record['file']} in "
+            f"{export_dir}, {record['factory']}); loading it runs that code, so pass --trust-code if "
             "you trust who made this bundle (model.pt2 and model.onnx need no code)")
     return network_copy.arch_in(export_dir, meta["arch"])
 

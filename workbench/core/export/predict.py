@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from workbench.core.catalog import parse_user_arch
 from workbench.core.data.folders import decode_image
 from workbench.core.data.normalize import normalize
 from workbench.core.errors import WorkbenchError
@@ -73,7 +74,18 @@ def predict_files(
 
     target, _ = pick_device(device)  # a device that is not there is a sentence, not a traceback
     model = model.to(target)
-    mean, std = probabilities(model, batch.to(target), mc_dropout)
+    try:
+        mean, std = probabilities(model, batch.to(target), mc_dropout)
+    except (Exception, SystemExit) as error:
+        user_file = parse_user_arch(meta["arch"])
+        if user_file is None or isinstance(error, WorkbenchError):
+            raise
+        from workbench.core.models.user_file import failure_in
+
+        bundle = Path(export_dir)
+        bundle = bundle / "export" if (bundle / "export" / "model.json").is_file() else bundle  # as load_bundle
+        count = f"{len(paths)} image{'s' if len(paths) != 1 else ''}"
+        raise failure_in(str(bundle / "network" / Path(user_file[0]).name), error, f"on a batch of {count}") from None
     mean, std = mean.cpu(), std.cpu()
     classes = meta["classes"]
     results = []

@@ -36,6 +36,8 @@ def _where(path: Path, error: BaseException) -> str:
 
 
 def _short(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"the file called sys.exit({error.code!r})"
     text = error.msg if isinstance(error, SyntaxError) else str(error)
     first = (text.strip().splitlines() or [""])[0][:200]
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
@@ -74,7 +76,7 @@ def _run_file(path: Path, digest: str):
     except SyntaxError as error:
         sys.modules.pop(name, None)
         raise WorkbenchError(f"{_where(path, error)}: syntax error: {error.msg}") from None
-    except Exception as error:  # the user's code: any failure is theirs to see, in one line
+    except (Exception, SystemExit) as error:  # the user's code: any failure is theirs to see, in one line
         sys.modules.pop(name, None)
         raise WorkbenchError(f"{_where(path, error)}: {_short(error)} while loading the file") from None
     return module
@@ -86,7 +88,7 @@ def build(file: str, factory: str, in_channels: int, num_classes: int, image_siz
     make = load_factory(file, factory)
     try:
         model = make(in_channels, num_classes, image_size)
-    except Exception as error:
+    except (Exception, SystemExit) as error:
         raise WorkbenchError(f"{_where(path, error)}: {_short(error)} in {factory}"
                              f"({in_channels}, {num_classes}, {image_size})") from None
     if not isinstance(model, nn.Module):
@@ -96,18 +98,39 @@ def build(file: str, factory: str, in_channels: int, num_classes: int, image_siz
 
 def check_forward(model: nn.Module, file: str, in_channels: int, num_classes: int, image_size: int,
                   device: torch.device | str = "cpu") -> None:
-    """A batch of two blank images through the model (eval mode, no gradients): it must give
-    (2, num_classes) logits. Leaves the model in train mode, as a fresh model is."""
+    """Two blank images through the model in eval mode, then in train mode (no gradients; the
+    running statistics and random state are put back): each must give (2, num_classes) logits.
+    Leaves the model in train mode, as a fresh model is."""
     path = Path(file).expanduser()
+    if not any(p.requires_grad for p in model.parameters()):
+        raise WorkbenchError(f"{path}: the model has no trainable parameters")
+    device = torch.device(device)
+    buffers = {name: tensor.clone() for name, tensor in model.named_buffers()}
+    for mode in ("eval", "train"):
+        output = _forward_blank(model, path, mode, in_channels, image_size, device)
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        if shape != (2, num_classes):
+            raise WorkbenchError(f"{path}: the model returned {shape} for 2 images in {mode} mode; it must return "
+                                 f"(2, {num_classes}) logits, one per class")
+    with torch.no_grad():
+        for name, tensor in model.named_buffers():
+            tensor.copy_(buffers[name])  # the train-mode pass moved BatchNorm's running statistics
+
+
+def _forward_blank(model: nn.Module, path: Path, mode: str, in_channels: int, image_size: int, device):
+    rng_devices = [device] if device.type == "cuda" else []
     try:
-        with torch.no_grad():
-            output = model.eval()(torch.zeros(2, in_channels, image_size, image_size, device=device))
-    except Exception as error:
+        with torch.no_grad(), torch.random.fork_rng(devices=rng_devices, enabled=device.type != "meta"):
+            model.train(mode == "train")
+            return model(torch.zeros(2, in_channels, image_size, image_size, device=device))
+    except (Exception, SystemExit) as error:
         raise WorkbenchError(f"{_where(path, error)}: {_short(error)} on a batch of 2 images of "
-                             f"{in_channels}x{image_size}x{image_size}") from None
+                             f"{in_channels}x{image_size}x{image_size} in {mode} mode") from None
     finally:
         model.train()
-    shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-    if shape != (2, num_classes):
-        raise WorkbenchError(f"{path}: the model returned {shape} for 2 images; it must return (2, {num_classes}) "
-                             "logits, one per class")
+
+
+def failure_in(file: str, error: BaseException, doing: str) -> WorkbenchError:
+    """The user's network failed while `doing` something: one line naming the file and line."""
+    path = Path(file).expanduser()
+    return WorkbenchError(f"{_where(path, error)}: {_short(error)} {doing}")
