@@ -217,7 +217,9 @@ def _print_table(console: Console, rows, heading: str) -> None:
         table.add_column(name, justify="left" if index == 0 else "right")
     for row in rows:
         table.add_row(*cells(row))
-    console.print(table, width=None if console.is_terminal else max(console.width, 110))
+    if not console.is_terminal:  # a log file or pipe gets the whole table, not 80 cut columns
+        console = Console(file=console.file, width=max(console.width, 120), soft_wrap=True)
+    console.print(table)
     for row in rows:
         if row.note:
             console.print(f"{row.arch}: {row.note}", highlight=False, markup=False)
