@@ -188,7 +188,8 @@ async def test_invalid_value_blocks_start_with_a_message(tmp_path, data_dir):
 
 @asynchronous
 async def test_pressing_start_twice_trains_once(tmp_path, data_dir):
-    config = tiny_config(tmp_path, data_dir, arch="basic_cnn", epochs=3, batch_size=64)
+    # Enough epochs that x always lands mid-run, however fast the machine is.
+    config = tiny_config(tmp_path, data_dir, arch="basic_cnn", epochs=200, batch_size=64)
     app = make_app(tmp_path, data_dir, config)
     notes = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:

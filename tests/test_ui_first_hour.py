@@ -80,7 +80,9 @@ async def test_the_runs_folder_is_a_visible_field_and_never_carried_to_the_next_
 
 @asynchronous
 async def test_export_of_a_run_that_was_never_evaluated_asks_first(tmp_path, data_dir):
-    app = app_for(tmp_path, data_dir, tiny_config(tmp_path, data_dir, epochs=5, batch_size=16), runs_dir=tmp_path / "runs")
+    # basic_cnn at batch 16: an epoch lasts long enough that x always lands before the first evaluation
+    config = tiny_config(tmp_path, data_dir, arch="basic_cnn", epochs=5, batch_size=16)
+    app = app_for(tmp_path, data_dir, config, runs_dir=tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("s")
         assert await wait_until(pilot, lambda: app.dashboard.state.step > 0, 60)
