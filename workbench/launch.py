@@ -8,7 +8,6 @@ restarts after a failure (--max-restarts).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -111,17 +110,10 @@ class DataParallelJob:
     runs_dir: Path
 
     def run_dir(self) -> Path | None:
-        """The run folder this job's rank 0 holds, once it has one."""
-        for lock in self.runs_dir.glob("*/.lock"):
-            try:
-                if lock.stat().st_mtime < self.started - 1:
-                    continue
-                owner = json.loads(lock.read_text(encoding="utf-8") or "{}")
-            except (OSError, ValueError):
-                continue
-            if isinstance(owner, dict) and _parent_of(owner.get("pid")) == self.process.pid:
-                return lock.parent
-        return None
+        """The run folder this job's rank 0 holds, once it has one (rank 0 is the launcher's child)."""
+        from workbench.core.experiments.runner import run_owned_by
+
+        return run_owned_by(self.runs_dir, self.started, lambda pid: _parent_of(pid) == self.process.pid)
 
     def failure(self) -> str:
         """The job's own sentence when it ended before training (rank 0's one-line error)."""

@@ -257,19 +257,24 @@ def repair_metrics(run_dir: Path, keep_through_step: int | None = None) -> int:
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """All rows in order; a torn or damaged line (crash mid-write) is skipped."""
-    records = []
     try:
         lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
-        return records
+        return []
+    return metrics_rows(lines)
+
+
+def metrics_rows(lines) -> list[dict[str, Any]]:
+    """The metrics.jsonl lines (str or bytes) that are whole JSON objects, in order."""
+    rows = []
     for line in lines:
         try:
             row = json.loads(line)
         except ValueError:
             continue
         if isinstance(row, dict):
-            records.append(row)
-    return records
+            rows.append(row)
+    return rows
 
 
 def epoch_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ between steps.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from workbench.core import runs
@@ -104,12 +103,4 @@ class RunFollower:
         self._offset += len(data)
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()  # "" after a complete line, else the part still being written
-        rows = []
-        for line in lines:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-        return rows
+        return runs.metrics_rows(lines)

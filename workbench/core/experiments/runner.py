@@ -154,17 +154,23 @@ class QueueRunner:
         return "failed", _failure_reason(self.queue.log_path(job.id), job.run_dir)
 
 
-def _run_dir_of(runs_dir: Path, pid: int, since: float) -> Path | None:
-    for lock in runs_dir.glob("*/.lock"):
+def run_owned_by(runs_dir: Path, since: float, is_owner) -> Path | None:
+    """The run folder in `runs_dir` whose lock was taken after `since` by a process for which
+    `is_owner(pid)` holds (a queue job's trainer, a torchrun job's rank 0), or None."""
+    for lock in Path(runs_dir).glob("*/.lock"):
         try:
             if lock.stat().st_mtime < since - 1:
                 continue
             owner = json.loads(lock.read_text(encoding="utf-8") or "{}")
         except (OSError, ValueError):
             continue
-        if isinstance(owner, dict) and owner.get("pid") == pid:
+        if isinstance(owner, dict) and is_owner(owner.get("pid")):
             return lock.parent
     return None
+
+
+def _run_dir_of(runs_dir: Path, pid: int, since: float) -> Path | None:
+    return run_owned_by(runs_dir, since, lambda owner: owner == pid)
 
 
 def _failure_reason(log: Path, run_dir: str) -> str:
