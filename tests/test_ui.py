@@ -138,7 +138,7 @@ async def test_train_from_keys_then_export_and_browse(tmp_path, data_dir):
         # The default 10% validation split is charted every epoch; test once, after the last.
         assert dashboard.charts.accuracy.point_count("val") == 1
         assert dashboard.charts.accuracy.point_count("test") == 1
-        assert dashboard.state.phase == "finished" and dashboard.state.best == (dashboard.outcome.best_val_acc, 1)
+        assert dashboard.view.phase == "finished" and dashboard.view.best == (dashboard.outcome.best_val_acc, 1)
         assert dashboard.query_one("#classes").row_count == 10
         (run_dir,) = run_folders(tmp_path)
         assert (run_dir / "metrics.jsonl").is_file()
@@ -194,7 +194,7 @@ async def test_pressing_start_twice_trains_once(tmp_path, data_dir):
     notes = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("s", "s")
-        assert await wait_until(pilot, lambda: app.dashboard.state.step > 0, 90)
+        assert await wait_until(pilot, lambda: app.dashboard.view.step > 0, 90)
         await pilot.press("s")
         assert any("already" in note for note in notes), notes
         await pilot.press("x")
@@ -211,7 +211,7 @@ async def test_quit_while_training_stops_cleanly(tmp_path, data_dir):
     app = make_app(tmp_path, data_dir, config)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("s")
-        assert await wait_until(pilot, lambda: app.dashboard.state.step > 0, 90)
+        assert await wait_until(pilot, lambda: app.dashboard.view.step > 0, 90)
         await pilot.press("q")
         assert await wait_until(pilot, lambda: isinstance(app.screen, Question), 5)
         asked = time.monotonic()
@@ -230,9 +230,9 @@ async def test_quit_can_be_cancelled(tmp_path, data_dir):
     app = make_app(tmp_path, data_dir, config)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("s")
-        assert await wait_until(pilot, lambda: app.dashboard.state.step > 0, 90)
+        assert await wait_until(pilot, lambda: app.dashboard.view.step > 0, 90)
         await pilot.press("p")
-        assert app.dashboard.control.paused and app.dashboard.state.phase == "paused"
+        assert app.dashboard.control.paused and app.dashboard.view.phase == "paused"
         await pilot.press("q")
         assert await wait_until(pilot, lambda: isinstance(app.screen, Question), 5)
         await pilot.press("n")
@@ -252,9 +252,9 @@ async def test_failed_training_is_a_sentence_and_the_app_stays_up(tmp_path, data
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("s")
         assert await wait_until(pilot, lambda: app.dashboard.outcome is not None, 60)
-        assert app.dashboard.state.phase == "failed"
+        assert app.dashboard.view.phase == "failed"
         reason = app.dashboard.outcome.reason
-        assert reason and reason in app.dashboard.state.reason
+        assert reason and reason in app.dashboard.view.reason
         assert any(reason in note for note in notes)
         assert not app.training
         await pilot.press("escape")

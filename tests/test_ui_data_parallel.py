@@ -13,7 +13,7 @@ from tests.test_ui import SIZE, asynchronous, models_ready, tiny_config, wait_un
 from workbench.core.events import Finished
 from workbench.launch import devices_problem
 from workbench.ui.app import build_app
-from workbench.ui.screens.watch import WatchScreen
+from workbench.ui.screens.dashboard import DashboardScreen
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ async def test_two_devices_start_a_torchrun_job_that_the_dashboard_follows_to_it
         app.setup_screen.query_one("#devices").value = "2"
         app.setup_screen.query_one("#arch-table").focus()
         await pilot.press("s")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, WatchScreen), 120)
+        assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.followed is not None, 120)
         watch = app.screen
         assert await wait_until(pilot, lambda: isinstance(watch.outcome, Finished), 240)
         assert watch.outcome.status == "finished"

@@ -9,14 +9,19 @@ from tests.test_ui import asynchronous, record_notifications, wait_until
 from tests.test_ui_snapshots import app_in, in_tmp, recorded_events, settle  # noqa: F401  (in_tmp is a fixture)
 from workbench.core import runs
 from workbench.core.config import RunConfig
-from workbench.core.events import EpochMetrics, Finished, StepMetrics, to_row
-from workbench.core.experiments.follow import RunFollower
+from workbench.core.events import to_row
+from workbench.core.lifecycle.follow import RunFollower
 from workbench.core.experiments.queue import JobQueue
 from workbench.ui.screens.compare import CompareScreen
 from workbench.ui.screens.queue import QueueScreen
-from workbench.ui.screens.watch import WatchScreen
+from workbench.ui.screens.dashboard import DashboardScreen
 
 NAMES = ("20250101-120000-basic_cnn", "20250101-130000-basic_cnn")
+
+
+def is_watching(app) -> bool:
+    """The app shows the dashboard of a run another process trains."""
+    return isinstance(app.screen, DashboardScreen) and app.screen.followed is not None
 
 
 def recorded_run(runs_dir: Path, name: str, lr: float, shift: float, status: str = "finished", rows=None) -> Path:
@@ -31,12 +36,11 @@ def recorded_run(runs_dir: Path, name: str, lr: float, shift: float, status: str
                                   "classes": ["circle", "square"]})
     lines = []
     for event in recorded_events(run_dir):
-        if isinstance(event, (StepMetrics, EpochMetrics, Finished)):
-            row = to_row(event)
-            for key in ("val_acc", "test_acc", "best_val_acc", "best_test_acc", "final_test_acc"):
-                if isinstance(row.get(key), float):
-                    row[key] = round(row[key] - shift, 4)
-            lines.append(row)
+        row = to_row(event)
+        for key in ("val_acc", "test_acc", "best_val_acc", "best_test_acc", "final_test_acc"):
+            if isinstance(row.get(key), float):
+                row[key] = round(row[key] - shift, 4)
+        lines.append(row)
     lines = lines if rows is None else lines[:rows]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return run_dir
@@ -138,45 +142,64 @@ async def test_queue_screen_adds_the_form_and_runs_the_job(in_tmp, data_dir):
         assert await wait_until(pilot, lambda: screen._states == {1: "done"}, 10)
         assert any(f"job 1 ({Path(job.run_dir).name}) done" in line for line in notes)  # a line in the app
         await pilot.press("enter")  # the job's run on the dashboard
-        assert await wait_until(pilot, lambda: isinstance(app.screen, WatchScreen), 10)
+        assert await wait_until(pilot, lambda: is_watching(app), 10)
         assert app.screen.run_dir == Path(job.run_dir)
 
 
 def test_the_follower_reads_what_another_process_appends(in_tmp):
-    run_dir = recorded_run(Path("runs"), NAMES[0], 0.003, 0.0, status="running", rows=5)
+    run_dir = recorded_run(Path("runs"), NAMES[0], 0.003, 0.0, status="running", rows=7)
+    trainer = runs.RunLock(run_dir)
+    trainer.acquire()  # as the process training it holds it
     follower = RunFollower(run_dir)
-    first = follower.poll()
-    assert type(first[0]).__name__ == "RunStarted" and first[0].epochs == 3
-    assert [type(e).__name__ for e in first[1:]] == ["StepMetrics"] * 5
+    first, restarted = follower.poll()
+    assert not restarted and [type(e).__name__ for e in first] == ["Notice", "RunStarted"] + ["StepMetrics"] * 5
+    assert first[1].epochs == 3 and first[1].run_dir == run_dir
     full = recorded_run(Path("other"), NAMES[0], 0.003, 0.0).joinpath("metrics.jsonl").read_text()
-    rest = full.split("\n", 5)[5]
+    rest = full.split("\n", 7)[7]
     with open(run_dir / "metrics.jsonl", "a") as handle:
         handle.write(rest[:40])  # half a line: kept for the next poll
-    assert follower.poll() == []
+    assert follower.poll() == ([], False)
+    trainer.release()  # the trainer died without a word
+    assert [(type(e).__name__, e.status) for e in follower.poll()[0]] == [("StatusChanged", "interrupted")]
+    assert follower.poll() == ([], False)  # said once
     with open(run_dir / "metrics.jsonl", "a") as handle:
         handle.write(rest[40:])
-    kinds = [type(e).__name__ for e in follower.poll()]
+    kinds = [type(e).__name__ for e in follower.poll()[0]]
     assert kinds.count("EpochMetrics") == 3 and kinds[-1] == "Finished"
+
+
+def append_rows(run_dir: Path, *events) -> None:
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.writelines(json.dumps(to_row(event)) + "\n" for event in events)
 
 
 @asynchronous
 async def test_watch_screen_shows_a_run_and_sends_pause_and_stop(in_tmp):
-    run_dir = recorded_run(Path("runs"), NAMES[0], 0.003, 0.0, status="running", rows=12)
+    from workbench.core.events import StatusChanged
+
+    run_dir = recorded_run(Path("runs"), NAMES[0], 0.003, 0.0, status="running", rows=14)
     lock = runs.RunLock(run_dir)
     lock.acquire()  # as the trainer of another process would hold it
     try:
         app = app_in(in_tmp)
         async with app.run_test(size=(120, 40)) as pilot:
-            app.push_screen(WatchScreen(run_dir))
-            assert await wait_until(pilot, lambda: isinstance(app.screen, WatchScreen) and app.screen.query("#charts")
+            app.watch_run(run_dir)
+            assert await wait_until(pilot, lambda: is_watching(app) and app.screen.query("#charts")
                                     and app.screen.charts.point_count() > 0, 20)
-            assert app.screen.state.run_name == NAMES[0]
+            screen = app.screen
+            assert screen.view.run_name == NAMES[0] and screen.view.phase == "training"
             await pilot.press("p")
-            assert (run_dir / "control").read_text().strip() == "pause" and app.screen.state.phase == "paused"
+            assert (run_dir / "control").read_text().strip() == "pause" and screen.asked == "pausing"
+            append_rows(run_dir, StatusChanged("paused", "asked through the control file"))  # the trainer answers
+            assert await wait_until(pilot, lambda: screen.view.phase == "paused" and not screen.asked, 10)
+            assert "paused" in str(screen.query_one("#status").render())
             await pilot.press("p")
             assert (run_dir / "control").read_text().strip() == "run"
+            append_rows(run_dir, StatusChanged("running"))
+            assert await wait_until(pilot, lambda: screen.view.phase == "training", 10)
             await pilot.press("x")
-            assert (run_dir / "control").read_text().strip() == "stop" and app.screen.state.phase == "stopping"
+            assert (run_dir / "control").read_text().strip() == "stop" and screen.asked == "stopping"
+            assert app.available("stop", screen) is False  # asked once: the key is gone until the trainer answers
     finally:
         lock.release()
 
@@ -192,6 +215,6 @@ async def test_the_runs_list_opens_a_run_another_process_trains_in_watch(in_tmp)
             await pilot.press("r")
             assert await wait_until(pilot, lambda: getattr(app.screen, "summaries", None), 20)
             await pilot.press("enter")
-            assert await wait_until(pilot, lambda: isinstance(app.screen, WatchScreen), 10)
+            assert await wait_until(pilot, lambda: is_watching(app), 10)
     finally:
         lock.release()

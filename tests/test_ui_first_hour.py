@@ -85,7 +85,7 @@ async def test_export_of_a_run_that_was_never_evaluated_asks_first(tmp_path, dat
     app = app_for(tmp_path, data_dir, config, runs_dir=tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("s")
-        assert await wait_until(pilot, lambda: app.dashboard.state.step > 0, 60)
+        assert await wait_until(pilot, lambda: app.dashboard.view.step > 0, 60)
         await pilot.press("x")
         assert await wait_until(pilot, lambda: app.dashboard.outcome is not None, 60)
         log = " ".join(" ".join(line.text for line in app.dashboard.query_one("#log").lines).split())
@@ -141,7 +141,7 @@ async def test_a_second_run_starts_with_a_clean_log_and_the_dashboard_shows_lr_a
         labels = [str(column.label) for column in classes.columns.values()]
         assert labels[:4] == ["class", "acc", "prec", "F1"]
         assert sum(column.get_render_width(classes) for column in list(classes.columns.values())[:4]) <= classes.size.width
-        assert dashboard.state.lr is not None and "lr " in str(dashboard.query_one("#status").render())
+        assert dashboard.view.lr is not None and "lr " in str(dashboard.query_one("#status").render())
         assert dashboard.charts.lr.point_count() > 0
         first = dashboard.outcome
         await pilot.press("escape")

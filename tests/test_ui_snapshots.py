@@ -71,7 +71,7 @@ def write_recorded_run(runs_dir: Path) -> Path:
     config = RunConfig.from_mapping(dict(dataset="shapes", arch="basic_cnn", epochs=EPOCHS, runs_dir=str(runs_dir)))
     (run_dir / "config.toml").write_text(config.to_toml())
     runs.write_status(run_dir, "finished")
-    lines = [to_row(event) for event in recorded_events(run_dir) if isinstance(event, (StepMetrics, EpochMetrics, Finished))]
+    lines = [to_row(event) for event in recorded_events(run_dir)]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return run_dir
 
@@ -130,9 +130,7 @@ def test_dashboard_after_a_finished_run(snap_compare, in_tmp, size):
     async def replay(pilot):
         app = pilot.app
         await app.push_screen("dashboard")
-        app.dashboard.charts.reset(EPOCHS)
-        for event in recorded_events(Path("runs") / RUN_NAME):
-            app.dashboard.handle(event)
+        app.dashboard.show(recorded_events(Path("runs") / RUN_NAME))
         app.dashboard.charts.redraw_now()
         await settle(pilot)
 

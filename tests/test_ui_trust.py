@@ -55,7 +55,7 @@ async def test_sigterm_in_the_app_saves_a_checkpoint_and_exits_143(tmp_path, dat
     app = build_app(config, runs_dir=tmp_path / "runs", config_dir=tmp_path / "config", data_dir=data_dir)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("s")
-        assert await wait_until(pilot, lambda: app.dashboard.state.step > 0, 60)
+        assert await wait_until(pilot, lambda: app.dashboard.view.step > 0, 60)
         app.terminate()  # what the SIGTERM handler calls
         assert await wait_until(pilot, lambda: app.return_code is not None, 60)
     assert app.return_code == 143

@@ -20,11 +20,15 @@ COMMANDS = ("train", "models", "runs", "export", "predict", "bench", "lr-find", 
 EXPERIMENT_COMMANDS = ("compare", "sweep", "queue", "watch")  # in workbench/experiments.py
 
 
+class UsageError(WorkbenchError):
+    """A mistake in the command line itself, said the way argparse words it."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage mistake in one line instead of usage + message."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser() -> OneLineParser:
@@ -64,6 +68,8 @@ def build_command_parser(command: str) -> OneLineParser:
         parser.add_argument("--gpus", type=int, metavar="N",
                             help="train on N CUDA GPUs of this machine, one process each, launched through "
                                  "torch.distributed.run (as torchrun does); --batch-size stays the global batch")
+        parser.add_argument("--run-id", default="", metavar="ID",
+                            help="an id to record in the run's run.json (a queue or a launcher finds the run by it)")
     elif command == "models":
         parser.description = "List architectures with parameter counts for a data set's shape."
         parser.add_argument("--dataset", default="cifar10", help="data set name or folder (default: cifar10)")
@@ -133,16 +139,23 @@ def build_command_parser(command: str) -> OneLineParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from workbench.launch import ANSWER_FLAG, Answer, answering
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    answer = Answer() if answering(argv) else None  # started by a parent process: it reads JSON lines
+    typed = argv[1:]  # as typed, for a command that hands them on (train --gpus)
+    argv = [argument for argument in argv if argument != ANSWER_FLAG]
     try:
         if argv and argv[0] in COMMANDS:
             args = build_command_parser(argv[0]).parse_args(argv[1:])
-            args.argv = argv[1:]  # as typed, for a command that hands them on (train --gpus)
+            args.argv, args.answer = typed, answer
             return _dispatch(argv[0], args)
         args = build_parser().parse_args(argv)
         return _open_app(args)
     except WorkbenchError as error:
         print(f"workbench: error: {error}", file=sys.stderr)
+        if answer is not None:
+            answer.error(str(error), error.field)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("workbench: interrupted", file=sys.stderr)

@@ -45,8 +45,9 @@ def run_train(args: argparse.Namespace) -> int:
                 f"{', '.join('--' + a.replace('_', '-') for a in sorted(allowed))} may change "
                 f"(got --{changed[0].replace('_', '-')})"
             )
-        return train_headless(config.replace(**overrides), resume_dir=run_dir, also=_notifier(args))
-    return train_headless(config_from_args(args), also=_notifier(args))
+        return train_headless(config.replace(**overrides), resume_dir=run_dir, also=_notifier(args),
+                              answer=args.answer, run_id=args.run_id)
+    return train_headless(config_from_args(args), also=_notifier(args), answer=args.answer, run_id=args.run_id)
 
 
 def _notifier(args: argparse.Namespace):
@@ -175,12 +176,13 @@ def run_export(args: argparse.Namespace) -> int:
     paths = export_run(run_dir, formats, which=args.checkpoint, log=chosen.append, verify=args.verify)
     results, batch = (verify_run_export(run_dir, formats, which=args.checkpoint, reference=paths.model)
                       if args.verify else ([], ""))
-    if args.json:  # for the app, which exports in a process of its own
-        print(json.dumps({
-            "run_dir": str(run_dir), "paths": [str(p) for p in paths], "chosen": chosen[:1],
-            "compared_on": batch, "tolerance": TOLERANCE,
-            "checks": [{"format": r.format, "max_abs_diff": r.max_abs_diff, "passed": r.passed} for r in results],
-        }))
+    report = {
+        "run_dir": str(run_dir), "paths": [str(p) for p in paths], "chosen": chosen[:1],
+        "compared_on": batch, "tolerance": TOLERANCE,
+        "checks": [{"format": r.format, "max_abs_diff": r.max_abs_diff, "passed": r.passed} for r in results],
+    }
+    if args.answer is not None or args.json:  # for the app, which exports in a process of its own
+        args.answer.result(**report) if args.answer is not None else print(json.dumps(report))
         return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
     for line in chosen[:1]:
         print(line)

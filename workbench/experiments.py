@@ -276,7 +276,8 @@ def _queue_run(queue, args: argparse.Namespace) -> int:
             name = Path(job_end.run_dir).name if job_end.run_dir else f"job {job_end.job.id}"
             notify(*run_ended_message(status, job_end.reason or job_end.state, name))
 
-    runner = QueueRunner(queue, parallel=args.parallel, gpus=gpus, on_event=say, on_job_end=ended)
+    runner = QueueRunner(queue, start_job=lambda job, gpu: start_job(queue, job, gpu), parallel=args.parallel,
+                         gpus=gpus, on_event=say, on_job_end=ended)
 
     def on_signal(signum, frame):
         say("stopping: the running jobs save a checkpoint and go back to the queue")
@@ -295,6 +296,28 @@ def _queue_run(queue, args: argparse.Namespace) -> int:
     if notify is not None and not left:
         notify("workbench: the queue is done", f"{counted(count, 'job')} ended, {failed} failed")
     return EXIT_OK
+
+
+def start_job(queue, job, gpu: str):
+    """A job's trainer through the launcher: a resumable job resumes its run folder; a new one
+    gets its flags checked into a complete config file (the runs folder is the queue's)."""
+    import os
+
+    from workbench import launch
+    from workbench.cli import build_command_parser
+    from workbench.options import config_from_args
+
+    env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu else {})}
+    runs_dir = str(queue.runs_dir.resolve())
+    folder, run_id = queue.log_dir, f"job-{job.id}"
+    if job.resumable:
+        return launch.start("train", args=["--resume", str(Path(job.run_dir).resolve()), "--runs-dir", runs_dir],
+                            folder=folder, run_id=run_id, env=env)
+    try:
+        config = config_from_args(build_command_parser("train").parse_args(list(job.args))).replace(runs_dir=runs_dir)
+    except WorkbenchError:  # its flags no longer make a run: the trainer refuses them in its answer, as any child does
+        return launch.start("train", args=[*job.args, "--runs-dir", runs_dir], folder=folder, run_id=run_id, env=env)
+    return launch.start("train", config=config, folder=folder, run_id=run_id, env=env)
 
 
 # ---- watch --------------------------------------------------------------------------------

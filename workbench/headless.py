@@ -7,14 +7,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from workbench.core.config import RunConfig
 from workbench.core.events import (
@@ -27,7 +20,9 @@ from workbench.core.events import (
     ImagesSaved,
     Notice,
     RunStarted,
+    StatusChanged,
     StepMetrics,
+    to_row,
 )
 from workbench.core.training.control import TrainControl
 from workbench.core.training.distributed import World
@@ -71,15 +66,14 @@ class HeadlessReporter:
                 BarColumn(),
                 TaskProgressColumn(),
                 TextColumn("loss {task.fields[loss]} acc {task.fields[acc]} | {task.fields[speed]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
+                TextColumn("{task.fields[elapsed]} ETA {task.fields[eta]}"),  # the engine's clock: pauses excluded
                 console=self.console,
             )
             total = event.epochs * event.steps_per_epoch
             self.task = self.progress.add_task(
                 "train", total=total, completed=event.start_epoch * event.steps_per_epoch,
                 epoch=event.start_epoch + 1, epochs=event.epochs, loss="-", acc="-", speed="-",
+                elapsed=clock(0), eta="-",
             )
             self.progress.start()
 
@@ -92,6 +86,8 @@ class HeadlessReporter:
                 loss=f"{event.loss:.3f}",
                 acc=f"{event.acc:.1%}",
                 speed=f"{event.images_per_s:,.0f} img/s",
+                elapsed=clock(event.elapsed_s),
+                eta=clock(event.eta_s),
             )
 
     def on_EpochMetrics(self, event: EpochMetrics) -> None:
@@ -102,6 +98,14 @@ class HeadlessReporter:
     def on_Notice(self, event: Notice) -> None:
         prefix = "warning: " if event.level == "warning" else ""
         self._print(prefix + event.message)
+
+    def on_StatusChanged(self, event: StatusChanged) -> None:
+        if event.status == "paused":
+            self._print("paused" + (f" ({event.reason})" if event.reason else "") + "; the clock stops until it goes on")
+            if self.progress is not None:
+                self.progress.update(self.task, speed="paused", eta="-")
+        elif event.status == "running":
+            self._print("going on")
 
     def on_CheckpointSaved(self, event: CheckpointSaved) -> None:
         pass  # one line per epoch is enough; the run folder has them all
@@ -137,6 +141,15 @@ class HeadlessReporter:
             self.progress = None
 
 
+def clock(seconds: float | None) -> str:
+    """0:01:05, as rich's own columns show time; '-' when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
 def epoch_line(event: EpochMetrics) -> str:
     """One epoch in words; every held-out figure names its split."""
     parts = [f"epoch {event.epoch}/{event.epochs}",
@@ -158,21 +171,26 @@ def finish_line(event: Finished) -> str:
     return f"{event.summary()}{saved}; {event.elapsed_s:.1f} s -> {event.run_dir}"
 
 
-def train_headless(config: RunConfig, resume_dir: Path | None = None, also: EventSink | None = None) -> int:
+def train_headless(config: RunConfig, resume_dir: Path | None = None, also: EventSink | None = None,
+                   answer=None, run_id: str = "") -> int:
     """Run fit() in this thread; Ctrl-C or SIGTERM asks for a clean stop, a second Ctrl-C aborts.
-    `also` receives every event after the terminal output (e.g. to notify when the run ends)."""
+    `also` receives every event after the terminal output (e.g. to notify when the run ends);
+    `answer` (launch.Answer, for a parent process) gets every event as its row, and the words
+    for people go to stderr."""
     speaks = World.from_env().is_main  # under torchrun, rank 0 reports for the whole job
-    console = Console(soft_wrap=True, quiet=not speaks)  # a log file gets whole lines, not 80-column pieces
-    reporter = HeadlessReporter(console, interactive=speaks and console.is_terminal and sys.stdout.isatty(),
-                                speaks=speaks)
-    sink = reporter if also is None else (lambda event: (reporter(event), also(event)))
-    fit_stopping_on_signals(config, reporter, console, TrainControl(), resume_dir, events=sink)
+    console = Console(soft_wrap=True, quiet=not speaks, file=sys.stderr if answer is not None else None)
+    interactive = speaks and answer is None and console.is_terminal and sys.stdout.isatty()
+    reporter = HeadlessReporter(console, interactive=interactive, speaks=speaks)
+    sinks = [reporter, *([also] if also is not None else []),
+             *([lambda event: answer.row(to_row(event))] if answer is not None and speaks else [])]
+    sink = reporter if len(sinks) == 1 else (lambda event: [each(event) for each in sinks])
+    fit_stopping_on_signals(config, reporter, console, TrainControl(), resume_dir, events=sink, run_id=run_id)
     return reporter.exit_code
 
 
 def fit_stopping_on_signals(config: RunConfig, reporter: HeadlessReporter, console: Console,
                             control: TrainControl, resume_dir: Path | None = None, events=None,
-                            data=None) -> Path | None:
+                            data=None, run_id: str = "") -> Path | None:
     """fit() with Ctrl-C and SIGTERM turned into a stop after the current step (a checkpoint is
     saved); a second Ctrl-C aborts. `events` (default: the reporter) receives the run's events;
     `data` is a data set already loaded for it (see fit)."""
@@ -187,7 +205,7 @@ def fit_stopping_on_signals(config: RunConfig, reporter: HeadlessReporter, conso
 
     previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return fit(config, events or reporter, control, resume_dir=resume_dir, data=data)
+        return fit(config, events or reporter, control, resume_dir=resume_dir, data=data, run_id=run_id)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -1,22 +1,36 @@
-"""`workbench train --gpus N`: the same training, one process per GPU, started by PyTorch's own
-launcher (torch.distributed.run, which is what the `torchrun` command runs), never a home-made one.
+"""Every child `workbench` process starts here, and its answer is read here (both sides of it).
 
-It is exactly `torchrun --standalone --nproc-per-node N -m workbench train ...` with the other
-flags as given; use torchrun itself for several machines (--nnodes, --rdzv-endpoint) or for
-restarts after a failure (--max-restarts).
+A child is started one way: `python -m workbench COMMAND ... --json-lines`, with the run's
+settings in one complete config file written at launch (every path in it absolute), never
+rebuilt as flags. It answers on stdout with JSON lines: the rows of core/events.py for a
+training run (start, steps, epochs, notices, the end or the failure), and "progress",
+"result" or "error" (the sentence, and the setting at fault) for the other commands. Its
+human output goes to a log beside the answer. Callers never build a command line or parse a
+line of text: they get a Child and read rows, or call `run` and get the result.
+
+Data-parallel training is the same child started through torch.distributed.run (what the
+`torchrun` command runs), never a home-made launcher: `train --gpus N` in this process, the
+app's devices field as a child; only rank 0 answers.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.lifecycle.tail import JsonLinesTail
+
+ANSWER_FLAG = "--json-lines"
+POLL_S = 0.1
 
 EXIT_FAILED = 1
 
@@ -75,7 +89,180 @@ def train_on_gpus(gpus: int, device: str | None, argv: Sequence[str]) -> int:
     return 0
 
 
-# ---- from the app: a data-parallel job in processes of its own, followed through its folder ----
+# ---- the child's side: its answer ---------------------------------------------------------
+
+
+class Answer:
+    """What a child started with --json-lines writes to stdout: one JSON object a line."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+
+    def row(self, row: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(row) + "\n")
+        self.stream.flush()
+
+    def progress(self, **values: Any) -> None:
+        self.row({"type": "progress", **values})
+
+    def result(self, **values: Any) -> None:
+        self.row({"type": "result", **values})
+
+    def error(self, message: str, field: str | None = None, code: int = 2) -> None:
+        self.row({"type": "error", "message": message, "field": field, "exit_code": code})
+
+
+def answering(argv: Sequence[str]) -> bool:
+    """Whether this process was started to answer in JSON lines."""
+    return ANSWER_FLAG in argv
+
+
+# ---- the parent's side: start a child, read its answer ---------------------------------------
+
+
+class ChildFailed(WorkbenchError):
+    """A child's structured error: its sentence, and the setting at fault when there is one."""
+
+
+@dataclass
+class Child:
+    """A started `workbench` process: its answer (rows) is read from `answer`, its output is in `log`."""
+
+    process: subprocess.Popen
+    answer: Path
+    log: Path
+    run_id: str = ""
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._tail = JsonLinesTail(self.answer)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows the child wrote since the last call."""
+        new, _ = self._tail.read()
+        self.seen += new
+        return new
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def run_dir(self) -> Path | None:
+        """The run folder a training child works in, from its start row (or its failure's)."""
+        self.rows()
+        for row in reversed(self.seen):
+            if row.get("type") in ("start", "failed") and row.get("run_dir"):
+                return Path(row["run_dir"])
+        return None
+
+    def problem(self) -> ChildFailed | None:
+        """The child's own error (a refusal, or the run's failure), once it said one."""
+        self.rows()
+        for row in reversed(self.seen):
+            if row.get("type") == "error":
+                return ChildFailed(str(row.get("message") or "failed"), field=row.get("field"))
+            if row.get("type") == "failed":
+                return ChildFailed(str(row.get("reason") or "failed"), field=row.get("field"))
+        return None
+
+    def failure(self) -> str:
+        """Why the child ended badly, in one sentence: its own, else where its output is."""
+        said = self.problem()
+        if said is not None:
+            return str(said)
+        return f"exit code {self.process.poll()}; its output is in {self.log}"
+
+    def result(self) -> dict[str, Any] | None:
+        self.rows()
+        return next((row for row in reversed(self.seen) if row.get("type") == "result"), None)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+
+
+def start(command: str, *, args: Sequence[str] = (), config=None, folder: Path | None = None, run_id: str = "",
+          processes: int = 1, env: dict[str, str] | None = None, detach: bool = False) -> Child:
+    """Start `workbench COMMAND ARGS --json-lines` (through torch.distributed.run with `processes` > 1).
+
+    `config` (a RunConfig) is written, with absolute paths, to a file the child reads with
+    --config; `folder` keeps that file, the answer and the log (a new temporary folder if None);
+    `run_id` names them, and a training child records it in run.json; `detach` starts the child
+    in its own session, so Ctrl-C in this terminal stays this process's."""
+    folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix=f"workbench-{command}-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    name = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{command}-{uuid.uuid4().hex[:8]}"
+    argv = [command, *args]
+    if config is not None:
+        config_file = folder / f"{name}.toml"
+        config_file.write_text(absolute(config).to_toml(), encoding="utf-8")
+        argv += ["--config", str(config_file)]
+    if run_id:
+        argv += ["--run-id", run_id]
+    argv.append(ANSWER_FLAG)
+    if processes > 1:
+        line = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
+                "-m", "workbench", *argv]
+    else:
+        line = [sys.executable, "-m", "workbench", *argv]
+    answer, log = folder / f"{name}.jsonl", folder / f"{name}.log"
+    with open(answer, "w", encoding="utf-8") as out, open(log, "a", encoding="utf-8") as err:
+        err.write("$ " + " ".join(line) + "\n")
+        err.flush()
+        process = subprocess.Popen(line, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                                   start_new_session=detach)
+    return Child(process, answer, log, run_id)
+
+
+def absolute(config):
+    """The config with every path absolute, so a child (or a job run later, elsewhere) reads the same folders."""
+    from workbench.core.catalog import parse_user_arch
+    from workbench.core.config import DATASET_NAMES
+
+    def whole(path: str) -> str:
+        return str(Path(path).expanduser().resolve()) if path else path
+
+    changes = {"runs_dir": whole(config.runs_dir), "data_dir": whole(config.data_dir)}
+    if config.dataset not in DATASET_NAMES:
+        changes["dataset"] = whole(config.dataset)
+    user = parse_user_arch(config.arch)
+    if user is not None:
+        changes["arch"] = f"{whole(user[0])}:{user[1]}"
+    return config.replace(**changes)
+
+
+def run(command: str, *, args: Sequence[str] = (), config=None, on_progress: Callable[[dict], None] | None = None,
+        cancelled: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
+    """Start a child, hand its progress rows to `on_progress`, and return its result row;
+    raises ChildFailed with the child's own sentence (and field) when it fails. None when cancelled."""
+    with tempfile.TemporaryDirectory(prefix=f"workbench-{command}-") as folder:
+        child = start(command, args=args, config=config, folder=Path(folder))
+        try:
+            while True:
+                ended = child.poll() is not None
+                for row in child.rows():
+                    if row.get("type") == "progress" and on_progress is not None:
+                        on_progress(row)
+                if ended:
+                    break
+                if cancelled():
+                    child.stop()
+                    child.process.wait()
+                    return None
+                time.sleep(POLL_S)
+        finally:
+            child.stop()
+        result = child.result()
+        if result is not None:
+            return result
+        raise child.problem() or ChildFailed(child.failure())
+
+
+def new_run_id(kind: str) -> str:
+    """An id a parent gives a training child: unique, and readable in a file listing."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:8]}"
+
+
+# ---- from the app: a data-parallel job, as a child that outlives the app ----------------------
 
 MAX_DEVICES = 256
 
@@ -99,55 +286,10 @@ def devices_problem(devices: int, device: str, visible_gpus: int, recipe: str) -
     return ""  # CPU processes (gloo): slower than one process, but the same job as on GPUs
 
 
-@dataclass
-class DataParallelJob:
-    """`python -m torch.distributed.run --standalone --nproc-per-node N -m workbench train ...`
-    started for the app; its run folder is found through rank 0's lock, its output is in `log`."""
-
-    process: subprocess.Popen
-    log: Path
-    started: float
-    runs_dir: Path
-
-    def run_dir(self) -> Path | None:
-        """The run folder this job's rank 0 holds, once it has one (rank 0 is the launcher's child)."""
-        from workbench.core.experiments.runner import run_owned_by
-
-        return run_owned_by(self.runs_dir, self.started, lambda pid: _parent_of(pid) == self.process.pid)
-
-    def failure(self) -> str:
-        """The job's own sentence when it ended before training (rank 0's one-line error)."""
-        try:
-            lines = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            lines = []
-        said = [line.split("workbench: error: ", 1)[1] for line in lines if "workbench: error: " in line]
-        code = self.process.poll()
-        return said[-1] if said else f"the data-parallel job ended with exit code {code}; its output is in {self.log}"
-
-
-def _parent_of(pid) -> int | None:
-    """The parent process of `pid` (Linux /proc), or None."""
-    try:
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, TypeError, IndexError):
-        return None
-
-
-def start_data_parallel(config, devices: int) -> DataParallelJob:
+def start_data_parallel(config, devices: int) -> Child:
     """Start `config` on `devices` processes through torch.distributed.run (gloo on CPU, nccl on
-    CUDA); returns at once. The job outlives the app, like a queue job."""
-    from workbench.core.experiments.queue import args_for_config
-
-    runs_dir = Path(config.runs_dir).expanduser()
-    logs = runs_dir / ".launch"
-    logs.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    log = logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(devices),
-               "-m", "workbench", "train", *args_for_config(config), "--runs-dir", str(runs_dir)]
-    with open(log, "w", encoding="utf-8") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)  # Ctrl-C in the app's terminal is the app's
-    return DataParallelJob(process, log, started, runs_dir)
+    CUDA); returns at once. The job outlives the app, like a queue job; its answer and log are
+    kept in RUNS_DIR/.launch."""
+    runs_dir = Path(config.runs_dir).expanduser().resolve()
+    return start("train", config=config, folder=runs_dir / ".launch", run_id=new_run_id("data-parallel"),
+                 processes=devices, detach=True)

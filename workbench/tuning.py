@@ -28,7 +28,6 @@ def add_lr_find_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--out", metavar="FOLDER", help="where lr_find.png and lr_find.json go "
                        "(default: RUNS_DIR/lr-find/<time>-<arch>)")
     group.add_argument("--json", action="store_true", help="print the result as JSON")
-    group.add_argument("--json-lines", action="store_true", help="print one JSON line per step, then the result")
 
 
 def run_lr_find(args: argparse.Namespace) -> int:
@@ -47,15 +46,16 @@ def run_lr_find(args: argparse.Namespace) -> int:
         raise WorkbenchError(f"--steps: {args.steps} is too few for a curve; give at least 5")
     if not 0 <= args.smoothing < 1 or args.diverge <= 1:
         raise WorkbenchError("--smoothing must be in [0, 1) and --diverge above 1")
-    quiet = args.json or args.json_lines
+    answer = getattr(args, "answer", None)  # --json-lines: a parent reads one row per step, then the result
+    quiet = args.json or answer is not None
 
     def emit(event) -> None:
         if isinstance(event, Notice) and not quiet:
             print(("warning: " if event.level == "warning" else "") + event.message, flush=True)
 
     def on_step(step: int, lr: float, loss: float, smoothed: float) -> None:
-        if args.json_lines:
-            print(json.dumps({"step": step, "lr": lr, "loss": loss, "smoothed": smoothed}), flush=True)
+        if answer is not None:
+            answer.progress(step=step, lr=lr, loss=loss, smoothed=smoothed)
 
     trial = prepare_trial(config, emit, TrainControl())
     built = trial.built
@@ -68,6 +68,9 @@ def run_lr_find(args: argparse.Namespace) -> int:
     save_lr_curve(out / "lr_find.png", curve.lrs, curve.losses, curve.smoothed, curve.suggestion,
                   curve.steepest, title)
     write_json_atomic(out / "lr_find.json", {**curve.to_dict(), "dataset": config.dataset})
+    if answer is not None:
+        answer.result(**curve.to_dict(), png=str(out / "lr_find.png"))
+        return EXIT_OK
     if quiet:
         print(json.dumps({"result": {**curve.to_dict(), "png": str(out / "lr_find.png")}}), flush=True)
         return EXIT_OK
@@ -103,12 +106,18 @@ def run_batch_find(args: argparse.Namespace) -> int:
     if args.start < 1 or args.limit < args.start:
         raise WorkbenchError("--start must be 1 or more and --limit at least --start")
 
+    answer = getattr(args, "answer", None)  # --json-lines: for a parent process
+
     def on_trial(size: int, fitted: bool) -> None:
-        if not args.json:
+        if answer is not None:
+            answer.progress(batch_size=size, fits=fitted)
+        elif not args.json:
             print(f"batch {size:>6}: {'fits' if fitted else 'out of memory'}", flush=True)
 
     search = find_batch_size(config, start=args.start, limit=args.limit, on_trial=on_trial)
-    if args.json:
+    if answer is not None:
+        answer.result(largest=search.largest, tried=search.tried, reason=search.reason)
+    elif args.json:
         print(json.dumps({"largest": search.largest, "tried": search.tried, "reason": search.reason}))
     elif search.largest is None:
         print(f"even batch {args.start} does not fit: {search.reason}; try a smaller model or image size", file=sys.stderr)

@@ -1,9 +1,10 @@
 """Plain event objects the engine reports; UIs render them, nothing here knows a UI.
 
-StepMetrics, EpochMetrics and Finished are also the rows of a run's metrics.jsonl: each row
-is one event's fields plus "type" ("step", "epoch", "end"), so the file, the live dashboard
-and a replay of a finished run all read one schema. Accuracies are fractions (0..1); every
-learning rate is the optimizer's real rate; every time excludes time spent paused.
+Every event is also a row of the run's metrics.jsonl: its fields plus "type" (ROW_TYPES), so
+the file, the live dashboard, a dashboard following the folder from another process and a
+child process's JSON-lines answer all speak one schema (`to_row` / `from_row` round-trip).
+Accuracies are fractions (0..1); every learning rate is the optimizer's real rate; every time
+excludes time spent paused.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class RunStarted:
     test_size: int
     epochs: int
     steps_per_epoch: int
-    start_epoch: int = 0  # > 0 when resuming
+    start_epoch: int = 0  # epochs done before this session (> 0 when resuming)
+    start_step: int = 0  # optimizer steps done before this session
     val_size: int = 0  # 0: no validation split, so no epoch is selected as the best
     recipe: str = "standard"
     batch_size: int = 0
@@ -109,6 +111,14 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class StatusChanged:
+    """The trainer paused or went on (the engine says so from its own thread, whoever asked)."""
+
+    status: str  # "paused" or "running"
+    reason: str = ""  # who asked, e.g. "the control file"
+
+
+@dataclass(frozen=True)
 class Finished:
     run_dir: Path | None  # None only when stopped while the data was prepared, before any run began
     status: str  # "finished" or "stopped"
@@ -159,26 +169,64 @@ class Failed:
 
 
 Event = (
-    RunStarted | StepMetrics | EpochMetrics | CheckpointSaved | ImagesSaved | Notice | Finished | Failed
+    RunStarted | StepMetrics | EpochMetrics | CheckpointSaved | ImagesSaved | Notice | StatusChanged
+    | Finished | Failed
 )
 EventSink = Callable[[Event], None]
 
-ROW_TYPES: dict[type, str] = {StepMetrics: "step", EpochMetrics: "epoch", Finished: "end"}
+ROW_TYPES: dict[type, str] = {
+    RunStarted: "start", StepMetrics: "step", EpochMetrics: "epoch", CheckpointSaved: "checkpoint",
+    ImagesSaved: "images", Notice: "notice", StatusChanged: "status", Finished: "end", Failed: "failed",
+}
+_EVENT_OF = {name: kind for kind, name in ROW_TYPES.items()}
+_MAPPINGS = {"per_class_acc", "per_class_precision", "per_class_f1", "extra"}
 
 
-def to_row(event: StepMetrics | EpochMetrics | Finished) -> dict[str, Any]:
+def to_row(event: Event) -> dict[str, Any]:
     """The metrics.jsonl row of an event: its fields plus "type"; paths as strings."""
-    row = {"type": ROW_TYPES[type(event)]}
+    row: dict[str, Any] = {"type": ROW_TYPES[type(event)]}
     for key, value in dataclasses.asdict(event).items():
-        row[key] = str(value) if isinstance(value, Path) else value
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = [str(item) if isinstance(item, Path) else item for item in value]
+        row[key] = value
     return row
+
+
+def from_row(row: dict[str, Any], run_dir: Path | None = None) -> Event | None:
+    """A row back as the event it was; None for a row of an unknown type or a damaged one.
+
+    Fields a row of an older version lacks take their defaults (or None); `run_dir`, when
+    given, replaces the folder the row names (a run folder read after it was moved or copied).
+    """
+    kind = _EVENT_OF.get(row.get("type")) if isinstance(row, dict) else None
+    if kind is None:
+        return None
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(kind):
+        if spec.name in row:
+            values[spec.name] = row[spec.name]
+        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            values[spec.name] = None
+    for key in _MAPPINGS & values.keys():
+        values[key] = values[key] if isinstance(values[key], dict) else {}
+    if "run_dir" in values:
+        values["run_dir"] = run_dir if run_dir is not None else (Path(values["run_dir"]) if values["run_dir"] else None)
+    if isinstance(values.get("path"), str):
+        values["path"] = Path(values["path"])
+    if kind is ImagesSaved:
+        values["paths"] = tuple(Path(p) for p in values.get("paths") or () if isinstance(p, str))
+    if kind is RunStarted:
+        values["classes"] = tuple(str(name) for name in values.get("classes") or ())
+    try:
+        return kind(**values)
+    except TypeError:
+        return None
 
 
 def epoch_from_row(row: dict[str, Any]) -> EpochMetrics:
     """An epoch row back as the event it was (rows of older runs fill what they lack with None)."""
-    names = {f.name for f in dataclasses.fields(EpochMetrics)}
-    values = {key: row.get(key) for key in names}
-    for key in ("per_class_acc", "per_class_precision", "per_class_f1"):
-        values[key] = row.get(key) or {}
-    values["extra"] = row.get("extra") or {}
-    return EpochMetrics(**values)
+    event = from_row({**row, "type": "epoch"})
+    assert isinstance(event, EpochMetrics)
+    return event

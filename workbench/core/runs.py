@@ -3,7 +3,8 @@
 A run folder is readable without the app:
     config.toml      the RunConfig it trains with (a resume with more epochs updates it)
     status           running | finished | stopped | failed (one word, then an optional reason line)
-    metrics.jsonl    one JSON row per line: {"type": "step" | "epoch" | "end", ...} (see core/events.py)
+    metrics.jsonl    one JSON row per event: {"type": "start" | "step" | "epoch" | "notice" | "status" | "end" ...}
+                     (see core/events.py); the rows are the run's whole story, what every dashboard shows
     run.json         facts learned at start: classes, mean/std, params, device, recipe
     .lock            held (flock) by the process training the run; the OS releases it when that process dies
     checkpoints/     last.pt, last.prev.pt and best.pt
@@ -246,7 +247,7 @@ def repair_metrics(run_dir: Path, keep_through_step: int | None = None) -> int:
             row = json.loads(line)
         except ValueError:
             continue
-        step = row.get("global_step", row.get("steps_done", 0)) if isinstance(row, dict) else 0
+        step = row.get("global_step", row.get("steps_done", row.get("at_step", 0))) if isinstance(row, dict) else 0
         if keep_through_step is None or not isinstance(step, int) or step <= keep_through_step:
             kept.append(line)
     if len(kept) == len(lines) and (not text or text.endswith("\n")):

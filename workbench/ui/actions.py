@@ -18,7 +18,7 @@ from workbench.ui.screens.inspect import InspectScreen
 from workbench.ui.screens.modals import Question, TooSmall, confirm_unevaluated_export, offer_resume
 from workbench.ui.screens.runs import RunsScreen
 from workbench.ui.screens.setup import SetupScreen
-from workbench.ui.screens.train import TrainScreen
+from workbench.ui.screens.dashboard import DashboardScreen
 
 if TYPE_CHECKING:
     from workbench.ui.app import WorkbenchApp
@@ -64,9 +64,9 @@ class WorkbenchActions:
         if action in ("lr_find", "batch_find"):
             return isinstance(screen, SetupScreen)
         if action == "start":
-            return isinstance(screen, (SetupScreen, TrainScreen))
+            return isinstance(screen, (SetupScreen, DashboardScreen))
         if action in ("pause", "stop"):
-            return busy
+            return self.dashboard_for(screen).can(action)
         if action == "export":
             if self.run_shown_on(screen) is not None:
                 return True
@@ -94,13 +94,21 @@ class WorkbenchActions:
     def check_action(self: WorkbenchApp, action: str, parameters: tuple[object, ...]) -> bool | None:
         return self.available(action, self.screen)
 
+    def dashboard_for(self: WorkbenchApp, screen: Screen) -> DashboardScreen:
+        """The dashboard p and x act on: the one shown, else the app's own run's."""
+        return screen if isinstance(screen, DashboardScreen) else self.dashboard
+
     # ---- training control -----------------------------------------------------------
 
     def action_pause(self: WorkbenchApp) -> None:
-        self.dashboard.toggle_pause()
+        self.dashboard_for(self.screen).toggle_pause()
 
     def action_stop(self: WorkbenchApp) -> None:
-        self.dashboard.stop()
+        self.dashboard_for(self.screen).stop()
+
+    def watch_run(self: WorkbenchApp, run_dir: Path) -> None:
+        """The dashboard of a run another process trains (or trained), following its folder."""
+        self.push_screen(DashboardScreen(run_dir))
 
     # ---- moving between screens -----------------------------------------------------
 
@@ -224,16 +232,16 @@ class WorkbenchActions:
 
     @work(thread=True, exit_on_error=False, group="data-parallel", description="waiting for the job's run folder")
     def _follow_job(self: WorkbenchApp, job) -> None:
+        """Wait for the job's start row (its run folder), then follow the folder on a dashboard."""
         import time
 
-        from workbench.ui.screens.watch import WatchScreen
-
         while True:
+            ended = job.poll() is not None
             run_dir = job.run_dir()
             if run_dir is not None:
-                self.call_from_thread(self.push_screen, WatchScreen(run_dir))
+                self.call_from_thread(self.watch_run, run_dir)
                 return
-            if job.process.poll() is not None:
+            if ended:
                 self.call_from_thread(self.notify, job.failure(), title="Data-parallel run failed", severity="error")
                 return
             time.sleep(0.3)

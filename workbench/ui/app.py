@@ -21,7 +21,7 @@ from workbench.ui.commands import WorkbenchCommands
 from workbench.ui.screens.lr_find import LrFindScreen
 from workbench.ui.screens.modals import Question, TooSmall, confirm_quit
 from workbench.ui.screens.setup import SetupScreen
-from workbench.ui.screens.train import TrainScreen
+from workbench.ui.screens.dashboard import DashboardScreen
 from workbench.ui.settings import config_values, default_config_dir, read_last_values
 
 MIN_SIZE = (56, 16)
@@ -55,7 +55,7 @@ class WorkbenchApp(WorkbenchActions, App[int]):
     def __init__(self, values: dict[str, Any], *, data_dir: str, config_dir: Path) -> None:
         super().__init__()
         self.setup_screen = SetupScreen(values, data_dir=data_dir, config_dir=config_dir)
-        self.dashboard = TrainScreen()
+        self.dashboard = DashboardScreen()
 
     def get_default_screen(self) -> Screen:
         return self.setup_screen

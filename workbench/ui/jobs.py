@@ -6,7 +6,6 @@ these functions, so importing the UI stays fast and the first screen paints befo
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -164,14 +163,9 @@ class ExportReport:
 def export_and_verify(run_dir: Path, formats: tuple[str, ...] = EXPORT_FORMATS) -> ExportReport:
     """Export and verify in a process of its own: torch.export changes global torch state that
     an optimizer stepping in the training thread reads, which killed runs that were training."""
-    command = [sys.executable, "-m", "workbench", "export", str(run_dir), "--format", ",".join(formats),
-               "--verify", "--json"]
-    done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if done.returncode not in (0, 1) or not done.stdout.strip():
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        reason = lines[-1].removeprefix("workbench: error: ") if lines else f"exit code {done.returncode}"
-        raise WorkbenchError(reason)
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    from workbench import launch
+
+    report = launch.run("export", args=[str(Path(run_dir).resolve()), "--format", ",".join(formats), "--verify"])
     checks = tuple(
         f"{c['format']} {'ok' if c['passed'] else 'MISMATCH'} (max |logit diff| {c['max_abs_diff']:.1e})"
         for c in report["checks"]
@@ -184,18 +178,9 @@ def export_and_verify(run_dir: Path, formats: tuple[str, ...] = EXPORT_FORMATS) 
 def find_batch_size(config: RunConfig) -> tuple[int, str]:
     """(largest batch, why it stopped growing) from `workbench batch-find`, in a process of its own:
     its trials train, so they must not share torch's global state with a run training here."""
-    import tempfile
+    from workbench import launch
 
-    with tempfile.TemporaryDirectory(prefix="workbench-batch-find-") as folder:
-        toml = Path(folder) / "run.toml"
-        toml.write_text(config.to_toml(), encoding="utf-8")
-        done = subprocess.run([sys.executable, "-m", "workbench", "batch-find", "--config", str(toml), "--json"],
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    lines = [line for line in done.stdout.strip().splitlines() if line.startswith("{")]
-    if not lines:
-        errors = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        raise WorkbenchError(errors[-1].removeprefix("workbench: error: ") if errors else f"exit code {done.returncode}")
-    result = json.loads(lines[-1])
+    result = launch.run("batch-find", config=config)
     if result["largest"] is None:
         raise WorkbenchError(f"not even the first batch fits: {result['reason']}")
     return int(result["largest"]), str(result["reason"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from workbench.ui.app import WorkbenchApp
-from workbench.ui.screens.watch import WatchScreen
 from workbench.ui.settings import default_config_dir, read_last_values
 
 
@@ -20,7 +19,7 @@ class WatchApp(WorkbenchApp):
         self.watched = Path(run_dir)
 
     def on_mount(self) -> None:  # Textual runs WorkbenchApp.on_mount too
-        self.call_after_refresh(self.push_screen, WatchScreen(self.watched))
+        self.call_after_refresh(self.watch_run, self.watched)
 
 
 def run_watch_app(run_dir: Path) -> int:

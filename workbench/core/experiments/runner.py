@@ -1,4 +1,9 @@
-"""The queue runner: works through pending jobs, each a `python -m workbench train` subprocess.
+"""The queue runner: works through pending jobs, each a `workbench train` child process.
+
+The runner decides what runs when; starting a job's trainer is handed in (`start_job`, the
+launcher's: a complete config file, the job's id as the run's id, an answer of JSON lines),
+so the runner learns the job's run folder from the trainer's start row and its failure from
+the trainer's own error, never from a process table or a line of text.
 
 Up to `parallel` jobs run at once; with more than one GPU each slot gets its own through
 CUDA_VISIBLE_DEVICES. A job that was cut off (its runner killed, its trainer killed by a signal)
@@ -9,16 +14,13 @@ and puts their jobs back as pending, to be resumed by the next runner.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from workbench.core.experiments.queue import Job, JobQueue, runner_id
 from workbench.core.runs import read_status
@@ -33,7 +35,7 @@ class _Slot:
     index: int
     gpu: str
     job: Job | None = None
-    process: subprocess.Popen | None = None
+    child: Any = None  # the launcher's Child: .process, .run_dir(), .failure()
     started: float = 0.0
     stopping: bool = False
 
@@ -51,11 +53,11 @@ class JobEnded:
 @dataclass
 class QueueRunner:
     queue: JobQueue
+    start_job: Callable[[Job, str], Any]  # (job, gpu) -> a started Child
     parallel: int = 1
     gpus: tuple[str, ...] = ()
     on_event: Callable[[str], None] = lambda line: None  # a line for the terminal
     on_job_end: Callable[[JobEnded], None] = lambda ended: None
-    python: str = sys.executable
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def stop(self) -> None:
@@ -73,21 +75,21 @@ class QueueRunner:
         while True:
             if not self._stop.is_set():
                 for slot in slots:
-                    if slot.process is None:
+                    if slot.child is None:
                         job = self.queue.claim(runner, slot.gpu)
                         if job is None:
                             break
                         self._start(slot, job)
             for slot in slots:
-                if slot.process is not None:
+                if slot.child is not None:
                     if self._stop.is_set() and not slot.stopping:
                         slot.stopping = True
-                        slot.process.send_signal(signal.SIGTERM)
+                        slot.child.process.send_signal(signal.SIGTERM)
                     self._find_run_dir(slot)
-                    if slot.process.poll() is not None:
+                    if slot.child.process.poll() is not None:
                         self._end(slot)
                         ended += 1
-            if all(slot.process is None for slot in slots):
+            if all(slot.child is None for slot in slots):
                 if self._stop.is_set() or not self._has_pending():
                     return ended
                 continue
@@ -97,45 +99,33 @@ class QueueRunner:
         return any(job.state == "pending" for job in self.queue.jobs())
 
     def _start(self, slot: _Slot, job: Job) -> None:
-        runs_dir = str(self.queue.runs_dir)
-        if job.resumable:
-            command = [self.python, "-m", "workbench", "train", "--resume", job.run_dir, "--runs-dir", runs_dir]
-            how = f"resuming {Path(job.run_dir).name}"
-        else:
-            command = [self.python, "-m", "workbench", "train", *job.args, "--runs-dir", runs_dir]
-            how = " ".join(job.args)
-        env = dict(os.environ)
-        if slot.gpu:
-            env["CUDA_VISIBLE_DEVICES"] = slot.gpu
-        self.queue.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.queue.log_path(job.id), "a", encoding="utf-8") as log:
-            log.write(f"$ {' '.join(command)}\n")
-            log.flush()
-            slot.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            stdin=subprocess.DEVNULL)
+        slot.child = self.start_job(job, slot.gpu)
         slot.job, slot.started, slot.stopping = job, time.time(), False
         gpu = f" on GPU {slot.gpu}" if slot.gpu else ""
+        how = f"resuming {Path(job.run_dir).name}" if job.resumable else " ".join(job.args)
         self.on_event(f"job {job.id}{gpu}: {how}")
 
     def _find_run_dir(self, slot: _Slot) -> None:
-        """The run folder whose .lock names this trainer's pid (the trainer writes it once it owns the folder)."""
+        """The run folder this job's trainer works in, from its start row."""
         job = slot.job
-        if job is None or job.run_dir or slot.process is None:
+        if job is None or job.run_dir or slot.child is None:
             return
-        found = _run_dir_of(self.queue.runs_dir, slot.process.pid, slot.started)
+        found = slot.child.run_dir()
         if found is not None:
-            self.queue.set_run_dir(job.id, found)
-            slot.job = job = self.queue.get(job.id) or job
+            self.queue.set_run_dir(job.id, Path(found).resolve())
+            slot.job = self.queue.get(job.id) or job
 
     def _end(self, slot: _Slot) -> None:
-        job, process = slot.job, slot.process
-        assert job is not None and process is not None
+        job, child = slot.job, slot.child
+        assert job is not None and child is not None
         self._find_run_dir(slot)
         job = self.queue.get(job.id) or job
-        code = process.returncode
+        code = child.process.returncode
         state, reason = self._outcome(job, code, slot.stopping)
+        if state == "failed" and not reason:
+            reason = child.failure()
         self.queue.finish(job.id, state, code, reason)
-        slot.job, slot.process = None, None
+        slot.job, slot.child = None, None
         self.on_event(f"job {job.id}: {state}" + (f" ({reason})" if reason else ""))
         self.on_job_end(JobEnded(job, state, reason, job.run_dir))
 
@@ -151,42 +141,11 @@ class QueueRunner:
             if job.attempts < MAX_ATTEMPTS:
                 return "pending", f"its trainer was killed ({name}); it resumes from its checkpoint"
             return "failed", f"its trainer was killed ({name}) {job.attempts} times"
-        return "failed", _failure_reason(self.queue.log_path(job.id), job.run_dir)
-
-
-def run_owned_by(runs_dir: Path, since: float, is_owner) -> Path | None:
-    """The run folder in `runs_dir` whose lock was taken after `since` by a process for which
-    `is_owner(pid)` holds (a queue job's trainer, a torchrun job's rank 0), or None."""
-    for lock in Path(runs_dir).glob("*/.lock"):
-        try:
-            if lock.stat().st_mtime < since - 1:
-                continue
-            owner = json.loads(lock.read_text(encoding="utf-8") or "{}")
-        except (OSError, ValueError):
-            continue
-        if isinstance(owner, dict) and is_owner(owner.get("pid")):
-            return lock.parent
-    return None
-
-
-def _run_dir_of(runs_dir: Path, pid: int, since: float) -> Path | None:
-    return run_owned_by(runs_dir, since, lambda owner: owner == pid)
-
-
-def _failure_reason(log: Path, run_dir: str) -> str:
-    """The trainer's own sentence: its last error line, else the run's status reason."""
-    try:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        lines = []
-    for line in reversed(lines):
-        if line.startswith("workbench: error: "):
-            return line.removeprefix("workbench: error: ")
-    if run_dir:
-        status, reason = read_status(Path(run_dir))
-        if reason:
-            return reason
-    return lines[-1][:200] if lines else "the trainer failed without a message"
+        if job.run_dir:
+            status, reason = read_status(Path(job.run_dir))
+            if status == "failed" and reason:
+                return "failed", reason
+        return "failed", ""  # the trainer's own sentence, from its answer
 
 
 def visible_gpus() -> tuple[str, ...]:

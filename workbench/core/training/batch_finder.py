@@ -70,7 +70,7 @@ def _trial(config: RunConfig, emit: EventSink, size: int, data):
         trial = prepare_trial(config, emit, TrainControl(), batch_size=size, data=data)
         data = trial.data
         built = trial.built
-        meter = Meter(lambda event: None, lambda row: None, trial.device, TrainControl(),
+        meter = Meter(lambda event: None, trial.device, TrainControl(),
                       steps_per_epoch=len(built.train), total_steps=TRIAL_STEPS, lr=lambda: built.parts.lr,
                       batch_size=size)
         meter.start_epoch(1, 0, 0)

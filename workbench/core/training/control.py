@@ -7,10 +7,12 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 CONTROL_FILE = "control"  # in the run folder: one word, "pause", "run" or "stop", written by a watcher
 COMMANDS = ("pause", "run", "stop")
 FILE_POLL_S = 0.25  # how often, at most, the training thread looks at the control file
+BY_FILE = "asked through the run's control file (another process: `workbench watch`, or `echo run > RUN/control`)"
 
 
 class TrainControl:
@@ -18,6 +20,8 @@ class TrainControl:
 
     Stop finishes the current step, then the engine saves a checkpoint and returns. The time
     spent paused is counted (`paused_s`), so no timing or speed the run reports includes it.
+    `on_pause_change(paused, why)` is called from the training thread when training really
+    halts or goes on, whoever asked, so the run's rows (and every dashboard) say so.
     """
 
     def __init__(self) -> None:
@@ -31,6 +35,9 @@ class TrainControl:
         self._file: Path | None = None
         self._file_seen: tuple[int, int] | None = None
         self._next_poll = 0.0
+        self.on_pause_change: Callable[[bool, str], None] | None = None
+        self._pause_reported = False
+        self._asked_by = ""  # who asked for the current pause: "" (this process) or BY_FILE
 
     def follow_file(self, path: Path) -> None:
         """Also obey the words another process writes to `path` (the engine calls this once it
@@ -41,10 +48,11 @@ class TrainControl:
             pass
         self._file, self._file_seen = Path(path), None
 
-    def pause(self) -> None:
+    def pause(self, asked_by: str = "") -> None:
         with self._lock:
             if self._paused_since is None:
                 self._paused_since = time.perf_counter()
+                self._asked_by = asked_by
             self._running.clear()
 
     def resume(self) -> None:
@@ -87,8 +95,21 @@ class TrainControl:
         """Block the training thread while paused; returns at once otherwise.
         The control file, when followed, is read here: between steps, and while paused."""
         self.poll_file()
+        if self._running.is_set():
+            return
+        self.report_pause(True)
         while not self._running.wait(poll_s):
             self.poll_file()
+        self.report_pause(False)
+
+    def report_pause(self, paused: bool) -> None:
+        """Tell `on_pause_change` that training halted or goes on (training thread only; once per
+        change). Going on because of a stop is not reported: the run's end says it."""
+        if paused == self._pause_reported or (not paused and self.stop_requested):
+            return
+        self._pause_reported = paused
+        if self.on_pause_change is not None:
+            self.on_pause_change(paused, self._asked_by if paused else "")
 
     def poll_file(self) -> None:
         """Read the followed control file (at most every FILE_POLL_S): pause, run or stop."""
@@ -104,7 +125,7 @@ class TrainControl:
         except OSError:
             return
         if word == "pause":
-            self.pause()
+            self.pause(asked_by=BY_FILE)
         elif word == "run":
             self.resume()
         elif word == "stop":

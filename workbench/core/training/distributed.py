@@ -266,14 +266,16 @@ class AgreedControl:
             self.agree(poll_s)
 
     def agree(self, poll_s: float = PAUSE_POLL_S) -> None:
+        local = self.local
         while True:
-            local = self.local
             local.poll_file()  # a watcher's pause or stop written to rank 0's run folder
             flags = torch.tensor([float(local.stop_requested), float(local.paused)])
             stop, paused = self.world.reduce(flags, op="max").tolist()
             self.stopped = self.stopped or stop > 0
             if not paused or self.stopped:
+                local.report_pause(False)
                 return
+            local.report_pause(True)
             time.sleep(poll_s)  # paused on some rank: wait together, asking again
 
     @property

@@ -29,8 +29,10 @@ from workbench.core.events import (
     EventSink,
     Failed,
     Finished,
+    Event,
     Notice,
     RunStarted,
+    StatusChanged,
     to_row,
 )
 from workbench.core.inspection.epoch_images import images_due
@@ -66,15 +68,17 @@ def fit(
     data: Dataset | None = None,
     recipe: Recipe | None = None,
     world: World | None = None,
+    run_id: str = "",
 ) -> Path | None:
     """Train per `config` (or continue the run in `resume_dir`); returns the run folder.
 
     `data` (a Dataset already loaded) and `recipe` (e.g. the speedrun with other hyperparameters)
     are for tests and benchmarks; normally both follow from `config`, and `world` from torchrun's
-    environment.
+    environment. `run_id` is the id a parent process gave this run (recorded in run.json).
     """
     world = world or World.from_env()
     session = _Session(config, events, control or TrainControl(), world)
+    session.run_id = run_id
     try:
         session.run(resume_dir, data, recipe)
     except StopRequested:  # only raised while data is prepared, before a run folder exists
@@ -103,7 +107,7 @@ class _Session:
     """The state of one fit() call; split into methods so each step reads on its own."""
 
     def __init__(self, config: RunConfig, events: EventSink, control: TrainControl, world: World) -> None:
-        self.config, self.emit, self.world = config, events, world
+        self.config, self.send, self.world = config, events, world
         self.local_control, self.control = control, world.agreed(control)  # stop and pause agreed between ranks
         self.folder = RunFolder(writes=world.is_main)  # only rank 0 writes the run folder
         self.run_dir: Path | None = None  # the folder's path, known to every rank
@@ -113,9 +117,15 @@ class _Session:
         self.train_s = 0.0  # device-timed training and evaluation
         self.warmup_s = 0.0
         self.stop_reason = ""  # why the run ended before its last epoch, when it was not the user
+        self.run_id = ""
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started - (self.control.paused_s - self.paused_at_start)
+
+    def emit(self, event: Event) -> None:
+        """Every event becomes a row of the run's metrics.jsonl, then goes to the caller's sink."""
+        self.folder.record(event)
+        self.send(event)
 
     # ---- the run, top to bottom -----------------------------------------------------
 
@@ -162,10 +172,12 @@ class _Session:
     def _claim_folder(self, point, progress: Progress) -> None:
         """Everything checked: rank 0 takes the run folder (locks it, then writes to it)."""
         info = run_info(self.config, self.data, self.model, self.model_options, self.recipe, self.batch_size,
-                        self.device, self.world)
+                        self.device, self.world, self.run_id)
         self.run_dir = self.world.from_main(lambda: self.folder.take(self.config, point, progress, info, self.emit))
         if self.world.is_main:  # pause / stop from a watcher in another process; the ranks agree on them
             self.local_control.follow_file(self.run_dir / CONTROL_FILE)
+        self.local_control.on_pause_change = lambda paused, why: self.emit(
+            StatusChanged("paused" if paused else "running", why))
         split = "val" if self.data.val is not None else "test"
         self.stopper = EarlyStopper.replay(self.config.early_stop, self.config.early_stop_on,
                                            self.config.early_stop_delta, progress.history, split)
@@ -177,7 +189,8 @@ class _Session:
             run_dir=self.run_dir, arch=config.arch, params=count_parameters(self.model), device=self.device.type,
             device_name=describe_device(self.device), dataset=config.dataset, classes=tuple(data.classes),
             train_size=len(data.train), test_size=len(data.test), epochs=config.epochs, steps_per_epoch=steps,
-            start_epoch=progress.epoch, val_size=len(data.val) if data.val is not None else 0,
+            start_epoch=progress.epoch, start_step=progress.global_step,
+            val_size=len(data.val) if data.val is not None else 0,
             recipe=self.recipe.name, batch_size=self.batch_size,
         ))
         self.emit(Notice(self.recipe.summary(config, steps, self.batch_size)))
@@ -195,7 +208,7 @@ class _Session:
         world = self.world
         self.eval_model = self._maybe_compile()
         self.train_model = world.wrap(self.eval_model)  # DistributedDataParallel in a data-parallel run
-        self.meter = Meter(self.emit, self._write_row, self.device, self.control, steps_per_epoch=len(train),
+        self.meter = Meter(self.emit, self.device, self.control, steps_per_epoch=len(train),
                            total_steps=config.epochs * len(train), lr=lambda: self.parts.lr, batch_size=self.batch_size,
                            ranks=world.size, reduce=world.reduce if world.distributed else None)
         for epoch in range(progress.epoch + 1, config.epochs + 1):
@@ -336,16 +349,14 @@ class _Session:
             per_class_precision={r.name: r.precision for r in reports}, per_class_f1={r.name: r.f1 for r in reports},
             extra=extra,
         )
-        row = to_row(event)
-        progress.history.append(row)
-        self._write_row(row)
+        progress.history.append(to_row(event))
+        self.emit(event)
         if save:
             self._save_checkpoint(progress, score=val.acc if val is not None else None)
         if first_batch is not None and self.shards["train"] is not None:
             first_batch = (first_batch[0], self.shards["train"][first_batch[1]])  # positions in the whole split
         if shown is not None or first_batch is not None:
             self.folder.save_images(epoch, self.data, test or val, first_batch, self.emit)
-        self.emit(event)
 
     def _save_checkpoint(self, progress: Progress, score: float | None) -> None:
         state = lambda: checkpoint_state(self.model, self.parts, self.train_batches, progress, self.batch_size,  # noqa: E731
@@ -365,7 +376,6 @@ class _Session:
             final_test_acc=final_test, steps_done=progress.global_step, train_s=self.train_s,
             warmup_s=self.warmup_s, reason=reason,
         )
-        self._write_row(to_row(event))
         self.emit(event)
 
     def _best_model_test_acc(self, progress: Progress) -> float | None:
@@ -384,8 +394,3 @@ class _Session:
         self.folder.record_failure(reason, details)
         self.run_dir = self.folder.path or self.run_dir  # a new run's folder may exist before every rank knows it
         self.emit(Failed(self.run_dir, reason, bad_input=bad_input, field=field))
-
-    # ---- helpers ------------------------------------------------------------------
-
-    def _write_row(self, row: dict) -> None:
-        self.folder.write_row(row)

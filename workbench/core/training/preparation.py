@@ -56,7 +56,7 @@ def load_run_data(config: RunConfig, emit: EventSink, control: TrainControl) -> 
 
 def run_info(
     config: RunConfig, data: Dataset, model: nn.Module, model_options: dict[str, Any], recipe: Recipe,
-    batch_size: int, device: torch.device, world: World | None = None,
+    batch_size: int, device: torch.device, world: World | None = None, run_id: str = "",
 ) -> dict[str, Any]:
     """run.json: what export, predict, the runs list and a resume need to know without the data.
     `batch_size` is the global batch: in a data-parallel run, world_size processes share it."""
@@ -70,6 +70,7 @@ def run_info(
         "batch_size": batch_size, "skipped_files": data.skipped, "device": describe_device(device),
         "data_identity": dict(data.identity), "world_size": world.size,
         **({"job": world.job} if world.job else {}),  # torchrun's run id: a restarted job finds its run by it
+        **({"run_id": run_id} if run_id else {}),  # the id the parent gave it (a queue job, the app's launcher)
     }
 
 

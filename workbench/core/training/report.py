@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from workbench.core.errors import NonFiniteLoss
-from workbench.core.events import EventSink, StepMetrics, to_row
+from workbench.core.events import EventSink, StepMetrics
 from workbench.core.training.control import TrainControl
 from workbench.core.training.device import gpu_memory_mb
 from workbench.core.training.device_clock import DeviceClock, Readout
@@ -60,7 +60,6 @@ class Meter:
     def __init__(
         self,
         emit: EventSink,
-        write_row: Callable[[dict], None],
         device: torch.device,
         control: TrainControl,
         *,
@@ -71,7 +70,7 @@ class Meter:
         ranks: int = 1,
         reduce: Callable[..., torch.Tensor] | None = None,
     ) -> None:
-        self.emit, self.write_row, self.control = emit, write_row, control
+        self.emit, self.control = emit, control
         self.device = device
         self.clock = DeviceClock(device)
         self.readout = Readout(self.clock)
@@ -188,8 +187,7 @@ class Meter:
             eta_s=elapsed / done * max(self.total_steps - mark.global_step, 0),
             gpu_memory_mb=gpu_memory_mb(self.device),
         )
-        self.emit(event)
-        self.write_row(to_row(event))
+        self.emit(event)  # the engine's emit writes its row too
 
     def _totals(self, mark: _Mark) -> TrainTotals:
         images = max(mark.images * self.ranks, 1)  # an epoch mark's sums are the whole world's

@@ -3,6 +3,10 @@
 In a data-parallel run each rank has a RunFolder, but only rank 0's writes (`writes=True`);
 on the others every write is skipped, so exactly one process writes each file. Reading a run to
 resume it writes nothing, so a refused resume leaves every file as it was.
+
+`record` is where every event the engine reports becomes a row of metrics.jsonl: events from
+before the folder was taken (notices while the data loads) wait and are written, in order,
+once it is; a row that names no step carries `at_step`, so a resume cuts it like the others.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from workbench.core import runs
 from workbench.core.atomic import clean_temp_files, write_text_atomic
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
-from workbench.core.events import CheckpointSaved, EventSink, ImagesSaved, Notice
+from workbench.core.events import CheckpointSaved, Event, EventSink, ImagesSaved, Notice, to_row
 from workbench.core.inspection.epoch_images import save_epoch_images
 from workbench.core.training.keeper import CheckpointKeeper
 from workbench.core.training.state import Progress, ResumePoint, check_run_files, read_resume_point
@@ -29,6 +33,8 @@ class RunFolder:
         self.lock = runs.RunLock(Path("."))  # replaced by the run folder's own once there is one
         self.owned = False  # True once this process may write into the folder
         self.keeper: CheckpointKeeper | None = None
+        self._waiting: list[dict] = []  # rows of events from before the folder was taken
+        self._step = 0  # the last global step a row named
 
     def open(self, config: RunConfig, resume_dir: Path | None) -> ResumePoint | None:
         """The resume point of `resume_dir` (locked, then read and checked only), or, for a new run,
@@ -67,9 +73,21 @@ class RunFolder:
         runs.write_run_info(run_dir, info)
         return run_dir
 
-    def write_row(self, row: dict) -> None:
-        if self.writes:
-            runs.append_metrics(self.path, row)
+    def record(self, event: Event) -> None:
+        """The event's row in metrics.jsonl (kept until the folder is taken)."""
+        if not self.writes:
+            return
+        row = to_row(event)
+        step = next((row[key] for key in ("global_step", "steps_done", "start_step") if isinstance(row.get(key), int)), None)
+        if step is None:
+            row["at_step"] = self._step
+        else:
+            self._step = step
+        self._waiting.append(row)
+        if self.owned:
+            rows, self._waiting = self._waiting, []
+            for waiting in rows:
+                runs.append_metrics(self.path, waiting)
 
     def write_status(self, status: str, reason: str = "") -> None:
         if self.writes:

@@ -41,7 +41,7 @@ def warm_up(
     saved_rng = torch.get_rng_state()
     saved_cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
 
-    meter = Meter(lambda event: None, lambda row: None, train.device, TrainControl(),
+    meter = Meter(lambda event: None, train.device, TrainControl(),
                   steps_per_epoch=len(train), total_steps=len(train), lr=lambda: parts.lr,
                   batch_size=train.batch_size)
     meter.start_epoch(1, 0, 0)

@@ -6,12 +6,6 @@ trains (a throwaway copy), so it must not share torch's global state with a run 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
-
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -53,7 +47,6 @@ class LrFindScreen(ModalScreen[float | None]):
         self.losses: list[float] = []
         self.smoothed: list[float] = []
         self.result: dict | None = None
-        self.process: subprocess.Popen | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="lr-find-box"):
@@ -75,30 +68,20 @@ class LrFindScreen(ModalScreen[float | None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="lr-find", description="the LR finder")
     def _run(self, config: RunConfig) -> None:
+        from workbench import launch
+
         worker = get_current_worker()
-        with tempfile.TemporaryDirectory(prefix="workbench-lr-find-") as folder:
-            toml = Path(folder) / "run.toml"
-            toml.write_text(config.to_toml(), encoding="utf-8")
-            command = [sys.executable, "-m", "workbench", "lr-find", "--config", str(toml), "--json-lines"]
-            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                            stdin=subprocess.DEVNULL)
-            for line in self.process.stdout:
-                if worker.is_cancelled:
-                    self.process.terminate()
-                    return
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if "result" in row:
-                    self.post_message(CurveDone(row["result"]))
-                else:
-                    self.post_message(CurvePoint(row["lr"], row["loss"], row["smoothed"]))
-            code = self.process.wait()
-            if code != 0 and not worker.is_cancelled:
-                lines = [line for line in self.process.stderr.read().splitlines() if line.strip()]
-                problem = lines[-1].removeprefix("workbench: error: ") if lines else f"exit code {code}"
-                self.post_message(CurveDone(None, problem))
+
+        def point(row: dict) -> None:
+            self.post_message(CurvePoint(row["lr"], row["loss"], row["smoothed"]))
+
+        try:
+            result = launch.run("lr-find", config=config, on_progress=point, cancelled=lambda: worker.is_cancelled)
+        except launch.ChildFailed as failed:
+            self.post_message(CurveDone(None, str(failed)))
+            return
+        if result is not None:
+            self.post_message(CurveDone(result))
 
     def on_curve_point(self, message: CurvePoint) -> None:
         self.lrs.append(message.lr)
@@ -156,6 +139,5 @@ class LrFindScreen(ModalScreen[float | None]):
         self.dismiss(self.suggestion)
 
     def action_close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        self.workers.cancel_group(self, "lr-find")  # the child is stopped when the worker sees it
         self.dismiss(None)

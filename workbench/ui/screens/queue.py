@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from rich.text import Text
@@ -111,13 +110,11 @@ class QueueScreen(Screen):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """Enter on a job: its run on the dashboard (the watch screen follows its folder)."""
-        from workbench.ui.screens.watch import WatchScreen
-
         job = self.jobs.get(str(event.row_key.value))
         if job is None or not job.run_dir:
             self.notify("This job has no run folder yet.", severity="warning")
             return
-        self.app.push_screen(WatchScreen(Path(job.run_dir)))
+        self.app.watch_run(Path(job.run_dir))
 
     @property
     def runner_alive(self) -> bool:
@@ -140,12 +137,11 @@ class QueueScreen(Screen):
         if self.runner_alive:
             self.notify("The queue is already running.", severity="warning")
             return
-        log_dir = self.runs_dir / ".queue"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with open(log_dir / "runner.log", "a", encoding="utf-8") as log:
-            self.runner = subprocess.Popen(
-                [sys.executable, "-m", "workbench", "queue", "run", "--runs-dir", str(self.runs_dir)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        from workbench import launch
+
+        runs_dir = self.runs_dir.expanduser().resolve()
+        self.runner = launch.start("queue", args=["run", "--runs-dir", str(runs_dir)], folder=runs_dir / ".queue",
+                                   run_id="runner", detach=True).process
         self.notify("Queue started: jobs train in processes of their own (r shows their runs).")
         self._list()
 

@@ -16,6 +16,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from workbench.core.events import from_row
+from workbench.core.lifecycle.view import RunView
 from workbench.core.wording import count as counted
 from workbench.ui import formatting as fmt
 from workbench.ui.widgets.charts import TrainingCharts
@@ -107,9 +109,7 @@ class RunsScreen(Screen):
         summary = next((s for s in self.summaries if s.path == path), None)
         own = getattr(self.app, "dashboard", None)
         if summary is not None and summary.status == "running" and not (own is not None and own.run_dir == path):
-            from workbench.ui.screens.watch import WatchScreen
-
-            self.app.push_screen(WatchScreen(path))  # another process trains it: follow it live
+            self.app.watch_run(path)  # another process trains it: follow it live
             return
         self.app.push_screen(RunScreen(path))
 
@@ -198,7 +198,9 @@ class RunScreen(Screen):
     def on_run_loaded(self, message: RunLoaded) -> None:
         details = message.details
         self.query_one("#run-summary", Static).update(details.summary)
-        self.query_one(TrainingCharts).show_records(details.records, details.epochs)
+        view = RunView.of(event for row in details.records if (event := from_row(row, self.run_dir)) is not None)
+        view.epochs = max(view.epochs, details.epochs)  # the target, for a run stopped before its end
+        self.query_one(TrainingCharts).show(view)
         epochs = [r for r in details.records if r.get("type") == "epoch"]
         table = self.query_one("#epochs", DataTable)
         table.clear()

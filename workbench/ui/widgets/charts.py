@@ -1,32 +1,31 @@
-"""MetricsChart: a line chart of named series over epochs (plotext), redrawn a few times a second."""
+"""TrainingCharts: loss, accuracy and learning rate of one run, drawn from its RunView (plotext).
+
+The charts hold no data of their own: they draw the view's curves, on a timer, when the view
+changed (its version), at most once a second and at most ~5% of a core. x is in epochs with
+ticks for any length of run; y ticks are in a compact notation (0.003, 1e-07, never
+0.002999910); the best epoch is a vertical line.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
 from time import perf_counter
 
 from textual.app import ComposeResult
 from textual.widget import Widget
 from textual_plotext import PlotextPlot
 
-from workbench.core.events import EpochMetrics, epoch_from_row
-from workbench.core.runs import epoch_records
+from workbench.core.lifecycle.view import Curve, RunView
 
 REDRAW_CHECK_S = 0.25  # how often the chart looks for new points
 MIN_REDRAW_GAP_S = 1.0  # never rebuild more than once a second
 COST_FACTOR = 20  # wait 20x the last rebuild's cost: plotting takes <= ~5% of a core
 POINTS_PER_COLUMN = 2  # braille markers resolve two points per terminal column
+COLUMNS_PER_X_TICK = 6  # room for a label like "250" and the gap to the next
 
+X_MARGIN = 0.03  # of the x range, right of the last epoch
 RGB = tuple[int, int, int]
 BEST_COLOUR = (120, 220, 120)  # the best epoch's vertical line
-
-
-@dataclass
-class Series:
-    label: str
-    color: RGB
-    xs: list[float] = field(default_factory=list)
-    ys: list[float] = field(default_factory=list)
 
 
 class TimedPlot(PlotextPlot):
@@ -43,38 +42,26 @@ class TimedPlot(PlotextPlot):
 
 
 class MetricsChart(Widget):
-    """Plots series such as train loss per step sample and test loss per epoch.
+    """Named curves over epochs; which curves, and their data, come from the view."""
 
-    x is in epochs (a step sample inside epoch 3 sits between 2 and 3), so step samples and
-    epoch points share one axis. Points may arrive at any rate; the chart redraws on a timer.
-    """
-
-    def __init__(
-        self,
-        title: str,
-        series: dict[str, tuple[str, RGB]],
-        *,
-        y_limits: tuple[float, float] | None = None,
-        id: str | None = None,
-        classes: str | None = None,
-    ) -> None:
+    def __init__(self, title: str, series: dict[str, tuple[str, RGB]], *, y_limits: tuple[float, float] | None = None,
+                 id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.title = title
-        self.series = {name: Series(label, color) for name, (label, color) in series.items()}
+        self.series = series  # name -> (label, colour)
+        self.curves: dict[str, Curve] = {name: Curve() for name in series}
         self.y_limits = y_limits
         self.epochs = 1
         self.mark: float | None = None  # an x to draw a vertical line at (the best epoch)
-        self._dirty = True
+        self._drawn_version = -1
+        self.version = 0
 
     def compose(self) -> ComposeResult:
         yield TimedPlot()
 
     @property
     def legend(self) -> str:
-        return " ".join(
-            f"[rgb({r},{g},{b})]━[/] {series.label}" for series in self.series.values()
-            for r, g, b in [series.color]
-        )
+        return " ".join(f"[rgb({r},{g},{b})]━[/] {label}" for label, (r, g, b) in self.series.values())
 
     def on_mount(self) -> None:
         self.border_title = self.title
@@ -82,49 +69,21 @@ class MetricsChart(Widget):
         self._draw()
         self.set_interval(REDRAW_CHECK_S, self._redraw_if_dirty)
 
-    # ---- data in ------------------------------------------------------------------
-
-    def add_point(self, name: str, x: float, y: float) -> None:
-        if y != y:  # NaN would blank the whole plot
-            return
-        series = self.series[name]
-        series.xs.append(x)
-        series.ys.append(y)
-        self._dirty = True
-
-    def set_points(self, name: str, xs: list[float], ys: list[float]) -> None:
-        self.series[name].xs = list(xs)
-        self.series[name].ys = list(ys)
-        self._dirty = True
-
-    def set_epochs(self, epochs: int) -> None:
-        self.epochs = max(epochs, 1)
-        self._dirty = True
-
-    def clear(self) -> None:
-        for series in self.series.values():
-            series.xs.clear()
-            series.ys.clear()
-        self.mark = None
-        self._dirty = True
-
-    def set_mark(self, x: float | None) -> None:
-        if x != self.mark:
-            self.mark = x
-            self._dirty = True
+    def show(self, curves: dict[str, Curve], epochs: int, mark: float | None, version: int) -> None:
+        """Draw these curves (shared with the view, not copied) next time the timer allows."""
+        self.curves, self.epochs, self.mark, self.version = curves, max(int(epochs or 1), 1), mark, version
 
     def point_count(self, name: str | None = None) -> int:
-        chosen = [self.series[name]] if name else self.series.values()
-        return sum(len(series.xs) for series in chosen)
+        chosen = [self.curves[name]] if name else self.curves.values()
+        return sum(len(curve.xs) for curve in chosen)
 
     def redraw_now(self) -> None:
         """Draw at once (tests and screenshots); normally the timer does it."""
         self._draw()
 
-    # ---- drawing ------------------------------------------------------------------
-
     def _redraw_if_dirty(self) -> None:
-        if self._dirty and self.is_on_screen and perf_counter() >= self.query_one(TimedPlot).next_allowed:
+        if (self.version != self._drawn_version and self.is_on_screen
+                and perf_counter() >= self.query_one(TimedPlot).next_allowed):
             self._draw()
 
     @property
@@ -132,30 +91,105 @@ class MetricsChart(Widget):
         return self.screen.is_current and self.region.area > 0
 
     def _draw(self) -> None:
-        self._dirty = False
+        self._drawn_version = self.version
         plot = self.query_one(TimedPlot)
         plt = plot.plt
         plt.clear_data()
-        plt.xlim(0, self.epochs)
-        plt.xticks(list(range(self.epochs + 1)) if self.epochs <= 10 else None)
-        if self.y_limits:
-            plt.ylim(*self.y_limits)
+        plt.xlim(0, self.epochs * (1 + X_MARGIN))  # a little room, so a mark at the last epoch is not the frame
+        ticks = epoch_ticks(self.epochs, max(self.size.width // COLUMNS_PER_X_TICK, 2))
+        plt.xticks(ticks, [str(t) for t in ticks])
         budget = max(self.size.width * POINTS_PER_COLUMN, 16)
-        for series in self.series.values():
-            if not series.xs:
-                continue
-            xs, ys = _thin(series.xs, series.ys, budget)
-            marker = "braille" if len(xs) > 1 else "dot"
-            plt.plot(xs, ys, color=series.color, marker=marker)
+        shown = [(self.series[name][1], *_thin(curve.xs, curve.ys, budget))
+                 for name, curve in self.curves.items() if name in self.series and curve.xs]
+        low, high = self.y_limits or _span([y for _, _, ys in shown for y in ys])
+        plt.ylim(low, high)
+        values = nice_ticks(low, high, max(self.size.height // 3, 2))
+        plt.yticks(values, compact_labels(values))
+        for color, xs, ys in shown:
+            plt.plot(xs, ys, color=color, marker="braille" if len(xs) > 1 else "dot")
         if self.mark is not None:
             plt.vline(self.mark, color=BEST_COLOUR)
         plot.refresh()
 
 
+def epoch_ticks(epochs: int, most: int) -> list[int]:
+    """Whole epochs from 0 to `epochs`, at most `most` + 1 of them, at a round step, the last always shown."""
+    step = max(1, _round_step(epochs / max(most, 1), whole=True))
+    ticks = list(range(0, epochs + 1, step))
+    if ticks[-1] != epochs:
+        if epochs - ticks[-1] < step / 2:
+            ticks.pop()
+        ticks.append(epochs)
+    return ticks
+
+
+def nice_ticks(low: float, high: float, most: int) -> list[float]:
+    """Values at a round step (1, 2 or 5 x 10^k) inside [low, high], at most `most` + 1 of them."""
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return [low]
+    step = _round_step((high - low) / max(most, 1))
+    first = math.ceil(low / step - 1e-9)
+    values = []
+    k = first
+    while k * step <= high + step * 1e-9:
+        values.append(k * step)
+        k += 1
+    return values or [low]
+
+
+def compact_labels(values: list[float]) -> list[str]:
+    """Labels as short as the ticks' step allows: 0.003, 250, 1e-07; never 0.002999910."""
+    if len(values) < 2:
+        return [_compact(value, 3) for value in values]
+    step = min(abs(b - a) for a, b in zip(values, values[1:])) or 1.0
+    biggest = max(abs(value) for value in values)
+    if biggest >= 1e5 or biggest < 1e-3:  # powers of ten: mantissa digits enough to tell the step
+        digits = max(1, math.floor(math.log10(biggest)) - math.floor(math.log10(step)) + 1)
+        return [_compact(value, digits) for value in values]
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    return [_fixed(value, decimals) for value in values]
+
+
+def _fixed(value: float, decimals: int) -> str:
+    text = f"{value:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _compact(value: float, digits: int) -> str:
+    if abs(value) < 1e-30:
+        return "0"
+    return f"{value:.{digits}g}"
+
+
+def _round_step(raw: float, whole: bool = False) -> float:
+    if raw <= 0 or not math.isfinite(raw):
+        return 1
+    power = 10 ** math.floor(math.log10(raw))
+    for factor in (1, 2, 5, 10):
+        if factor * power >= raw:
+            step = factor * power
+            return max(1, round(step)) if whole else step
+    return 10 * power  # pragma: no cover - the loop always returns
+
+
+def _span(values: list[float]) -> tuple[float, float]:
+    """A y range around the values with a little air; a flat line gets a band around it."""
+    if not values:
+        return 0.0, 1.0
+    low, high = min(values), max(values)
+    if high - low < 1e-12 * max(abs(high), 1e-30):
+        pad = abs(high) * 0.1 or 1.0
+        return low - pad, high + pad
+    pad = (high - low) * 0.05
+    return (0.0 if low >= 0 and low - pad < 0 else low - pad), high + pad
+
+
 def _thin(xs: list[float], ys: list[float], budget: int) -> tuple[list[float], list[float]]:
     """At most about `budget` points: means over equal runs, keeping the last point exact."""
     if len(xs) <= budget:
-        return xs, ys
+        return list(xs), list(ys)
     size = -(-len(xs) // budget)
     thin_x, thin_y = [], []
     for start in range(0, len(xs) - 1, size):
@@ -196,43 +230,16 @@ class TrainingCharts(Widget):
     def lr(self) -> MetricsChart:
         return self.query_one("#lr-chart", MetricsChart)
 
-    def reset(self, epochs: int) -> None:
-        for chart in (self.loss, self.accuracy, self.lr):
-            chart.clear()
-            chart.set_epochs(epochs)
-
-    def add_step(self, x: float, loss: float, acc: float, lr: float | None = None) -> None:
-        self.loss.add_point("steps", x, loss)
-        self.accuracy.add_point("steps", x, acc * 100)
-        if lr is not None:
-            self.lr.add_point("lr", x, lr)
-
-    def mark_best(self, epoch: int | None) -> None:
-        """A vertical line at the best epoch on the loss and accuracy charts (thinning never hides it)."""
-        for chart in (self.loss, self.accuracy):
-            chart.set_mark(epoch)
-        best = "  [rgb(120,220,120)]┃[/] best" if epoch is not None else ""
-        self.accuracy.border_subtitle = self.accuracy.legend + best
-
-    def add_epoch(self, event: EpochMetrics) -> None:
-        points = [("train", event.train_loss, event.train_acc), ("val", event.val_loss, event.val_acc),
-                  ("test", event.test_loss, event.test_acc)]
-        for name, loss, acc in points:
-            if acc is not None:
-                self.loss.add_point(name, event.epoch, loss)
-                self.accuracy.add_point(name, event.epoch, acc * 100)
-
-    def show_records(self, records: list[dict], epochs: int) -> None:
-        """Replace everything with a run's metrics.jsonl rows."""
-        self.reset(epochs)
-        for record in records:
-            if record.get("type") == "step" and record.get("steps_per_epoch"):
-                x = record["epoch"] - 1 + record["step"] / record["steps_per_epoch"]
-                self.add_step(x, record["loss"], record["acc"], record.get("lr"))
-        rows = epoch_records(records)
-        for record in rows:
-            self.add_epoch(epoch_from_row(record))
-        self.mark_best(rows[-1].get("best_epoch") if rows else None)
+    def show(self, view: RunView) -> None:
+        """Draw the view (its curves are shared, so later points show without another call,
+        as long as `version` moves on: call this after each batch of rows)."""
+        best = view.best[1] if view.best else None
+        epochs = max(view.epochs, view.epoch, 1)
+        self.loss.show(view.loss, epochs, best, view.version)
+        self.accuracy.show(view.accuracy, epochs, best, view.version)
+        self.lr.show({"lr": view.lr_curve}, epochs, None, view.version)
+        mark = " [rgb(120,220,120)]┃[/]best" if best is not None else ""
+        self.accuracy.border_subtitle = self.accuracy.legend + mark
 
     def redraw_now(self) -> None:
         for chart in (self.loss, self.accuracy, self.lr):

@@ -1,0 +1,154 @@
+"""One run lifecycle, without a UI: every event is a row and back, the view is a fold over the
+rows, the engine writes its pauses and resumes as rows, and a folder is followed as it grows."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import threading
+from pathlib import Path
+
+from rich.console import Console
+
+from workbench.core import runs
+from workbench.core.events import (
+    ROW_TYPES,
+    CheckpointSaved,
+    EpochMetrics,
+    Failed,
+    Finished,
+    ImagesSaved,
+    Notice,
+    RunStarted,
+    StatusChanged,
+    StepMetrics,
+    from_row,
+    to_row,
+)
+from workbench.core.lifecycle.follow import RunFollower
+from workbench.core.lifecycle.view import RunView
+from workbench.core.training.control import TrainControl
+from workbench.core.training.engine import fit
+
+RECORDED = Path(__file__).parent / "data" / "recorded-run"
+
+
+def recorded_rows() -> list[dict]:
+    return [json.loads(line) for line in (RECORDED / "metrics.jsonl").read_text().splitlines()]
+
+
+def one_of_each(run_dir: Path) -> list:
+    return [
+        RunStarted(run_dir, "linear", 10, "cpu", "CPU", "shapes", ("a", "b"), 100, 20, 3, 4, start_epoch=1,
+                   start_step=4, val_size=10, batch_size=32),
+        StepMetrics(2, 1, 4, 5, 0.5, 0.75, 0.01, 100.0, 1.0, 2.0, gpu_memory_mb=None),
+        EpochMetrics(2, 3, 8, 0.4, 0.8, 0.5, 0.7, None, None, 2, 0.7, 0.01, 100.0, 1.0, 2.0, 1.0,
+                     per_class_acc={"a": 0.6}, per_class_split="val", extra={"val_acc_one_view": 0.69}),
+        CheckpointSaved(run_dir / "checkpoints" / "last.pt", 2, best=True),
+        ImagesSaved((run_dir / "images" / "confusion.png",)),
+        Notice("something to know", "warning"),
+        StatusChanged("paused", "asked through the control file"),
+        Finished(run_dir, "stopped", 2, 3.0, steps_done=8, reason="SIGTERM"),
+        Failed(run_dir, "the disk is full", bad_input=True, field="runs_dir"),
+    ]
+
+
+def test_every_event_is_a_row_and_back(tmp_path):
+    events = one_of_each(tmp_path)
+    assert {type(event) for event in events} == set(ROW_TYPES)  # a new event type needs a row
+    for event in events:
+        row = json.loads(json.dumps(to_row(event)))  # through the file's own encoding
+        assert from_row(row) == event
+    assert from_row({"type": "nonsense"}) is None and from_row({"type": "step", "epoch": "x", "nope": 1}) is not None
+
+
+def test_a_row_read_from_a_moved_folder_names_the_folder_it_is_in(tmp_path):
+    row = to_row(Finished(Path("/elsewhere/run"), "finished", 1, 1.0))
+    assert from_row(row, tmp_path).run_dir == tmp_path
+
+
+def test_the_view_is_the_same_fold_whether_rows_or_events_arrive():
+    rows = recorded_rows()
+    from_rows = RunView.of(from_row(row) for row in rows)
+    again = RunView.of(from_row(json.loads(json.dumps(row))) for row in rows)
+    assert dataclasses.asdict(from_rows) == dataclasses.asdict(again)
+    assert from_rows.phase == "finished" and from_rows.epochs == 3 and from_rows.best[1] in (1, 2, 3)
+    assert from_rows.lr_curve.ys[-1] == [r for r in rows if r["type"] == "step"][-1]["lr"]  # the lr ends where the run did
+    assert max(from_rows.loss["steps"].xs) <= 3 and min(from_rows.loss["steps"].xs) > 0  # x in epochs, not 0..1
+
+
+def test_the_view_follows_pauses_stops_resumes_and_interruptions(tmp_path):
+    events = one_of_each(tmp_path)
+    view = RunView()
+    view.apply(events[0])
+    assert view.phase == "training" and view.epoch == 2
+    view.apply(StatusChanged("paused", "asked through the control file"))
+    assert view.phase == "paused" and "control file" in view.reason
+    view.apply(StatusChanged("running"))
+    assert view.phase == "training" and view.reason == ""
+    view.apply(Finished(tmp_path, "stopped", 1, 1.0, steps_done=6))
+    assert view.phase == "stopped" and not view.active
+    view.apply(events[0])  # a resume from another process
+    assert view.phase == "training" and view.sessions == 2 and view.outcome is None
+    view.apply(StatusChanged("interrupted", "nobody trains it"))
+    assert view.phase == "interrupted" and not view.active
+
+
+def test_a_resume_cuts_the_curves_at_its_checkpoint(tmp_path):
+    view = RunView()
+    for step in range(1, 9):
+        view.apply(StepMetrics(1 + (step - 1) // 4, (step - 1) % 4 + 1, 4, step, 1.0, 0.5, 0.1, 1.0, 1.0, 1.0))
+    assert len(view.loss["steps"].xs) == 8
+    view.apply(RunStarted(tmp_path, "linear", 1, "cpu", "CPU", "shapes", ("a",), 1, 1, 4, 4, start_epoch=1,
+                          start_step=5))
+    assert view.loss["steps"].steps == [1, 2, 3, 4, 5] and view.lr_curve.steps[-1] == 5
+
+
+def test_the_engine_writes_every_event_as_a_row_and_says_when_it_pauses(tiny, recorder):
+    control = TrainControl()
+    paused_at = []
+
+    def pause_once(event):
+        recorder(event)
+        if isinstance(event, StepMetrics) and not paused_at:
+            paused_at.append(event.global_step)
+            control.pause()
+            threading.Timer(1.0, control.resume).start()
+
+    run_dir = fit(tiny(arch="linear", epochs=2, image_size=12, batch_size=64), pause_once, control)
+    rows = runs.read_metrics(run_dir)
+    kinds = [row["type"] for row in rows]
+    assert kinds.index("start") < kinds.index("step") and kinds[-1] == "end" and "notice" in kinds
+    assert [from_row(row, run_dir) for row in rows] == [e for e in recorder.events if not isinstance(e, Finished)] + [
+        recorder.last(Finished)]  # the file holds exactly what the app was told, in the same order
+    statuses = [(row["status"], row["at_step"]) for row in rows if row["type"] == "status"]
+    assert [s for s, _ in statuses] == ["paused", "running"]
+    paused, going_on = [i for i, row in enumerate(rows) if row["type"] == "status"]
+    assert all(row["type"] != "step" for row in rows[paused + 1:going_on])  # nothing trained while paused
+    assert statuses[0][1] >= paused_at[0]
+
+
+def test_a_headless_trainer_says_it_is_paused_and_stops_its_clock():
+    from workbench.headless import HeadlessReporter, clock
+
+    out = io.StringIO()
+    reporter = HeadlessReporter(Console(file=out, width=200), interactive=False)
+    reporter(StatusChanged("paused", "asked through the run's control file"))
+    reporter(StatusChanged("running"))
+    text = out.getvalue()
+    assert "paused (asked through the run's control file); the clock stops" in text and "going on" in text
+    assert clock(3725) == "1:02:05" and clock(None) == "-"
+
+
+def test_the_follower_replays_a_run_that_was_rewritten_by_a_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    rows = recorded_rows()
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    follower = RunFollower(run_dir)
+    first, restarted = follower.poll()
+    assert len(first) == len(rows) and not restarted
+    runs.write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows[:10]))  # a repair
+    again, restarted = follower.poll()
+    assert restarted and len(again) == 10

@@ -1,0 +1,129 @@
+"""The one dashboard: a run looks the same live and followed from its folder, follows another
+process's stop and resume, and its charts are readable for any length of run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.test_ui import asynchronous, wait_until
+from tests.test_ui_snapshots import app_in, in_tmp, settle  # noqa: F401  (in_tmp is a fixture)
+from workbench.core.events import from_row
+from workbench.ui.bridge import EngineBridge
+from workbench.ui.screens.dashboard import DashboardScreen
+from workbench.ui.widgets.charts import compact_labels, epoch_ticks, nice_ticks
+
+RECORDED = Path(__file__).parent / "data" / "recorded-run"
+
+
+def copy_recorded_run(runs_dir: Path) -> Path:
+    run_dir = runs_dir / "20261202-190101-linear"
+    shutil.copytree(RECORDED, run_dir)
+    return run_dir
+
+
+async def finished_screen(pilot, screen: DashboardScreen) -> str:
+    assert await wait_until(pilot, lambda: screen.view.phase == "finished", 30)
+    screen.charts.redraw_now()
+    await settle(pilot)
+    return pilot.app.export_screenshot()
+
+
+@asynchronous
+async def test_a_recorded_run_looks_the_same_followed_from_its_folder_and_live(in_tmp):
+    run_dir = copy_recorded_run(Path("runs"))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    followed_app = app_in(in_tmp)
+    async with followed_app.run_test(size=(120, 40)) as pilot:
+        followed_app.watch_run(run_dir)
+        assert await wait_until(pilot, lambda: isinstance(followed_app.screen, DashboardScreen), 10)
+        followed = await finished_screen(pilot, followed_app.screen)
+
+    live_app = app_in(in_tmp)
+    async with live_app.run_test(size=(120, 40)) as pilot:
+        await live_app.push_screen("dashboard")
+        dashboard = live_app.dashboard
+        dashboard.bridge = bridge = EngineBridge(dashboard)  # what fit() is handed in the app's own thread
+        engine = threading.Thread(target=lambda: [bridge(from_row(row, run_dir)) for row in rows])
+        engine.start()
+        live = await finished_screen(pilot, dashboard)
+        engine.join()
+
+    assert "20261202-190101-linear" in followed and "finished" in followed
+    assert live == followed
+
+
+def test_a_followed_run_snapshot(snap_compare, in_tmp):
+    run_dir = copy_recorded_run(Path("runs"))
+
+    async def follow(pilot):
+        pilot.app.watch_run(run_dir)
+        assert await wait_until(pilot, lambda: isinstance(pilot.app.screen, DashboardScreen), 10)
+        await finished_screen(pilot, pilot.app.screen)
+
+    assert snap_compare(app_in(in_tmp), terminal_size=(80, 24), run_before=follow)
+
+
+def train_command(runs_dir: Path, data_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "workbench", "train", "--dataset", "shapes", "--arch", "linear", "--image-size", "12",
+            "--device", "cpu", "--batch-size", "32", "--data-dir", str(data_dir), "--runs-dir", str(runs_dir), *extra]
+
+
+@asynchronous
+async def test_watch_sees_another_process_stop_then_resume_then_finish(in_tmp, data_dir):
+    runs_dir = in_tmp / "runs"
+    first = subprocess.Popen(train_command(runs_dir, data_dir, "--epochs", "30"), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    second = None
+    try:
+        app = app_in(in_tmp)
+        async with app.run_test(size=(120, 40)) as pilot:
+            started = lambda: [p for p in runs_dir.glob("*/metrics.jsonl") if '"start"' in p.read_text()]  # noqa: E731
+            assert await wait_until(pilot, lambda: bool(runs_dir.is_dir() and started()), 120)
+            run_dir = started()[0].parent
+            app.watch_run(run_dir)
+            assert await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), 10)
+            screen = app.screen
+            assert await wait_until(pilot, lambda: screen.view.phase == "training" and screen.view.global_step > 0, 60)
+            await pilot.press("x")  # through the run's control file
+            assert await wait_until(pilot, lambda: screen.view.phase == "stopped", 60), screen.view.phase
+            assert first.wait(60) != 0 and not app.available("stop", screen)  # nothing left to stop: the key is gone
+            epochs = screen.view.epoch + 2
+            second = subprocess.Popen([sys.executable, "-m", "workbench", "train", "--resume", str(run_dir), "--epochs",
+                                       str(epochs), "--data-dir", str(data_dir)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            seen = []
+
+            def phase_is(wanted):
+                seen.append(screen.view.phase)
+                return screen.view.phase == wanted
+
+            assert await wait_until(pilot, lambda: phase_is("finished"), 120), (seen, second.poll())
+            assert "training" in seen[seen.index("stopped") + 1 if "stopped" in seen else 0:]
+            assert screen.view.sessions == 2 and screen.view.epoch == epochs
+            assert "finished" in str(screen.query_one("#status").render())
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 12, 37, 500])
+def test_epoch_ticks_are_whole_round_and_end_at_the_last_epoch(epochs):
+    ticks = epoch_ticks(epochs, 8)
+    assert ticks[0] == 0 and ticks[-1] == epochs and len(ticks) <= 10
+    assert all(isinstance(t, int) for t in ticks) and ticks == sorted(set(ticks))
+
+
+def test_y_ticks_are_compact():
+    assert compact_labels(nice_ticks(0, 0.003, 4)) == ["0", "0.001", "0.002", "0.003"]
+    assert compact_labels(nice_ticks(1e-7, 3e-7, 3)) == ["1e-07", "2e-07", "3e-07"]
+    assert compact_labels(nice_ticks(0, 100, 5)) == ["0", "20", "40", "60", "80", "100"]
+    assert all(len(label) <= 7 for label in compact_labels(nice_ticks(0.0029999, 0.0030001, 4)))
