@@ -187,7 +187,12 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(f"{counted(len(sweep.points), 'point')}; nothing queued (--dry-run)")
         return EXIT_OK
     queue = JobQueue(runs_dir)
-    ids = queue.add([list(point.args) for point in sweep.points], sweep=sweep.id)
+    from workbench.core.experiments.queue import args_for_config
+    from workbench.launch import absolute
+
+    # Each job keeps its whole config as flags, paths absolute: a --config file edited or a
+    # folder named relative to here cannot change what the job trains when its turn comes.
+    ids = queue.add([args_for_config(absolute(point.config)) for point in sweep.points], sweep=sweep.id)
     swept = ", ".join(sweep.swept) if sweep.swept else "nothing (one point)"
     print(f"queued {counted(len(ids), 'job')} of {sweep.id} in {queue.path} (swept: {swept})")
     print(f"train them with `workbench queue run --runs-dir {runs_dir}`; "
@@ -252,7 +257,9 @@ def _queue_add(queue, args: argparse.Namespace) -> int:
     from workbench.options import config_from_args
 
     config = config_from_args(args)
-    [job_id] = queue.add([args_for_config(config)])
+    from workbench.launch import absolute
+
+    [job_id] = queue.add([args_for_config(absolute(config))])  # the whole config, paths absolute
     print(f"queued job {job_id} in {queue.path}")
     return EXIT_OK
 
@@ -304,8 +311,7 @@ def start_job(queue, job, gpu: str):
     import os
 
     from workbench import launch
-    from workbench.cli import build_command_parser
-    from workbench.options import config_from_args
+    from workbench.options import add_train_options, config_from_args
 
     env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu else {})}
     runs_dir = str(queue.runs_dir.resolve())
@@ -313,9 +319,11 @@ def start_job(queue, job, gpu: str):
     if job.resumable:
         return launch.start("train", args=["--resume", str(Path(job.run_dir).resolve()), "--runs-dir", runs_dir],
                             folder=folder, run_id=run_id, env=env)
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    add_train_options(parser)
     try:
-        config = config_from_args(build_command_parser("train").parse_args(list(job.args))).replace(runs_dir=runs_dir)
-    except WorkbenchError:  # its flags no longer make a run: the trainer refuses them in its answer, as any child does
+        config = config_from_args(parser.parse_args(list(job.args))).replace(runs_dir=runs_dir)
+    except (WorkbenchError, argparse.ArgumentError, SystemExit):  # its flags no longer make a run: the trainer refuses them in its answer, as any child does
         return launch.start("train", args=[*job.args, "--runs-dir", runs_dir], folder=folder, run_id=run_id, env=env)
     return launch.start("train", config=config, folder=folder, run_id=run_id, env=env)
 

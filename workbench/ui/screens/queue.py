@@ -126,7 +126,9 @@ class QueueScreen(Screen):
 
         try:
             config = RunConfig.from_mapping(self.app.setup_screen.form_values())
-            JobQueue(self.runs_dir).add([args_for_config(config)])
+            from workbench.launch import absolute
+
+            JobQueue(self.runs_dir).add([args_for_config(absolute(config))])  # the whole config, paths absolute
         except WorkbenchError as error:
             self.notify(f"Not queued: {error}", severity="error")
             return
