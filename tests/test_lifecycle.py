@@ -60,7 +60,7 @@ def test_every_event_is_a_row_and_back(tmp_path):
     for event in events:
         row = json.loads(json.dumps(to_row(event)))  # through the file's own encoding
         assert from_row(row) == event
-    assert from_row({"type": "nonsense"}) is None and from_row({"type": "step", "epoch": "x", "nope": 1}) is not None
+    assert from_row({"type": "nonsense"}) is None and from_row({"type": "step", "epoch": "x", "nope": 1}) is None
 
 
 def test_a_row_read_from_a_moved_folder_names_the_folder_it_is_in(tmp_path):
@@ -137,7 +137,8 @@ def test_a_headless_trainer_says_it_is_paused_and_stops_its_clock():
     reporter(StatusChanged("paused", "asked through the run's control file"))
     reporter(StatusChanged("running"))
     text = out.getvalue()
-    assert "paused (asked through the run's control file); the clock stops" in text and "going on" in text
+    assert "paused: asked through the run's control file. The clock stops" in text and "echo run >" in text
+    assert "going on" in text
     assert clock(3725) == "1:02:05" and clock(None) == "-"
 
 
@@ -152,3 +153,25 @@ def test_the_follower_replays_a_run_that_was_rewritten_by_a_resume(tmp_path):
     runs.write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows[:10]))  # a repair
     again, restarted = follower.poll()
     assert restarted and len(again) == 10
+
+
+def test_a_damaged_row_is_skipped_alone():
+    for damaged in ({"type": "step", "epoch": 1, "step": 3}, {"type": "notice", "message": None, "level": "info"},
+                    {"type": "end", "status": "finished", "epochs_done": 1, "elapsed_s": "x"}, {"type": "start"},
+                    {"type": "checkpoint", "path": None, "epoch": 1, "best": False},
+                    {"type": "epoch", "epoch": 1, "per_class_acc": {"a": "high"}}):
+        assert from_row(damaged, Path("run")) is None, damaged
+    rows = recorded_rows()
+    damaged = rows[:5] + [{"type": "step", "epoch": 1, "step": 3}, {"type": "start"}] + rows[5:]
+    view = RunView.of(event for row in damaged if (event := from_row(row, Path("run"))) is not None)
+    assert dataclasses.asdict(view) == dataclasses.asdict(RunView.of(from_row(row, Path("run")) for row in rows))
+
+
+def test_a_child_s_usage_error_names_its_field(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "workbench", "train", "--json-lines", "--epochs", "abc"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    (row,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 2 and row["type"] == "error" and row["field"] == "epochs" and "Traceback" not in done.stderr

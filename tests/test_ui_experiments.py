@@ -137,7 +137,7 @@ async def test_queue_screen_adds_the_form_and_runs_the_job(in_tmp, data_dir):
         job = JobQueue(Path("runs")).jobs()[0]
         assert job.state == "done", job.reason
         assert runs.read_status(Path(job.run_dir))[0] == "finished"
-        assert app.queue_runner.pid != __import__("os").getpid()  # trained in a process of its own
+        assert app.queue_runner_child.process.pid != __import__("os").getpid()  # trained in a process of its own
         screen = app.screen
         assert await wait_until(pilot, lambda: screen._states == {1: "done"}, 10)
         assert any(f"job 1 ({Path(job.run_dir).name}) done" in line for line in notes)  # a line in the app
@@ -175,7 +175,7 @@ def append_rows(run_dir: Path, *events) -> None:
 
 @asynchronous
 async def test_watch_screen_shows_a_run_and_sends_pause_and_stop(in_tmp):
-    from workbench.core.events import StatusChanged
+    from workbench.core.events import StatusChanged, StepMetrics
 
     run_dir = recorded_run(Path("runs"), NAMES[0], 0.003, 0.0, status="running", rows=14)
     lock = runs.RunLock(run_dir)
@@ -197,6 +197,10 @@ async def test_watch_screen_shows_a_run_and_sends_pause_and_stop(in_tmp):
             assert (run_dir / "control").read_text().strip() == "run"
             append_rows(run_dir, StatusChanged("running"))
             assert await wait_until(pilot, lambda: screen.view.phase == "training", 10)
+            await pilot.press("p", "p")  # a pause taken back before the trainer saw it: it never halts
+            assert screen.asked == "going on" and (run_dir / "control").read_text().strip() == "run"
+            append_rows(run_dir, *[e for e in recorded_events(run_dir) if isinstance(e, StepMetrics)][12:14])
+            assert await wait_until(pilot, lambda: screen.asked == "", 10)  # steps go on: nothing left to wait for
             await pilot.press("x")
             assert (run_dir / "control").read_text().strip() == "stop" and screen.asked == "stopping"
             assert app.available("stop", screen) is False  # asked once: the key is gone until the trainer answers

@@ -187,10 +187,10 @@ async def test_checked_and_unchecked_boxes_differ_without_colour(tmp_path, data_
 
 
 def test_epoch_rows_from_a_run_replay_as_the_events_they_were(tmp_path, data_dir):
-    from workbench.core.events import epoch_from_row
+    from workbench.core.events import from_row
 
     recorded = []
     run_dir = fit(tiny_config(tmp_path, data_dir, epochs=1), recorded.append)
     (row,) = runs.epoch_records(runs.read_metrics(run_dir))
     (event,) = [e for e in recorded if isinstance(e, EpochMetrics)]
-    assert epoch_from_row(row) == event
+    assert from_row(row) == event

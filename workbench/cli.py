@@ -28,7 +28,9 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage mistake in one line instead of usage + message."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see {self.prog} --help)")
+        flag = message.removeprefix("argument ").split(":", 1)[0].split("/")[0] if message.startswith("argument --") else ""
+        field = flag.lstrip("-").replace("-", "_") or None  # a parent reading JSON lines learns the setting at fault
+        raise UsageError(f"{message} (see {self.prog} --help)", field=field)
 
 
 def build_parser() -> OneLineParser:

@@ -101,7 +101,9 @@ class HeadlessReporter:
 
     def on_StatusChanged(self, event: StatusChanged) -> None:
         if event.status == "paused":
-            self._print("paused" + (f" ({event.reason})" if event.reason else "") + "; the clock stops until it goes on")
+            control = self.run_dir / "control" if self.run_dir else "RUN/control"
+            self._print(f"paused{': ' + event.reason if event.reason else ''}. The clock stops until it goes on: "
+                        f"p in `workbench watch`, or echo run > {control}")
             if self.progress is not None:
                 self.progress.update(self.task, speed="paused", eta="-")
         elif event.status == "running":

@@ -196,7 +196,7 @@ def start(command: str, *, args: Sequence[str] = (), config=None, folder: Path |
         config_file = folder / f"{name}.toml"
         config_file.write_text(absolute(config).to_toml(), encoding="utf-8")
         argv += ["--config", str(config_file)]
-    if run_id:
+    if run_id and command == "train":  # a trainer records it in run.json; other commands only name files by it
         argv += ["--run-id", run_id]
     argv.append(ANSWER_FLAG)
     if processes > 1:

@@ -195,9 +195,11 @@ def to_row(event: Event) -> dict[str, Any]:
 
 
 def from_row(row: dict[str, Any], run_dir: Path | None = None) -> Event | None:
-    """A row back as the event it was; None for a row of an unknown type or a damaged one.
+    """A row back as the event it was; None for a row of an unknown type or a damaged one (a
+    field it must have is missing, or a value is not of its field's type), so one bad row is
+    skipped and never breaks what reads the rows after it.
 
-    Fields a row of an older version lacks take their defaults (or None); `run_dir`, when
+    Fields with a default that a row of an older version lacks take the default; `run_dir`, when
     given, replaces the folder the row names (a run folder read after it was moved or copied).
     """
     kind = _EVENT_OF.get(row.get("type")) if isinstance(row, dict) else None
@@ -206,8 +208,12 @@ def from_row(row: dict[str, Any], run_dir: Path | None = None) -> Event | None:
     values: dict[str, Any] = {}
     for spec in dataclasses.fields(kind):
         if spec.name in row:
+            if not _fits(row[spec.name], str(spec.type)):
+                return None
             values[spec.name] = row[spec.name]
         elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            if spec.name != "run_dir" or run_dir is None:
+                return None
             values[spec.name] = None
     for key in _MAPPINGS & values.keys():
         values[key] = values[key] if isinstance(values[key], dict) else {}
@@ -225,8 +231,23 @@ def from_row(row: dict[str, Any], run_dir: Path | None = None) -> Event | None:
         return None
 
 
-def epoch_from_row(row: dict[str, Any]) -> EpochMetrics:
-    """An epoch row back as the event it was (rows of older runs fill what they lack with None)."""
-    event = from_row({**row, "type": "epoch"})
-    assert isinstance(event, EpochMetrics)
-    return event
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_KINDS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": _number,
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "Path": lambda v: isinstance(v, str),
+    "None": lambda v: v is None,
+    "tuple[str, ...]": lambda v: isinstance(v, list) and all(isinstance(item, str) for item in v),
+    "tuple[Path, ...]": lambda v: isinstance(v, list) and all(isinstance(item, str) for item in v),
+    "dict[str, float]": lambda v: isinstance(v, dict) and all(isinstance(k, str) and _number(x) for k, x in v.items()),
+}
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    """Whether a row's value has the type its event field declares (annotations are strings here)."""
+    return any(_KINDS.get(part.strip(), lambda v: True)(value) for part in annotation.split("|"))

@@ -64,8 +64,11 @@ class WorkbenchActions:
         if action in ("lr_find", "batch_find"):
             return isinstance(screen, SetupScreen)
         if action == "start":
-            return isinstance(screen, (SetupScreen, DashboardScreen))
-        if action in ("pause", "stop"):
+            return isinstance(screen, (SetupScreen, DashboardScreen)) and not busy
+        if action in ("pause", "resume"):
+            dashboard = self.dashboard_for(screen)
+            return dashboard.can("pause") and (dashboard.pausing if action == "resume" else not dashboard.pausing)
+        if action == "stop":
             return self.dashboard_for(screen).can(action)
         if action == "export":
             if self.run_shown_on(screen) is not None:
@@ -101,6 +104,9 @@ class WorkbenchActions:
     # ---- training control -----------------------------------------------------------
 
     def action_pause(self: WorkbenchApp) -> None:
+        self.dashboard_for(self.screen).toggle_pause()
+
+    def action_resume(self: WorkbenchApp) -> None:
         self.dashboard_for(self.screen).toggle_pause()
 
     def action_stop(self: WorkbenchApp) -> None:

@@ -38,7 +38,8 @@ class WorkbenchApp(WorkbenchActions, App[int]):
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     BINDINGS = [
         Binding("s,ctrl+s", "start", "Start", id="start", tooltip="Train with the form's values"),
-        Binding("p", "pause", "Pause", id="pause", tooltip="Pause or resume training"),
+        Binding("p", "pause", "Pause", id="pause", tooltip="Pause training after this step"),
+        Binding("p", "resume", "Resume", id="resume", tooltip="Go on training"),
         Binding("x", "stop", "Stop", id="stop", tooltip="Stop after this step; a checkpoint is saved"),
         Binding("e", "export", "Export", id="export", tooltip="Export and verify safetensors + pt2"),
         Binding("l", "lr_find", "LR finder", id="lr-find",

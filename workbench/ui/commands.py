@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 # (action, title, help): the same actions the keys run.
 ACTIONS = (
     ("start", "Start training", "Train with the form's values (s)"),
-    ("pause", "Pause or resume training", "Pause the running training, or resume it (p)"),
+    ("pause", "Pause training", "Pause the run after this step (p)"),
+    ("resume", "Resume training", "Go on training the paused run (p)"),
     ("stop", "Stop training", "Finish the current step, save a checkpoint and stop (x)"),
     ("export", "Export the run", "Write safetensors + torch.export files and verify them (e)"),
     ("lr_find", "Find a learning rate", "The LR range test on the form's run; enter takes its suggestion (l)"),

@@ -35,12 +35,12 @@ def _started(event: RunStarted) -> str:
 
 
 def _epoch(epoch: EpochMetrics) -> str:
-    parts = [f"train loss {epoch.train_loss:.3f} acc {fmt.percent(epoch.train_acc)}"]
+    parts = [f"train loss {_loss(epoch.train_loss)} acc {fmt.percent(epoch.train_acc)}"]
     if epoch.val_acc is not None:
         best = " [b green]best so far[/]" if epoch.best_epoch == epoch.epoch else ""
-        parts.append(f"val loss {epoch.val_loss:.3f} acc [b]{fmt.percent(epoch.val_acc)}[/b]{best}")
+        parts.append(f"val loss {_loss(epoch.val_loss)} acc [b]{fmt.percent(epoch.val_acc)}[/b]{best}")
     if epoch.test_acc is not None:
-        parts.append(f"test loss {epoch.test_loss:.3f} acc [b]{fmt.percent(epoch.test_acc)}[/b]")
+        parts.append(f"test loss {_loss(epoch.test_loss)} acc [b]{fmt.percent(epoch.test_acc)}[/b]")
     if not epoch.evaluated:
         parts.append("[dim]not evaluated this epoch[/]")
     parts += [fmt.duration(epoch.epoch_s), fmt.rate(epoch.images_per_s)]
@@ -48,6 +48,13 @@ def _epoch(epoch: EpochMetrics) -> str:
     if weakest:
         parts.append("weakest: " + ", ".join(f"{escape(name)} {fmt.percent(acc, 0)}" for name, acc in weakest))
     return f"epoch {epoch.epoch}/{epoch.epochs}: " + " · ".join(parts)
+
+
+def _loss(value: float | None) -> str:
+    """0.412, and 1.2e-05 for a loss that 0.000 would hide."""
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.2g}"
 
 
 def _checkpoint(event: CheckpointSaved) -> str:

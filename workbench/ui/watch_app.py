@@ -19,7 +19,7 @@ class WatchApp(WorkbenchApp):
         self.watched = Path(run_dir)
 
     def on_mount(self) -> None:  # Textual runs WorkbenchApp.on_mount too
-        self.call_after_refresh(self.watch_run, self.watched)
+        self.watch_run(self.watched)  # before the first paint: the setup screen is only what escape leads to
 
 
 def run_watch_app(run_dir: Path) -> int:

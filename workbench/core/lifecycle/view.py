@@ -26,6 +26,7 @@ from workbench.core.events import (
 )
 
 ACTIVE = ("starting", "training", "paused")  # phases in which someone trains the run
+SPEED_SMOOTHING = 0.7  # weight of the past in the shown images/s: one sample is a fraction of a second
 SPLITS = ("train", "val", "test")
 
 
@@ -88,6 +89,7 @@ class RunView:
     last_held_out: tuple[str, float] | None = None  # (split, accuracy) of the last evaluation
     per_class: PerClass | None = None  # of the last evaluated epoch
     sessions: int = 0  # start rows seen: 2 after one resume
+    carried_s: float = 0.0  # time trained by the earlier sessions: elapsed counts the whole run
     outcome: Finished | Failed | None = None  # how the last session ended
     loss: dict[str, Curve] = field(default_factory=lambda: {name: Curve() for name in ("steps", *SPLITS)})
     accuracy: dict[str, Curve] = field(default_factory=lambda: {name: Curve() for name in ("steps", *SPLITS)})
@@ -139,7 +141,9 @@ class RunView:
         self.train_size, self.val_size, self.test_size = event.train_size, event.val_size, event.test_size
         self.batch_size, self.epochs, self.steps_per_epoch = event.batch_size, event.epochs, event.steps_per_epoch
         self.epoch, self.step, self.global_step = event.start_epoch + 1, 0, event.start_step
-        self.eta_s = None
+        self.eta_s, self.images_per_s = None, None
+        if self.sessions > 1:
+            self.carried_s = self.elapsed_s or 0.0
         if event.start_epoch or event.start_step:  # a resume: rows past its checkpoint are history no more
             for curve in self.curves:
                 curve.cut_after(event.start_step)
@@ -152,8 +156,12 @@ class RunView:
         self.accuracy["steps"].add(x, step.acc * 100 if step.acc is not None else None, step.global_step)
         self.lr_curve.add(x, step.lr, step.global_step)
         self.epoch, self.step, self.steps_per_epoch = step.epoch, step.step, step.steps_per_epoch
-        self.global_step, self.elapsed_s, self.eta_s = step.global_step, step.elapsed_s, step.eta_s
-        self.images_per_s, self.gpu_memory_mb, self.lr = step.images_per_s, step.gpu_memory_mb, step.lr
+        self.global_step, self.elapsed_s, self.eta_s = step.global_step, self._total(step.elapsed_s), step.eta_s
+        self.gpu_memory_mb, self.lr = step.gpu_memory_mb, step.lr
+        if step.images_per_s:
+            before = self.images_per_s
+            self.images_per_s = step.images_per_s if before is None else (
+                SPEED_SMOOTHING * before + (1 - SPEED_SMOOTHING) * step.images_per_s)
 
     def _EpochMetrics(self, epoch: EpochMetrics) -> None:
         self._wake(epoch.global_step or 0)
@@ -165,7 +173,7 @@ class RunView:
         self.epochs = max(self.epochs, epoch.epochs or 0)
         self.epoch, self.global_step = epoch.epoch, epoch.global_step or self.global_step
         self.step = self.steps_per_epoch
-        self.elapsed_s, self.eta_s, self.images_per_s = epoch.elapsed_s, epoch.eta_s, epoch.images_per_s
+        self.elapsed_s, self.eta_s = self._total(epoch.elapsed_s), epoch.eta_s
         self.lr = epoch.lr if epoch.lr is not None else self.lr
         if epoch.best_epoch is not None and epoch.best_val_acc is not None:
             self.best = (epoch.best_val_acc, epoch.best_epoch)
@@ -188,7 +196,7 @@ class RunView:
 
     def _Finished(self, event: Finished) -> None:
         self.outcome, self.phase, self.reason = event, event.status, event.reason
-        self.elapsed_s, self.eta_s = event.elapsed_s, None
+        self.elapsed_s, self.eta_s = self._total(event.elapsed_s), None
         if event.best_epoch is not None and event.best_val_acc is not None:
             self.best = (event.best_val_acc, event.best_epoch)
         self.log.append(event)
@@ -208,6 +216,9 @@ class RunView:
 
     def _ImagesSaved(self, event: ImagesSaved) -> None:
         self.log.append(event)
+
+    def _total(self, session_s: float | None) -> float | None:
+        return None if session_s is None else self.carried_s + session_s
 
     def _wake(self, global_step: int) -> None:
         """Rows of training arrive: someone trains the run now, whatever the last word was

@@ -12,7 +12,7 @@ from typing import Callable
 CONTROL_FILE = "control"  # in the run folder: one word, "pause", "run" or "stop", written by a watcher
 COMMANDS = ("pause", "run", "stop")
 FILE_POLL_S = 0.25  # how often, at most, the training thread looks at the control file
-BY_FILE = "asked through the run's control file (another process: `workbench watch`, or `echo run > RUN/control`)"
+BY_FILE = "asked through the run's control file"  # by `workbench watch`, or `echo pause > RUN/control`
 
 
 class TrainControl:

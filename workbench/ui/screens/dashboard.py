@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.markup import escape
 from textual import work
+from textual.markup import escape as escape_title
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.screen import Screen
@@ -19,7 +20,7 @@ from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState
 
 from workbench.core.config import RunConfig
-from workbench.core.events import Event, Failed, Notice, from_row
+from workbench.core.events import Event, Failed, Notice, StepMetrics, from_row
 from workbench.core.lifecycle.view import RunView
 from workbench.core.training.control import TrainControl
 from workbench.ui.bridge import EngineBridge, EngineEvent, StepsReady
@@ -54,6 +55,7 @@ class DashboardScreen(Screen):
             from workbench.core.lifecycle.follow import RunFollower
 
             self._follower = RunFollower(self.followed)
+            self.sub_title = escape_title(self.followed.name)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -113,11 +115,16 @@ class DashboardScreen(Screen):
         self._train(config, resume_dir, self.control, self.bridge)
         return True
 
+    @property
+    def pausing(self) -> bool:
+        """Paused, or asked to pause: p now means go on."""
+        return self.asked == "pausing" or (self.view.phase == "paused" and self.asked != "going on")
+
     def toggle_pause(self) -> None:
         if not self.can("pause"):
             self.notify("This run is not training.", severity="warning")
             return
-        pausing = self.view.phase != "paused" and self.asked != "pausing"
+        pausing = not self.pausing
         if self.followed is not None:
             self._follower.send("pause" if pausing else "run")
         elif pausing:
@@ -127,6 +134,7 @@ class DashboardScreen(Screen):
         self.asked = "pausing" if pausing else "going on"
         self.note("asked the trainer to pause after this step" if pausing else "asked the trainer to go on")
         self._redraw()
+        self.app.refresh_bindings()
 
     def stop(self) -> None:
         if not self.can("stop"):
@@ -198,11 +206,16 @@ class DashboardScreen(Screen):
         before = (self.view.phase, self.view.outcome, self.view.sessions)
         live = self._replayed and not restart
         for event in events:
-            self.view.apply(event)
+            try:
+                self.view.apply(event)
+            except (TypeError, ValueError, ArithmeticError, AttributeError):  # a damaged row: skip it, keep the rest
+                continue
             if isinstance(event, Notice) and event.level == "warning" and live:
                 self.notify(event.message, severity="warning")
-        if (self.view.phase, self.view.outcome, self.view.sessions) != before:
-            self.asked = ""  # the trainer answered
+        trained = any(isinstance(event, StepMetrics) for event in events)
+        if (self.view.phase, self.view.outcome, self.view.sessions) != before or (
+                self.asked == "going on" and self.view.phase == "training" and trained):
+            self.asked = ""  # the trainer answered (or never stopped: a pause taken back before the next step)
             if live:
                 self._announce_end(before[1])
             self.app.refresh_bindings()
@@ -225,7 +238,7 @@ class DashboardScreen(Screen):
         if not self.is_mounted:
             return
         view = self.view
-        self.sub_title = escape(view.run_name or (self.followed.name if self.followed else "dashboard"))
+        self.sub_title = escape_title(view.run_name or (self.followed.name if self.followed else "dashboard"))
         self.query_one(TrainStatus).show(view, self.asked)
         self.charts.show(view)
         log = self.query_one(EventLog)
@@ -233,7 +246,10 @@ class DashboardScreen(Screen):
             log.reset()
             self._logged = 0
         for event in view.log[self._logged:]:
-            line = log_line(event)
+            try:
+                line = log_line(event)
+            except (TypeError, ValueError, AttributeError):  # a damaged row: the log goes on without it
+                line = None
             if line is not None:
                 log.add(line)
         self._logged = len(view.log)

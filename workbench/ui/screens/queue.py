@@ -46,11 +46,8 @@ class QueueScreen(Screen):
     @property
     def runner(self) -> subprocess.Popen | None:
         """The `queue run` process this app started, if any: kept by the app, so it outlives the screen."""
-        return getattr(self.app, "queue_runner", None)
-
-    @runner.setter
-    def runner(self, process: subprocess.Popen) -> None:
-        self.app.queue_runner = process
+        child = getattr(self.app, "queue_runner_child", None)
+        return child.process if child is not None else None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -74,6 +71,10 @@ class QueueScreen(Screen):
 
     def on_jobs_listed(self, message: JobsListed) -> None:
         self._say_what_ended(message.jobs)
+        child = getattr(self.app, "queue_runner_child", None)
+        if child is not None and child.poll() not in (None, 0) and not getattr(child, "reported", False):
+            child.reported = True  # the runner's own sentence, once
+            self.notify(f"The queue runner stopped: {child.failure()}", title="Queue", severity="error")
         self.jobs = {str(job.id): job for job in message.jobs}
         table = self.query_one(DataTable)
         row = table.cursor_row
@@ -142,8 +143,8 @@ class QueueScreen(Screen):
         from workbench import launch
 
         runs_dir = self.runs_dir.expanduser().resolve()
-        self.runner = launch.start("queue", args=["run", "--runs-dir", str(runs_dir)], folder=runs_dir / ".queue",
-                                   run_id="runner", detach=True).process
+        self.app.queue_runner_child = launch.start("queue", args=["run", "--runs-dir", str(runs_dir)],
+                                                   folder=runs_dir / ".queue", run_id="runner", detach=True)
         self.notify("Queue started: jobs train in processes of their own (r shows their runs).")
         self._list()
 

@@ -113,8 +113,12 @@ class MetricsChart(Widget):
 
 
 def epoch_ticks(epochs: int, most: int) -> list[int]:
-    """Whole epochs from 0 to `epochs`, at most `most` + 1 of them, at a round step, the last always shown."""
+    """Whole epochs from 0 to `epochs`, at most `most` + 1 of them, evenly spaced when a step up to
+    a round one divides the run (0 3 6 9 12), else at the round step with the last always shown."""
     step = max(1, _round_step(epochs / max(most, 1), whole=True))
+    even = next((s for s in range(1, step + 1) if epochs % s == 0 and epochs // s <= max(most, 1)), None)
+    if even is not None:
+        return list(range(0, epochs + 1, even))
     ticks = list(range(0, epochs + 1, step))
     if ticks[-1] != epochs:
         if epochs - ticks[-1] < step / 2:
@@ -240,6 +244,7 @@ class TrainingCharts(Widget):
         self.lr.show({"lr": view.lr_curve}, epochs, None, view.version)
         mark = " [rgb(120,220,120)]┃[/]best" if best is not None else ""
         self.accuracy.border_subtitle = self.accuracy.legend + mark
+        self.loss.border_subtitle = self.loss.legend + mark
 
     def redraw_now(self) -> None:
         for chart in (self.loss, self.accuracy, self.lr):
