@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from workbench.core.events import (
     Finished,
     Notice,
     RunStarted,
+    StatusChanged,
     StepMetrics,
 )
 from workbench.core.models.speedrun import Speedrun
@@ -384,19 +386,57 @@ def test_stop_between_steps_ends_without_evaluation_and_keeps_a_checkpoint(monke
     assert (run_dir / "checkpoints" / "last.pt").is_file()
 
 
-def test_pause_holds_training_and_does_not_count(tmp_path):
+def test_pause_holds_training_and_does_not_count(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "SAMPLE_INTERVAL_S", 0.0)  # a StepMetrics after every step
     control = TrainControl()
-    control.pause()
-    timer = threading.Timer(0.6, control.resume)
-    timer.start()
     events = Recorder()
-    fit(config(tmp_path, epochs=1, batch_size=32), events, control, data=random_data(), recipe=sr.SpeedrunRecipe(TINY))
-    timer.join()
+    timers = []
+
+    def sink(event):
+        events(event)
+        if isinstance(event, StepMetrics) and not timers:  # pause after the first step, for 0.6 s
+            control.pause()
+            timers.append(threading.Timer(0.6, control.resume))
+            timers[0].start()
+
+    started = time.perf_counter()
+    fit(config(tmp_path, epochs=1, batch_size=32), sink, control, data=random_data(), recipe=sr.SpeedrunRecipe(TINY))
+    wall = time.perf_counter() - started
+    timers[0].join()
     finished = events.of(Finished)[-1]
     assert finished.status == "finished" and finished.final_test_acc is not None
-    assert finished.train_s < 0.6 + finished.elapsed_s  # the pause is in neither figure
-    (epoch,) = events.of(EpochMetrics)
-    assert epoch.epoch_s < finished.elapsed_s
+    paused, going_on = events.of(StatusChanged)
+    assert (paused.status, going_on.status) == ("paused", "running")  # the trainer said when it halted
+    held = events[events.index(paused):events.index(going_on)]
+    assert not [e for e in held if isinstance(e, (StepMetrics, EpochMetrics))]  # nothing trained in between
+    assert finished.elapsed_s < wall - 0.5  # the 0.6 s pause is not in the run's time
+
+
+def test_out_of_memory_rebuilds_the_speedrun_for_the_smaller_batch(tmp_path, monkeypatch):
+    """After a halving the speedrun's lr is sized for the new batch and its lookahead decay
+    never passes its peak (both were computed from the batch size when the run was built)."""
+    original = torch.nn.Conv2d.forward
+
+    def forward(self, x):
+        if torch.is_grad_enabled() and self.training and x.shape[0] > 16:  # training steps only
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(self, x)
+
+    decays = []
+    update = sr.Lookahead.update
+    monkeypatch.setattr(sr.Lookahead, "update", lambda self, decay: (decays.append(decay), update(self, decay)))
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", forward)
+    events = Recorder()
+    run_dir = fit(config(tmp_path, epochs=2, batch_size=32), events, data=random_data(),
+                  recipe=sr.SpeedrunRecipe(TINY))
+    assert events.of(Finished)[-1].status == "finished", events.of(Failed)
+    assert any("retrying the epoch with 16" in n.message for n in events.of(Notice))
+    state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location="cpu")
+    weights = next(g for g in state["optimizer"]["param_groups"] if g.get("name") == "weights")
+    momentum = sr.HYPERPARAMETERS["momentum"]
+    assert weights["peak_lr"] == pytest.approx(sr.HYPERPARAMETERS["lr"] * (1 - momentum) / 1024 * 16)
+    peak = sr.HYPERPARAMETERS["lookahead_decay"] ** sr.HYPERPARAMETERS["lookahead_every"]
+    assert decays and max(decays) <= peak + 1e-12
 
 
 def test_divergence_fails_with_a_sentence(tmp_path):

@@ -283,18 +283,24 @@ class _Session:
                 self._halve_batch_after_oom(progress)
 
     def _halve_batch_after_oom(self, progress: Progress) -> None:
+        """Start the epoch again at half the batch. The batch size has one owner, this session:
+        the batches follow it, and the recipe rebuilds everything that depends on it (a speedrun's
+        learning rate per example, every schedule's and lookahead's length in steps), keeping the
+        optimizer's momentum, the loss scaler and the averaged weights."""
         old, config = self.batch_size, self.config
         self.batch_size //= 2
         train = self.train_batches
         train.batch_size = self.batch_size
         for batches in self.held_out.values():
             batches.batch_size = min(batches.batch_size, max(self.batch_size, 64))
-        # Start the epoch again at the smaller size; the schedule follows the new step count.
         progress.global_step = progress.epoch * len(train)
         progress.epoch_step = 0
-        self.parts.scheduler = self.recipe.schedule(
-            self.parts.optimizer, config, len(train), self.batch_size, progress.global_step
-        )
+        before, self.parts = self.parts, self.recipe.build(
+            self.model, config, self.device, len(train), self.batch_size, progress.global_step)
+        self.parts.optimizer.state.update(before.optimizer.state)  # keyed by parameter: the same tensors
+        self.parts.scaler = before.scaler
+        if before.averager is not None and self.parts.averager is not None:
+            self.parts.averager.load_state_dict(before.averager.state_dict())
         self.meter.steps_per_epoch, self.meter.total_steps = len(train), config.epochs * len(train)
         self.meter.batch_size = self.batch_size
         self.emit(Notice(f"out of GPU memory at batch size {old}: retrying the epoch with {self.batch_size}", "warning"))
