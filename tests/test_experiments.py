@@ -141,6 +141,7 @@ def test_sweep_cli_refuses_before_anything_is_queued(tmp_path):
     good = workbench("sweep", "--arch", "linear,mlp", "--lr", "0.1,0.01", "--epochs", "1", "--runs-dir", runs_dir)
     assert good.returncode == 0, good.stderr
     jobs = JobQueue(runs_dir).jobs()
-    assert [job.args for job in jobs] == [("--arch", a, "--epochs", "1", "--lr", lr)  # RunConfig's field order
+    # each job keeps its whole config (data set, architecture and epochs always), paths absolute
+    assert [job.args for job in jobs] == [("--dataset", "shapes", "--arch", a, "--epochs", "1", "--lr", lr)
                                           for a in ("linear", "mlp") for lr in ("0.1", "0.01")]
     assert len({job.sweep for job in jobs}) == 1 and jobs[0].sweep.startswith("sweep-")

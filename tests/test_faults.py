@@ -116,3 +116,66 @@ def test_stop_while_preparing_data_ends_with_no_run_and_no_cache(tiny, recorder,
     assert not recorder.of(Failed)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     assert not list((tmp_path / "fresh-data").rglob("*.safetensors"))
+
+
+# ---- hangs: someone's code that never returns --------------------------------------------------
+
+
+def _trainer(tmp_path, data_dir, factory_body: str, **env):
+    """`workbench train` in a process of its own, on a network file whose factory runs `factory_body`."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    net = tmp_path / "nets.py"
+    net.write_text(
+        "import pathlib, threading, time\nimport torch.nn as nn\n"
+        "def make(in_channels, num_classes, image_size):\n"
+        f"    pathlib.Path({str(tmp_path / 'called')!r}).write_text('x')\n"
+        + "".join(f"    {line}\n" for line in factory_body.splitlines())
+        + "    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, num_classes))\n"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "workbench", "train", "--arch", f"{net}:make", "--dataset", "shapes",
+               "--image-size", "8", "--epochs", "1", "--device", "cpu", "--data-dir", str(data_dir),
+               "--runs-dir", str(tmp_path / "runs")]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(repo), **env})
+
+
+def test_hangs_sigterm_ends_a_factory_that_never_returns_within_the_grace(tmp_path, data_dir):
+    import signal
+    import time
+
+    trainer = _trainer(tmp_path, data_dir, "while True:\n    pass", WORKBENCH_STOP_GRACE_S="1")
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "called").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.3)  # inside the loop now
+        trainer.send_signal(signal.SIGTERM)
+        out, err = trainer.communicate(timeout=60)  # a hang fails here instead of hanging the suite
+    finally:
+        trainer.kill()
+    assert trainer.returncode == 143
+    lines = [line for line in err.splitlines() if line.startswith("workbench: error:")]
+    assert len(lines) == 1 and "did not stop within 1 s of SIGTERM" in lines[0] and "Traceback" not in err
+
+
+def test_hangs_a_factory_that_leaves_a_thread_running_does_not_keep_the_process_alive(tmp_path, data_dir):
+    trainer = _trainer(tmp_path, data_dir, "threading.Thread(target=time.sleep, args=(3600,), name='forever').start()")
+    try:
+        out, err = trainer.communicate(timeout=240)
+    finally:
+        trainer.kill()
+    assert trainer.returncode == 0 and "finished after 1 epoch" in out
+    assert "thread(s) still running (forever" in err
+
+
+def test_hangs_a_bad_stop_grace_is_one_line_naming_the_variable(tmp_path, data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("WORKBENCH_STOP_GRACE_S", "abc")
+    code = main(["train", "--dataset", "shapes", "--epochs", "1", "--device", "cpu", "--data-dir", str(data_dir),
+                 "--runs-dir", str(tmp_path / "runs")])
+    assert code == 2 and "WORKBENCH_STOP_GRACE_S='abc'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -59,7 +60,7 @@ def test_two_processes_claiming_never_take_the_same_job(tmp_path):
 def test_a_dead_runners_job_goes_back_to_the_queue(tmp_path):
     queue = JobQueue(tmp_path / "runs")
     queue.add([["--lr", "0.1"], ["--lr", "0.2"]])
-    queue.claim(runner_id().rpartition(":")[0] + ":999999999")  # a pid that is not alive
+    queue.claim(f"{socket.gethostname()}:999999999")  # an older runner (no lock file) whose pid is not alive
     queue.claim(runner_id())  # this process: alive
     changed = queue.recover()
     assert [job.id for job in changed] == [1]
@@ -149,3 +150,77 @@ def test_a_killed_job_resumes_from_its_checkpoint(tmp_path, data_dir):
     assert [row["epoch"] for row in runs.epoch_records(runs.read_metrics(run_dir))] == [1, 2, 3, 4]
     assert len(list(runs_dir.glob("2*"))) == 1  # resumed in its own folder, not started again
     assert "resuming from" in queue.log_path(1).read_text()
+
+
+# ---- queue lifecycle: ownership by lock, a trainer found by its run id, a trainer that ignores SIGTERM ----
+
+
+def test_queue_lifecycle_a_dead_runner_is_told_by_its_lock_not_by_a_reused_pid(tmp_path):
+    from workbench.core.experiments.queue import RunnerLock
+
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--seed", "1"], ["--seed", "2"]])
+    reused = f"{socket.gethostname()}:{os.getpid()}:deadbeef"  # this pid lives: it was reused by us
+    living = runner_id()
+    RunnerLock(queue.log_dir, reused).path.parent.mkdir(parents=True, exist_ok=True)
+    RunnerLock(queue.log_dir, reused).path.write_text("")  # its lock file, held by nobody: that runner died
+    held = RunnerLock(queue.log_dir, living)
+    held.acquire()
+    try:
+        queue.claim(reused)
+        queue.claim(living)
+        recovered = [job.id for job in queue.recover()]
+        assert recovered == [1] and [job.state for job in queue.jobs()] == ["pending", "running"]
+    finally:
+        held.release()
+
+
+def test_queue_lifecycle_a_job_whose_runner_died_early_is_found_by_its_run_id(tmp_path):
+    from workbench.core.experiments.queue import RunnerLock
+
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--seed", "1"]])
+    dead = f"{socket.gethostname()}:1:cafe"
+    RunnerLock(queue.log_dir, dead).path.parent.mkdir(parents=True, exist_ok=True)
+    RunnerLock(queue.log_dir, dead).path.write_text("")
+    queue.claim(dead)
+    run_dir = tmp_path / "runs" / "20260101-000000-linear"  # the trainer made it; the runner never learnt it
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"x")
+    runs.write_run_info(run_dir, {"run_id": "job-1"})
+    runs.write_status(run_dir, "stopped", "SIGTERM")
+    queue.recover()
+    (job,) = queue.jobs()
+    assert job.state == "pending" and Path(job.run_dir) == run_dir and job.resumable  # resumed, not started again
+
+
+def test_queue_lifecycle_a_trainer_that_ignores_sigterm_is_killed_and_marked(tmp_path):
+    import threading
+
+    from workbench.core.experiments.runner import QueueRunner
+
+    class Stubborn:
+        def __init__(self):
+            code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(120)"
+            self.process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+            self.process.stdout.readline()  # SIGTERM is ignored from here on
+
+        def run_dir(self):
+            return None
+
+        def failure(self):
+            return "stubborn"
+
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--seed", "1"]])
+    runner = QueueRunner(queue, start_job=lambda job, gpu: Stubborn(), kill_after_s=1.0)
+    worker = threading.Thread(target=runner.run)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while queue.jobs()[0].state != "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    runner.stop()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    (job,) = queue.jobs()
+    assert job.state == "stopped" and "SIGTERM" in job.reason and "killed" in job.reason

@@ -1,5 +1,5 @@
 """`python -m workbench` runs the same command line as the `workbench` script."""
 
-from workbench.cli import main
+from workbench.cli import entry
 
-raise SystemExit(main())
+entry()

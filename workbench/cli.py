@@ -179,5 +179,22 @@ def _open_app(args: argparse.Namespace) -> int:
     return run_app(initial)
 
 
+def entry() -> None:
+    """The `workbench` script and `python -m workbench`: main(), then leave even when someone's
+    code (a network's factory) left threads running that would keep the process alive for ever."""
+    import os
+    import threading
+
+    code = main()
+    stray = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    if stray:
+        names = ", ".join(sorted({t.name for t in stray}))[:200]
+        print(f"workbench: warning: {len(stray)} thread(s) still running ({names}), started by code that is not "
+              "workbench's (a network's factory?); exiting without waiting for them", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(code)
+    raise SystemExit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    entry()

@@ -315,17 +315,20 @@ def start_job(queue, job, gpu: str):
 
     env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu else {})}
     runs_dir = str(queue.runs_dir.resolve())
-    folder, run_id = queue.log_dir, f"job-{job.id}"
+    from workbench.core.experiments.queue import job_run_id
+
+    folder, run_id = queue.log_dir, job_run_id(job.id)
     if job.resumable:
         return launch.start("train", args=["--resume", str(Path(job.run_dir).resolve()), "--runs-dir", runs_dir],
-                            folder=folder, run_id=run_id, env=env)
+                            folder=folder, run_id=run_id, env=env, die_with_parent=True)
     parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     add_train_options(parser)
     try:
         config = config_from_args(parser.parse_args(list(job.args))).replace(runs_dir=runs_dir)
     except (WorkbenchError, argparse.ArgumentError, SystemExit):  # its flags no longer make a run: the trainer refuses them in its answer, as any child does
-        return launch.start("train", args=[*job.args, "--runs-dir", runs_dir], folder=folder, run_id=run_id, env=env)
-    return launch.start("train", config=config, folder=folder, run_id=run_id, env=env)
+        return launch.start("train", args=[*job.args, "--runs-dir", runs_dir], folder=folder, run_id=run_id, env=env,
+                            die_with_parent=True)
+    return launch.start("train", config=config, folder=folder, run_id=run_id, env=env, die_with_parent=True)
 
 
 # ---- watch --------------------------------------------------------------------------------

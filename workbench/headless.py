@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -30,6 +31,28 @@ from workbench.core.training.engine import fit
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what `timeout`, systemd and batch schedulers expect
+STOP_GRACE_S = 30.0  # the longest a stop may take (the step, the checkpoint) before the run is abandoned
+GRACE_VARIABLE = "WORKBENCH_STOP_GRACE_S"
+
+
+class Abandoned(BaseException):
+    """A stop that did not happen in time (stuck in someone's code): unwinds past `except Exception`."""
+
+
+def stop_grace_s() -> float:
+    """STOP_GRACE_S, or the environment's WORKBENCH_STOP_GRACE_S (seconds, 0.1 to 3600)."""
+    from workbench.core.errors import WorkbenchError
+
+    text = os.environ.get(GRACE_VARIABLE, "").strip()
+    if not text:
+        return STOP_GRACE_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.1 <= value <= 3600:
+        raise WorkbenchError(f"{GRACE_VARIABLE}={text!r} is not a number of seconds in 0.1..3600")
+    return value
 
 
 class HeadlessReporter:
@@ -197,18 +220,35 @@ def fit_stopping_on_signals(config: RunConfig, reporter: HeadlessReporter, conso
     saved); a second Ctrl-C aborts. `events` (default: the reporter) receives the run's events;
     `data` is a data set already loaded for it (see fit)."""
 
+    grace = stop_grace_s()
+    asked: list[str] = []
+
     def on_interrupt(signum, frame):
-        if control.stop_requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        name = "SIGTERM" if signum == signal.SIGTERM else ""
+        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        if control.stop_requested:  # asked twice: abort now
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise Abandoned(f"{name} again: abandoned the run without waiting for its step")
+        asked.append(name)
         what = "stopping after this step and saving a checkpoint" if reporter.run_dir else "stopping"
-        console.print(f"{name + ': ' if name else ''}{what}" + ("" if name else " (Ctrl-C again to abort)"))
-        control.stop(reason=name)
+        console.print(f"{name}: {what}" + (" (Ctrl-C again to abort)" if signum == signal.SIGINT else ""))
+        control.stop(reason="SIGTERM" if signum == signal.SIGTERM else "")
+        signal.setitimer(signal.ITIMER_REAL, grace)  # a stop that never comes (someone's code in a loop) ends here
+
+    def on_alarm(signum, frame):
+        raise Abandoned(f"the run did not stop within {grace:g} s of {asked[-1]} (stuck in a network's own "
+                        "code?); abandoned without a checkpoint: resume it from its last one")
 
     previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, on_alarm)
     try:
         return fit(config, events or reporter, control, resume_dir=resume_dir, data=data, run_id=run_id)
+    except Abandoned as abandoned:
+        print(f"workbench: error: {abandoned}", file=sys.stderr, flush=True)
+        reporter.exit_code = EXIT_TERMINATED if asked[-1:] == ["SIGTERM"] else EXIT_STOPPED
+        return None
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         reporter._stop_progress()

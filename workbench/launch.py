@@ -181,13 +181,16 @@ class Child:
 
 
 def start(command: str, *, args: Sequence[str] = (), config=None, folder: Path | None = None, run_id: str = "",
-          processes: int = 1, env: dict[str, str] | None = None, detach: bool = False) -> Child:
+          processes: int = 1, env: dict[str, str] | None = None, detach: bool = False,
+          die_with_parent: bool = False) -> Child:
     """Start `workbench COMMAND ARGS --json-lines` (through torch.distributed.run with `processes` > 1).
 
     `config` (a RunConfig) is written, with absolute paths, to a file the child reads with
     --config; `folder` keeps that file, the answer and the log (a new temporary folder if None);
     `run_id` names them, and a training child records it in run.json; `detach` starts the child
-    in its own session, so Ctrl-C in this terminal stays this process's."""
+    in its own session, so Ctrl-C in this terminal stays this process's; `die_with_parent` has
+    Linux send the child SIGTERM when this process dies (a queue runner killed outright: its
+    trainer stops with a checkpoint instead of training on unowned, to be started twice)."""
     folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix=f"workbench-{command}-"))
     folder.mkdir(parents=True, exist_ok=True)
     name = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{command}-{uuid.uuid4().hex[:8]}"
@@ -209,7 +212,7 @@ def start(command: str, *, args: Sequence[str] = (), config=None, folder: Path |
         err.write("$ " + " ".join(line) + "\n")
         err.flush()
         process = subprocess.Popen(line, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
-                                   start_new_session=detach)
+                                   start_new_session=detach, preexec_fn=_term_with_parent if die_with_parent else None)
     return Child(process, answer, log, run_id)
 
 
@@ -228,6 +231,15 @@ def absolute(config):
     if user is not None:
         changes["arch"] = f"{whole(user[0])}:{user[1]}"
     return config.replace(**changes)
+
+
+def _term_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
 
 
 def run(command: str, *, args: Sequence[str] = (), config=None, on_progress: Callable[[dict], None] | None = None,

@@ -13,6 +13,7 @@ import os
 import socket
 import sqlite3
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from workbench.core.errors import WorkbenchError
 
 QUEUE_FILE = "queue.sqlite"
 LOG_FOLDER = ".queue"  # one log per job: what its trainer printed
+RUNNERS = "runners"  # in LOG_FOLDER: one lock file per live runner
 STATES = ("pending", "running", "done", "failed", "stopped")
 
 _SCHEMA = """
@@ -72,7 +74,54 @@ class Job:
 
 
 def runner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """host:pid:nonce, unique even when the pid is reused after the runner died."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class RunnerLock:
+    """An flock a queue runner holds for its whole life on .queue/runners/<id>.lock. The OS drops
+    it when the runner dies, so whether a runner lives never rests on a pid that may be reused."""
+
+    def __init__(self, log_dir: Path, runner: str) -> None:
+        self.path = Path(log_dir) / RUNNERS / (runner.replace(":", "_").replace("/", "_") + ".lock")
+        self._descriptor: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._descriptor = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        _flock(self._descriptor)
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+            os.close(self._descriptor)
+            self._descriptor = None
+
+    def holder_alive(self) -> bool | None:
+        """Whether the runner of this lock lives: None when it left no lock file (an older runner)."""
+        try:
+            descriptor = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            return not _flock(descriptor, wait=False)
+        finally:
+            os.close(descriptor)
+
+
+def _flock(descriptor: int, wait: bool = True) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks
+        return True
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        return True
+    except BlockingIOError:
+        return False
 
 
 class JobQueue:
@@ -187,14 +236,21 @@ class JobQueue:
         Returns the jobs it changed. Jobs of runners on other hosts are left alone."""
         from workbench.core import runs
 
+        from workbench.core.training.run_folder import runs_recording
+
         host = socket.gethostname()
         changed = []
         with self._write(create=True) as db:
             for row in db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall():
                 job = _job(row)
-                runner_host, _, pid = job.runner.rpartition(":")
-                if runner_host != host or (pid.isdigit() and _alive(int(pid))):
+                runner_host, _, rest = job.runner.partition(":")
+                if runner_host != host or self._runner_alive(job.runner, rest.partition(":")[0]):
                     continue
+                if not job.run_dir:  # its runner died before it learnt the folder: find it by the job's run id
+                    found = runs_recording(self.runs_dir, "run_id", job_run_id(job.id))
+                    if found:
+                        job = _job({**dict(row), "run_dir": str(found[0])})
+                        db.execute("UPDATE jobs SET run_dir = ? WHERE id = ?", (job.run_dir, job.id))
                 run_dir = Path(job.run_dir) if job.run_dir else None
                 if run_dir is not None and runs.is_locked(run_dir):
                     continue  # its trainer outlived the runner and is still training
@@ -208,7 +264,18 @@ class JobQueue:
         return changed
 
     def log_path(self, job_id: int) -> Path:
-        return self.log_dir / f"job-{job_id}.log"
+        return self.log_dir / f"{job_run_id(job_id)}.log"
+
+    def _runner_alive(self, runner: str, pid: str) -> bool:
+        alive = RunnerLock(self.log_dir, runner).holder_alive()
+        if alive is None:  # a runner of an older version: only its pid says
+            return pid.isdigit() and _alive(int(pid))
+        return alive
+
+
+def job_run_id(job_id: int) -> str:
+    """The id a job's trainer records in run.json (and its answer and log files are named by)."""
+    return f"job-{job_id}"
 
 
 def _job(row: sqlite3.Row) -> Job:

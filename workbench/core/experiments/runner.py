@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from workbench.core.experiments.queue import Job, JobQueue, runner_id
+from workbench.core.experiments.queue import Job, JobQueue, RunnerLock, runner_id
 from workbench.core.runs import read_status
 
 POLL_S = 0.3
+RECOVER_EVERY_S = 10.0  # how often a runner looks for jobs whose runner died (their trainers may outlive it)
+KILL_AFTER_S = 45.0  # a trainer still alive this long after SIGTERM is killed (its own limit is 30 s)
 MAX_ATTEMPTS = 3  # a job whose trainer keeps being killed is given up after this many starts
 EXIT_OK, EXIT_BAD_INPUT, STOPPED_CODES = 0, 2, (130, 143)
 
@@ -38,6 +40,8 @@ class _Slot:
     child: Any = None  # the launcher's Child: .process, .run_dir(), .failure()
     started: float = 0.0
     stopping: bool = False
+    stop_sent: float = 0.0
+    killed: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class QueueRunner:
     gpus: tuple[str, ...] = ()
     on_event: Callable[[str], None] = lambda line: None  # a line for the terminal
     on_job_end: Callable[[JobEnded], None] = lambda ended: None
+    kill_after_s: float = KILL_AFTER_S
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def stop(self) -> None:
@@ -72,7 +77,20 @@ class QueueRunner:
         slots = [_Slot(i, self.gpus[i % len(self.gpus)] if share_gpus else "") for i in range(max(1, self.parallel))]
         ended = 0
         runner = runner_id()
+        lock = RunnerLock(self.queue.log_dir, runner)
+        lock.acquire()  # held while this runner lives: another runner tells a dead one by it, not by a pid
+        try:
+            return self._work(slots, runner, ended)
+        finally:
+            lock.release()
+
+    def _work(self, slots: list[_Slot], runner: str, ended: int) -> int:
+        recovered = time.monotonic()
         while True:
+            if time.monotonic() - recovered > RECOVER_EVERY_S:
+                recovered = time.monotonic()
+                for job in self.queue.recover():
+                    self.on_event(f"job {job.id}: its runner is gone; it goes back to the queue")
             if not self._stop.is_set():
                 for slot in slots:
                     if slot.child is None:
@@ -83,8 +101,11 @@ class QueueRunner:
             for slot in slots:
                 if slot.child is not None:
                     if self._stop.is_set() and not slot.stopping:
-                        slot.stopping = True
+                        slot.stopping, slot.stop_sent = True, time.monotonic()
                         slot.child.process.send_signal(signal.SIGTERM)
+                    elif slot.stopping and not slot.killed and time.monotonic() - slot.stop_sent > self.kill_after_s:
+                        slot.killed = True  # it ignores SIGTERM (someone's code that never returns)
+                        slot.child.process.kill()
                     self._find_run_dir(slot)
                     if slot.child.process.poll() is not None:
                         self._end(slot)
@@ -100,7 +121,7 @@ class QueueRunner:
 
     def _start(self, slot: _Slot, job: Job) -> None:
         slot.child = self.start_job(job, slot.gpu)
-        slot.job, slot.started, slot.stopping = job, time.time(), False
+        slot.job, slot.started, slot.stopping, slot.killed = job, time.time(), False, False
         gpu = f" on GPU {slot.gpu}" if slot.gpu else ""
         how = f"resuming {Path(job.run_dir).name}" if job.resumable else " ".join(job.args)
         self.on_event(f"job {job.id}{gpu}: {how}")
@@ -122,6 +143,9 @@ class QueueRunner:
         job = self.queue.get(job.id) or job
         code = child.process.returncode
         state, reason = self._outcome(job, code, slot.stopping)
+        if slot.killed:
+            state, reason = "stopped", (f"killed: its trainer was still running {self.kill_after_s:g} s after "
+                                        "SIGTERM; resume it by hand once the cause is found")
         if state == "failed" and not reason:
             reason = child.failure()
         self.queue.finish(job.id, state, code, reason)

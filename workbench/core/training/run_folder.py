@@ -131,14 +131,22 @@ class RunFolder:
 def find_job_run(runs_dir: Path, job: str) -> Path | None:
     """The run folder a torchrun job (`job`: its run id) wrote before its workers were restarted,
     so the restarted ranks resume it; None when it wrote none yet (the job starts afresh)."""
-    if not job or not runs_dir.is_dir():
-        return None
+    found = runs_recording(runs_dir, "job", job)
+    found = [path for path in found if (path / "checkpoints" / ckpt.LAST).is_file()]
+    return max(found, key=lambda path: path.stat().st_mtime) if found else None
+
+
+def runs_recording(runs_dir: Path, key: str, value: str) -> list[Path]:
+    """The run folders whose run.json records `key` = `value` (a torchrun job's id, or the
+    run_id a parent process gave its trainer): how a run is found by the id it was given."""
+    if not value or not Path(runs_dir).is_dir():
+        return []
     found = []
-    for info in runs_dir.glob("*/run.json"):
+    for info in Path(runs_dir).glob("*/run.json"):
         try:
-            recorded = json.loads(info.read_text(encoding="utf-8")).get("job")
+            recorded = json.loads(info.read_text(encoding="utf-8")).get(key)
         except (OSError, ValueError, AttributeError):
             continue
-        if recorded == job and (info.parent / "checkpoints" / ckpt.LAST).is_file():
+        if recorded == value:
             found.append(info.parent)
-    return max(found, key=lambda path: path.stat().st_mtime) if found else None
+    return found
