@@ -77,7 +77,7 @@ class Recipe:
 
     @property
     def description(self) -> str:
-        return RECIPES[self.name][0]
+        return RECIPES[self.name]
 
     def check(self, config: RunConfig) -> None:
         """Raise ConfigError for a setting this recipe cannot train with."""
