@@ -71,6 +71,9 @@ class RunConfig:
         high=MAX_EPOCHS, recipes=STANDARD, form=Form("input", "warm-up epochs"))
     label_smoothing: float = setting(0.0, "share of the target spread over the other classes", low=0, high=1,
                                      open_high=True, recipes=STANDARD, form=Form("input", "label smoothing"))
+    clip_grad_norm: float = setting(
+        0.0, "largest L2 norm of all gradients together before a step; 0 = off", low=0, high=1e6,
+        recipes=STANDARD, form=Form("input", "clip grad norm", "max gradient norm; 0 = off"))
     augment: tuple[str, ...] = setting(
         ("crop", "flip"), f"comma list of {', '.join(AUGMENTATIONS)}, or none", choices=AUGMENTATIONS,
         recipes=STANDARD, form=Form("checks", "augment"))

@@ -61,6 +61,7 @@ class TrainingParts:
     scaler: torch.amp.GradScaler
     criterion: nn.Module
     averager: Averager | None = None
+    clip_grad_norm: float = 0.0  # largest norm of all gradients together; 0 = no clipping
 
     @property
     def lr(self) -> float:
