@@ -41,11 +41,11 @@ class RunConfig:
 
     dataset: str = setting(
         "shapes", f"{', '.join(DATASET_NAMES)}, or a folder in ImageFolder layout",
-        form=Form("input", "data set", "shapes, cifar10, … or a folder", "run", suggest=DATASET_NAMES))
+        suggest=DATASET_NAMES, form=Form("input", "data set", "shapes, cifar10, … or a folder", "run"))
     data_dir: str = setting(
         "", "where named data sets and decoded caches live", default_text="the user data folder",
         resume="where named sets are cached; the images are the same", sweep=False, compared=False)
-    arch: str = setting("basic_cnn", "architecture, see `workbench models`")
+    arch: str = setting("basic_cnn", "architecture, see `workbench models`", suggest=tuple(ARCHITECTURES))
     recipe: str = setting(
         "standard", "how to train: standard (the flags below) or speedrun (its own optimizer, schedule and "
         "augmentation; --arch speedrun)", choices=tuple(RECIPES), form=Form("select", "recipe", group="run"))

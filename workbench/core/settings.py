@@ -26,7 +26,6 @@ class Form:
     label: str
     hint: str = ""  # an input's placeholder, or the words beside a check
     group: str = "training"  # rows are laid out group by group (see GROUPS), in declaration order within one
-    suggest: tuple[str, ...] = ()  # an input's completions
 
 
 GROUPS = ("run", "training", "data", "stopping", "machine")
@@ -43,6 +42,7 @@ class Setting:
     open_high: bool = False
     zero_is: str = ""  # what 0 means when it lies outside the bounds ("off", "the data set's own size")
     choices: tuple[str, ...] = ()  # the allowed values (of each item, for a list)
+    suggest: tuple[str, ...] = ()  # common values of an open setting (a form input's completions)
     recipes: tuple[str, ...] | None = None  # the recipes that read it; None = every recipe
     resume: str = ""  # why a resume may change it; "" = a resume must keep the checkpoint's value
     form: Form | None = None  # None: not on the form

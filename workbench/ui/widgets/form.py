@@ -43,7 +43,7 @@ def _fields() -> tuple[Field, ...]:
         for item in SETTINGS:
             if item.form is not None and item.form.group == group:
                 form = item.form
-                fields.append(Field(item.name, form.label, form.widget, form.suggest or item.choices, form.hint))
+                fields.append(Field(item.name, form.label, form.widget, item.suggest or item.choices, form.hint))
                 if item.name == "device":
                     fields.append(Field("devices", "devices", "input",
                                         hint="processes; 2 or more = data-parallel through torchrun"))
