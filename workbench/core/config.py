@@ -58,7 +58,7 @@ class RunConfig:
         form=Form("input", "batch size", "images per step"))
     optimizer: str = setting("adamw", "the optimizer", choices=OPTIMIZERS, recipes=STANDARD,
                              form=Form("select", "optimizer"))
-    lr: float = setting(0.003, "peak learning rate", low=0, high=1e4, open_low=True, recipes=STANDARD,
+    lr: float = setting(0.003, "peak learning rate", low=0, high=1e9, open_low=True, recipes=STANDARD,
                         form=Form("input", "learning rate", "peak"))
     momentum: float = setting(0.9, "SGD momentum or Adam beta1", low=0, high=1, open_high=True, recipes=STANDARD,
                               form=Form("input", "momentum", "SGD momentum / Adam β1"))
