@@ -177,8 +177,9 @@ def run_sweep(args: argparse.Namespace) -> int:
         if item.kind == "bool" and (value := getattr(args, item.name, None)) is not None:
             base = base.replace(**{item.name: value})
             fixed.append(item.option if value else "--no-" + item.option[2:])
-    given = {item.name: value for item in SETTINGS  # a bool flag takes no list: it went into `fixed` above
-             if item.kind != "bool" and item.name != "runs_dir" and (value := getattr(args, item.name, None)) is not None}
+    given = {item.name: value for item in SETTINGS  # an on/off flag takes no list: it went into `fixed` above
+             if item.kind != "bool" and item.name != "runs_dir"
+             and (value := getattr(args, item.name, None)) is not None}
     if args.sweep_random < 0:
         raise WorkbenchError("--sweep-random takes a number of points, 1 or more")
     sweep = expand(given, base, fixed, random_picks=args.sweep_random, seed=args.sweep_seed, check=_fits)

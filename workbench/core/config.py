@@ -116,8 +116,9 @@ class RunConfig:
     compile: bool = setting(
         False, "torch.compile the model: slower start, faster GPU steps",
         resume="the same model, compiled or not", form=Form("check", "torch.compile", "on (slower start)", "machine"))
-    runs_dir: str = setting("runs", "where run folders go", resume="where the run folder is, not what it holds",
-                            sweep=False, compared=False, form=Form("input", "runs folder", "where run folders go", "machine"))
+    runs_dir: str = setting(
+        "runs", "where run folders go", resume="where the run folder is, not what it holds", sweep=False,
+        compared=False, form=Form("input", "runs folder", "where run folders go", "machine"))
     preset: str = setting("", "the preset the form was filled from; it decides nothing itself", flag=False,
                           resume="a label; it decides nothing")
 

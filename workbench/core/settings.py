@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from workbench.core.errors import ConfigError, flag
+from workbench.core.errors import ConfigError
+from workbench.core.errors import flag as flag_of
 
 KINDS = ("int", "float", "str", "bool", "list")
 WIDGETS = ("input", "select", "checks", "check")  # checks: a tick box per choice; check: one tick box
@@ -46,7 +47,7 @@ class Setting:
     recipes: tuple[str, ...] | None = None  # the recipes that read it; None = every recipe
     resume: str = ""  # why a resume may change it; "" = a resume must keep the checkpoint's value
     form: Form | None = None  # None: not on the form
-    flag: bool = True  # a train flag is made for it
+    flag: bool = True  # a train flag is made for it (False: a hand-made one sets it, as --preset does)
     metavar: str | None = None
     default_text: str = ""  # the default in words, for the flag's help
     sweep: bool = True  # a sweep may give it a list of values
@@ -57,7 +58,7 @@ class Setting:
 
     @property
     def option(self) -> str:
-        return flag(self.name)
+        return flag_of(self.name)
 
     @property
     def resumable(self) -> bool:
@@ -67,10 +68,17 @@ class Setting:
         return self.recipes is None or recipe in self.recipes
 
     def flag_help(self) -> str:
-        shown = self.default_text or (",".join(self.default) or "none" if self.kind == "list" else
-                                      ("on" if self.default else "off") if self.kind == "bool" else str(self.default))
         zero = f"; 0 = {self.zero_is}" if self.zero_is and self.zero_is not in self.help else ""
-        return f"{self.help}{zero} (default: {shown})"
+        return f"{self.help}{zero} (default: {self.default_words()})"
+
+    def default_words(self) -> str:
+        if self.default_text:
+            return self.default_text
+        if self.kind == "list":
+            return ",".join(self.default) or "none"
+        if self.kind == "bool":
+            return "on" if self.default else "off"
+        return str(self.default)
 
     # ---- loose values in, checked values out ---------------------------------------------
 

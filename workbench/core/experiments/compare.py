@@ -111,7 +111,8 @@ def compare(run_dirs: list[Path], sort_by: str = "") -> Comparison:
     readable = [run for run in figures if run.settings]
     differ = tuple(key for key in keys if len({_hashable(run.settings.get(key)) for run in readable}) > 1)
     recipes = {str(run.settings.get("recipe")) for run in readable}
-    same = {key: readable[0].settings[key] for key in keys if key not in differ and readable and _worth_showing(key, recipes)}
+    same = {key: readable[0].settings[key] for key in keys
+            if key not in differ and readable and _worth_showing(key, recipes)}
     if sort_by:
         figures = sort_runs(figures, sort_by, differ)
     sweeps = {run.sweep for run in figures}
