@@ -143,13 +143,24 @@ def test_kill_during_save_keeps_a_loadable_checkpoint(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_non_finite_weights_never_overwrite_checkpoints(tiny, recorder):
+def test_non_finite_weights_never_overwrite_checkpoints(tiny, recorder, monkeypatch):
     config = small(tiny, epochs=1, arch="linear", optimizer="sgd", lr=0.01, momentum=0.0)
     run_dir = fit(config, recorder)
     before = final_weights(run_dir)
     recorder.events.clear()
-    # Resume with an absurd learning rate: the loss explodes in epoch 2.
-    fit(config.replace(epochs=3, lr=1e6), recorder, resume_dir=run_dir)
+    # The weights explode in epoch 2, as with an absurd learning rate (which a resume may not change).
+    step = torch.optim.SGD.step
+
+    def exploding_step(self, closure=None):
+        result = step(self, closure)
+        with torch.no_grad():
+            for group in self.param_groups:
+                for param in group["params"]:
+                    param.mul_(1e30)
+        return result
+
+    monkeypatch.setattr(torch.optim.SGD, "step", exploding_step)
+    fit(config.replace(epochs=3), recorder, resume_dir=run_dir)
     failed = recorder.last(Failed)
     assert failed is not None and "NaN or infinite" in failed.reason
     assert_same_weights(before, final_weights(run_dir))
