@@ -77,3 +77,34 @@ def test_a_past_run_still_reads_after_its_data_folder_is_gone(tmp_path):
         RunConfig.from_toml(run_dir / "config.toml")  # starting a new run from it: refused
     summary = runs.summarize_run(run_dir)  # listing the record: fine
     assert (summary.arch, summary.dataset) == ("convbn", str(folder))
+
+
+@pytest.mark.parametrize("name", ['quote"d', "back\\slash", "tab\tand\x01control", "new\nline", "ünï ☃"])
+def test_a_runs_folder_with_odd_characters_reads_back_equal(tmp_path, name):
+    from workbench.core import runs
+
+    config = RunConfig(runs_dir=str(tmp_path / name), arch="linear")
+    run_dir = runs.create_run_dir(config)
+    assert runs.read_config(run_dir, for_resume=True) == config
+
+
+@pytest.mark.parametrize(
+    "line, flag",
+    [
+        ("image_size = 10000000", "--image-size"),
+        ("batch_size = 1e12", "--batch-size"),
+        ("epochs = 1e9", "--epochs"),
+        ("lr = 1e300", "--lr"),
+        ("early_stop = -1", "--early-stop"),
+        ("keep_best = 1000", "--keep-best"),
+        ("stream_over_mb = 1e30", "--stream-over-mb"),
+        ("seed = -3", "--seed"),
+    ],
+)
+def test_numbers_in_a_config_file_are_bounded_like_flags(tmp_path, line, flag):
+    path = tmp_path / "config.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(WorkbenchError) as error:
+        RunConfig.from_toml(path)
+    message = str(error.value)
+    assert message.startswith(flag) and str(path) in message and "\n" not in message

@@ -143,13 +143,24 @@ def test_kill_during_save_keeps_a_loadable_checkpoint(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_non_finite_weights_never_overwrite_checkpoints(tiny, recorder):
+def test_non_finite_weights_never_overwrite_checkpoints(tiny, recorder, monkeypatch):
     config = small(tiny, epochs=1, arch="linear", optimizer="sgd", lr=0.01, momentum=0.0)
     run_dir = fit(config, recorder)
     before = final_weights(run_dir)
     recorder.events.clear()
-    # Resume with an absurd learning rate: the loss explodes in epoch 2.
-    fit(config.replace(epochs=3, lr=1e6), recorder, resume_dir=run_dir)
+    # The weights explode in epoch 2, as with an absurd learning rate (which a resume may not change).
+    step = torch.optim.SGD.step
+
+    def exploding_step(self, closure=None):
+        result = step(self, closure)
+        with torch.no_grad():
+            for group in self.param_groups:
+                for param in group["params"]:
+                    param.mul_(1e30)
+        return result
+
+    monkeypatch.setattr(torch.optim.SGD, "step", exploding_step)
+    fit(config.replace(epochs=3), recorder, resume_dir=run_dir)
     failed = recorder.last(Failed)
     assert failed is not None and "NaN or infinite" in failed.reason
     assert_same_weights(before, final_weights(run_dir))
@@ -191,3 +202,73 @@ def test_out_of_memory_at_the_floor_stops_with_advice(tiny, recorder, monkeypatc
     fit(tiny(arch="linear", epochs=1, batch_size=32), recorder)
     failed = recorder.last(Failed)
     assert failed is not None and "ran out of memory" in failed.reason and "smaller" in failed.reason
+
+
+# ---- a hand-edited config.toml ---------------------------------------------------------------
+
+
+def edited_resume(tiny, recorder, line_from: str, line_to: str):
+    """Train one epoch, edit one line of config.toml by hand, resume for two as the app and CLI
+    do (config.toml read back, --epochs 2); returns (run folder, its files before, config.toml text)."""
+    from workbench.core.config import RunConfig
+
+    run_dir = fit(small(tiny, epochs=1, arch="linear"), recorder)
+    path = run_dir / "config.toml"
+    text = path.read_text(encoding="utf-8")
+    assert line_from in text
+    path.write_text(text.replace(line_from, line_to), encoding="utf-8")
+    edited = path.read_bytes()
+    before = {file: file.read_bytes() for file in run_dir.rglob("*") if file.is_file() and file.name != ".lock"}
+    config = runs.read_config(run_dir, for_resume=True)
+    assert isinstance(config, RunConfig)
+    fit(config.replace(epochs=2), recorder, resume_dir=run_dir)
+    after = {file: file.read_bytes() for file in run_dir.rglob("*") if file.is_file() and file.name != ".lock"}
+    return run_dir, before, after, edited
+
+
+@pytest.mark.parametrize(
+    "setting, line_from, line_to, values",
+    [
+        ("lr", "lr = 0.003", "lr = 0.03", ("0.003", "0.03")),
+        ("augment", '"crop",', '"rotate",', ("crop", "rotate")),
+    ],
+)
+def test_resume_refuses_changed_training_settings(tiny, recorder, setting, line_from, line_to, values):
+    run_dir, before, after, edited = edited_resume(tiny, recorder, line_from, line_to)
+    failed = recorder.last(Failed)
+    assert failed is not None and failed.bad_input, failed
+    reason = failed.reason
+    assert reason.startswith("--" + setting.replace("_", "-")) and "\n" not in reason
+    assert all(value in reason for value in values) and "config.toml" in reason
+    assert after == before and (run_dir / "config.toml").read_bytes() == edited  # nothing written
+
+
+def test_resume_refuses_changed_image_size(tiny, recorder):
+    run_dir, before, after, _ = edited_resume(tiny, recorder, "image_size = 12", "image_size = 16")
+    assert "12" in recorder.last(Failed).reason and "16" in recorder.last(Failed).reason and after == before
+
+
+def test_resume_refuses_changed_val_fraction(tiny, recorder):
+    run_dir, before, after, _ = edited_resume(tiny, recorder, "val_fraction = 0.1", "val_fraction = 0.3")
+    assert recorder.last(Failed).reason.startswith("--val-fraction") and after == before
+
+
+def test_resume_refuses_changed_seed(tiny, recorder):
+    run_dir, before, after, _ = edited_resume(tiny, recorder, "seed = 3", "seed = 9")
+    assert recorder.last(Failed).reason.startswith("--seed") and after == before
+
+
+def test_resume_refuses_a_changed_setting_passed_in_directly(tiny, recorder):
+    """A caller that hands fit() another config than config.toml's is refused the same way."""
+    config = small(tiny, epochs=1, arch="linear")
+    run_dir = fit(config, recorder)
+    fit(config.replace(epochs=2, seed=11), recorder, resume_dir=run_dir)
+    failed = recorder.last(Failed)
+    assert failed.bad_input and failed.reason.startswith("--seed") and "11" in failed.reason
+
+
+def test_resume_may_change_what_the_declarations_allow(tiny, recorder):
+    """keep_best, early_stop and the device are how the run goes on, not what it trains."""
+    run_dir, _, _, _ = edited_resume(tiny, recorder, "keep_best = 1", "keep_best = 2")
+    assert recorder.last(Failed) is None and recorder.last(Finished) is not None
+    assert runs.read_config(run_dir).keep_best == 2 and runs.read_config(run_dir).epochs == 2

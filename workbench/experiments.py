@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from workbench.core.config import RunConfig
+from workbench.core.config import SETTINGS, RunConfig
 from workbench.core.errors import WorkbenchError
 from workbench.core.wording import count as counted
 
@@ -82,9 +82,11 @@ def _add_queue_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _accept_lists(parser: argparse.ArgumentParser) -> None:
-    """Every train flag takes text, so a comma list is one value; RunConfig checks each value."""
+    """Every train flag of a setting that takes a value takes text, so a comma list is one value;
+    RunConfig checks each value."""
+    swept = {item.name for item in SETTINGS if item.kind != "bool"}
     for action in parser._actions:
-        if action.dest in RunConfig.__dataclass_fields__ and action.nargs is None and action.option_strings:
+        if action.dest in swept and action.option_strings:
             action.type, action.choices = None, None
 
 
@@ -121,7 +123,7 @@ def _console() -> Console:
 
 def comparison_tables(result) -> list:
     """The runs table, the settings they share, and for a sweep each value's mean best test accuracy."""
-    from workbench.core.experiments.compare import format_setting
+    from workbench.core.experiments.compare import format_setting, same_line
 
     table = Table(title=Text(f"{counted(len(result.runs), 'run')} compared"))
     table.add_column("run", no_wrap=True)
@@ -136,8 +138,7 @@ def comparison_tables(result) -> list:
             Text(run.status), _cell(run.best_epoch, "{}"), _cell(run.best_test_acc, "{:.2%}"),
             _cell(run.final_test_acc, "{:.2%}"), _cell(run.time_s, "{:.1f} s"), _cell(run.images_per_s, "{:,.0f}"),
         )
-    same = ", ".join(f"{key} {format_setting(value)}" for key, value in result.same.items())
-    tables: list = [table, Text(f"same for all: {same}" if same else "no setting is the same for all")]
+    tables: list = [table, Text(same_line(result))]
     if result.by_value:
         sweep = Table(title=Text(f"sweep {result.sweep}: mean best test accuracy per value"))
         sweep.add_column("setting")
@@ -172,11 +173,13 @@ def run_sweep(args: argparse.Namespace) -> int:
     if args.config:
         base = RunConfig.from_toml(Path(args.config), base)
         fixed += ["--config", str(Path(args.config).expanduser().resolve())]
-    if args.compile is not None:
-        base = base.replace(compile=args.compile)
-        fixed.append("--compile" if args.compile else "--no-compile")
-    given = {name: value for name in RunConfig.__dataclass_fields__
-             if name not in ("runs_dir", "compile") and (value := getattr(args, name, None)) is not None}
+    for item in SETTINGS:  # an on/off flag takes no list: every job gets it as given
+        if item.kind == "bool" and (value := getattr(args, item.name, None)) is not None:
+            base = base.replace(**{item.name: value})
+            fixed.append(item.option if value else "--no-" + item.option[2:])
+    given = {item.name: value for item in SETTINGS  # an on/off flag takes no list: it went into `fixed` above
+             if item.kind != "bool" and item.name != "runs_dir"
+             and (value := getattr(args, item.name, None)) is not None}
     if args.sweep_random < 0:
         raise WorkbenchError("--sweep-random takes a number of points, 1 or more")
     sweep = expand(given, base, fixed, random_picks=args.sweep_random, seed=args.sweep_seed, check=_fits)

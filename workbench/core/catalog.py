@@ -27,28 +27,19 @@ ARCHITECTURES: dict[str, str] = {
 }
 
 
-# Recipes: what a run's training looks like beyond the network. Each names the training
-# settings of RunConfig it does not read, so the form can show them as not used.
-RECIPES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "standard": (
-        "the form's optimizer, learning rate, schedule and augmentation, evaluated every epoch",
-        (),
-    ),
+# Recipes: what a run's training looks like beyond the network. Which settings each reads is
+# declared with the setting (RunConfig's `recipes=`), so the form can grey out the others.
+RECIPES: dict[str, str] = {
+    "standard": "the form's optimizer, learning rate, schedule and augmentation, evaluated every epoch",
     "speedrun": (
         "airbench94-style: Nesterov SGD per 1024 examples, BN biases x64, lookahead, alternating "
-        "flips, test-time augmentation; evaluated after the last epoch (speedrun network only)",
-        ("optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "augment"),
+        "flips, test-time augmentation; evaluated after the last epoch (speedrun network only)"
     ),
 }
 
 
 def recipe_names() -> list[str]:
     return list(RECIPES)
-
-
-def ignored_by(recipe: str) -> tuple[str, ...]:
-    """The RunConfig fields `recipe` does not read (an unknown recipe ignores nothing)."""
-    return RECIPES.get(recipe, ("", ()))[1]
 
 
 def arch_names() -> list[str]:

@@ -1,4 +1,4 @@
-"""RunConfig: every setting of a training run, its defaults, validation and TOML form.
+"""RunConfig: every setting of a training run, declared once (see core/settings.py), and its TOML form.
 
 The CLI, the TUI form and resumed runs all build a RunConfig through `from_mapping`,
 so a bad value gets the same one-line message wherever it comes from.
@@ -7,14 +7,14 @@ so a bad value gets the same one-line message wherever it comes from.
 from __future__ import annotations
 
 import dataclasses
-import math
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from workbench.core.catalog import ARCHITECTURES, RECIPES, USER_ARCH_HINT, parse_user_arch
 from workbench.core.errors import ConfigError, WorkbenchError
+from workbench.core.settings import Form, declarations, setting
 
 DATASET_NAMES = ("shapes", "cifar10", "cifar100", "mnist", "fashion-mnist")
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
@@ -25,6 +25,7 @@ DEVICES = ("auto", "cuda", "mps", "cpu")
 MAX_EPOCHS, MAX_BATCH = 100_000, 1_048_576  # beyond these a number is a typo, not a plan
 RESIZE_MODES = ("stretch", "crop", "pad")  # the same as data/folders.py's (this module imports no torch)
 NORMALIZATIONS = ("train", "none")  # per-channel mean/std of the training split, or pixels / 255 only
+STANDARD = ("standard",)  # the recipes that read the form's optimizer, schedule and augmentation
 
 
 def default_data_dir() -> Path:
@@ -36,38 +37,90 @@ def default_data_dir() -> Path:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One training run's settings. Units are in the comments."""
+    """One training run's settings, each declared once: its default and its `Setting` (units in the help)."""
 
-    dataset: str = "shapes"  # a name in DATASET_NAMES or a folder path
-    data_dir: str = ""  # "" = the user data dir (see default_data_dir)
-    arch: str = "basic_cnn"
-    recipe: str = "standard"  # how to train: a name in catalog.RECIPES (the speedrun is one)
-    epochs: int = 10
-    batch_size: int = 128  # images per optimizer step
-    optimizer: str = "adamw"
-    lr: float = 0.003  # peak learning rate
-    momentum: float = 0.9  # SGD momentum / Adam beta1
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0  # linear warm-up (onecycle always warms up for 25% of steps)
-    label_smoothing: float = 0.0
-    augment: tuple[str, ...] = ("crop", "flip")
-    image_size: int = 0  # pixels per side; 0 = the data set's native size (32 for folders)
-    resize: str = "stretch"  # how a folder image of another shape becomes square: stretch, crop (centre) or pad
-    normalize: str = "train"  # "none" feeds pixels / 255 as the seed's ToTensor did (to reproduce it)
-    precision: str = "fp32"
-    device: str = "auto"
-    seed: int = 0
-    runs_dir: str = "runs"
-    compile: bool = False  # torch.compile the model (slow warm-up, faster steps on GPU)
-    early_stop: int = 0  # evaluated epochs without a better held-out metric before the run ends; 0 = off
-    early_stop_on: str = "acc"  # the metric early stopping watches: acc (higher is better) or loss
-    early_stop_delta: float = 0.0  # the smallest change that counts as better
-    keep_best: int = 1  # the best epochs kept as checkpoints (best.pt is the best of them)
-    val_fraction: float = 0.1  # share of the training data held out to select the best epoch; 0 = none
-    test_fraction: float = 0.1  # test share of a folder that has no test/ (or val/) folder
-    stream_over_mb: float = 0.0  # folders decoding to more stream from files; 0 = a quarter of RAM
-    preset: str = ""  # the preset the form was filled from; it decides nothing itself
+    dataset: str = setting(
+        "shapes", f"{', '.join(DATASET_NAMES)}, or a folder in ImageFolder layout",
+        suggest=DATASET_NAMES, form=Form("input", "data set", "shapes, cifar10, … or a folder", "run"))
+    data_dir: str = setting(
+        "", "where named data sets and decoded caches live", default_text="the user data folder",
+        resume="where named sets are cached; the images are the same", sweep=False, compared=False)
+    arch: str = setting("basic_cnn", "architecture, see `workbench models`", suggest=tuple(ARCHITECTURES))
+    recipe: str = setting(
+        "standard", "how to train: standard (the flags below) or speedrun (its own optimizer, schedule and "
+        "augmentation; --arch speedrun)", choices=tuple(RECIPES), form=Form("select", "recipe", group="run"))
+    epochs: int = setting(
+        10, "passes over the training data", low=1, high=MAX_EPOCHS,
+        resume="a resume continues to a larger target", form=Form("input", "epochs"))
+    batch_size: int = setting(
+        128, "images per optimizer step, the global batch: with several processes (torchrun, --gpus) each "
+        "takes an equal share, so the learning rate means the same", low=1, high=MAX_BATCH,
+        form=Form("input", "batch size", "images per step"))
+    optimizer: str = setting("adamw", "the optimizer", choices=OPTIMIZERS, recipes=STANDARD,
+                             form=Form("select", "optimizer"))
+    lr: float = setting(0.003, "peak learning rate", low=0, high=1e9, open_low=True, recipes=STANDARD,
+                        form=Form("input", "learning rate", "peak"))
+    momentum: float = setting(0.9, "SGD momentum or Adam beta1", low=0, high=1, open_high=True, recipes=STANDARD,
+                              form=Form("input", "momentum", "SGD momentum / Adam β1"))
+    weight_decay: float = setting(5e-4, "L2 penalty per step, decoupled for adamw", low=0, high=1,
+                                  recipes=STANDARD, form=Form("input", "weight decay"))
+    schedule: str = setting("cosine", "learning-rate schedule", choices=SCHEDULES, recipes=STANDARD,
+                            form=Form("select", "schedule"))
+    warmup_epochs: float = setting(
+        0.0, "linear warm-up length in epochs (onecycle always warms up for 25% of steps)", low=0,
+        high=MAX_EPOCHS, recipes=STANDARD, form=Form("input", "warm-up epochs"))
+    label_smoothing: float = setting(0.0, "share of the target spread over the other classes", low=0, high=1,
+                                     open_high=True, recipes=STANDARD, form=Form("input", "label smoothing"))
+    clip_grad_norm: float = setting(
+        0.0, "largest L2 norm of all gradients together before a step; 0 = off", low=0, high=1e6,
+        recipes=STANDARD, form=Form("input", "clip grad norm", "max gradient norm; 0 = off"))
+    augment: tuple[str, ...] = setting(
+        ("crop", "flip"), f"comma list of {', '.join(AUGMENTATIONS)}, or none", choices=AUGMENTATIONS,
+        recipes=STANDARD, form=Form("checks", "augment"))
+    image_size: int = setting(
+        0, "pixels per side", low=8, high=512, zero_is="the data set's native size",
+        default_text="the data set's own; 32 for folders", form=Form("input", "image size", "0 = native size", "data"))
+    resize: str = setting(
+        "stretch", "a folder image of another shape: stretch it, crop its centre square, or pad it",
+        choices=RESIZE_MODES, form=Form("select", "resize", group="data"))
+    normalize: str = setting(
+        "train", "train: per-channel mean/std of the training split (exports carry them); none: pixels / 255 "
+        "only, as the seed tutorials' ToTensor", choices=NORMALIZATIONS)
+    val_fraction: float = setting(
+        0.1, "share of the training data held out to pick the best epoch; 0 = none", low=0, high=0.9,
+        form=Form("input", "validation", "share of train held out; 0 = none", "data"))
+    test_fraction: float = setting(0.1, "test share of a folder without test/ or val/", low=0, high=0.9,
+                                   open_low=True)
+    stream_over_mb: float = setting(
+        0.0, "stream folders whose decoded size passes this many MB from their files", low=0, high=1e9,
+        default_text="a quarter of RAM", resume="only how images reach the device, not which")
+    early_stop: int = setting(
+        0, "stop after this many evaluated epochs without a better validation metric", low=1, high=MAX_EPOCHS,
+        zero_is="off", metavar="EPOCHS", resume="when to stop, not how to train",
+        form=Form("input", "early stop", "epochs without a better val metric; 0 = off", "stopping"))
+    early_stop_on: str = setting("acc", "the metric early stopping watches (acc: higher is better)",
+                                 choices=("acc", "loss"), resume="when to stop, not how to train",
+                                 form=Form("select", "early stop on", group="stopping"))
+    early_stop_delta: float = setting(0.0, "the smallest change of the metric that counts as better", low=0,
+                                      high=1e6, resume="when to stop, not how to train")
+    keep_best: int = setting(
+        1, "keep the K best epochs as checkpoints besides last.pt; best.pt stays the best", low=1, high=100,
+        metavar="K", resume="which checkpoints stay, not how to train",
+        form=Form("input", "keep best", "best epochs kept as checkpoints", "stopping"))
+    precision: str = setting("fp32", "number format of the forward pass (fp16 keeps a loss scale in the "
+                             "checkpoint)", choices=PRECISIONS, form=Form("select", "precision", group="machine"))
+    device: str = setting("auto", "auto = cuda, then mps, then cpu", choices=DEVICES,
+                          resume="the same steps on another device", form=Form("select", "device", group="machine"))
+    seed: int = setting(0, "seeds the split, the order and the initial weights", low=0, high=2**63 - 1,
+                        form=Form("input", "seed", group="machine"))
+    compile: bool = setting(
+        False, "torch.compile the model: slower start, faster GPU steps",
+        resume="the same model, compiled or not", form=Form("check", "torch.compile", "on (slower start)", "machine"))
+    runs_dir: str = setting(
+        "runs", "where run folders go", resume="where the run folder is, not what it holds", sweep=False,
+        compared=False, form=Form("input", "runs folder", "where run folders go", "machine"))
+    preset: str = setting("", "the preset the form was filled from; it decides nothing itself", flag=False,
+                          resume="a label; it decides nothing")
 
     # ---- construction -------------------------------------------------------------
 
@@ -79,7 +132,7 @@ class RunConfig:
 
         `check_paths=False` reads a record (a past run's config) whose data folder may be gone.
         """
-        known = {f.name: f for f in fields(cls)}
+        known = {item.name: item for item in SETTINGS}
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise WorkbenchError(
@@ -87,9 +140,8 @@ class RunConfig:
             )
         merged = dataclasses.asdict(base or cls())
         for key, raw in values.items():
-            if raw is None:
-                continue
-            merged[key] = _coerce(key, raw, known[key].type)
+            if raw is not None:
+                merged[key] = known[key].coerce(raw)
         user_file = parse_user_arch(str(merged["arch"])) if "arch" in values else None
         if check_paths and user_file:  # a network file chosen now (a resumed run has its own copy)
             file = _expand(user_file[0], "arch")
@@ -102,28 +154,19 @@ class RunConfig:
 
     @classmethod
     def from_toml(cls, path: Path, base: RunConfig | None = None, *, check_paths: bool = True) -> RunConfig:
-        if Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir():
-            raise WorkbenchError(f"config file {path} is not a regular file (a pipe or a device?)")
+        """The settings of a TOML file, bounded like flags; a bad one is named with the file."""
+        data = read_toml_table(path)
         try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise WorkbenchError(f"config file {path} does not exist") from None
-        except IsADirectoryError:
-            raise WorkbenchError(f"config file {path} is a folder; give a .toml file") from None
-        except UnicodeDecodeError:
-            raise WorkbenchError(f"config file {path} is not UTF-8 text; save it as UTF-8 TOML") from None
-        except OSError as error:
-            raise WorkbenchError(f"cannot read config file {path} ({error.strerror or error})") from None
-        except tomllib.TOMLDecodeError as error:
-            raise WorkbenchError(f"config file {path} is not valid TOML: {error}") from None
-        data = {key.replace("-", "_"): value for key, value in data.items()}
-        return cls.from_mapping(data, base, check_paths=check_paths)
+            return cls.from_mapping(data, base, check_paths=check_paths)
+        except ConfigError as error:
+            raise ConfigError(error.field or "", f"{error.problem} (in {path})") from None
+        except WorkbenchError as error:
+            raise WorkbenchError(f"{error} (in {path})", field=error.field) from None
 
     def to_toml(self) -> str:
-        lines = []
-        for key, value in dataclasses.asdict(self).items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        return "\n".join(lines) + "\n"
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -152,40 +195,10 @@ class RunConfig:
         if user_file is None and self.arch not in ARCHITECTURES:
             raise ConfigError("arch", f"unknown architecture {self.arch!r}; choose one of "
                                       f"{', '.join(ARCHITECTURES)}, {USER_ARCH_HINT}")
-
-        _choice("recipe", self.recipe, tuple(RECIPES))
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("device", self.device, DEVICES)
-        _choice("resize", self.resize, RESIZE_MODES)
-        _choice("normalize", self.normalize, NORMALIZATIONS)
-        _choice("early_stop_on", self.early_stop_on, ("acc", "loss"))
-        if self.early_stop < 0:
-            raise ConfigError("early_stop", f"{self.early_stop} must be 0 (off) or a number of epochs")
-        if not 1 <= self.keep_best <= 100:
-            raise ConfigError("keep_best", f"{self.keep_best} is outside 1..100")
-        _in_range("early_stop_delta", self.early_stop_delta, 0.0, 1e6)
-        for op in self.augment:  # "none" alone became (); mixed with others it is a mistake
-            _choice("augment", op, AUGMENTATIONS)
-        _positive("epochs", self.epochs)
-        _positive("batch_size", self.batch_size)
-        _positive("lr", self.lr)
-        _in_range("momentum", self.momentum, 0.0, 1.0, include_high=False)
-        _in_range("weight_decay", self.weight_decay, 0.0, 1.0)
-        _in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, include_high=False)
-        _in_range("val_fraction", self.val_fraction, 0.0, 0.9)
-        _in_range("test_fraction", self.test_fraction, 0.0, 0.9, include_low=False)
-        _in_range("stream_over_mb", self.stream_over_mb, 0.0, 1e9)
-        _in_range("warmup_epochs", self.warmup_epochs, 0.0, float(self.epochs))
-        if self.image_size and not 8 <= self.image_size <= 512:
-            raise ConfigError("image_size", f"{self.image_size} is outside 8..512 (0 = the data set's native size)")
-        if not 0 <= self.seed < 2**63:
-            raise ConfigError("seed", f"{self.seed} is outside 0..2**63-1")
-        if self.epochs > MAX_EPOCHS:
-            raise ConfigError("epochs", f"{self.epochs} is more than {MAX_EPOCHS:,}")
-        if self.batch_size > MAX_BATCH:
-            raise ConfigError("batch_size", f"{self.batch_size} is more than {MAX_BATCH:,}")
+        for item in SETTINGS:
+            item.check(getattr(self, item.name))
+        if self.warmup_epochs > self.epochs:
+            raise ConfigError("warmup_epochs", f"{self.warmup_epochs} is more than the run's {self.epochs} epochs")
         if self.runs_dir.strip() == "":
             raise ConfigError("runs_dir", "give a folder for the run folders")
         _expand(self.runs_dir, "runs_dir")
@@ -198,6 +211,42 @@ class RunConfig:
 
     def resolved_data_dir(self) -> Path:
         return _expand(self.data_dir, "data_dir") if self.data_dir else default_data_dir()
+
+
+SETTINGS = declarations(RunConfig)
+
+
+def ignored_by(recipe: str) -> tuple[str, ...]:
+    """The settings `recipe` does not read (the form greys them out)."""
+    return tuple(item.name for item in SETTINGS if not item.reads(recipe))
+
+
+def changed_on_resume(saved: dict[str, Any], config: RunConfig) -> list[tuple[str, Any, Any]]:
+    """(setting, checkpoint's value, config's value) of each setting a resume must keep but that differs.
+
+    A setting the checkpoint does not record (it predates the setting) is not compared."""
+    now = config.to_dict()
+    return [(item.name, saved[item.name], now[item.name]) for item in SETTINGS
+            if not item.resumable and item.name in saved and saved[item.name] != now[item.name]]
+
+
+def read_toml_table(path: Path) -> dict[str, Any]:
+    """A config file's keys (dashes read as underscores) and values; one-line errors naming the file."""
+    if Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir():
+        raise WorkbenchError(f"config file {path} is not a regular file (a pipe or a device?)")
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WorkbenchError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise WorkbenchError(f"config file {path} is a folder; give a .toml file") from None
+    except UnicodeDecodeError:
+        raise WorkbenchError(f"config file {path} is not UTF-8 text; save it as UTF-8 TOML") from None
+    except OSError as error:
+        raise WorkbenchError(f"cannot read config file {path} ({error.strerror or error})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise WorkbenchError(f"config file {path} is not valid TOML: {error}") from None
+    return {key.replace("-", "_"): value for key, value in data.items()}
 
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -227,79 +276,6 @@ def _expand(text: str, key: str) -> Path:
         raise ConfigError(key, f"{text!r}: the user in its ~ is not known here") from None
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(key, f"{value!r} is not one of {', '.join(allowed)}")
-
-
-def _positive(key: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(key, f"{value} must be greater than 0")
-
-
-def _in_range(
-    key: str,
-    value: float,
-    low: float,
-    high: float,
-    include_low: bool = True,
-    include_high: bool = True,
-) -> None:
-    above = value >= low if include_low else value > low
-    below = value <= high if include_high else value < high
-    if not (above and below):
-        left = "[" if include_low else "("
-        right = "]" if include_high else ")"
-        raise ConfigError(key, f"{value} is outside {left}{low}, {high}{right}")
-
-
-def _coerce(key: str, raw: Any, annotation: Any) -> Any:
-    """Turn a string or TOML value into the field's type, or say why it can't be."""
-    kind = str(annotation)
-    try:
-        if kind.startswith("tuple"):
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
-            items = [str(item).strip().lower() for item in items if str(item).strip()]
-            return () if items in ([], ["none"]) else tuple(dict.fromkeys(items))
-        if kind == "bool":
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if kind == "int":
-            if isinstance(raw, float) and not raw.is_integer():
-                raise ValueError
-            if isinstance(raw, bool):
-                raise ValueError
-            return int(str(raw).strip()) if isinstance(raw, str) else int(raw)
-        if kind == "float":
-            if isinstance(raw, bool):
-                raise ValueError
-            number = float(raw)
-            if not math.isfinite(number):
-                raise ConfigError(key, f"{raw!r} is not a finite number")
-            return number
-        return str(raw).strip()
-    except (TypeError, ValueError):
-        expected = {"int": "a whole number", "float": "a number", "bool": "true or false"}
-        raise ConfigError(key, f"{raw!r} is not {expected.get(kind, 'valid')}") from None
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
-
-
 __all__ = [
     "AUGMENTATIONS",
     "DATASET_NAMES",
@@ -308,5 +284,6 @@ __all__ = [
     "PRECISIONS",
     "RunConfig",
     "SCHEDULES",
+    "SETTINGS",
     "default_data_dir",
 ]

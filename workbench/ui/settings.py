@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from workbench.core.atomic import write_text_atomic
-from workbench.core.config import RunConfig
+from workbench.core.config import SETTINGS, RunConfig
 from workbench.core.errors import WorkbenchError
 
 LAST_VALUES_FILE = "last.toml"
@@ -31,7 +30,7 @@ def read_last_values(config_dir: Path) -> dict[str, Any]:
         data = tomllib.loads((config_dir / LAST_VALUES_FILE).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError):
         return {}
-    known = {field.name for field in dataclasses.fields(RunConfig)} - set(NOT_REMEMBERED)
+    known = {item.name for item in SETTINGS} - set(NOT_REMEMBERED)
     return {key: value for key, value in data.items() if key in known}
 
 
@@ -47,4 +46,5 @@ def write_last_values(config_dir: Path, config: RunConfig) -> str | None:
 
 
 def config_values(config: RunConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """Every declared setting's value, for the form's `load`."""
+    return {item.name: getattr(config, item.name) for item in SETTINGS}

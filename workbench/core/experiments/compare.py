@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core import runs
+from workbench.core.config import SETTINGS
 from workbench.core.errors import WorkbenchError
 
+DECLARED = {item.name: item for item in SETTINGS}
 METRIC_COLUMNS = ("status", "best epoch", "best test", "final test", "time", "images/s")
 
 
@@ -108,12 +110,27 @@ def compare(run_dirs: list[Path], sort_by: str = "") -> Comparison:
     keys = list(dict.fromkeys(key for run in figures for key in run.settings))
     readable = [run for run in figures if run.settings]
     differ = tuple(key for key in keys if len({_hashable(run.settings.get(key)) for run in readable}) > 1)
-    same = {key: readable[0].settings[key] for key in keys if key not in differ and readable}
+    recipes = {str(run.settings.get("recipe")) for run in readable}
+    same = {key: readable[0].settings[key] for key in keys
+            if key not in differ and readable and _worth_showing(key, recipes)}
     if sort_by:
         figures = sort_runs(figures, sort_by, differ)
     sweeps = {run.sweep for run in figures}
     sweep = sweeps.pop() if len(sweeps) == 1 else ""
     return Comparison(tuple(figures), differ, same, sweep, _by_value(figures, differ) if sweep else {})
+
+
+def _worth_showing(key: str, recipes: set[str]) -> bool:
+    """A shared setting is worth a place on the "same for all" line when its declaration says it
+    is compared and some run's recipe reads it (the speedrun's runs all share an unused lr)."""
+    item = DECLARED.get(key)
+    return item is None or (item.compared and any(item.reads(recipe) for recipe in recipes))
+
+
+def same_line(result: Comparison) -> str:
+    """The settings every run shares, in declaration order, as one line."""
+    same = ", ".join(f"{key} {format_setting(value)}" for key, value in result.same.items())
+    return f"same for all: {same}" if same else "no setting is the same for all"
 
 
 def sort_runs(figures: list[RunFigures], column: str, differ: tuple[str, ...] = ()) -> list[RunFigures]:

@@ -301,16 +301,18 @@ def _same_path(path: Path | str) -> str:
 def args_for_config(config: RunConfig) -> list[str]:
     """The train flags that rebuild `config` (those that differ from the defaults, and the
     data set, architecture and epochs always); the runs folder is the queue's own."""
-    default = RunConfig().to_dict()
+    from workbench.core.config import SETTINGS
+
     flags: list[str] = []
-    for key, value in config.to_dict().items():
-        if key == "runs_dir" or (value == default[key] and key not in ("dataset", "arch", "epochs")):
+    for item in SETTINGS:
+        value = getattr(config, item.name)
+        if item.name == "runs_dir" or (
+                value == item.default and item.name not in ("dataset", "arch", "epochs")):
             continue
-        name = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            flags.append(name if value else "--no-" + name[2:])
-        elif isinstance(value, list):
-            flags += [name, ",".join(value) or "none"]
+        if item.kind == "bool":
+            flags.append(item.option if value else "--no-" + item.option[2:])
+        elif item.kind == "list":
+            flags += [item.option, ",".join(value) or "none"]
         else:
-            flags += [name, str(value)]
+            flags += [item.option, str(value)]
     return flags

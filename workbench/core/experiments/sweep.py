@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from workbench.core.config import RunConfig
+from workbench.core.config import SETTINGS, RunConfig
 from workbench.core.errors import WorkbenchError, flag
 
-AUGMENT_ALTERNATIVES = "/"  # --augment is itself a comma list: its alternatives are split on "/"
-NOT_SWEPT = ("runs_dir",)  # the queue's own folder, one per sweep
+LIST_ALTERNATIVES = "/"  # a list setting (--augment) is itself a comma list: its alternatives are split on "/"
+DECLARED = {item.name: item for item in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Sweep:
 
 
 def split_values(field: str, raw: str) -> list[str]:
-    separator = AUGMENT_ALTERNATIVES if field == "augment" else ","
+    separator = LIST_ALTERNATIVES if field in DECLARED and DECLARED[field].kind == "list" else ","
     values = [value.strip() for value in str(raw).split(separator)]
     if any(not value for value in values):
         raise WorkbenchError(f"{flag(field)} {raw!r} has an empty value in its list")
@@ -48,8 +48,8 @@ def expand(given: dict[str, str], base: RunConfig, fixed_args: list[str], *, ran
     `check` returns why a whole point cannot train ("" when it can), e.g. a network too deep for the image size."""
     lists = {field: split_values(field, raw) for field, raw in given.items()}
     for field, values in lists.items():
-        if field in NOT_SWEPT and len(values) > 1:
-            raise WorkbenchError(f"{flag(field)} takes one folder, the queue's; give one value")
+        if field in DECLARED and not DECLARED[field].sweep and len(values) > 1:
+            raise WorkbenchError(f"{flag(field)} takes one value in a sweep; give one")
         for value in values:  # each value alone, so the refusal names the value, not a point
             try:
                 RunConfig.from_mapping({field: value}, base)

@@ -68,6 +68,9 @@ def train_one_epoch(
             loss = parts.criterion(logits, batch.labels)
         parts.optimizer.zero_grad(set_to_none=True)
         parts.scaler.scale(loss).backward()
+        if parts.clip_grad_norm:  # on the true gradients: a GradScaler's are scaled until unscaled
+            parts.scaler.unscale_(parts.optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), parts.clip_grad_norm)
         parts.scaler.step(parts.optimizer)
         parts.scaler.update()
         meter.add(loss, logits, batch.labels)  # device tallies; the host reads them a few times a second

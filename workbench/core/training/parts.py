@@ -61,6 +61,7 @@ class TrainingParts:
     scaler: torch.amp.GradScaler
     criterion: nn.Module
     averager: Averager | None = None
+    clip_grad_norm: float = 0.0  # largest norm of all gradients together; 0 = no clipping
 
     @property
     def lr(self) -> float:
@@ -77,7 +78,7 @@ class Recipe:
 
     @property
     def description(self) -> str:
-        return RECIPES[self.name][0]
+        return RECIPES[self.name]
 
     def check(self, config: RunConfig) -> None:
         """Raise ConfigError for a setting this recipe cannot train with."""

@@ -30,6 +30,7 @@ class StandardRecipe(Recipe):
             scheduler=self.schedule(optimizer, config, steps_per_epoch, batch_size, done_steps),
             scaler=torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"),
             criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+            clip_grad_norm=config.clip_grad_norm,
         )
 
     def schedule(self, optimizer, config, steps_per_epoch, batch_size, done_steps) -> Schedule:
@@ -39,6 +40,7 @@ class StandardRecipe(Recipe):
         augment = ", ".join(config.augment) or "no augmentation"
         smoothing = f", label smoothing {config.label_smoothing:g}" if config.label_smoothing else ""
         warmup = f" after {config.warmup_epochs:g} warm-up epochs" if config.warmup_epochs else ""
+        smoothing += f", gradients clipped to norm {config.clip_grad_norm:g}" if config.clip_grad_norm else ""
         return (
             f"standard recipe: {counted(config.epochs, 'epoch')} x {counted(steps_per_epoch, 'step')} of {batch_size}, "
             f"{config.optimizer} lr {config.lr:g} with a {config.schedule} schedule{warmup}, "

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from workbench.core import checkpoint as ckpt
 from workbench.core import network_copy
-from workbench.core.config import RunConfig
+from workbench.core.config import RunConfig, changed_on_resume
 from workbench.core.data.types import Dataset
 from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.core.training.batches import DeviceBatches
@@ -131,6 +131,9 @@ def read_resume_point(run_dir: Path, epochs: int) -> ResumePoint:
     arch = str(state.get("config", {}).get("arch", ""))
     point = ResumePoint(state, path, problems, network_copy.arch_in(run_dir, arch),
                         [note for note in [network_copy.drift(run_dir, arch)] if note])
+    on_disk = _config_file(run_dir)
+    if on_disk is not None:  # before the data loads: a changed image size would decode a new cache
+        check_settings_kept(state.get("config", {}), on_disk, "config.toml")
     saved = point.progress
     if saved.epoch >= epochs:  # a partial epoch is epoch + 1, so it needs epochs > epoch too
         raise ConfigError(
@@ -139,6 +142,26 @@ def read_resume_point(run_dir: Path, epochs: int) -> ResumePoint:
             f"greater than {saved.epoch}",
         )
     return point
+
+
+def check_settings_kept(saved: dict[str, Any], config: RunConfig, source: str) -> None:
+    """Refuse a setting the declarations say a resume must keep (seed, image size, split...) when
+    `config` changed it since the checkpoint was trained: the run would go on as another run."""
+    changed = changed_on_resume(saved, config)
+    if changed:
+        name, before, now = changed[0]
+        more = f" (also changed: {', '.join(other for other, _, _ in changed[1:])})" if changed[1:] else ""
+        raise ConfigError(name, f"the checkpoint was trained with {before!r}, {source} says {now!r}{more}; "
+                                f"a resume keeps it: restore {source} or start a new run")
+
+
+def _config_file(run_dir: Path) -> RunConfig | None:
+    """The run's config.toml as a resume would read it; None when unreadable (the caller that
+    reads it for the resume says why, so this check stays quiet)."""
+    try:
+        return RunConfig.from_toml(run_dir / "config.toml", check_paths=False)
+    except WorkbenchError:
+        return None
 
 
 def check_compatible(point: ResumePoint, config: RunConfig, data: Dataset) -> None:
@@ -176,6 +199,7 @@ def check_compatible(point: ResumePoint, config: RunConfig, data: Dataset) -> No
     saved_recipe = state.get("recipe", {}).get("name", "standard")
     if saved_recipe != config.recipe:
         raise ConfigError("recipe", f"the run was trained with the {saved_recipe} recipe, not {config.recipe}")
+    check_settings_kept(state["config"], config, "this resume's settings")
 
 
 def restore(point: ResumePoint, model: nn.Module, parts: TrainingParts, batches: DeviceBatches) -> None:

@@ -1,4 +1,4 @@
-"""HyperparameterForm: every RunConfig setting a user chooses, with each field's error beside it."""
+"""HyperparameterForm: every declared setting that has a form widget, with each field's error beside it."""
 
 from __future__ import annotations
 
@@ -13,18 +13,9 @@ from textual.message import Message
 from textual.suggester import SuggestFromList
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
-from workbench.core.catalog import RECIPES, ignored_by
-from workbench.core.config import (
-    AUGMENTATIONS,
-    DATASET_NAMES,
-    DEVICES,
-    OPTIMIZERS,
-    PRECISIONS,
-    RESIZE_MODES,
-    SCHEDULES,
-    RunConfig,
-)
+from workbench.core.config import SETTINGS, RunConfig, ignored_by
 from workbench.core.presets import PRESETS
+from workbench.core.settings import GROUPS
 
 
 class TickBox(Checkbox):
@@ -38,39 +29,28 @@ class TickBox(Checkbox):
 
 @dataclass(frozen=True)
 class Field:
-    name: str  # the RunConfig field
+    name: str  # the RunConfig field (or "devices", how to launch it)
     label: str
-    kind: str  # "text", "select", "checks" or "check"
-    choices: tuple[str, ...] = ()
+    kind: str  # "input", "select", "checks" or "check" (core/settings.py WIDGETS)
+    choices: tuple[str, ...] = ()  # a select's options, a checks' boxes, an input's completions
     hint: str = ""
 
 
-FIELDS = (
-    Field("dataset", "data set", "text", DATASET_NAMES, "shapes, cifar10, … or a folder"),
-    Field("recipe", "recipe", "select", tuple(RECIPES)),
-    Field("epochs", "epochs", "text"),
-    Field("batch_size", "batch size", "text", hint="images per step"),
-    Field("optimizer", "optimizer", "select", OPTIMIZERS),
-    Field("lr", "learning rate", "text", hint="peak"),
-    Field("momentum", "momentum", "text", hint="SGD momentum / Adam β1"),
-    Field("weight_decay", "weight decay", "text"),
-    Field("schedule", "schedule", "select", SCHEDULES),
-    Field("warmup_epochs", "warm-up epochs", "text"),
-    Field("label_smoothing", "label smoothing", "text"),
-    Field("augment", "augment", "checks", AUGMENTATIONS),
-    Field("image_size", "image size", "text", hint="0 = native size"),
-    Field("resize", "resize", "select", RESIZE_MODES),
-    Field("val_fraction", "validation", "text", hint="share of train held out; 0 = none"),
-    Field("early_stop", "early stop", "text", hint="epochs without a better val metric; 0 = off"),
-    Field("early_stop_on", "early stop on", "select", ("acc", "loss")),
-    Field("keep_best", "keep best", "text", hint="best epochs kept as checkpoints"),
-    Field("precision", "precision", "select", PRECISIONS),
-    Field("device", "device", "select", DEVICES),
-    Field("devices", "devices", "text", hint="processes; 2 or more = data-parallel through torchrun"),
-    Field("seed", "seed", "text"),
-    Field("compile", "torch.compile", "check"),
-    Field("runs_dir", "runs folder", "text", hint="where run folders go"),
-)
+def _fields() -> tuple[Field, ...]:
+    """The declared settings that have a form, group by group; devices (a launch choice) after device."""
+    fields = []
+    for group in GROUPS:
+        for item in SETTINGS:
+            if item.form is not None and item.form.group == group:
+                form = item.form
+                fields.append(Field(item.name, form.label, form.widget, item.suggest or item.choices, form.hint))
+                if item.name == "device":
+                    fields.append(Field("devices", "devices", "input",
+                                        hint="processes; 2 or more = data-parallel through torchrun"))
+    return tuple(fields)
+
+
+FIELDS = _fields()
 LABELS = {field.name: field.label for field in FIELDS}
 FIELD_NAMES = tuple(field.name for field in FIELDS)
 
@@ -121,7 +101,7 @@ class HyperparameterForm(VerticalScroll):
             yield Static("", classes="field-error", id=f"error-{field.name}")
 
     def _control(self, field: Field) -> ComposeResult:
-        if field.kind == "text":
+        if field.kind == "input":
             suggester = SuggestFromList(field.choices, case_sensitive=False) if field.choices else None
             yield Input(id=field.name, placeholder=field.hint, suggester=suggester, compact=True)
         elif field.kind == "select":
@@ -131,7 +111,7 @@ class HyperparameterForm(VerticalScroll):
                 for choice in field.choices:
                     yield TickBox(choice, id=f"{field.name}-{choice}", compact=True)
         else:
-            yield TickBox("on (slower start)", id=field.name, compact=True)
+            yield TickBox(field.hint or "on", id=field.name, compact=True)
 
     # ---- values in and out -----------------------------------------------------------
 
@@ -162,7 +142,7 @@ class HyperparameterForm(VerticalScroll):
         self.show_errors(getattr(self, "_errors", {}))
 
     def _set(self, field: Field, value: Any) -> None:
-        if field.kind == "text":
+        if field.kind == "input":
             self.query_one(f"#{field.name}", Input).value = display(value)
         elif field.kind == "select":
             if value in field.choices:
@@ -178,7 +158,7 @@ class HyperparameterForm(VerticalScroll):
         """The form as loose values for RunConfig.from_mapping."""
         values: dict[str, Any] = {}
         for field in FIELDS:
-            if field.kind == "text":
+            if field.kind == "input":
                 values[field.name] = self.query_one(f"#{field.name}", Input).value.strip()
             elif field.kind == "select":
                 values[field.name] = self.query_one(f"#{field.name}", Select).value
