@@ -37,7 +37,9 @@ def run_train(args: argparse.Namespace) -> int:
             for field in config.__dataclass_fields__
             if getattr(args, field, None) is not None
         }
-        allowed = {"epochs", "device", "runs_dir", "data_dir"}
+        from workbench.core.config import SETTINGS
+
+        allowed = {item.name for item in SETTINGS if item.resumable}  # each setting's declaration says
         changed = sorted(set(overrides) - allowed)
         if changed:
             raise WorkbenchError(

@@ -68,7 +68,7 @@ class CompareScreen(Screen):
         self._plot()
 
     def _show(self, figures: list) -> None:
-        from workbench.core.experiments.compare import format_setting
+        from workbench.core.experiments.compare import format_setting, same_line
 
         result = self.comparison
         table = self.query_one(DataTable)
@@ -87,11 +87,9 @@ class CompareScreen(Screen):
                 _cell(run.best_epoch, "{}"), _cell(run.best_test_acc, "{:.2%}"), _cell(run.final_test_acc, "{:.2%}"),
                 _cell(run.time_s, "{:.1f} s"), _cell(run.images_per_s, "{:,.0f}"), key=str(run.path),
             )
-        same = ", ".join(f"{key} {format_setting(value)}" for key, value in result.same.items()
-                         if key not in ("data_dir", "runs_dir"))
         sorted_note = f"sorted by {self.sorted_by} · " if self.sorted_by else ""
         self.query_one("#compare-same", Static).update(
-            f"{sorted_note}select a column header to sort · same for all: {same or '-'}")
+            f"{sorted_note}select a column header to sort · {same_line(result)}")
 
     def _plot(self) -> None:
         for widget_id, curve, scale in (("#compare-acc", "held-out acc", 100.0), ("#compare-loss", "train loss", 1.0)):
