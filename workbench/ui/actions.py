@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from rich.markup import escape
 from textual import work
+from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 
@@ -22,6 +24,71 @@ from workbench.ui.screens.dashboard import DashboardScreen
 
 if TYPE_CHECKING:
     from workbench.ui.app import WorkbenchApp
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing the app does: its keys (None: palette only), its footer label, its palette title
+    and help (also the key's tooltip), and when it is offered (True, None: shown disabled, False)."""
+
+    name: str
+    keys: str | None
+    label: str
+    title: str
+    help: str
+    when: Callable[[WorkbenchApp, Screen], bool | None] = lambda app, screen: True
+
+    @property
+    def binding(self) -> Binding:
+        return Binding(self.keys or "", self.name, self.label, id=self.name.replace("_", "-"), tooltip=self.help)
+
+
+def _export_when(app: WorkbenchApp, screen: Screen) -> bool | None:
+    if app.run_shown_on(screen) is not None:
+        return True
+    return False if isinstance(screen, SetupScreen) else None
+
+
+def _inspect_when(app: WorkbenchApp, screen: Screen) -> bool | None:
+    if isinstance(screen, InspectScreen):
+        return False
+    return (app.run_shown_on(screen) or app.dashboard.run_dir) is not None or None
+
+
+def _pause_when(app: WorkbenchApp, screen: Screen, resume: bool) -> bool:
+    dashboard = app.dashboard_for(screen)
+    return dashboard.can("pause") and dashboard.pausing == resume
+
+
+# The one table of the app's actions: the bindings, the footer and the command palette read it.
+ACTIONS = (
+    Action("start", "s,ctrl+s", "Start", "Start training", "Train with the form's values",
+           lambda app, screen: isinstance(screen, (SetupScreen, DashboardScreen)) and not app.training),
+    Action("pause", "p", "Pause", "Pause training", "Pause the run after this step",
+           lambda app, screen: _pause_when(app, screen, resume=False)),
+    Action("resume", "p", "Resume", "Resume training", "Go on training the paused run",
+           lambda app, screen: _pause_when(app, screen, resume=True)),
+    Action("stop", "x", "Stop", "Stop training", "Finish the current step, save a checkpoint and stop",
+           lambda app, screen: app.dashboard_for(screen).can("stop")),
+    Action("export", "e", "Export", "Export the run", "Write safetensors + torch.export files and verify them",
+           _export_when),
+    Action("lr_find", "l", "LR finder", "Find a learning rate",
+           "Sweep the learning rate on a throwaway copy of the model and suggest one",
+           lambda app, screen: isinstance(screen, SetupScreen)),
+    Action("batch_find", None, "", "Find the largest batch size", "Double the batch until it no longer fits in GPU memory",
+           lambda app, screen: isinstance(screen, SetupScreen)),
+    Action("images", "i", "Images", "Show images", "The run's inspection PNGs with a preview",
+           lambda app, screen: not isinstance(screen, ImagesScreen)),
+    Action("inspect", "v", "Inspect", "Inspect the run", "Confusion matrix, per-class accuracy, model, data, predict",
+           _inspect_when),
+    Action("runs", "r", "Runs", "Show runs", "Past runs in the runs folder",
+           lambda app, screen: not isinstance(screen, RunsScreen)),
+    Action("dashboard", "d", "Dashboard", "Show the dashboard", "Back to the live training dashboard",
+           lambda app, screen: screen is not app.dashboard and (app.dashboard.run_dir is not None or app.training)),
+    Action("back", "escape", "Back", "Back", "Close this screen", lambda app, screen: len(app.screen_stack) > 1),
+    Action("quit", "q", "Quit", "Quit", "Quit (asks first while training)"),
+)
+ACTION_BY_NAME = {action.name: action for action in ACTIONS}
 
 
 class ExportDone(Message):
@@ -60,33 +127,8 @@ class WorkbenchActions:
         """True: offered; None: shown but disabled; False: hidden (and the key does nothing)."""
         if isinstance(screen, (Question, TooSmall)):
             return action == "quit"
-        busy, on_dashboard = self.training, screen is self.dashboard
-        if action in ("lr_find", "batch_find"):
-            return isinstance(screen, SetupScreen)
-        if action == "start":
-            return isinstance(screen, (SetupScreen, DashboardScreen)) and not busy
-        if action in ("pause", "resume"):
-            dashboard = self.dashboard_for(screen)
-            return dashboard.can("pause") and (dashboard.pausing if action == "resume" else not dashboard.pausing)
-        if action == "stop":
-            return self.dashboard_for(screen).can(action)
-        if action == "export":
-            if self.run_shown_on(screen) is not None:
-                return True
-            return False if isinstance(screen, SetupScreen) else None
-        if action == "images":
-            return not isinstance(screen, ImagesScreen)
-        if action == "inspect":
-            if isinstance(screen, InspectScreen):
-                return False
-            return (self.run_shown_on(screen) or self.dashboard.run_dir) is not None or None
-        if action == "runs":
-            return not isinstance(screen, RunsScreen)
-        if action == "dashboard":
-            return self.dashboard.run_dir is not None or busy if not on_dashboard else False
-        if action == "back":
-            return len(self.screen_stack) > 1
-        return True
+        spec = ACTION_BY_NAME.get(action)
+        return True if spec is None else spec.when(self, screen)
 
     def run_shown_on(self: WorkbenchApp, screen: Screen) -> Path | None:
         """The run a screen is about: its own, or on the setup screen the latest one trained."""

@@ -9,14 +9,13 @@ from typing import Any
 
 from textual import events, work
 from textual.app import App
-from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
 from workbench.ui import jobs
-from workbench.ui.actions import WorkbenchActions
+from workbench.ui.actions import ACTIONS, WorkbenchActions
 from workbench.ui.commands import WorkbenchCommands
 from workbench.ui.screens.lr_find import LrFindScreen
 from workbench.ui.screens.modals import Question, TooSmall, confirm_quit
@@ -36,22 +35,7 @@ class WorkbenchApp(WorkbenchActions, App[int]):
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (72, "-normal"), (100, "-roomy"), (140, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
-    BINDINGS = [
-        Binding("s,ctrl+s", "start", "Start", id="start", tooltip="Train with the form's values"),
-        Binding("p", "pause", "Pause", id="pause", tooltip="Pause training after this step"),
-        Binding("p", "resume", "Resume", id="resume", tooltip="Go on training"),
-        Binding("x", "stop", "Stop", id="stop", tooltip="Stop after this step; a checkpoint is saved"),
-        Binding("e", "export", "Export", id="export", tooltip="Export and verify safetensors + pt2"),
-        Binding("l", "lr_find", "LR finder", id="lr-find",
-                tooltip="Sweep the learning rate on a throwaway copy of the model and suggest one"),
-        Binding("i", "images", "Images", id="images", tooltip="The run's inspection images"),
-        Binding("v", "inspect", "Inspect", id="inspect",
-                tooltip="Confusion matrix, per-class accuracy, model, data, predict"),
-        Binding("r", "runs", "Runs", id="runs", tooltip="Past runs"),
-        Binding("d", "dashboard", "Dashboard", id="dashboard", tooltip="The live training dashboard"),
-        Binding("escape", "back", "Back", id="back", tooltip="Close this screen"),
-        Binding("q", "quit", "Quit", id="quit", tooltip="Quit (asks first while training)"),
-    ]
+    BINDINGS = [action.binding for action in ACTIONS if action.keys]  # one table: ui/actions.py
 
     def __init__(self, values: dict[str, Any], *, data_dir: str, config_dir: Path) -> None:
         super().__init__()

@@ -8,26 +8,10 @@ from typing import TYPE_CHECKING, Callable
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from workbench.core.presets import PRESETS
+from workbench.ui.actions import ACTIONS
 
 if TYPE_CHECKING:
     from workbench.ui.app import WorkbenchApp
-
-# (action, title, help): the same actions the keys run.
-ACTIONS = (
-    ("start", "Start training", "Train with the form's values (s)"),
-    ("pause", "Pause training", "Pause the run after this step (p)"),
-    ("resume", "Resume training", "Go on training the paused run (p)"),
-    ("stop", "Stop training", "Finish the current step, save a checkpoint and stop (x)"),
-    ("export", "Export the run", "Write safetensors + torch.export files and verify them (e)"),
-    ("lr_find", "Find a learning rate", "The LR range test on the form's run; enter takes its suggestion (l)"),
-    ("batch_find", "Find the largest batch size", "Double the batch until it no longer fits in GPU memory"),
-    ("images", "Show images", "The run's inspection PNGs with a preview (i)"),
-    ("inspect", "Inspect the run", "Confusion matrix, per-class accuracy, model, data, predict (v)"),
-    ("runs", "Show runs", "Past runs in the runs folder (r)"),
-    ("dashboard", "Show the dashboard", "Back to the live training dashboard (d)"),
-    ("back", "Back", "Close this screen (escape)"),
-)
-
 
 class WorkbenchCommands(Provider):
     """Offers what the footer offers on the screen the palette was opened from, plus choices."""
@@ -38,10 +22,11 @@ class WorkbenchCommands(Provider):
 
     def _commands(self) -> list[tuple[str, str, Callable[[], object]]]:
         app = self.workbench
-        commands = [
-            (title, help_text, partial(app.run_action, action))
-            for action, title, help_text in ACTIONS
-            if app.available(action, self.screen)
+        commands = [  # the app's one table of actions: what the keys run, with the key named
+            (action.title, action.help + (f" ({action.keys.split(',')[0]})" if action.keys else ""),
+             partial(app.run_action, action.name))
+            for action in ACTIONS
+            if action.name != "quit" and app.available(action.name, self.screen)
         ]
         if self.screen is app.setup_screen:
             for name, (description, _) in PRESETS.items():

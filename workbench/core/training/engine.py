@@ -77,8 +77,7 @@ def fit(
     environment. `run_id` is the id a parent process gave this run (recorded in run.json).
     """
     world = world or World.from_env()
-    session = _Session(config, events, control or TrainControl(), world)
-    session.run_id = run_id
+    session = _Session(config, events, control or TrainControl(), world, run_id)
     try:
         session.run(resume_dir, data, recipe)
     except StopRequested:  # only raised while data is prepared, before a run folder exists
@@ -106,8 +105,8 @@ def fit(
 class _Session:
     """The state of one fit() call; split into methods so each step reads on its own."""
 
-    def __init__(self, config: RunConfig, events: EventSink, control: TrainControl, world: World) -> None:
-        self.config, self.send, self.world = config, events, world
+    def __init__(self, config: RunConfig, events: EventSink, control: TrainControl, world: World, run_id: str) -> None:
+        self.config, self.send, self.world, self.run_id = config, events, world, run_id
         self.local_control, self.control = control, world.agreed(control)  # stop and pause agreed between ranks
         self.folder = RunFolder(writes=world.is_main)  # only rank 0 writes the run folder
         self.run_dir: Path | None = None  # the folder's path, known to every rank
@@ -117,7 +116,6 @@ class _Session:
         self.train_s = 0.0  # device-timed training and evaluation
         self.warmup_s = 0.0
         self.stop_reason = ""  # why the run ended before its last epoch, when it was not the user
-        self.run_id = ""
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started - (self.control.paused_s - self.paused_at_start)
@@ -283,10 +281,9 @@ class _Session:
                 self._halve_batch_after_oom(progress)
 
     def _halve_batch_after_oom(self, progress: Progress) -> None:
-        """Start the epoch again at half the batch. The batch size has one owner, this session:
-        the batches follow it, and the recipe rebuilds everything that depends on it (a speedrun's
-        learning rate per example, every schedule's and lookahead's length in steps), keeping the
-        optimizer's momentum, the loss scaler and the averaged weights."""
+        """The epoch again at half the batch: the batches follow this session's batch size and the
+        recipe rebuilds what depends on it (lr per example, schedule and lookahead lengths),
+        keeping momentum, the loss scale and the averaged weights."""
         old, config = self.batch_size, self.config
         self.batch_size //= 2
         train = self.train_batches
