@@ -19,12 +19,13 @@ import torch
 import torch.nn as nn
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.safe_read import MB, read_bytes
 
 _LOADED: dict[tuple[str, str], object] = {}  # (path, sha256) -> module: each version runs once
 
 
 def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(read_bytes(path, 64 * MB)).hexdigest()  # a pipe given as the file: a sentence
 
 
 def _where(path: Path, error: BaseException) -> str:
