@@ -36,17 +36,12 @@ def run_lr_find(args: argparse.Namespace) -> int:
     from workbench.core.events import Notice
     from workbench.core.inspection.curves import save_lr_curve
     from workbench.core.training.control import TrainControl
-    from workbench.core.training.lr_finder import lr_find
+    from workbench.core.training.lr_finder import check_range, lr_find
     from workbench.core.training.preparation import prepare_trial
     from workbench.options import config_from_args
 
     config = config_from_args(args)
-    if not 0 < args.start_lr < args.end_lr:
-        raise WorkbenchError(f"--start-lr {args.start_lr:g} must be above 0 and below --end-lr {args.end_lr:g}")
-    if args.steps < 5:
-        raise WorkbenchError(f"--steps: {args.steps} is too few for a curve; give at least 5")
-    if not 0 <= args.smoothing < 1 or args.diverge <= 1:
-        raise WorkbenchError("--smoothing must be in [0, 1) and --diverge above 1")
+    check_range(args.start_lr, args.end_lr, args.steps, args.smoothing, args.diverge)
     quiet = args.json or args.json_lines
 
     def emit(event) -> None:
