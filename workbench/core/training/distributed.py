@@ -14,13 +14,16 @@ from __future__ import annotations
 import datetime
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from workbench.core import checkpoint as ckpt
 from workbench.core.errors import ConfigError, WorkbenchError
+from workbench.core.safe_read import is_regular
 from workbench.core.training.control import TrainControl
 from workbench.core.training.loop import EvalResult
 
@@ -321,8 +324,12 @@ def peer_sentence(error: BaseException, world: World, run_dir) -> str:
     """What a collective's failure means to the user, and what to do next."""
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     detail = detail.split("] ", 1)[-1].split(". ")[0][:160]  # drop gloo's source path and its advice
-    saved = (f"the run's last checkpoint is in {run_dir}: resume it with `workbench train --resume {run_dir}`"
-             if run_dir is not None else "no run folder was written")
+    if run_dir is None:
+        saved = "no run folder was written"
+    elif any(is_regular(Path(run_dir) / "checkpoints" / name) for name in (ckpt.LAST, ckpt.PREVIOUS, ckpt.BEST)):
+        saved = f"the run's last checkpoint is in {run_dir}: resume it with `workbench train --resume {run_dir}`"
+    else:  # stopped before its first checkpoint: there is nothing to resume from
+        saved = f"{run_dir} holds no checkpoint yet (it stopped before the first was saved); start the run again"
     return f"rank {world.rank}: another process of this {world.size}-process job stopped answering ({detail}); {saved}"
 
 
