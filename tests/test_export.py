@@ -219,3 +219,42 @@ def test_export_refuses_extra_state_json_cannot_hold_in_one_line_before_writing(
     error = one_line_error(capsys, ["export", str(run)])
     assert "_extra_state" in error and "get_extra_state" in error and "nothing was written" in error
     assert snapshot(run) == before and not list(run.glob(".export-*"))
+
+
+@pytest.mark.parametrize("dtype, works", [(torch.float64, True), (torch.float16, True), (torch.int8, False),
+                                          (torch.bool, False)])
+def test_predict_on_weights_of_an_unusual_dtype_works_or_says_so_in_one_line(tmp_path, capsys, dtype, works):
+    from safetensors.torch import load_file, save_file
+
+    from tests.test_trust import one_line_error
+
+    run = _quick_run(tmp_path)
+    assert main(["export", str(run)]) == 0
+    weights_path = run / "export" / "model.safetensors"
+    save_file({key: tensor.to(dtype) for key, tensor in load_file(str(weights_path)).items()}, str(weights_path))
+    image = next((tmp_path / "animals" / "test" / "ant").iterdir())
+    capsys.readouterr()
+    if works:
+        assert main(["predict", str(run / "export"), str(image)]) == 0
+        assert "ant" in capsys.readouterr().out
+    else:
+        error = one_line_error(capsys, ["predict", str(run / "export"), str(image)])
+        assert str(dtype).removeprefix("torch.") in error and "do not fit" in error
+
+
+def test_predict_on_float64_weights_of_a_batchnorm_network(run_dir, tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+
+    export_run(run_dir)
+    bundle = shutil.copytree(run_dir / "export", tmp_path / "bundle")
+    weights = load_file(str(bundle / "model.safetensors"))
+    assert any(key.endswith("num_batches_tracked") for key in weights)  # an integer buffer, saved as float64 below
+    save_file({key: tensor.to(torch.float64) for key, tensor in weights.items()}, str(bundle / "model.safetensors"))
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "image.png")
+    capsys.readouterr()
+    assert main(["predict", str(bundle), str(tmp_path / "image.png")]) == 0
+    assert "%" in capsys.readouterr().out

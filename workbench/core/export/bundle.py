@@ -81,7 +81,7 @@ def checkpoint_for(run_dir: Path, which: str = "best") -> tuple[Path, str]:
     with --keep-best). A run without a validation split has no best.pt: its last checkpoint is the
     model, and the sentence says so."""
     folder = run_dir / "checkpoints"
-    if which == "best" and (folder / ckpt.BEST).is_file():
+    if which == "best" and os.path.lexists(folder / ckpt.BEST):  # a pipe there is refused when loaded
         return folder / ckpt.BEST, "best validation accuracy"
     if which.startswith("epoch-") and which[6:].isdigit():
         path = folder / epoch_file(int(which[6:]))

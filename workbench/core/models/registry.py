@@ -151,8 +151,10 @@ def _as_dtype(key: str, value, dtype: torch.dtype | None):
     mix (int8 values for float weights: quantized, or not weights at all) does not fit."""
     if not isinstance(value, torch.Tensor) or dtype is None or value.dtype == dtype:
         return value
-    if value.is_floating_point() == dtype.is_floating_point and not value.is_complex() and dtype != torch.bool \
-            and value.dtype != torch.bool:
+    plain = not value.is_complex() and torch.bool not in (value.dtype, dtype)
+    if plain and value.is_floating_point() == dtype.is_floating_point:
+        return value.to(dtype)
+    if plain and value.is_floating_point() and bool((value == value.round()).all()):  # a counter saved as float
         return value.to(dtype)
     raise RuntimeError(f"{key} holds {str(value.dtype).removeprefix('torch.')} values where the network "
                        f"keeps {str(dtype).removeprefix('torch.')}")
