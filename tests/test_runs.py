@@ -113,3 +113,20 @@ def test_runs_busy_sentence_does_not_name_a_dead_trainer(tmp_path):
     holder.release()
     message = str(raised.value)
     assert "being trained by process" not in message and f"{pid}" in message and "has ended" in message
+
+
+def test_runs_cleanup_of_killed_writes_keeps_the_users_own_files(tmp_path):
+    from workbench.core.atomic import atomic_path, clean_temp_files
+
+    (tmp_path / ".notes.tmp").write_text("mine")
+    (tmp_path / ".draft.v2.tmp").write_text("mine too")
+    try:
+        with atomic_path(tmp_path / "last.pt") as temporary:
+            temporary.write_bytes(b"half")
+            raise KeyboardInterrupt  # killed half way: its temporary would normally go with it
+    except KeyboardInterrupt:
+        pass
+    leftover = tmp_path / ".last.pt.abcd1234.tmp"
+    leftover.write_bytes(b"half")  # what a SIGKILL leaves behind
+    assert clean_temp_files(tmp_path) == [leftover]
+    assert (tmp_path / ".notes.tmp").read_text() == "mine" and (tmp_path / ".draft.v2.tmp").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -162,8 +163,9 @@ def _export(run_dir: Path, formats: tuple[str, ...], which: str, log) -> list[Pa
     data, extra = weights.pack(model, {"arch": metadata["arch"]})  # refuses what it cannot hold, in memory
     if extra:
         metadata[weights.EXTRA_STATE_KEY] = extra
-    for leftover in run_dir.glob(".export-new-*"):  # an export killed half way: only its own files
-        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in run_dir.glob(".export-new-*"):  # an export killed half way: only mkdtemp's own names
+        if re.fullmatch(r"\.export-new-[a-z0-9_]{8}", leftover.name) and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
     try:
         staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=".export-new-"))
     except OSError as error:
