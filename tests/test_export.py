@@ -258,3 +258,11 @@ def test_predict_on_float64_weights_of_a_batchnorm_network(run_dir, tmp_path, ca
     capsys.readouterr()
     assert main(["predict", str(bundle), str(tmp_path / "image.png")]) == 0
     assert "%" in capsys.readouterr().out
+
+
+def test_predict_bounds_monte_carlo_passes_in_one_line(run_dir, tmp_path, capsys):
+    from tests.test_trust import one_line_error
+
+    export_run(run_dir)
+    error = one_line_error(capsys, ["predict", str(run_dir / "export"), "missing.png", "--mc-dropout", "100000000"])
+    assert "--mc-dropout" in error and "10,000" in error

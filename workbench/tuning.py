@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.shown import shown
 
 EXIT_OK = 0
 TABLE_ROWS = 12
@@ -46,7 +47,7 @@ def run_lr_find(args: argparse.Namespace) -> int:
 
     def emit(event) -> None:
         if isinstance(event, Notice) and not quiet:
-            print(("warning: " if event.level == "warning" else "") + event.message, flush=True)
+            print(("warning: " if event.level == "warning" else "") + shown(event.message), flush=True)
 
     def on_step(step: int, lr: float, loss: float, smoothed: float) -> None:
         if args.json_lines:
@@ -78,7 +79,7 @@ def run_lr_find(args: argparse.Namespace) -> int:
         if curve.steepest is not None:
             print(f"  bolder: {curve.steepest:.3g}, the steepest descent of the smoothed loss (can sit at the edge "
                   "of divergence: the smoothed curve lags the raw one)")
-    print(f"wrote {out / 'lr_find.png'} and {out / 'lr_find.json'}")
+    print(shown(f"wrote {out / 'lr_find.png'} and {out / 'lr_find.json'}"))
     return EXIT_OK
 
 
@@ -106,7 +107,7 @@ def run_batch_find(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"largest": search.largest, "tried": search.tried, "reason": search.reason}))
     elif search.largest is None:
-        print(f"even batch {args.start} does not fit: {search.reason}; try a smaller model or image size", file=sys.stderr)
+        print(f"even batch {args.start} does not fit: {shown(search.reason)}; try a smaller model or image size", file=sys.stderr)
     else:
-        print(f"largest batch that fits: {search.largest} ({search.reason})")
+        print(f"largest batch that fits: {search.largest} ({shown(search.reason)})")
     return EXIT_OK if search.largest is not None else 1

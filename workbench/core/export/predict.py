@@ -17,6 +17,9 @@ from workbench.core.export.bundle import load_bundle
 from workbench.core.models import has_dropout
 
 
+MOST_PASSES = 10_000  # Monte-Carlo dropout: the spread settles long before; more would run for hours
+
+
 @dataclass(frozen=True)
 class Prediction:
     path: str
@@ -63,8 +66,8 @@ def predict_files(
 ) -> list[Prediction]:
     """`trust_code`: the bundle's own network file may run (see load_bundle)."""
     model, meta = load_bundle(export_dir, trust_code)
-    if mc_dropout < 0:
-        raise WorkbenchError("--mc-dropout: must be 0 (off) or a number of passes")
+    if not 0 <= mc_dropout <= MOST_PASSES:
+        raise WorkbenchError(f"--mc-dropout: must be 0 (off) or a number of passes up to {MOST_PASSES:,}")
     if top < 1:
         raise WorkbenchError("--top: must be at least 1")
     images = load_images(paths, meta["image_size"], meta["in_channels"], meta["preprocessing"].get("resize_mode", "stretch"))
