@@ -193,10 +193,24 @@ class Tied(nn.Module):
 
 def tied(c, n, size):
     return Tied(c, n, size)
+
+
+class Made(nn.Module):
+    def __init__(self, c, n, size):
+        super().__init__()
+        self.fc = nn.utils.parametrizations.weight_norm(nn.Linear(c * size * size, n))
+        self.register_buffer("scale", torch.full((n,), 2.0), persistent=False)  # never saved
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) * self.scale
+
+
+def made(c, n, size):
+    return Made(c, n, size)
 '''
 
 
-@pytest.mark.parametrize("factory", ["extra", "tied"])
+@pytest.mark.parametrize("factory", ["extra", "tied", "made"])
 def test_export_of_any_network_that_trains_loads_and_predicts_the_same(tmp_path, factory):
     (tmp_path / "nets.py").write_text(NETWORKS)
     run = _quick_run(tmp_path, f"{tmp_path / 'nets.py'}:{factory}")

@@ -141,6 +141,13 @@ def with_weights(name: str, in_channels: int, num_classes: int, image_size: int,
     weights = {key: _as_dtype(key, tensor, expected.get(key)) for key, tensor in weights.items()}
     model.load_state_dict(weights, assign=True)
     missing = [key for key, tensor in (*model.named_parameters(), *model.named_buffers()) if tensor.is_meta]
+    if missing and not set(missing) & set(expected):
+        # Only non-persistent buffers (never saved: the network makes them in __init__) are left:
+        # build it for real, its random draws kept from the global generator, and load into it.
+        with torch.random.fork_rng(devices=[]):
+            model = create(name, in_channels, num_classes, image_size, **options)
+        model.load_state_dict(weights)
+        return model
     if missing:
         raise RuntimeError(f"no weights for {', '.join(missing[:3])}")
     return model
