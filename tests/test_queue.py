@@ -149,3 +149,11 @@ def test_a_killed_job_resumes_from_its_checkpoint(tmp_path, data_dir):
     assert [row["epoch"] for row in runs.epoch_records(runs.read_metrics(run_dir))] == [1, 2, 3, 4]
     assert len(list(runs_dir.glob("2*"))) == 1  # resumed in its own folder, not started again
     assert "resuming from" in queue.log_path(1).read_text()
+
+
+def test_queue_bounds_parallel_jobs_in_one_line(tmp_path, capsys):
+    from tests.test_trust import one_line_error
+
+    error = one_line_error(capsys, ["queue", "run", "--parallel", "100000", "--runs-dir", str(tmp_path / "runs")])
+    assert "--parallel" in error and "per CPU core" in error
+    assert not (tmp_path / "runs").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -263,8 +264,9 @@ def _queue_run(queue, args: argparse.Namespace) -> int:
     from workbench.core.experiments.runner import QueueRunner, visible_gpus
     from workbench.core.notify import Notifier, parse_channels, run_ended_message
 
-    if args.parallel < 1:
-        raise WorkbenchError("--parallel takes 1 or more jobs at once")
+    most = 4 * (os.cpu_count() or 1)  # each job is a training process: more would only thrash
+    if not 1 <= args.parallel <= most:
+        raise WorkbenchError(f"--parallel takes 1 to {most} jobs at once (4 per CPU core of this machine)")
     notify = Notifier(parse_channels(args.notify), sys.stderr if sys.stderr.isatty() else None) if args.notify else None
     gpus = tuple(g.strip() for g in args.gpus.split(",") if g.strip()) if args.gpus is not None else (
         visible_gpus() if args.parallel > 1 else ())
