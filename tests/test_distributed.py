@@ -123,10 +123,13 @@ def test_the_world_comes_from_torchruns_environment():
         World.from_env({"RANK": "x", "WORLD_SIZE": "2"})
 
 
-def test_a_collective_that_lost_its_peer_reads_as_a_sentence():
+def test_a_collective_that_lost_its_peer_reads_as_a_sentence(tmp_path, monkeypatch):
     error = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:8069: "
                          "Connection reset by peer. This is typically caused by a remote worker hanging")
     assert peer_failure(error) and not peer_failure(ValueError("bad"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "r1" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "runs" / "r1" / "checkpoints" / "last.pt").write_bytes(b"saved")  # resume needs one
     sentence = peer_sentence(error, World(0, 2), Path("runs/r1"))
     assert sentence == ("rank 0: another process of this 2-process job stopped answering (Read error "
                         "[127.0.0.1]:8069: Connection reset by peer); the run's last checkpoint is in runs/r1: "
