@@ -68,8 +68,8 @@ def run_lr_find(args: argparse.Namespace) -> int:
         print(json.dumps({"result": {**curve.to_dict(), "png": str(out / "lr_find.png")}}), flush=True)
         return EXIT_OK
     print(f"{'step':>5} {'lr':>10} {'loss':>9} {'smoothed':>9}")
-    shown = sorted({round(i * (len(curve.lrs) - 1) / (TABLE_ROWS - 1)) for i in range(TABLE_ROWS)}) if curve.lrs else []
-    for index in shown:
+    table_rows = sorted({round(i * (len(curve.lrs) - 1) / (TABLE_ROWS - 1)) for i in range(TABLE_ROWS)}) if curve.lrs else []
+    for index in table_rows:
         print(f"{index + 1:>5} {curve.lrs[index]:>10.3g} {curve.losses[index]:>9.4f} {curve.smoothed[index]:>9.4f}")
     print(f"ended: {curve.ended}")
     if curve.suggestion is None:

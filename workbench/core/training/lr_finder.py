@@ -29,7 +29,7 @@ from workbench.core.training.parts import Recipe
 START_LR, END_LR, STEPS = 1e-7, 10.0, 100
 SMOOTHING, DIVERGE = 0.98, 4.0
 SKIP_START = 0.1  # the first tenth of the curve is too noisy to pick a slope from
-LOWEST_LR, HIGHEST_LR, MOST_STEPS = 1e-12, 1e4, 100_000  # beyond these no range test tells anything
+LOWEST_LR, HIGHEST_LR, MOST_STEPS = 1e-12, 1e10, 100_000  # beyond these no range test tells anything
 
 
 def check_range(start_lr: float, end_lr: float, steps: int, smoothing: float, diverge: float) -> None:
