@@ -159,3 +159,45 @@ def test_unknown_toml_key_is_bad_input(tmp_path):
     config.write_text("learning_rate = 0.1\n")
     result = workbench("train", "--config", config, cwd=tmp_path)
     assert result.returncode == 2 and "learning_rate" in result.stderr
+
+
+# ---- issue 21: text from files, folder names and user code reaches the terminal as text ----------
+
+HOSTILE = "ant\x1b]52;c;SGVsbG8=\x07\x1b]0;owned\x07\x1b[2J\x9b31m\x7f"
+RAW = ("\x1b", "\x07", "\x9b", "\x7f")
+
+
+def _no_raw_controls(text: str) -> None:
+    assert not any(character in text for character in RAW), repr(text)
+    assert "\\x1b" in text, "the hostile text should be shown, escaped"
+
+
+def test_output_shows_control_characters_as_text(tmp_path, capsys):
+    from tests.test_trust import folder_config, image_folder
+    from workbench.cli import main
+    from workbench.core.training.engine import fit
+
+    dataset = image_folder(tmp_path / "animals", classes=(HOSTILE, "bee", "cow"))
+    run = fit(folder_config(tmp_path, dataset), lambda event: None)
+    assert main(["export", str(run)]) == 0
+    image = next((dataset / "test" / "bee").iterdir())
+    capsys.readouterr()
+    assert main(["predict", str(run / "export"), str(image)]) == 0
+    _no_raw_controls(capsys.readouterr().out)  # a class name from model.json
+
+    hostile_run = run.with_name(run.name + "\x1b]0;title\x07")  # a run folder's name
+    run.rename(hostile_run)
+    config = hostile_run / "config.toml"
+    config.write_text(config.read_text().replace('optimizer = "', 'optimizer = "\\u001b[2J'))
+    for argv in (["runs", "--runs-dir", str(hostile_run.parent)], ["compare", str(hostile_run), str(hostile_run)]):
+        capsys.readouterr()
+        main(argv)
+        captured = capsys.readouterr()
+        _no_raw_controls(captured.out + captured.err)
+
+
+def test_shown_escapes_controls_and_keeps_unicode():
+    from workbench.core.shown import shown
+
+    assert shown("café 中文 👍 a b") == "café 中文 👍 a b"
+    assert shown("a\x1b[2Jb\x07\x9b\x7f\u202e\n") == "a\\x1b[2Jb\\x07\\x9b\\x7f\\u202e\\x0a"

@@ -530,3 +530,21 @@ def test_dataset_shape_without_loading(tmp_path: Path) -> None:
 
 def test_every_configurable_data_set_name_has_a_shape() -> None:
     assert set(config.DATASET_NAMES) == set(NAMED_SHAPES)
+
+
+@pytest.mark.parametrize("layout, words", [("one folder", "leaves no test images"),
+                                           ("train and test", "holds out no validation images")])
+def test_data_too_few_images_to_hold_out_is_refused_before_training(tmp_path: Path, capsys, layout, words) -> None:
+    from tests.test_trust import one_line_error
+
+    root = tmp_path / "few"
+    for split in (["."] if layout == "one folder" else ["train", "test"]):
+        for label, name in enumerate(("a", "b", "c")):
+            (root / split / name).mkdir(parents=True)
+            Image.fromarray(np.full((8, 8, 3), 60 * label, np.uint8)).save(root / split / name / "0.png")
+    runs_dir = tmp_path / "runs"
+    error = one_line_error(capsys, ["train", "--dataset", str(root), "--arch", "linear", "--device", "cpu",
+                                    "--image-size", "8", "--epochs", "1", "--val-fraction", "0.2",
+                                    "--runs-dir", str(runs_dir), "--data-dir", str(tmp_path / "data")])
+    assert words in error
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())

@@ -123,10 +123,13 @@ def test_the_world_comes_from_torchruns_environment():
         World.from_env({"RANK": "x", "WORLD_SIZE": "2"})
 
 
-def test_a_collective_that_lost_its_peer_reads_as_a_sentence():
+def test_a_collective_that_lost_its_peer_reads_as_a_sentence(tmp_path, monkeypatch):
     error = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:8069: "
                          "Connection reset by peer. This is typically caused by a remote worker hanging")
     assert peer_failure(error) and not peer_failure(ValueError("bad"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "r1" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "runs" / "r1" / "checkpoints" / "last.pt").write_bytes(b"saved")  # resume needs one
     sentence = peer_sentence(error, World(0, 2), Path("runs/r1"))
     assert sentence == ("rank 0: another process of this 2-process job stopped answering (Read error "
                         "[127.0.0.1]:8069: Connection reset by peer); the run's last checkpoint is in runs/r1: "
@@ -313,3 +316,28 @@ def test_the_speedrun_recipe_is_refused_under_torchrun_before_anything_is_writte
     assert done.returncode != 0
     assert done.stderr.count("the speedrun recipe trains in one process") == 1  # said once, by rank 0
     assert run_folders(runs_dir) == []
+
+
+@pytest.mark.parametrize("value", ["abc", "inf", "nan", "0", "-5"])
+def test_distributed_timeout_variable_is_named_when_it_is_not_seconds(value, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DIST_TIMEOUT_S", value)
+    with pytest.raises(WorkbenchError, match="WORKBENCH_DIST_TIMEOUT_S"):
+        World(0, 2).start(torch.device("cpu"))  # refused before any process group is joined
+    assert not dist.is_initialized()
+
+
+def test_distributed_more_processes_than_images_is_refused_before_training():
+    with pytest.raises(WorkbenchError, match="3 training images cannot be split over 4 processes"):
+        World(0, 4).train_shard(3, seed=0)
+    with pytest.raises(WorkbenchError, match="2 held-out images cannot be split over 4 processes"):
+        World(1, 4).eval_shard(2)
+
+
+def test_distributed_peer_sentence_offers_resume_only_with_a_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    error = RuntimeError("gloo: Connection closed by peer")
+    assert "resume" not in peer_sentence(error, World(0, 2), run)
+    assert "holds no checkpoint yet" in peer_sentence(error, World(0, 2), run)
+    (run / "checkpoints" / "last.pt").write_bytes(b"saved")
+    assert f"workbench train --resume {run}" in peer_sentence(error, World(0, 2), run)

@@ -116,3 +116,167 @@ def test_verification_compares_with_the_model_exported_even_when_training_replac
     assert not stale[0].passed  # re-reading the checkpoint compares with other weights
     results, _ = verify_run_export(run, ("safetensors",), reference=written.model)
     assert results[0].passed and results[0].max_abs_diff == 0.0
+
+
+# ---- issue 21: an export touches only the bundle's own files; any network that trains exports ----
+
+
+def _quick_run(tmp_path, arch: str = "linear"):
+    from tests.test_trust import folder_config, image_folder
+
+    dataset = image_folder(tmp_path / "animals")
+    return fit(folder_config(tmp_path, dataset, arch=arch), lambda event: None)
+
+
+def test_export_keeps_user_files_in_the_export_folder(tmp_path):
+    run = _quick_run(tmp_path)
+    export = run / "export"
+    export.mkdir(exist_ok=True)
+    (export / "NOTES.md").write_text("notes\n")
+    (export / "plots").mkdir()
+    (export / "plots" / "mine.png").write_bytes(b"png")
+    (export / "model.pt2").write_bytes(b"an old bundle's program")  # a bundle name: replaced or removed
+    for _ in range(2):  # the second export replaces the first one's files
+        assert main(["export", str(run)]) == 0
+    assert (export / "NOTES.md").read_text() == "notes\n"
+    assert (export / "plots" / "mine.png").read_bytes() == b"png"
+    assert not (export / "model.pt2").exists()
+    assert sorted(p.name for p in export.iterdir()) == ["NOTES.md", "model.json", "model.safetensors", "plots"]
+    assert not list(run.glob(".export-*"))
+    load_bundle(export)
+
+
+NETWORKS = '''\
+import torch
+import torch.nn as nn
+
+
+class Extra(nn.Module):
+    def __init__(self, channels, classes, size, note):
+        super().__init__()
+        self.fc = nn.Linear(channels * size * size, classes)
+        self.note = note
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+    def get_extra_state(self):
+        return self.note
+
+    def set_extra_state(self, state):
+        self.note = state
+
+
+def extra(c, n, size):
+    return Extra(c, n, size, {"version": 2, "labels": ["a", "b"]})
+
+
+def extra_object(c, n, size):
+    return Extra(c, n, size, {1, 2})  # a set: JSON cannot hold it
+
+
+class Tied(nn.Module):
+    def __init__(self, c, n, size):
+        super().__init__()
+        self.a = nn.Linear(c * size * size, n)
+        self.b = nn.Linear(c * size * size, n)
+        self.b.weight = self.a.weight
+        self.register_buffer("transposed", torch.randn(6, 4).t())  # not contiguous
+        self.register_buffer("steps", torch.zeros(3, dtype=torch.int16))
+        self.register_buffer("flags", torch.ones(3, dtype=torch.bool))
+        self.register_buffer("wide", torch.ones(3, dtype=torch.float64))
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.a(x) + self.b(x) + self.transposed.sum() * 0
+
+
+def tied(c, n, size):
+    return Tied(c, n, size)
+
+
+class Made(nn.Module):
+    def __init__(self, c, n, size):
+        super().__init__()
+        self.fc = nn.utils.parametrizations.weight_norm(nn.Linear(c * size * size, n))
+        self.register_buffer("scale", torch.full((n,), 2.0), persistent=False)  # never saved
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) * self.scale
+
+
+def made(c, n, size):
+    return Made(c, n, size)
+'''
+
+
+@pytest.mark.parametrize("factory", ["extra", "tied", "made"])
+def test_export_of_any_network_that_trains_loads_and_predicts_the_same(tmp_path, factory):
+    (tmp_path / "nets.py").write_text(NETWORKS)
+    run = _quick_run(tmp_path, f"{tmp_path / 'nets.py'}:{factory}")
+    assert main(["export", str(run)]) == 0
+    model, _, _ = model_from_checkpoint(run)
+    loaded, meta = load_bundle(run / "export", trust_code=True)
+    images = torch.rand(3, 3, 8, 8)
+    assert torch.allclose(model(images), loaded(images), atol=1e-6)
+    if factory == "extra":
+        assert meta["extra_state"] == {"_extra_state": {"version": 2, "labels": ["a", "b"]}}
+        assert loaded.note == {"version": 2, "labels": ["a", "b"]}
+
+
+def test_export_refuses_extra_state_json_cannot_hold_in_one_line_before_writing(tmp_path, capsys):
+    from tests.test_trust import one_line_error, snapshot
+
+    (tmp_path / "nets.py").write_text(NETWORKS)
+    run = _quick_run(tmp_path, f"{tmp_path / 'nets.py'}:extra_object")
+    before = snapshot(run)
+    error = one_line_error(capsys, ["export", str(run)])
+    assert "_extra_state" in error and "get_extra_state" in error and "nothing was written" in error
+    assert snapshot(run) == before and not list(run.glob(".export-*"))
+
+
+@pytest.mark.parametrize("dtype, works", [(torch.float64, True), (torch.float16, True), (torch.int8, False),
+                                          (torch.bool, False)])
+def test_predict_on_weights_of_an_unusual_dtype_works_or_says_so_in_one_line(tmp_path, capsys, dtype, works):
+    from safetensors.torch import load_file, save_file
+
+    from tests.test_trust import one_line_error
+
+    run = _quick_run(tmp_path)
+    assert main(["export", str(run)]) == 0
+    weights_path = run / "export" / "model.safetensors"
+    save_file({key: tensor.to(dtype) for key, tensor in load_file(str(weights_path)).items()}, str(weights_path))
+    image = next((tmp_path / "animals" / "test" / "ant").iterdir())
+    capsys.readouterr()
+    if works:
+        assert main(["predict", str(run / "export"), str(image)]) == 0
+        assert "ant" in capsys.readouterr().out
+    else:
+        error = one_line_error(capsys, ["predict", str(run / "export"), str(image)])
+        assert str(dtype).removeprefix("torch.") in error and "do not fit" in error
+
+
+def test_predict_on_float64_weights_of_a_batchnorm_network(run_dir, tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+
+    export_run(run_dir)
+    bundle = shutil.copytree(run_dir / "export", tmp_path / "bundle")
+    weights = load_file(str(bundle / "model.safetensors"))
+    assert any(key.endswith("num_batches_tracked") for key in weights)  # an integer buffer, saved as float64 below
+    save_file({key: tensor.to(torch.float64) for key, tensor in weights.items()}, str(bundle / "model.safetensors"))
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "image.png")
+    capsys.readouterr()
+    assert main(["predict", str(bundle), str(tmp_path / "image.png")]) == 0
+    assert "%" in capsys.readouterr().out
+
+
+def test_predict_bounds_monte_carlo_passes_in_one_line(run_dir, tmp_path, capsys):
+    from tests.test_trust import one_line_error
+
+    export_run(run_dir)
+    error = one_line_error(capsys, ["predict", str(run_dir / "export"), "missing.png", "--mc-dropout", "100000000"])
+    assert "--mc-dropout" in error and "10,000" in error

@@ -224,3 +224,11 @@ def test_queue_lifecycle_a_trainer_that_ignores_sigterm_is_killed_and_marked(tmp
     assert not worker.is_alive()
     (job,) = queue.jobs()
     assert job.state == "stopped" and "SIGTERM" in job.reason and "killed" in job.reason
+
+
+def test_queue_bounds_parallel_jobs_in_one_line(tmp_path, capsys):
+    from tests.test_trust import one_line_error
+
+    error = one_line_error(capsys, ["queue", "run", "--parallel", "100000", "--runs-dir", str(tmp_path / "runs")])
+    assert "--parallel" in error and "per CPU core" in error
+    assert not (tmp_path / "runs").exists()

@@ -168,3 +168,15 @@ def test_the_batch_finder_doubles_until_out_of_memory(tiny, monkeypatch):
     assert search.largest == 64 and tried == [(16, True), (32, True), (64, True), (128, False)]
     with pytest.raises(ConfigError, match="GPU memory"):
         find_batch_size(tiny(arch="linear"))
+
+
+@pytest.mark.parametrize("flags", [["--end-lr", "inf"], ["--start-lr", "1e20", "--end-lr", "1e21"],
+                                   ["--start-lr", "nan"], ["--diverge", "nan"], ["--steps", "100000000"]])
+def test_lr_find_bounds_every_range_flag_in_one_line_writing_nothing(flags, tmp_path, capsys):
+    from tests.test_trust import one_line_error
+
+    runs_dir = tmp_path / "runs"
+    error = one_line_error(capsys, ["lr-find", "--dataset", "shapes", "--arch", "linear", "--device", "cpu",
+                                    "--runs-dir", str(runs_dir), "--data-dir", str(tmp_path / "data"), *flags])
+    assert any(flag in error for flag in flags if flag.startswith("--"))
+    assert not runs_dir.exists() and not (tmp_path / "data").exists()

@@ -74,3 +74,38 @@ async def test_a_failed_run_says_training_failed_once(tmp_path, data_dir):
         lines = [line.text for line in app.dashboard.query_one("#log").lines]
         failed = [line for line in lines if "training failed" in line.lower()]
         assert failed and all(line.lower().count("training failed") == 1 for line in failed), failed
+
+
+@asynchronous
+async def test_app_shows_control_characters_in_run_data_as_text(tmp_path):
+    from textual.widgets import DataTable
+
+    hostile = "cow\x1b]52;c;SGVsbG8=\x07\x1b[2J\x9b1m"
+    dataset = image_folder(tmp_path / "animals", classes=("ant", "bee", hostile))
+    runs_dir = tmp_path / "runs"
+    config = RunConfig.from_mapping(dict(
+        dataset=str(dataset), arch="linear", epochs=1, batch_size=8, image_size=8, device="cpu",
+        runs_dir=str(runs_dir), data_dir=str(tmp_path / "data"), augment="none",
+    ))
+    run_dir = fit(config, lambda event: None)
+    run_dir.rename(run_dir.with_name(run_dir.name + "\x1b]0;title\x07"))
+    app = build_app(config, runs_dir=runs_dir, config_dir=tmp_path / "config", data_dir=tmp_path / "data")
+
+    def everything_shown(screen) -> str:
+        texts = [str(screen.sub_title)]
+        for table in screen.query(DataTable):
+            texts.append(str(table.border_title))
+            texts += [str(cell) for row in range(table.row_count) for cell in table.get_row_at(row)]
+        return "\n".join(texts)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries, 30)
+        listed = everything_shown(app.screen)
+        await pilot.press("enter")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunScreen)
+                                and app.screen.query_one("#classes", DataTable).row_count > 0, 30)
+        detail = everything_shown(app.screen)
+    assert "\\x1b]0;title" in listed and "\\x1b]52" in detail
+    for text in (listed, detail):
+        assert not any(character in text for character in ("\x1b", "\x07", "\x9b")), repr(text)

@@ -227,3 +227,37 @@ def test_predict_names_the_network_file_when_its_forward_fails(tmp_path, data_di
     failed = _cli(tmp_path, "predict", str(run / "export"), "blue.png", "--trust-code")
     assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr[-1500:]
     assert "network/one.py line 9: RuntimeError: one image on a batch of 1 image" in failed.stderr
+
+
+def test_user_network_failure_during_training_names_the_file_and_line(tmp_path):
+    from workbench.core.models.user_file import build, user_code_failure
+
+    path = _write(tmp_path, "late.py", '''\
+import torch.nn as nn
+
+
+class Late(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 2)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls > 3:
+            raise RuntimeError("batch 4 went wrong")
+        return self.fc(x.flatten(1))
+
+
+def make(c, n, size):
+    return Late()
+''')
+    model = build(str(path), "make", 3, 2, 8)
+    for _ in range(3):
+        model(torch.zeros(2, 3, 8, 8))
+    try:
+        model(torch.zeros(2, 3, 8, 8))
+    except RuntimeError as error:
+        failure = user_code_failure(error)
+    assert failure is not None and str(failure) == f"{path} line 13: RuntimeError: batch 4 went wrong during training"
+    assert user_code_failure(ValueError("not from the user's code")) is None

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.shown import shown
 from workbench.core.wording import count as counted
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -78,7 +79,7 @@ def run_models(args: argparse.Namespace) -> int:
     for spec in specs():
         fits = not input_problem(spec.name, channels, classes, size)
         params = f"{parameter_count(spec.name, channels, classes, size):,}" if fits else "- (images too small)"
-        table.add_row(Text(spec.name), Text(spec.description), params)
+        table.add_row(Text(shown(spec.name)), Text(shown(spec.description)), params)
     console = Console()
     layers = _layers_table(checked.arch, channels, classes, size) if args.arch else None  # refused before printing
     console.print(table)
@@ -106,11 +107,11 @@ def _layers_table(arch: str, channels: int, classes: int, size: int) -> Table:
         model = create(arch, channels, classes, size)
         check_forward(arch, model, channels, classes, size, device="meta")
         rows = model_summary(model, channels, size)
-    layers = Table(title=Text(f"{arch_label(arch)}: {get_spec(arch).description}"))
+    layers = Table(title=Text(shown(f"{arch_label(arch)}: {get_spec(arch).description}")))
     for name, justify in (("layer", "left"), ("kind", "left"), ("output", "right"), ("params", "right")):
         layers.add_column(name, justify=justify)
     for row in rows:
-        layers.add_row(Text("  " * (row.depth - 1) + row.name), row.kind, "x".join(map(str, row.output_shape)),
+        layers.add_row(Text("  " * (row.depth - 1) + shown(row.name)), Text(shown(row.kind)), "x".join(map(str, row.output_shape)),
                        f"{row.params:,}" if row.params else "")
     layers.caption = f"{count_parameters(model):,} parameters for {channels}x{size}x{size} images, {counted(classes, 'class')}"
     return layers
@@ -131,18 +132,19 @@ def run_runs(args: argparse.Namespace) -> int:
         print(json.dumps([_run_record(run) for run in found], indent=2))
         return EXIT_OK
     if not found:
-        print(f"no runs in {args.runs_dir}")
+        print(f"no runs in {shown(args.runs_dir)}")
         return EXIT_OK
     columns = ("run", "arch", "dataset", "epochs", "best acc", "status")
     rows = [
-        (run.name, run.arch, run.dataset, f"{run.epochs_done}/{run.epochs}", _best_text(run), run.status)
+        tuple(shown(cell) for cell in (run.name, run.arch, run.dataset, f"{run.epochs_done}/{run.epochs}",
+                                       _best_text(run), run.status))
         for run in found
     ]
     if args.plain or not sys.stdout.isatty():  # whole names, one run per line, for scripts and copying
         for row in rows:
             print("\t".join(row))
         return EXIT_OK
-    table = Table(title=Text(f"runs in {args.runs_dir}"))
+    table = Table(title=Text(f"runs in {shown(args.runs_dir)}"))
     for column in columns:
         table.add_column(column, justify="right" if column in ("epochs", "best acc") else "left",
                          no_wrap=column == "run", overflow="fold")
@@ -187,9 +189,9 @@ def run_export(args: argparse.Namespace) -> int:
         args.answer.result(**report) if args.answer is not None else print(json.dumps(report))
         return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
     for line in chosen[:1]:
-        print(line)
+        print(shown(line))
     for path in paths:
-        print(f"wrote {path}")
+        print(f"wrote {shown(path)}")
     if not args.verify:
         return EXIT_OK
     print(f"verifying on {batch}, tolerance {TOLERANCE:g}")
@@ -210,10 +212,10 @@ def run_predict(args: argparse.Namespace) -> int:
         trust_code=args.trust_code,
     )
     for result in results:
-        print(result.path)
+        print(shown(result.path))
         for name, prob, spread in result.top:
             extra = f" ± {spread:.1%}" if args.mc_dropout else ""
-            print(f"  {prob:7.2%}{extra}  {name}")
+            print(f"  {prob:7.2%}{extra}  {shown(name)}")
     return EXIT_OK
 
 

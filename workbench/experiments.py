@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -15,6 +16,7 @@ from rich.text import Text
 
 from workbench.core.config import SETTINGS, RunConfig
 from workbench.core.errors import WorkbenchError
+from workbench.core.shown import shown
 from workbench.core.wording import count as counted
 
 EXIT_OK = 0
@@ -128,25 +130,25 @@ def comparison_tables(result) -> list:
     table = Table(title=Text(f"{counted(len(result.runs), 'run')} compared"))
     table.add_column("run", no_wrap=True)
     for key in result.differ:
-        table.add_column(key.replace("_", " "), justify="right" if _numeric(result, key) else "left")
+        table.add_column(Text(shown(key.replace("_", " "))), justify="right" if _numeric(result, key) else "left")
     for column in ("status", "best epoch", "best test", "final test", "time", "images/s"):
         table.add_column(column, justify="left" if column == "status" else "right")
     for run in result.runs:
-        name = Text(run.name + (f"  ! {run.problem}" if run.problem else ""), style="yellow" if run.problem else "")
+        name = Text(shown(run.name + (f"  ! {run.problem}" if run.problem else "")), style="yellow" if run.problem else "")
         table.add_row(
-            name, *(Text(format_setting(run.settings.get(key, "?"))) for key in result.differ),
-            Text(run.status), _cell(run.best_epoch, "{}"), _cell(run.best_test_acc, "{:.2%}"),
+            name, *(Text(shown(format_setting(run.settings.get(key, "?")))) for key in result.differ),
+            Text(shown(run.status)), _cell(run.best_epoch, "{}"), _cell(run.best_test_acc, "{:.2%}"),
             _cell(run.final_test_acc, "{:.2%}"), _cell(run.time_s, "{:.1f} s"), _cell(run.images_per_s, "{:,.0f}"),
         )
-    tables: list = [table, Text(same_line(result))]
+    tables: list = [table, Text(shown(same_line(result)))]
     if result.by_value:
-        sweep = Table(title=Text(f"sweep {result.sweep}: mean best test accuracy per value"))
+        sweep = Table(title=Text(shown(f"sweep {result.sweep}: mean best test accuracy per value")))
         sweep.add_column("setting")
         sweep.add_column("value", justify="right")
         sweep.add_column("mean best test", justify="right")
         for key, values in result.by_value.items():
             for value, score in values.items():
-                sweep.add_row(key.replace("_", " "), value, _cell(score, "{:.2%}"))
+                sweep.add_row(Text(shown(key.replace("_", " "))), Text(shown(value)), _cell(score, "{:.2%}"))
         tables.append(sweep)
     return tables
 
@@ -186,7 +188,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     runs_dir = args.runs_dir or "runs"
     if args.dry_run:
         for point in sweep.points:
-            print(" ".join(point.args))
+            print(shown(" ".join(point.args)))
         print(f"{counted(len(sweep.points), 'point')}; nothing queued (--dry-run)")
         return EXIT_OK
     queue = JobQueue(runs_dir)
@@ -245,12 +247,13 @@ def run_queue(args: argparse.Namespace) -> int:
 def queue_table(jobs, runs_dir: str) -> Table:
     counts = {state: sum(job.state == state for job in jobs) for state in ("pending", "running", "done", "failed", "stopped")}
     title = " · ".join(f"{n} {state}" for state, n in counts.items() if n)
-    table = Table(title=Text(f"queue of {runs_dir}: {title}"))
+    table = Table(title=Text(shown(f"queue of {runs_dir}: {title}")))
     for column in ("job", "state", "sweep", "train flags", "run", "gpu", "note"):
         table.add_column(column, overflow="fold", no_wrap=column in ("job", "state", "sweep", "gpu"))
     for job in jobs:
-        table.add_row(str(job.id), job.state, job.sweep or "-", Text(" ".join(job.args)),
-                      Text(Path(job.run_dir).name if job.run_dir else "-"), job.gpu or "-", Text(job.reason))
+        cells = (str(job.id), job.state, job.sweep or "-", " ".join(job.args),
+                 Path(job.run_dir).name if job.run_dir else "-", job.gpu or "-", job.reason)
+        table.add_row(*(Text(shown(cell)) for cell in cells))  # the queue is a file: shown as text
     return table
 
 
@@ -271,14 +274,15 @@ def _queue_run(queue, args: argparse.Namespace) -> int:
     from workbench.core.experiments.runner import QueueRunner, visible_gpus
     from workbench.core.notify import Notifier, parse_channels, run_ended_message
 
-    if args.parallel < 1:
-        raise WorkbenchError("--parallel takes 1 or more jobs at once")
+    most = 4 * (os.cpu_count() or 1)  # each job is a training process: more would only thrash
+    if not 1 <= args.parallel <= most:
+        raise WorkbenchError(f"--parallel takes 1 to {most} jobs at once (4 per CPU core of this machine)")
     notify = Notifier(parse_channels(args.notify), sys.stderr if sys.stderr.isatty() else None) if args.notify else None
     gpus = tuple(g.strip() for g in args.gpus.split(",") if g.strip()) if args.gpus is not None else (
         visible_gpus() if args.parallel > 1 else ())
 
     def say(line: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+        print(f"{time.strftime('%H:%M:%S')} {shown(line)}", flush=True)
 
     def ended(job_end) -> None:
         if notify is not None:

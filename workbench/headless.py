@@ -25,6 +25,7 @@ from workbench.core.events import (
     StepMetrics,
     to_row,
 )
+from workbench.core.shown import shown
 from workbench.core.training.control import TrainControl
 from workbench.core.training.distributed import World
 from workbench.core.training.engine import fit
@@ -79,8 +80,8 @@ class HeadlessReporter:
         resumed = f", resuming after epoch {event.start_epoch}" if event.start_epoch else ""
         val = f" / {event.val_size:,} validation" if event.val_size else ""
         self.console.print(
-            f"run {event.run_dir} | {event.arch} ({event.params:,} params) on {event.device_name}"
-            f" | {event.train_size:,} train{val} / {event.test_size:,} test images{resumed}",
+            shown(f"run {event.run_dir} | {event.arch} ({event.params:,} params) on {event.device_name}"
+                  f" | {event.train_size:,} train{val} / {event.test_size:,} test images{resumed}"),
             highlight=False, markup=False,
         )
         if self.interactive:
@@ -120,7 +121,7 @@ class HeadlessReporter:
 
     def on_Notice(self, event: Notice) -> None:
         prefix = "warning: " if event.level == "warning" else ""
-        self._print(prefix + event.message)
+        self._print(prefix + shown(event.message))
 
     def on_StatusChanged(self, event: StatusChanged) -> None:
         if event.status == "paused":
@@ -188,12 +189,12 @@ def epoch_line(event: EpochMetrics) -> str:
     if event.best_epoch is not None:
         parts.append(f"best val {event.best_val_acc:.2%} (epoch {event.best_epoch})")
     parts.append(f"lr {event.lr:.3g}  {event.images_per_s:,.0f} img/s  {event.epoch_s:.1f} s")
-    return "  ".join(parts)
+    return shown("  ".join(parts))
 
 
 def finish_line(event: Finished) -> str:
     saved = "" if event.status == "finished" else " (checkpoint saved)"
-    return f"{event.summary()}{saved}; {event.elapsed_s:.1f} s -> {event.run_dir}"
+    return shown(f"{event.summary()}{saved}; {event.elapsed_s:.1f} s -> {event.run_dir}")
 
 
 def train_headless(config: RunConfig, resume_dir: Path | None = None, also: EventSink | None = None,

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.shown import shown
 from workbench.core.wording import count as counted
 
 EXIT_OK, EXIT_FAILED, EXIT_STOPPED, EXIT_TERMINATED = 0, 1, 130, 143
@@ -106,7 +107,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         print(json.dumps({"heading": heading, "folder": str(out), "rows": [row.to_dict() for row in rows]}))
     else:
         _print_table(console, rows, heading)
-        console.print(f"table: {out / 'table.md'}" + (f" and {args.markdown}" if args.markdown else ""),
+        console.print(shown(f"table: {out / 'table.md'}" + (f" and {args.markdown}" if args.markdown else "")),
                       highlight=False, markup=False)
     return trainer.exit_code
 
@@ -154,7 +155,7 @@ class _Trainer:
 
         def emit(event) -> None:
             if isinstance(event, Notice):
-                self.console.print(("warning: " if event.level == "warning" else "") + event.message,
+                self.console.print(("warning: " if event.level == "warning" else "") + shown(event.message),
                                    highlight=False, markup=False)
         try:
             return load_run_data(config, emit, self.control)

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.shown import shown
 
 EXIT_OK = 0
 TABLE_ROWS = 12
@@ -35,23 +36,18 @@ def run_lr_find(args: argparse.Namespace) -> int:
     from workbench.core.events import Notice
     from workbench.core.inspection.curves import save_lr_curve
     from workbench.core.training.control import TrainControl
-    from workbench.core.training.lr_finder import lr_find
+    from workbench.core.training.lr_finder import check_range, lr_find
     from workbench.core.training.preparation import prepare_trial
     from workbench.options import config_from_args
 
     config = config_from_args(args)
-    if not 0 < args.start_lr < args.end_lr:
-        raise WorkbenchError(f"--start-lr {args.start_lr:g} must be above 0 and below --end-lr {args.end_lr:g}")
-    if args.steps < 5:
-        raise WorkbenchError(f"--steps: {args.steps} is too few for a curve; give at least 5")
-    if not 0 <= args.smoothing < 1 or args.diverge <= 1:
-        raise WorkbenchError("--smoothing must be in [0, 1) and --diverge above 1")
+    check_range(args.start_lr, args.end_lr, args.steps, args.smoothing, args.diverge)
     answer = getattr(args, "answer", None)  # --json-lines: a parent reads one row per step, then the result
     quiet = args.json or answer is not None
 
     def emit(event) -> None:
         if isinstance(event, Notice) and not quiet:
-            print(("warning: " if event.level == "warning" else "") + event.message, flush=True)
+            print(("warning: " if event.level == "warning" else "") + shown(event.message), flush=True)
 
     def on_step(step: int, lr: float, loss: float, smoothed: float) -> None:
         if answer is not None:
@@ -75,8 +71,8 @@ def run_lr_find(args: argparse.Namespace) -> int:
         print(json.dumps({"result": {**curve.to_dict(), "png": str(out / "lr_find.png")}}), flush=True)
         return EXIT_OK
     print(f"{'step':>5} {'lr':>10} {'loss':>9} {'smoothed':>9}")
-    shown = sorted({round(i * (len(curve.lrs) - 1) / (TABLE_ROWS - 1)) for i in range(TABLE_ROWS)}) if curve.lrs else []
-    for index in shown:
+    table_rows = sorted({round(i * (len(curve.lrs) - 1) / (TABLE_ROWS - 1)) for i in range(TABLE_ROWS)}) if curve.lrs else []
+    for index in table_rows:
         print(f"{index + 1:>5} {curve.lrs[index]:>10.3g} {curve.losses[index]:>9.4f} {curve.smoothed[index]:>9.4f}")
     print(f"ended: {curve.ended}")
     if curve.suggestion is None:
@@ -86,7 +82,7 @@ def run_lr_find(args: argparse.Namespace) -> int:
         if curve.steepest is not None:
             print(f"  bolder: {curve.steepest:.3g}, the steepest descent of the smoothed loss (can sit at the edge "
                   "of divergence: the smoothed curve lags the raw one)")
-    print(f"wrote {out / 'lr_find.png'} and {out / 'lr_find.json'}")
+    print(shown(f"wrote {out / 'lr_find.png'} and {out / 'lr_find.json'}"))
     return EXIT_OK
 
 
@@ -120,7 +116,7 @@ def run_batch_find(args: argparse.Namespace) -> int:
     elif args.json:
         print(json.dumps({"largest": search.largest, "tried": search.tried, "reason": search.reason}))
     elif search.largest is None:
-        print(f"even batch {args.start} does not fit: {search.reason}; try a smaller model or image size", file=sys.stderr)
+        print(f"even batch {args.start} does not fit: {shown(search.reason)}; try a smaller model or image size", file=sys.stderr)
     else:
-        print(f"largest batch that fits: {search.largest} ({search.reason})")
+        print(f"largest batch that fits: {search.largest} ({shown(search.reason)})")
     return EXIT_OK if search.largest is not None else 1

@@ -29,6 +29,7 @@ from workbench.bench.reference import (
     run_reference,
 )
 from workbench.bench.settings import BenchSettings, settings_from_args
+from workbench.core.shown import shown
 
 EXCLUDED = (
     "data preparation (loading or decoding the set, writing PNGs or links, the engine's decoded cache)",
@@ -64,7 +65,7 @@ def _bench(settings: BenchSettings) -> int:
     device, _ = pick_device(config.device)
     autocast_dtype(config.precision, device)  # fp16 on a CPU is a bad input: say so before preparing
     machine = machine_info(device, describe_device(device))
-    say = lambda line: print(line, flush=True)  # noqa: E731 - progress must show while it runs
+    say = lambda line: print(shown(line), flush=True)  # noqa: E731 - progress must show while it runs
 
     with tempfile.TemporaryDirectory(prefix="workbench-bench-") as temp:
         workdir = Path(temp)
@@ -76,7 +77,7 @@ def _bench(settings: BenchSettings) -> int:
         try:
             engine = run_engine(settings, data, workdir, lambda t: say(_epoch_line("engine", t, config.epochs)))
         except EngineFailed as error:
-            print(f"workbench: error: the engine failed: {error}", file=sys.stderr)
+            print(f"workbench: error: the engine failed: {shown(error)}", file=sys.stderr)
             return EXIT_FAILED
         reference = run_reference(
             data.folder, arch=config.arch, epochs=config.epochs, batch_size=config.batch_size,

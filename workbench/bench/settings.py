@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,11 @@ class BenchSettings:
     json_path: Path | None
 
 
+def most_processes() -> int:
+    """The most workers or threads worth asking for: more only thrash (or crash torch's thread pool)."""
+    return 4 * max(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 1)
+
+
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     """Validate every option before any data is touched; ConfigError names the bad one."""
     config = RunConfig.from_mapping({
@@ -61,10 +67,11 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         "device": args.device, "augment": args.augment, "precision": args.precision,
         "optimizer": args.optimizer, "lr": args.lr,
     })
-    if args.workers < 0:
-        raise ConfigError("workers", f"{args.workers} must be 0 or more")
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError("threads", f"{args.threads} must be 1 or more")
+    most = most_processes()
+    if not 0 <= args.workers <= most:
+        raise ConfigError("workers", f"{args.workers} is outside 0 to {most} (4 per CPU core of this machine)")
+    if args.threads is not None and not 1 <= args.threads <= most:
+        raise ConfigError("threads", f"{args.threads} is outside 1 to {most} (4 per CPU core of this machine)")
     if args.max_images is not None and args.max_images < 1:
         raise ConfigError("max_images", f"{args.max_images} must be 1 or more")
     if args.target_acc is not None and not 0 < args.target_acc <= 1:

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -96,12 +97,18 @@ def disk_error(error: OSError, path: Path) -> Exception:
     return error
 
 
+# What atomic_path names a temporary file (mkstemp's 8 random characters), and keeper's link:
+# only those are removed, never a user's own ".notes.tmp".
+_OWN_TEMP = re.compile(r"^\..+\.([a-z0-9_]{8}|link)" + re.escape(TEMP_SUFFIX) + "$")
+
+
 def clean_temp_files(folder: Path) -> list[Path]:
     """Remove temp files a killed write left behind; they are never read."""
     removed = []
     for leftover in Path(folder).glob(f".*{TEMP_SUFFIX}"):
-        leftover.unlink(missing_ok=True)
-        removed.append(leftover)
+        if _OWN_TEMP.match(leftover.name) and leftover.is_file():
+            leftover.unlink(missing_ok=True)
+            removed.append(leftover)
     return removed
 
 

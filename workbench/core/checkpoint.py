@@ -21,10 +21,12 @@ import torch
 
 from workbench.core.atomic import clean_temp_files, write_atomic
 from workbench.core.errors import UnsafeFile, WorkbenchError
+from workbench.core.safe_read import GB, NotReadable, open_regular
 
 LAST = "last.pt"
 PREVIOUS = "last.prev.pt"
 BEST = "best.pt"
+CHECKPOINT_LIMIT = 64 * GB  # larger is no checkpoint a run here wrote
 
 __all__ = ["BEST", "LAST", "PREVIOUS", "all_finite", "clean_temp_files", "load_checkpoint", "load_latest",
            "save_atomic", "save_last"]
@@ -70,10 +72,11 @@ def _disk_full(path: Path) -> bool:
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with weights_only=True; any problem becomes a one-line WorkbenchError
     (UnsafeFile when it holds more than weights)."""
-    if Path(path).exists() and not Path(path).is_file():  # a pipe would block the read forever
-        raise WorkbenchError(f"checkpoint {path} is not a regular file")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with open_regular(path, CHECKPOINT_LIMIT) as handle:  # a pipe would block the read forever
+            state = torch.load(handle, map_location=map_location, weights_only=True)
+    except NotReadable as error:
+        raise WorkbenchError(f"checkpoint {error}") from None
     except FileNotFoundError:
         raise WorkbenchError(f"checkpoint {path} does not exist") from None
     except pickle.UnpicklingError as error:

@@ -232,10 +232,14 @@ def changed_on_resume(saved: dict[str, Any], config: RunConfig) -> list[tuple[st
 
 def read_toml_table(path: Path) -> dict[str, Any]:
     """A config file's keys (dashes read as underscores) and values; one-line errors naming the file."""
-    if Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir():
-        raise WorkbenchError(f"config file {path} is not a regular file (a pipe or a device?)")
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    from workbench.core.safe_read import MB, NotReadable, read_text
+
+    try:  # through the one guard: a pipe or a device never blocks, a huge file is refused
+        data = tomllib.loads(read_text(path, 4 * MB))
+    except NotReadable as error:
+        if Path(path).is_dir():
+            raise WorkbenchError(f"config file {path} is a folder; give a .toml file") from None
+        raise WorkbenchError(f"config file {error}") from None
     except FileNotFoundError:
         raise WorkbenchError(f"config file {path} does not exist") from None
     except IsADirectoryError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from workbench.core.shown import shown
+
 
 class WorkbenchError(Exception):
     """A problem caused by input the user controls (a flag, a file, a folder).
@@ -13,7 +15,9 @@ class WorkbenchError(Exception):
     """
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
+        # Messages quote file contents and names: wherever one is shown (stderr, the app, JSON
+        # lines), a control character in it is a visible escape, never a terminal command.
+        super().__init__(shown(message))
         self.field = field
 
 
@@ -23,7 +27,7 @@ class ConfigError(WorkbenchError):
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{flag(field)}: {problem}", field=field)
-        self.problem = problem
+        self.problem = shown(problem)
 
 
 class UnsafeFile(WorkbenchError):

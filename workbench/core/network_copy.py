@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,15 @@ from typing import Any
 from workbench.core.atomic import write_json_atomic
 from workbench.core.catalog import parse_user_arch
 from workbench.core.errors import WorkbenchError
+from workbench.core.safe_read import MB, NotReadable, is_regular, read_bytes, read_text
 
 NETWORK_DIR = "network"
 RECORD = "network.json"
+FILE_LIMIT = 64 * MB  # a network file or its record; larger is not Python a person wrote
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(read_bytes(path, FILE_LIMIT)).hexdigest()
 
 
 def keep_copy(folder: Path, arch: str) -> dict[str, Any] | None:
@@ -46,11 +49,13 @@ def keep_copy(folder: Path, arch: str) -> dict[str, Any] | None:
 def record_in(folder: Path) -> dict[str, Any] | None:
     """The network.json of a run folder or bundle, or None when it has none (a built-in network)."""
     path = folder / NETWORK_DIR / RECORD
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        record = json.loads(read_text(path, FILE_LIMIT))
+    except NotReadable:
+        raise
+    except (OSError, ValueError, RecursionError) as error:
         raise WorkbenchError(f"{path} is not readable JSON ({error}); the folder was changed by hand") from None
     if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in ("file", "factory", "sha256")):
         raise WorkbenchError(f"{path} lacks file, factory or sha256; the folder was changed by hand")
@@ -71,7 +76,7 @@ def arch_in(folder: Path, arch: str) -> str:
     if record is None:
         raise WorkbenchError(f"{folder} has no copy of its network file ({NETWORK_DIR}/{RECORD} is missing)")
     copy = folder / NETWORK_DIR / record["file"]
-    if not copy.is_file() or _sha256(copy) != record["sha256"]:
+    if not os.path.lexists(copy) or _sha256(copy) != record["sha256"]:
         raise WorkbenchError(f"{copy} is missing or was changed after the run began (its sha256 no longer "
                              "matches network.json); restore it")
     return f"{copy}:{record['factory']}"
@@ -83,7 +88,7 @@ def drift(folder: Path, arch: str) -> str:
     if record is None:
         return ""
     original = Path(record.get("original", ""))
-    if not original.is_file():
+    if not is_regular(original):
         return f"{original} is gone; the run's copy ({NETWORK_DIR}/{record['file']}) is used"
     if _sha256(original) != record["sha256"]:
         return (f"{original} changed since this run began; the run's copy ({NETWORK_DIR}/{record['file']}) "

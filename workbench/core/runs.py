@@ -14,13 +14,11 @@ A run folder is readable without the app:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
-import socket
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,13 +27,17 @@ from typing import Any
 from workbench.core.atomic import write_json_atomic, write_text_atomic
 from workbench.core.catalog import arch_label
 from workbench.core.config import RunConfig
-from workbench.core.errors import RunBusy, WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.core.network_copy import keep_copy
+from workbench.core.run_lock import LOCK_FILE, RunLock, is_locked
+from workbench.core.safe_read import KB, MB, read_text, text_or_none
 
 STATUSES = ("running", "finished", "stopped", "failed")
-LOCK_FILE = ".lock"
+# The most each run file may hold: anything larger was not written by a run.
+STATUS_LIMIT, INFO_LIMIT, METRICS_LIMIT, CONFIG_LIMIT = 64 * KB, 64 * MB, 1024 * MB, 4 * MB
 
-__all__ = ["RunLock", "RunSummary", "append_metrics", "check_writable", "create_run_dir", "epoch_records",
+__all__ = ["LOCK_FILE", "RunLock", "RunSummary", "append_metrics", "check_writable", "create_run_dir", "epoch_records",
+           "is_locked",
            "is_interrupted", "list_runs", "read_config", "read_metrics", "read_run_info", "read_status",
            "repair_metrics", "resolve_run", "summarize_run", "write_run_info", "write_status", "write_text_atomic"]
 
@@ -92,109 +94,6 @@ def _free_mb(path: Path) -> float | None:
     return stats.f_bavail * stats.f_frsize / 1e6
 
 
-# ---- the owner of a run folder ---------------------------------------------------------------
-
-
-class RunLock:
-    """An exclusive flock on the run folder itself, held by whoever trains the run.
-
-    flock belongs to the open folder, so the OS drops it the moment the holder dies, whatever
-    its pid was: a stale pid in a file never decides anything. Taking it writes nothing (a
-    refused action writes no byte); `record_owner`, once the action is sure to go ahead, writes
-    `<run>/.lock` with who holds it, for the sentence a second trainer gets.
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = Path(run_dir)
-        self.path = self.run_dir / LOCK_FILE
-        self._descriptor: int | None = None
-
-    def check_free(self) -> None:
-        """Raise RunBusy, naming the holder, when another process (or thread) trains this run."""
-        descriptor = self._open()
-        if descriptor is None:
-            return
-        try:
-            if not _try_lock(descriptor):
-                raise RunBusy(self._busy_sentence())
-        finally:
-            os.close(descriptor)
-
-    def acquire(self) -> None:
-        """Take the lock (RunBusy when another holds it); writes nothing."""
-        if self._descriptor is not None:
-            return
-        descriptor = self._open()
-        if descriptor is None:
-            raise WorkbenchError(f"run folder {self.run_dir} does not exist")
-        if not _try_lock(descriptor):
-            os.close(descriptor)
-            raise RunBusy(self._busy_sentence())
-        self._descriptor = descriptor
-
-    def record_owner(self) -> None:
-        """Say in .lock who holds the lock (only while holding it)."""
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                 "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:200]}
-        write_text_atomic(self.path, json.dumps(owner) + "\n")
-
-    def release(self) -> None:
-        if self._descriptor is not None:
-            os.close(self._descriptor)  # closing the folder releases the flock
-            self._descriptor = None
-
-    @property
-    def held(self) -> bool:
-        return self._descriptor is not None
-
-    def _open(self) -> int | None:
-        try:
-            return os.open(self.run_dir, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-
-    def _busy_sentence(self) -> str:
-        owner: dict[str, Any] = {}
-        try:
-            owner = json.loads(self.path.read_text(encoding="utf-8") or "{}")
-        except (OSError, ValueError):
-            pass
-        if not isinstance(owner, dict):
-            owner = {}
-        who = f"process {owner['pid']}" if owner.get("pid") else "another process"
-        if owner.get("host") and owner["host"] != socket.gethostname():
-            who += f" on {owner['host']}"
-        since = ""
-        if isinstance(owner.get("since"), (int, float)):
-            since = f", since {datetime.fromtimestamp(owner['since']):%Y-%m-%d %H:%M}"
-        command = f" ({owner['command']})" if owner.get("command") else ""
-        return (
-            f"{self.run_dir.name} is being trained by {who}{command}{since}; wait for it to "
-            "finish, or stop it first (x in its app, Ctrl-C or SIGTERM to its process)"
-        )
-
-
-def _try_lock(descriptor: int) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory locks, run folders are not guarded
-        return True
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-
-
-def is_locked(run_dir: Path) -> bool:
-    """True while some process (this one included) trains the run."""
-    try:
-        RunLock(run_dir).check_free()
-    except RunBusy:
-        return True
-    return False
-
-
 # ---- status, facts and metrics ---------------------------------------------------------------
 
 
@@ -206,10 +105,10 @@ def write_status(run_dir: Path, status: str, reason: str = "") -> None:
 
 def read_status(run_dir: Path) -> tuple[str, str]:
     """(status, reason); a missing or unreadable file reads as ("unknown", "")."""
-    try:
-        lines = (run_dir / "status").read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
+    text = text_or_none(run_dir / "status", STATUS_LIMIT)
+    if text is None:
         return "unknown", ""
+    lines = text.splitlines()
     status = lines[0].strip() if lines else "unknown"
     return status, "\n".join(lines[1:]).strip()
 
@@ -220,15 +119,22 @@ def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     try:
-        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        info = json.loads(text_or_none(run_dir / "run.json", INFO_LIMIT) or "{}")
+    except (ValueError, RecursionError):
         return {}
     return info if isinstance(info, dict) else {}
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    path = run_dir / "metrics.jsonl"
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise WorkbenchError(f"the disk holding {run_dir} is full: a row of {path} was not written; "
+                                 "free some space, then resume the run") from None
+        raise WorkbenchError(f"cannot append to {path} ({error.strerror or error})") from None
 
 
 def repair_metrics(run_dir: Path, keep_through_step: int | None = None) -> int:
@@ -236,9 +142,8 @@ def repair_metrics(run_dir: Path, keep_through_step: int | None = None) -> int:
     `keep_through_step`, the rows of steps the checkpoint being resumed never reached.
     Returns how many lines were dropped; the file is rewritten atomically, only if needed."""
     path = run_dir / "metrics.jsonl"
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    text = text_or_none(path, METRICS_LIMIT, errors="replace")
+    if text is None:
         return 0
     lines = text.splitlines()
     kept = []
@@ -258,11 +163,8 @@ def repair_metrics(run_dir: Path, keep_through_step: int | None = None) -> int:
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """All rows in order; a torn or damaged line (crash mid-write) is skipped."""
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    return metrics_rows(lines)
+    text = text_or_none(run_dir / "metrics.jsonl", METRICS_LIMIT, errors="replace")
+    return metrics_rows(text.splitlines()) if text else []
 
 
 def metrics_rows(lines) -> list[dict[str, Any]]:
@@ -301,7 +203,7 @@ def read_config(run_dir: Path, *, for_resume: bool = False) -> RunConfig:
     if for_resume:
         import tomllib
 
-        keys = {key.replace("-", "_") for key in tomllib.loads(path.read_text(encoding="utf-8"))}
+        keys = {key.replace("-", "_") for key in tomllib.loads(read_text(path, CONFIG_LIMIT))}
         missing = [key for key in RESUME_NEEDS if key not in keys]
         if missing:
             raise WorkbenchError(

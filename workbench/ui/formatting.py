@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from workbench.core.shown import shown
+
 SPLITS = {"val": "validation", "test": "test", "train": "train"}
 
 
@@ -41,12 +43,13 @@ def rate(images_per_s: float | None) -> str:
 
 
 def short_path(path: Path, base: Path | None = None) -> str:
-    """The path relative to the working folder when it is inside it, else as given."""
+    """The path relative to the working folder when it is inside it, else as given; for showing
+    only (a control character in a folder name becomes a visible escape)."""
     base = base or Path(os.getcwd())
     try:
-        return str(Path(path).resolve().relative_to(base.resolve()))
+        return shown(Path(path).resolve().relative_to(base.resolve()))
     except (ValueError, OSError):
-        return str(path)
+        return shown(path)
 
 
 def bar(fraction: float, width: int) -> str:

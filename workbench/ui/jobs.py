@@ -17,8 +17,10 @@ from typing import Any, Iterable
 from workbench.core.catalog import ARCHITECTURES, parse_user_arch
 from workbench.core.config import RunConfig
 from workbench.core.errors import ConfigError, WorkbenchError
+from workbench.core.safe_read import open_regular
 
 EXPORT_FORMATS = ("safetensors", "pt2")
+IMAGE_LIMIT = 256 * 2**20  # an inspection PNG larger than this was not written by a run
 FORM_ERROR = "_form"  # key for a problem that belongs to no single field
 
 
@@ -226,10 +228,10 @@ def scan_images(run_dir: Path) -> list[ImageFile]:
     found = []
     for path in (run_dir / "images").glob("*.png"):
         try:
-            with Image.open(path) as image:
+            with open_regular(path, IMAGE_LIMIT) as handle, Image.open(handle) as image:
                 width, height = image.size
             found.append(ImageFile(path, width, height, path.stat().st_mtime))
-        except (OSError, ValueError):
+        except (OSError, ValueError, WorkbenchError):
             continue  # half-written or not a PNG: the next scan will see it
     return sorted(found, key=lambda f: (-f.modified, f.path.name))
 
@@ -238,7 +240,7 @@ def decode_png(path: Path) -> DecodedImage:
     """Decode to 8-bit RGB without any adjustment; a transparent pixel shows its RGB value."""
     from PIL import Image
 
-    with Image.open(path) as image:
+    with open_regular(path, IMAGE_LIMIT) as handle, Image.open(handle) as image:
         rgb = image.convert("RGB")
         return DecodedImage(path, rgb.width, rgb.height, rgb.tobytes())
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 
 from workbench.core.events import (
     CheckpointSaved,
@@ -15,8 +15,14 @@ from workbench.core.events import (
     RunStarted,
     StatusChanged,
 )
+from workbench.core.shown import shown
 from workbench.core.wording import count as counted
 from workbench.ui import formatting as fmt
+
+
+def escape(text: object) -> str:
+    """A value from the run's files as literal text: control characters visible, markup escaped."""
+    return escape_markup(shown(text))
 
 
 def log_line(event: Event) -> str | None:

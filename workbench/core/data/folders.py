@@ -20,10 +20,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from workbench.core.data.scan import MAX_WARNINGS, FolderScan
 from workbench.core.data.types import Log, Split, stratified_split
 from workbench.core.errors import StopRequested, WorkbenchError, never_stop
+from workbench.core.safe_read import GB, open_regular
 
 RESIZE_MODES = ("stretch", "crop", "pad")  # how an image of another shape becomes square
 _DECODE_BATCH = 256  # files a decoding thread takes at a time
 MAX_PIXELS = 100_000_000  # larger images are skipped (and listed) rather than decoded into gigabytes
+IMAGE_LIMIT = 2 * GB  # bytes: no image file a data set holds is larger
 # Pillow's own bomb check would warn first; ours refuses from the header. Its EXIF and
 # palette warnings are about files it can still read, which the skip list does not need.
 Image.MAX_IMAGE_PIXELS = None
@@ -151,7 +153,9 @@ def _decode_one(path: str, size: int, resize: str = "stretch") -> np.ndarray | s
 
 
 def _read_pixels(path: str, size: int, mode: str, resize: str = "stretch") -> np.ndarray:
-    with Image.open(path) as image:
+    # The scan skipped what was not a regular file; opening through safe_read judges the file
+    # actually opened (a pipe swapped in since would block Pillow's read forever).
+    with open_regular(path, IMAGE_LIMIT) as handle, Image.open(handle) as image:
         width, height = image.size  # from the header: a tiny file can claim a gigapixel (a decompression bomb)
         if width * height > MAX_PIXELS:
             raise ValueError(f"too large to decode: {width}x{height} pixels (over {MAX_PIXELS // 10**6} megapixels)")

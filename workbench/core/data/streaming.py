@@ -22,6 +22,7 @@ from workbench.core.data.normalize import channel_stats
 from workbench.core.data.scan import MAX_WARNINGS, FolderScan
 from workbench.core.data.types import Dataset, Log, Split, stratified_split
 from workbench.core.errors import WorkbenchError, never_stop
+from workbench.core.safe_read import MB, read_text
 
 STATS_SAMPLE = 2000  # images decoded to estimate mean/std of a streamed training split
 
@@ -132,8 +133,8 @@ def _unreadable(scan: FolderScan, image_size: int, data_dir: Path, log: Log, sho
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
     record = Path(data_dir) / "cache" / f"{scan.root.name or 'folder'}-unreadable-{digest}.json"
     try:
-        return dict(json.loads(record.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
+        return dict(json.loads(read_text(record, 256 * MB)))
+    except (OSError, ValueError, TypeError, WorkbenchError):  # absent, a pipe, damaged: check again
         pass
     log(f"checking that all {len(every):,} images can be decoded (once for this folder)")
     found = find_unreadable(every, image_size, should_stop, resize)

@@ -15,6 +15,7 @@ from typing import Any
 from workbench.core import runs
 from workbench.core.config import SETTINGS
 from workbench.core.errors import WorkbenchError
+from workbench.core.safe_read import NotReadable, read_text
 
 DECLARED = {item.name: item for item in SETTINGS}
 METRIC_COLUMNS = ("status", "best epoch", "best test", "final test", "time", "images/s")
@@ -75,7 +76,9 @@ def read_figures(run_dir: Path, sweep: str = "") -> RunFigures:
     if status == "running" and runs.is_interrupted(run_dir):
         status = "interrupted"
     rows, damaged = _read_rows(run_dir / "metrics.jsonl")
-    if damaged is None:
+    if isinstance(damaged, str):
+        problems.append(damaged)
+    elif damaged is None:
         problems.append("metrics.jsonl missing")
     elif damaged:
         problems.append(f"metrics.jsonl torn ({damaged} unreadable line{'s' if damaged > 1 else ''})")
@@ -164,10 +167,13 @@ def _by_value(figures: list[RunFigures], differ: tuple[str, ...]) -> dict[str, d
     return table
 
 
-def _read_rows(path: Path) -> tuple[list[dict[str, Any]], int | None]:
-    """(rows, unreadable line count); None when the file is missing."""
+def _read_rows(path: Path) -> tuple[list[dict[str, Any]], int | str | None]:
+    """(rows, unreadable line count); None when the file is missing, what is wrong when it is
+    not a file a run wrote (a pipe, a folder, too large)."""
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = read_text(path, runs.METRICS_LIMIT, errors="replace").splitlines()
+    except NotReadable as error:
+        return [], f"metrics.jsonl skipped: {str(error).removeprefix(str(path) + ' ')}"
     except OSError:
         return [], None
     rows, bad = [], 0

@@ -7,16 +7,17 @@ The bundle in `<run>/export/`:
     model.onnx          ONNX graph from the dynamo exporter (optional extra: onnx, onnxscript)
 
 What every requested format needs is checked before a byte is written; the files are written
-into a new folder beside `export/`, which then takes its place, so a bundle never mixes two
-exports (a stale model.onnx beside newer weights, say) and a failed export leaves the old one.
+into a new folder beside `export/`, and only when all are complete do they replace the bundle's
+own files in `export/` one by one (model.json last), while the bundle's files this export did
+not write (a stale model.onnx beside newer weights, say) go first. Anything else in `export/`
+is the user's and stays: an export removes or replaces only the names a bundle has.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,14 +34,16 @@ from workbench.core.atomic import (
     fsync_dir,
     write_json_atomic,
 )
-from workbench.core.catalog import ARCHITECTURES, parse_user_arch
+from workbench.core.export import weights
+from workbench.core.export.loading import EXPORT_DIR, _first_line, load_bundle
 from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.core.models import with_weights
 from workbench.core.training.keeper import epoch_file, kept_epochs
 
+__all__ = ["EXPORT_DIR", "export_run", "load_bundle", "model_from_checkpoint", "parse_formats"]
+
 FORMATS = ("safetensors", "pt2", "onnx")
 BUNDLE_VERSION = 2
-EXPORT_DIR = "export"
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -79,7 +82,7 @@ def checkpoint_for(run_dir: Path, which: str = "best") -> tuple[Path, str]:
     with --keep-best). A run without a validation split has no best.pt: its last checkpoint is the
     model, and the sentence says so."""
     folder = run_dir / "checkpoints"
-    if which == "best" and (folder / ckpt.BEST).is_file():
+    if which == "best" and os.path.lexists(folder / ckpt.BEST):  # a pipe there is refused when loaded
         return folder / ckpt.BEST, "best validation accuracy"
     if which.startswith("epoch-") and which[6:].isdigit():
         path = folder / epoch_file(int(which[6:]))
@@ -157,22 +160,29 @@ def _export(run_dir: Path, formats: tuple[str, ...], which: str, log) -> list[Pa
     model, state, info = model_from_checkpoint(run_dir, which)
     log(f"exporting {path.name}: the model of {chosen}")
     metadata = bundle_metadata(model, state, info, which, chosen)
-    for leftover in [*run_dir.glob(".export-new-*"), *run_dir.glob(".export-old-*")]:
-        shutil.rmtree(leftover, ignore_errors=True)  # an export killed half way
+    data, extra = weights.pack(model, {"arch": metadata["arch"]})  # refuses what it cannot hold, in memory
+    if extra:
+        metadata[weights.EXTRA_STATE_KEY] = extra
+    for leftover in run_dir.glob(".export-new-*"):  # an export killed half way: only mkdtemp's own names
+        if re.fullmatch(r"\.export-new-[a-z0-9_]{8}", leftover.name) and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
     try:
         staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=".export-new-"))
     except OSError as error:
         raise disk_error(error, run_dir / EXPORT_DIR) from None
     try:
         metadata["network_file"] = network_copy.copy_between(run_dir, staging)  # None for a built-in
-        names = _write_bundle(staging, model, metadata, formats, log)
-        _swap_in(staging, run_dir / EXPORT_DIR)
+        names = _write_bundle(staging, model, data, metadata, formats, log)
+        _move_in(staging, run_dir / EXPORT_DIR)
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
-        raise disk_error(error, run_dir / EXPORT_DIR / "model.safetensors") from None
+        problem = disk_error(error, run_dir / EXPORT_DIR / "model.safetensors")
+        raise (WorkbenchError(f"cannot write the export in {run_dir / EXPORT_DIR} ({error.strerror or error})")
+               if isinstance(problem, OSError) else problem) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    shutil.rmtree(staging, ignore_errors=True)
     if metadata["network_file"]:
         names += [f"{network_copy.NETWORK_DIR}/{metadata['network_file']['file']}"]
     return ExportedFiles([run_dir / EXPORT_DIR / name for name in names], model)
@@ -223,27 +233,26 @@ def bundle_metadata(model: nn.Module, state: dict, info: dict, which: str, chose
     }
 
 
-def _write_bundle(folder: Path, model: nn.Module, metadata: dict, formats, log) -> list[str]:
-    from safetensors.torch import save_file
-
-    weights = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
-    save_file(weights, str(folder / "model.safetensors"), metadata={"arch": metadata["arch"]})
+def _write_bundle(folder: Path, model: nn.Module, data: bytes, metadata: dict, formats, log) -> list[str]:
+    (folder / "model.safetensors").write_bytes(data)
     write_json_atomic(folder / "model.json", metadata)
     names = ["model.safetensors", "model.json"]
     example = torch.zeros(2, metadata["in_channels"], metadata["image_size"], metadata["image_size"])
     if "pt2" in formats:
-        batch = torch.export.Dim("batch", min=1, max=4096)
-        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-        torch.export.save(program, str(folder / "model.pt2"))
+        with _format_refusal("model.pt2", "torch.export"):
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+            torch.export.save(program, str(folder / "model.pt2"))
         names.append("model.pt2")
         log("wrote model.pt2")
     if "onnx" in formats:
-        batch = torch.export.Dim("batch", min=1, max=4096)
-        program = torch.onnx.export(
-            model, (example,), dynamo=True, dynamic_shapes=({0: batch},),
-            input_names=["images"], output_names=["logits"], verbose=False,
-        )
-        program.save(str(folder / "model.onnx"))
+        with _format_refusal("model.onnx", "the ONNX exporter"):
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, dynamic_shapes=({0: batch},),
+                input_names=["images"], output_names=["logits"], verbose=False,
+            )
+            program.save(str(folder / "model.onnx"))
         names.append("model.onnx")
         log("wrote model.onnx")
     mask = current_umask()
@@ -252,109 +261,49 @@ def _write_bundle(folder: Path, model: nn.Module, metadata: dict, formats, log) 
     return names
 
 
-def _swap_in(staging: Path, target: Path) -> None:
-    """Put the new bundle folder where the old one was: two renames, the old removed last."""
-    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
-    retired = None
-    if target.exists():
-        retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=".export-old-"))
-        os.replace(target, retired / EXPORT_DIR)
-    os.replace(staging, target)
-    fsync_dir(target.parent)
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
-
-
-# ---- loading a bundle -------------------------------------------------------------------------
-
-
-def load_bundle(export_dir: Path, trust_code: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model from model.json + model.safetensors alone (no pickle); a damaged or
-    hand-edited bundle is refused with one sentence. A bundle of a user's own network holds its
-    Python file (network/), which runs only when `trust_code` says the caller trusts its maker."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    export_dir = Path(export_dir)
-    if (export_dir / EXPORT_DIR / "model.json").is_file():
-        export_dir = export_dir / EXPORT_DIR
-    meta_path, weights_path = export_dir / "model.json", export_dir / "model.safetensors"
-    if not meta_path.is_file() or not weights_path.is_file():
-        raise WorkbenchError(
-            f"{export_dir} is not an export folder (needs model.json and model.safetensors); "
-            "run `workbench export RUN` first"
-        )
+@contextlib.contextmanager
+def _format_refusal(name: str, exporter: str):
+    """A network an exporter cannot trace is one sentence (nothing is in export/ yet)."""
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as error:
-        raise WorkbenchError(f"{meta_path} is not readable JSON ({_first_line(error)}); export the run again") from None
-    problem = _bundle_problem(meta)
-    if problem:
-        raise WorkbenchError(f"{meta_path} is damaged: {problem}; export the run again")
-    arch = _bundle_arch(export_dir, meta, trust_code)
+        yield
+    except (OSError, WorkbenchError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # noqa: BLE001 - exporters raise anything; the user sees which format failed
+        raise WorkbenchError(f"{exporter} cannot export this network ({_first_line(error)}); nothing was "
+                             f"exported: leave {name.split('.')[1]} out of --format") from None
+
+
+def bundle_names(record: dict[str, Any] | None) -> list[str]:
+    """Every name a bundle may have in export/ (relative paths), given its network record."""
+    names = ["model.safetensors", "model.pt2", "model.onnx", "model.json"]
+    if record:
+        names[-1:-1] = [f"{network_copy.NETWORK_DIR}/{record['file']}", f"{network_copy.NETWORK_DIR}/{network_copy.RECORD}"]
+    return names
+
+
+def _move_in(staging: Path, target: Path) -> None:
+    """Replace the bundle's own files in target with the new ones, model.json last; remove the
+    bundle's names this export did not write; leave every other file where it is."""
+    new = network_copy.record_in(staging)
+    fresh = [name for name in bundle_names(new) if (staging / name).is_file()]
+    folders = [target, target / network_copy.NETWORK_DIR]
+    wrong = [path for path in folders if path.exists() and not path.is_dir()]
+    wrong += [target / name for name in fresh if (target / name).is_dir()]
+    if wrong:
+        raise WorkbenchError(f"{wrong[0]} is in the way of the bundle (a file where a folder belongs, or the "
+                             "reverse); move it away, then export again; nothing was exported")
+    target.mkdir(mode=0o777 & ~current_umask(), exist_ok=True)
     try:
-        weights = load_file(str(weights_path))
-        model = with_weights(arch, meta["in_channels"], meta["num_classes"], meta["image_size"],
-                             weights, **(meta.get("model_options") or {}))
-    except (RuntimeError, OSError, SafetensorError, ValueError, TypeError) as error:
-        raise WorkbenchError(
-            f"the weights in {weights_path} do not fit model.json ({_first_line(error)}); export the run again"
-        ) from None
-    if not all(bool(t.isfinite().all()) for t in weights.values() if t.is_floating_point()):
-        raise WorkbenchError(f"the weights in {weights_path} are not all finite (NaN or infinite); export the run again")
-    return model.eval(), meta
-
-
-def _bundle_arch(export_dir: Path, meta: dict[str, Any], trust_code: bool) -> str:
-    """The architecture to build; a user's network file only with trust_code."""
-    if parse_user_arch(meta["arch"]) is None:
-        return meta["arch"]
-    record = network_copy.record_in(export_dir)
-    if record is None:
-        raise WorkbenchError(f"{export_dir} has no copy of its network file ({network_copy.NETWORK_DIR}/"
-                             f"{network_copy.RECORD} is missing); export the run again")
-    if not trust_code:
-        raise WorkbenchError(
-            f"this model's network is Python code ({network_copy.NETWORK_DIR}/{record['file']} in "
-            f"{export_dir}, {record['factory']}); loading it runs that code, so pass --trust-code if "
-            "you trust who made this bundle (model.pt2 and model.onnx need no code)")
-    return network_copy.arch_in(export_dir, meta["arch"])
-
-
-def _bundle_problem(meta: Any) -> str:
-    """What makes model.json unusable, or "" when it is sound."""
-    if not isinstance(meta, dict):
-        return "it is not a JSON object"
-    if not isinstance(meta.get("arch"), str) or (meta["arch"] not in ARCHITECTURES and not parse_user_arch(meta["arch"])):
-        return f"arch {meta.get('arch')!r} is not an architecture"
-    for key in ("in_channels", "image_size", "num_classes"):
-        if not isinstance(meta.get(key), int) or isinstance(meta.get(key), bool) or meta[key] < 1:
-            return f"{key} must be a positive whole number, not {meta.get(key)!r}"
-    if meta["in_channels"] not in (1, 3):
-        return f"in_channels must be 1 or 3, not {meta['in_channels']}"
-    classes = meta.get("classes")
-    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
-        return "classes must be a list of names"
-    if len(classes) != meta["num_classes"]:
-        return f"it lists {len(classes)} classes but num_classes is {meta['num_classes']}"
-    prep = meta.get("preprocessing")
-    if not isinstance(prep, dict):
-        return "preprocessing is missing"
-    for key in ("mean", "std"):
-        values = prep.get(key)
-        if not isinstance(values, list) or len(values) not in (1, meta["in_channels"]) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
-        ):
-            return f"preprocessing {key} must be one finite number per channel ({meta['in_channels']}), not {values!r}"
-    if any(v < 1e-6 for v in prep["std"]):  # float32 would make a tinier one zero
-        return f"preprocessing std must be positive, not {prep['std']}"
-    if prep.get("resize_mode", "stretch") not in ("stretch", "crop", "pad"):
-        return f"preprocessing resize_mode must be stretch, crop or pad, not {prep.get('resize_mode')!r}"
-    if not isinstance(meta.get("model_options", {}), dict):
-        return "model_options must be an object"
-    return ""
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:200]
+        old = network_copy.record_in(target)
+    except WorkbenchError:
+        old = None  # a damaged record: its file is not known, so nothing of it is removed
+    for name in bundle_names(old) + bundle_names(None):
+        if name not in fresh and os.path.lexists(target / name) and not (target / name).is_dir():
+            (target / name).unlink()
+    with contextlib.suppress(OSError):
+        (target / network_copy.NETWORK_DIR).rmdir()  # only when it is empty: it may hold the user's files
+    if new:
+        (target / network_copy.NETWORK_DIR).mkdir(mode=0o777 & ~current_umask(), exist_ok=True)
+    for name in fresh:
+        os.replace(staging / name, target / name)
+    fsync_dir(target)

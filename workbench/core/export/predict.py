@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -15,6 +16,10 @@ from workbench.core.data.normalize import normalize
 from workbench.core.errors import WorkbenchError
 from workbench.core.export.bundle import load_bundle
 from workbench.core.models import has_dropout
+from workbench.core.safe_read import is_regular
+
+
+MOST_PASSES = 10_000  # Monte-Carlo dropout: the spread settles long before; more would run for hours
 
 
 @dataclass(frozen=True)
@@ -27,8 +32,10 @@ def load_images(paths: Sequence[str], image_size: int, channels: int, resize: st
     """uint8 (N, C, H, W) with the same decoding and resizing as training folders."""
     decoded = []
     for path in paths:
-        if not Path(path).is_file():
+        if not os.path.lexists(path):
             raise WorkbenchError(f"image {path} does not exist")
+        if not is_regular(path):
+            raise WorkbenchError(f"image {path} is not a regular file (a folder, a pipe or a device)")
         try:
             decoded.append(decode_image(Path(path), image_size, channels, resize))
         except (OSError, ValueError) as error:
@@ -63,8 +70,8 @@ def predict_files(
 ) -> list[Prediction]:
     """`trust_code`: the bundle's own network file may run (see load_bundle)."""
     model, meta = load_bundle(export_dir, trust_code)
-    if mc_dropout < 0:
-        raise WorkbenchError("--mc-dropout: must be 0 (off) or a number of passes")
+    if not 0 <= mc_dropout <= MOST_PASSES:
+        raise WorkbenchError(f"--mc-dropout: must be 0 (off) or a number of passes up to {MOST_PASSES:,}")
     if top < 1:
         raise WorkbenchError("--top: must be at least 1")
     images = load_images(paths, meta["image_size"], meta["in_channels"], meta["preprocessing"].get("resize_mode", "stretch"))

@@ -4,16 +4,19 @@ Used for a run's metrics.jsonl (a dashboard following a run) and a child process
 file (the launcher). Reads only what is new, keeps a line still being written for the next
 read, and starts over from the top when the file was replaced or cut (a resume repairs
 metrics.jsonl by writing a new file). Only a regular file is opened, without blocking, and one
-read takes at most READ_LIMIT bytes, so a FIFO or a huge file never hangs the reader.
+read takes at most READ_LIMIT bytes, so a FIFO or a huge file never hangs the reader (the same
+guard as every other reader of a run folder: core/safe_read.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import stat
 from pathlib import Path
 from typing import Any
+
+from workbench.core.errors import WorkbenchError
+from workbench.core.safe_read import open_regular
 
 READ_LIMIT = 8 * 1024 * 1024  # bytes per read; the rest comes with the next one
 
@@ -29,24 +32,17 @@ class JsonLinesTail:
         """(rows appended since the last read, whether the file started over: the rows are then
         the whole file again, and what was read before no longer holds)."""
         try:
-            descriptor = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError:
+            with open_regular(self.path) as handle:  # a pipe, a folder or a device reads as nothing yet
+                info = os.fstat(handle.fileno())
+                identity = (info.st_dev, info.st_ino)
+                restarted = self._inode is not None and (identity != self._inode or info.st_size < self._offset)
+                if restarted:
+                    self._offset, self._partial = 0, b""
+                self._inode = identity
+                handle.seek(self._offset)
+                data = handle.read(READ_LIMIT)
+        except (OSError, WorkbenchError):
             return [], False
-        try:
-            info = os.fstat(descriptor)
-            if not stat.S_ISREG(info.st_mode):
-                return [], False
-            identity = (info.st_dev, info.st_ino)
-            restarted = self._inode is not None and (identity != self._inode or info.st_size < self._offset)
-            if restarted:
-                self._offset, self._partial = 0, b""
-            self._inode = identity
-            os.lseek(descriptor, self._offset, os.SEEK_SET)
-            data = os.read(descriptor, READ_LIMIT)
-        except OSError:
-            return [], False
-        finally:
-            os.close(descriptor)
         self._offset += len(data)
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()  # b"" after a whole line, else the part still being written

@@ -135,16 +135,36 @@ def with_weights(name: str, in_channels: int, num_classes: int, image_size: int,
     parameter_count); raises RuntimeError when the weights do not fit, like load_state_dict."""
     with torch.device("meta"):
         model = create(name, in_channels, num_classes, image_size, **options)
-    expected = {key: tensor.dtype for key, tensor in model.state_dict().items()}
-    # assign=True keeps the given tensors, so weights saved in another float type (a hand-made
-    # float16 file) would reach the forward pass as they are: give each the dtype the layer has.
-    weights = {key: tensor.to(expected[key]) if key in expected and tensor.is_floating_point()
-               and expected[key].is_floating_point else tensor for key, tensor in weights.items()}
+    expected = {key: tensor.dtype for key, tensor in model.state_dict().items() if isinstance(tensor, torch.Tensor)}
+    # assign=True keeps the given tensors, so weights saved in another type (a hand-made float16
+    # or float64 file) would reach the forward pass as they are: give each the dtype the layer has.
+    weights = {key: _as_dtype(key, tensor, expected.get(key)) for key, tensor in weights.items()}
     model.load_state_dict(weights, assign=True)
     missing = [key for key, tensor in (*model.named_parameters(), *model.named_buffers()) if tensor.is_meta]
+    if missing and not set(missing) & set(expected):
+        # Only non-persistent buffers (never saved: the network makes them in __init__) are left:
+        # build it for real, its random draws kept from the global generator, and load into it.
+        with torch.random.fork_rng(devices=[]):
+            model = create(name, in_channels, num_classes, image_size, **options)
+        model.load_state_dict(weights)
+        return model
     if missing:
         raise RuntimeError(f"no weights for {', '.join(missing[:3])}")
     return model
+
+
+def _as_dtype(key: str, value, dtype: torch.dtype | None):
+    """A float tensor cast to the layer's float type, an integer one to its integer type; another
+    mix (int8 values for float weights: quantized, or not weights at all) does not fit."""
+    if not isinstance(value, torch.Tensor) or dtype is None or value.dtype == dtype:
+        return value
+    plain = not value.is_complex() and torch.bool not in (value.dtype, dtype)
+    if plain and value.is_floating_point() == dtype.is_floating_point:
+        return value.to(dtype)
+    if plain and value.is_floating_point() and bool((value == value.round()).all()):  # a counter saved as float
+        return value.to(dtype)
+    raise RuntimeError(f"{key} holds {str(value.dtype).removeprefix('torch.')} values where the network "
+                       f"keeps {str(dtype).removeprefix('torch.')}")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -19,12 +19,13 @@ import torch
 import torch.nn as nn
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.safe_read import MB, read_bytes
 
 _LOADED: dict[tuple[str, str], object] = {}  # (path, sha256) -> module: each version runs once
 
 
 def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(read_bytes(path, 64 * MB)).hexdigest()  # a pipe given as the file: a sentence
 
 
 def _where(path: Path, error: BaseException) -> str:
@@ -134,3 +135,26 @@ def failure_in(file: str, error: BaseException, doing: str) -> WorkbenchError:
     """The user's network failed while `doing` something: one line naming the file and line."""
     path = Path(file).expanduser()
     return WorkbenchError(f"{_where(path, error)}: {_short(error)} {doing}")
+
+
+def where_in_user_code(error: BaseException) -> str | None:
+    """"my_nets.py line 12" for the deepest frame of `error`'s traceback (or of the errors it
+    was raised from) inside a network file this process loaded; None when no such frame exists."""
+    files = {getattr(module, "__file__", None) for module in _LOADED.values()} - {None}
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        lines = [(frame.filename, frame.lineno) for frame in traceback.extract_tb(error.__traceback__)
+                 if frame.filename in files]
+        if lines:
+            return f"{lines[-1][0]} line {lines[-1][1]}"
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def user_code_failure(error: BaseException, doing: str = "during training") -> WorkbenchError | None:
+    """A failure inside the user's own network (a forward that breaks at batch N, say) as one line
+    naming the file and line, or None when the user's code is not in the traceback: for the
+    engine's catch-all, before it reports an exception as a bug."""
+    where = where_in_user_code(error)
+    return None if where is None else WorkbenchError(f"{where}: {_short(error)} {doing}")

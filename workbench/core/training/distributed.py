@@ -14,13 +14,16 @@ from __future__ import annotations
 import datetime
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from workbench.core import checkpoint as ckpt
 from workbench.core.errors import ConfigError, WorkbenchError
+from workbench.core.safe_read import is_regular
 from workbench.core.training.control import TrainControl
 from workbench.core.training.loop import EvalResult
 
@@ -85,7 +88,7 @@ class World:
         if not dist.is_available():
             raise WorkbenchError("this PyTorch build has no torch.distributed; train in one process")
         backend = "nccl" if device.type == "cuda" else "gloo"
-        timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
+        timeout = datetime.timedelta(seconds=timeout_from_env(os.environ))
         store = self._attempt_store(timeout)
         dist.init_process_group(backend, timeout=timeout, device_id=device if device.type == "cuda" else None,
                                 **({"store": store, "rank": self.rank, "world_size": self.size} if store else {}))
@@ -127,11 +130,17 @@ class World:
         size on every rank (the last count % size images sit out) so every rank takes as many steps."""
         if not self.distributed:
             return None
+        if count < self.size:  # an empty shard trains on nothing: its loss is NaN, never a sentence
+            raise WorkbenchError(f"{count:,} training images cannot be split over {self.size} processes (each "
+                                 "needs at least one); start fewer processes or give more images")
         drawn = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
         return drawn[self.rank :: self.size][: count // self.size].sort().values
 
     def eval_shard(self, count: int) -> torch.Tensor | None:
         """Every held-out image is evaluated once, by one rank (shards may differ by one)."""
+        if self.distributed and 0 < count < self.size:
+            raise WorkbenchError(f"{count:,} held-out images cannot be split over {self.size} processes (each "
+                                 "needs at least one); start fewer processes or hold out more images")
         return None if not self.distributed else torch.arange(self.rank, count, self.size)
 
     def epoch_order(self, count: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
@@ -298,12 +307,31 @@ class AgreedControl:
         self.local.stop(reason)
 
 
+def timeout_from_env(env) -> float:
+    """Seconds from WORKBENCH_DIST_TIMEOUT_S (default DEFAULT_TIMEOUT_S), refused in one sentence naming it."""
+    raw = env.get(TIMEOUT_ENV)
+    if raw is None:
+        return float(DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 1 <= seconds <= 7 * 24 * 3600:  # NaN and infinity fail this too
+        raise WorkbenchError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds from 1 to 604800 (a week); "
+                             f"fix or unset it (default {DEFAULT_TIMEOUT_S})")
+    return seconds
+
+
 def peer_sentence(error: BaseException, world: World, run_dir) -> str:
     """What a collective's failure means to the user, and what to do next."""
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     detail = detail.split("] ", 1)[-1].split(". ")[0][:160]  # drop gloo's source path and its advice
-    saved = (f"the run's last checkpoint is in {run_dir}: resume it with `workbench train --resume {run_dir}`"
-             if run_dir is not None else "no run folder was written")
+    if run_dir is None:
+        saved = "no run folder was written"
+    elif any(is_regular(Path(run_dir) / "checkpoints" / name) for name in (ckpt.LAST, ckpt.PREVIOUS, ckpt.BEST)):
+        saved = f"the run's last checkpoint is in {run_dir}: resume it with `workbench train --resume {run_dir}`"
+    else:  # stopped before its first checkpoint: there is nothing to resume from
+        saved = f"{run_dir} holds no checkpoint yet (it stopped before the first was saved); start the run again"
     return f"rank {world.rank}: another process of this {world.size}-process job stopped answering ({detail}); {saved}"
 
 

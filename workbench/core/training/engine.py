@@ -24,20 +24,12 @@ import torch
 from workbench.core.config import RunConfig
 from workbench.core.data.types import Dataset
 from workbench.core.errors import ConfigError, NonFiniteLoss, StopRequested, WorkbenchError
-from workbench.core.events import (
-    EpochMetrics,
-    EventSink,
-    Failed,
-    Finished,
-    Event,
-    Notice,
-    RunStarted,
-    StatusChanged,
-    to_row,
-)
+from workbench.core.events import EpochMetrics, EventSink, Failed, Finished
+from workbench.core.events import Event, Notice, RunStarted, StatusChanged, to_row
 from workbench.core.inspection.epoch_images import images_due
 from workbench.core.metrics import class_reports
 from workbench.core.models import count_parameters
+from workbench.core.models.user_file import user_code_failure
 from workbench.core.training.control import CONTROL_FILE, TrainControl
 from workbench.core.training.device import (
     autocast_dtype,
@@ -91,11 +83,12 @@ def fit(
             f"the GPU ran out of memory even at batch size {session.batch_size}; "
             "choose a smaller model or image size"
         )
-    except Exception as error:  # a bug or an unexpected library failure: keep the details
+    except Exception as error:  # a bug, a failure in a user's network, or an unexpected library failure
         if world.distributed and peer_failure(error):
             session.fail(peer_sentence(error, world, session.run_dir), traceback.format_exc())
         else:
-            session.fail(f"{type(error).__name__}: {error}", traceback.format_exc())
+            said = user_code_failure(error)  # "nets.py line 12: ... during training", or None
+            session.fail(str(said) if said else f"{type(error).__name__}: {error}", traceback.format_exc())
     finally:
         session.folder.lock.release()
         world.close()

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from workbench.core.config import RunConfig
+from workbench.core.errors import WorkbenchError
 from workbench.core.training.batches import DeviceBatches
 from workbench.core.training.control import TrainControl
 from workbench.core.training.loop import train_one_epoch
@@ -28,6 +29,22 @@ from workbench.core.training.parts import Recipe
 START_LR, END_LR, STEPS = 1e-7, 10.0, 100
 SMOOTHING, DIVERGE = 0.98, 4.0
 SKIP_START = 0.1  # the first tenth of the curve is too noisy to pick a slope from
+LOWEST_LR, HIGHEST_LR, MOST_STEPS = 1e-12, 1e10, 100_000  # beyond these no range test tells anything
+
+
+def check_range(start_lr: float, end_lr: float, steps: int, smoothing: float, diverge: float) -> None:
+    """Refuse, in one sentence naming the flag, a range test that cannot run or mean anything."""
+    for flag, value in (("--start-lr", start_lr), ("--end-lr", end_lr)):
+        if not LOWEST_LR <= value <= HIGHEST_LR:  # NaN and infinity fail this too
+            raise WorkbenchError(f"{flag}: {value:g} is outside {LOWEST_LR:g} to {HIGHEST_LR:g}")
+    if not start_lr < end_lr:
+        raise WorkbenchError(f"--start-lr {start_lr:g} must be below --end-lr {end_lr:g}")
+    if not 5 <= steps <= MOST_STEPS:
+        raise WorkbenchError(f"--steps: {steps} is outside 5 to {MOST_STEPS:,}; a curve needs at least 5")
+    if not 0 <= smoothing < 1:
+        raise WorkbenchError(f"--smoothing: {smoothing:g} must be in [0, 1)")
+    if not 1 < diverge <= 1e6:
+        raise WorkbenchError(f"--diverge: {diverge:g} must be above 1 (and at most 1e6)")
 
 
 @dataclass
@@ -139,8 +156,7 @@ def lr_find(
     on_step: Callable[[int, float, float, float], None] | None = None,
 ) -> LrCurve:
     """Run the range test on a copy of `model` with the batches of `train`; see the module docstring."""
-    if not 0 < start_lr < end_lr:
-        raise ValueError(f"the lr range must grow: start {start_lr}, end {end_lr}")
+    check_range(start_lr, end_lr, steps, smoothing, diverge)
     work = copy.deepcopy(model)
     parts = recipe.build(work, config, device, len(train), train.batch_size, 0)
     base = float(parts.optimizer.param_groups[0].get("initial_lr", parts.lr))

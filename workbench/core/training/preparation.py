@@ -17,7 +17,7 @@ import torch.nn as nn
 from workbench.core.config import RunConfig
 from workbench.core.data.load import load_dataset
 from workbench.core.data.types import Dataset
-from workbench.core.errors import ConfigError
+from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.core.events import EventSink, Notice
 from workbench.core.models import check_forward, count_parameters, create, input_problem
 from workbench.core.training.batches import DeviceBatches, batches_for
@@ -42,6 +42,7 @@ def load_run_data(config: RunConfig, emit: EventSink, control: TrainControl) -> 
         warn=lambda message: emit(Notice(message, "warning")),
         should_stop=lambda: control.stop_requested,
     )
+    _refuse_empty_splits(data, config)
     if config.normalize == "none":  # the seed's ToTensor: every layer after it sees pixels / 255
         data = dataclasses.replace(data, mean=(0.0,) * data.channels, std=(1.0,) * data.channels)
         emit(Notice("normalize none: the model sees pixels / 255, without the training split's mean/std"))
@@ -52,6 +53,16 @@ def load_run_data(config: RunConfig, emit: EventSink, control: TrainControl) -> 
         f"{counted(data.num_classes, 'class')} ({time.perf_counter() - started:.1f} s)"
     ))
     return data
+
+
+def _refuse_empty_splits(data: Dataset, config: RunConfig) -> None:
+    """Before training: a split with no images would train, then fail evaluating or drawing it."""
+    if len(data.test) == 0:
+        raise WorkbenchError(f"{data.name} leaves no test images: with no test/ folder, a class needs at least 2 "
+                             "images to hold one out; add images, or a test/ folder")
+    if data.val is not None and len(data.val) == 0:
+        raise ConfigError("val_fraction", f"holds out no validation images: every class of {data.name} has only one "
+                                          "training image; add images, or use --val-fraction 0")
 
 
 def run_info(

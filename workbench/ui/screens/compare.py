@@ -18,6 +18,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
+from workbench.core.shown import shown
+
 RUN_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red", "orange", "white")
 METRIC_COLUMNS = ("status", "best epoch", "best test", "final test", "time", "images/s")
 
@@ -75,21 +77,22 @@ class CompareScreen(Screen):
         table.clear(columns=True)
         table.add_column("run", key="run")
         for key in result.differ:
-            table.add_column(key.replace("_", " "), key=key)
+            table.add_column(Text(shown(key.replace("_", " "))), key=key)
         for column in METRIC_COLUMNS:
             table.add_column(column, key=column)
         for run in figures:
-            name = Text("● ", style=self.colours[run.name]) + Text(run.name)
+            name = Text("● ", style=self.colours[run.name]) + Text(shown(run.name))
             if run.problem:
-                name += Text(f"  ! {run.problem}", style="yellow")
+                name += Text(shown(f"  ! {run.problem}"), style="yellow")
             table.add_row(
-                name, *(format_setting(run.settings.get(key, "?")) for key in result.differ), run.status,
+                name, *(Text(shown(format_setting(run.settings.get(key, "?")))) for key in result.differ),
+                Text(shown(run.status)),
                 _cell(run.best_epoch, "{}"), _cell(run.best_test_acc, "{:.2%}"), _cell(run.final_test_acc, "{:.2%}"),
                 _cell(run.time_s, "{:.1f} s"), _cell(run.images_per_s, "{:,.0f}"), key=str(run.path),
             )
         sorted_note = f"sorted by {self.sorted_by} · " if self.sorted_by else ""
         self.query_one("#compare-same", Static).update(
-            f"{sorted_note}select a column header to sort · {same_line(result)}")
+            shown(f"{sorted_note}select a column header to sort · {same_line(result)}"))
 
     def _plot(self) -> None:
         for widget_id, curve, scale in (("#compare-acc", "held-out acc", 100.0), ("#compare-loss", "train loss", 1.0)):
@@ -101,7 +104,7 @@ class CompareScreen(Screen):
                 points = run.curves.get(curve, [])
                 if points:
                     plt.plot([x for x, _ in points], [y * scale for _, y in points],
-                             label=run.name[-18:], color=self.colours[run.name], marker="braille")
+                             label=shown(run.name)[-18:], color=self.colours[run.name], marker="braille")
             plot.refresh()
 
     @on(DataTable.HeaderSelected, "#compare-table")

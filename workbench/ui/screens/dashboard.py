@@ -22,6 +22,7 @@ from textual.worker import Worker, WorkerState
 from workbench.core.config import RunConfig
 from workbench.core.events import Event, Failed, Notice, StepMetrics, from_row
 from workbench.core.lifecycle.view import RunView
+from workbench.core.shown import shown
 from workbench.core.training.control import TrainControl
 from workbench.ui.bridge import EngineBridge, EngineEvent, StepsReady
 from workbench.ui.log_lines import log_line
@@ -55,7 +56,7 @@ class DashboardScreen(Screen):
             from workbench.core.lifecycle.follow import RunFollower
 
             self._follower = RunFollower(self.followed)
-            self.sub_title = escape_title(self.followed.name)
+            self.sub_title = escape_title(shown(self.followed.name))
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -211,7 +212,7 @@ class DashboardScreen(Screen):
             except (TypeError, ValueError, ArithmeticError, AttributeError):  # a damaged row: skip it, keep the rest
                 continue
             if isinstance(event, Notice) and event.level == "warning" and live:
-                self.notify(event.message, severity="warning")
+                self.notify(shown(event.message), severity="warning")
         trained = any(isinstance(event, StepMetrics) for event in events)
         if (self.view.phase, self.view.outcome, self.view.sessions) != before or (
                 self.asked == "going on" and self.view.phase == "training" and trained):
@@ -228,17 +229,17 @@ class DashboardScreen(Screen):
             return
         if isinstance(outcome, Failed):
             hint = "fix the setting and press s again" if outcome.bad_input else "see error.log in the run folder"
-            self.notify(f"{outcome.reason}\n({hint})", title="Training failed", severity="error", timeout=12)
+            self.notify(f"{shown(outcome.reason)}\n({hint})", title="Training failed", severity="error", timeout=12)
         elif outcome.run_dir is None:
             self.notify("Stopped before training began: no run was started.", title="Training stopped")
         else:
-            self.notify(outcome.summary(), title=f"Training {outcome.status}")
+            self.notify(shown(outcome.summary()), title=f"Training {shown(outcome.status)}")
 
     def _redraw(self, reset: bool = False) -> None:
         if not self.is_mounted:
             return
         view = self.view
-        self.sub_title = escape_title(view.run_name or (self.followed.name if self.followed else "dashboard"))
+        self.sub_title = escape_title(shown(view.run_name or (self.followed.name if self.followed else "dashboard")))
         self.query_one(TrainStatus).show(view, self.asked)
         self.charts.show(view)
         log = self.query_one(EventLog)

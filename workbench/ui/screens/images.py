@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from workbench.core.shown import shown
 from workbench.ui import formatting as fmt
 from workbench.ui import jobs
 from workbench.ui.widgets.preview import ImagePreview
@@ -109,9 +110,9 @@ class ImagesScreen(Screen):
         self.run_dir = message.run_dir
         if message.run_dir is None:
             table.border_title = "no runs with images yet"
-            self.query_one(ImagePreview).show(None, f"no run in {self.runs_dir} has images yet; train one first")
+            self.query_one(ImagePreview).show(None, f"no run in {fmt.short_path(self.runs_dir)} has images yet; train one first")
             return
-        self.sub_title = escape(f"images · {message.run_dir.name}")
+        self.sub_title = escape(f"images · {shown(message.run_dir.name)}")
         table.border_title = f"{len(message.files)} images"
         if _signature(message.files) == _signature(self.files):
             return
@@ -125,7 +126,7 @@ class ImagesScreen(Screen):
         with self.prevent(DataTable.RowHighlighted):
             table.clear()
             for file in message.files:
-                table.add_row(Text(file.path.name), f"{file.width}×{file.height}", key=str(file.path))
+                table.add_row(Text(shown(file.path.name)), f"{file.width}×{file.height}", key=str(file.path))
         if not message.files:
             self.query_one(ImagePreview).show(None, f"{fmt.short_path(message.run_dir / 'images')} has no PNG files yet")
             return
@@ -144,7 +145,7 @@ class ImagesScreen(Screen):
             return
         self.selected = path
         self.query_one("#image-path", Static).update(fmt.short_path(path))
-        self.query_one(ImagePreview).border_title = escape(path.name)
+        self.query_one(ImagePreview).border_title = escape(shown(path.name))
         self._decode(path)
 
     def on_image_decoded(self, message: ImageDecoded) -> None:

@@ -23,6 +23,7 @@ from textual.widgets import (
 )
 from textual.worker import Worker, WorkerState
 
+from workbench.core.shown import shown
 from workbench.core.errors import WorkbenchError
 from workbench.core.wording import count as counted
 from workbench.ui import formatting as fmt
@@ -112,7 +113,7 @@ class InspectScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"loading {self.run_dir.name}: model and test predictions…", id="inspect-status", markup=False)
+        yield Static(f"loading {shown(self.run_dir.name)}: model and test predictions…", id="inspect-status", markup=False)
         with TabbedContent(initial="confusion", id="inspect-tabs"):
             with TabPane("1 Confusion", id="confusion"):
                 yield ConfusionTable(id="confusion-table")
@@ -144,7 +145,7 @@ class InspectScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.sub_title = escape(f"inspect · {self.run_dir.name}")
+        self.sub_title = escape(shown(f"inspect · {self.run_dir.name}"))
         self.query_one("#confusion-table").border_title = "true class ↓  predicted class →"
         self.query_one("#class-scores").border_title = "test accuracy per class"
         self.query_one("#layers").border_title = "model (best checkpoint)"
@@ -291,14 +292,14 @@ class InspectScreen(Screen):
             preview.show(None, self._empty_cell(message.cell))
             return
         self.cell_path = message.image.path
-        preview.border_title = escape(message.image.path.name)
+        preview.border_title = escape(shown(message.image.path.name))
         preview.show(message.image)
         self.query_one("#cell-path", Static).update(f"written to {fmt.short_path(message.image.path)}")
 
     def on_samples_written(self, message: SamplesWritten) -> None:
         preview = self.query_one("#samples-preview", ImagePreview)
         self.samples_path = message.image.path
-        preview.border_title = escape(message.image.path.name)
+        preview.border_title = escape(shown(message.image.path.name))
         preview.show(message.image)
         self.query_one("#samples-path", Static).update(f"written to {fmt.short_path(message.image.path)}")
 
@@ -322,7 +323,7 @@ class InspectScreen(Screen):
         self.query_one(TopClasses).show(message.guesses, message.passes)
         seen = message.seen
         self.query_one("#predict-preview", ImagePreview).show(seen)
-        self.query_one("#predict-preview").border_title = escape(f"{message.path.name} as the model sees it: {seen.width}×{seen.height}")
+        self.query_one("#predict-preview").border_title = escape(shown(f"{message.path.name}") + f" as the model sees it: {seen.width}×{seen.height}")
 
     # ---- small helpers --------------------------------------------------------------
 
@@ -337,7 +338,7 @@ class InspectScreen(Screen):
 
     def _status(self, text: str, error: bool = False) -> None:
         status = self.query_one("#inspect-status", Static)
-        status.update(text)
+        status.update(shown(text))
         status.set_class(error, "error")
 
     def _predict_message(self, text: str, error: bool = False) -> None:
@@ -346,7 +347,7 @@ class InspectScreen(Screen):
             text += "."
         if error and "mc-dropout does not apply" in text:
             text += " Set passes to 0 for a plain prediction."
-        message.update(text)
+        message.update(shown(text))
         message.set_class(error, "error")
         if error:
             self.query_one(TopClasses).clear()
@@ -356,7 +357,7 @@ def _data_facts(inspection: Inspection) -> str:
     data = inspection.data
     channels = {1: "1 channel (grey)", 3: "3 channels (RGB)"}.get(data.channels, f"{data.channels} channels")
     lines = [
-        f"{data.name} · {data.image_size}×{data.image_size} px · {channels}",
+        f"{shown(data.name)} · {data.image_size}×{data.image_size} px · {channels}",
         "mean " + "  ".join(f"{m:.3f}" for m in data.mean),
         "std  " + "  ".join(f"{s:.3f}" for s in data.std),
     ]

@@ -12,11 +12,13 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.shown import shown
 
 STATE_STYLES = {"pending": "", "running": "cyan", "done": "green", "failed": "red", "stopped": "yellow"}
 REFRESH_S = 1.0
@@ -80,9 +82,10 @@ class QueueScreen(Screen):
         row = table.cursor_row
         table.clear()
         for job in message.jobs:
-            table.add_row(str(job.id), Text(job.state, style=STATE_STYLES.get(job.state, "")),
-                          Text(Path(job.run_dir).name if job.run_dir else "-"), Text(job.reason or "-"), job.gpu or "-",
-                          Text(job.sweep or "-"), Text(" ".join(job.args)), key=str(job.id))
+            table.add_row(str(job.id), Text(shown(job.state), style=STATE_STYLES.get(job.state, "")),
+                          Text(shown(Path(job.run_dir).name if job.run_dir else "-")), Text(shown(job.reason or "-")),
+                          Text(shown(job.gpu or "-")), Text(shown(job.sweep or "-")), Text(shown(" ".join(job.args))),
+                          key=str(job.id))
         if message.jobs:
             table.move_cursor(row=min(row, len(message.jobs) - 1))
         counts = {}
@@ -92,7 +95,7 @@ class QueueScreen(Screen):
         running = "the queue is running" if self.runner_alive else "the queue is not running here"
         self.query_one("#queue-hint", Static).update(
             f"{tally} · {running} · enter: watch a job's run · a: add the form · g: start · G: stop · "
-            f"{self.runs_dir}/queue.sqlite")
+            f"{shown(self.runs_dir)}/queue.sqlite")
 
     def _say_what_ended(self, jobs: list) -> None:
         """A line in the app (and the bell for a failure) when a job this screen saw waiting or running ends."""
@@ -104,7 +107,7 @@ class QueueScreen(Screen):
                 run = Path(job.run_dir).name if job.run_dir else "no run folder"
                 why = f": {job.reason}" if job.reason else ""
                 failed = job.state == "failed"
-                self.notify(f"job {job.id} ({run}) {job.state}{why}", title="Queue",
+                self.notify(escape(shown(f"job {job.id} ({run}) {job.state}{why}")), title="Queue",
                             severity="error" if failed else "information")
                 if failed:
                     self.app.bell()
@@ -133,7 +136,7 @@ class QueueScreen(Screen):
         except WorkbenchError as error:
             self.notify(f"Not queued: {error}", severity="error")
             return
-        self.notify(f"Queued {config.arch} on {config.dataset} for {config.epochs} epochs.")
+        self.notify(escape(shown(f"Queued {config.arch} on {config.dataset} for {config.epochs} epochs.")))
         self._list()
 
     def action_start_queue(self) -> None:

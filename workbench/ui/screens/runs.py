@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from workbench.core.events import from_row
 from workbench.core.lifecycle.view import RunView
+from workbench.core.shown import shown
 from workbench.core.wording import count as counted
 from workbench.ui import formatting as fmt
 from workbench.ui.widgets.charts import TrainingCharts
@@ -60,7 +61,7 @@ class RunsScreen(Screen):
         # The columns a narrow terminal must not lose come first: which run, how it ended, how good.
         for label in ("run", "status", "best", "epochs", "arch", "data set", "started"):
             table.add_column(label, key=label)
-        table.border_title = escape(f"runs in {fmt.short_path(self.runs_dir)}/")
+        table.border_title = escape(shown(f"runs in {fmt.short_path(self.runs_dir)}/"))
         table.focus()
         self._list()
 
@@ -89,16 +90,16 @@ class RunsScreen(Screen):
         for summary in message.summaries:
             started = summary.started.strftime("%Y-%m-%d %H:%M") if summary.started else "-"
             table.add_row(
-                self._name_cell(summary), Text(summary.status, style=STATUS_STYLES.get(summary.status, "")),
+                self._name_cell(summary), Text(shown(summary.status), style=STATUS_STYLES.get(summary.status, "")),
                 Text(_best(summary), justify="right"), f"{summary.epochs_done}/{summary.epochs}",
-                Text(summary.arch), Text(_short_dataset(summary.dataset)), started,
+                Text(shown(summary.arch)), Text(shown(_short_dataset(summary.dataset))), started,
                 key=str(summary.path),
             )
         keys = [str(s.path) for s in message.summaries]
         if keep is not None and str(keep) in keys:
             table.move_cursor(row=keys.index(str(keep)))
         hint = "enter: charts · space: select · c: compare · u: queue · e: export · i: images" if message.summaries else (
-            f"no runs in {fmt.short_path(self.runs_dir)} yet: escape, then s starts one"
+            f"no runs in {shown(fmt.short_path(self.runs_dir))} yet: escape, then s starts one"
         )
         self.query_one("#runs-hint", Static).update(hint)
         self.app.refresh_bindings()
@@ -115,7 +116,7 @@ class RunsScreen(Screen):
 
     def _name_cell(self, summary) -> Text:
         chosen = str(summary.path) in self.selected
-        return Text(("● " if chosen else "  ") + summary.name, style="bold" if chosen else "")
+        return Text(("● " if chosen else "  ") + shown(summary.name), style="bold" if chosen else "")
 
     def action_select_run(self) -> None:
         run = self.current_run
@@ -168,7 +169,7 @@ class RunScreen(Screen):
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
         self.run_dir = run_dir
-        self.sub_title = escape(run_dir.name)
+        self.sub_title = escape(shown(run_dir.name))
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -210,12 +211,13 @@ class RunScreen(Screen):
                 _number(r.get("val_loss")), fmt.percent(r.get("val_acc")),
                 _number(r.get("test_loss")), fmt.percent(r.get("test_acc")), fmt.duration(r.get("epoch_s")),
             )
-        shown = [r for r in epochs if r.get("per_class_acc")]
-        if shown:
+        evaluated = [r for r in epochs if r.get("per_class_acc")]
+        if evaluated:
+            last = evaluated[-1]
             classes = self.query_one(ClassAccuracy)
-            classes.show(shown[-1]["per_class_acc"], shown[-1].get("per_class_precision"), shown[-1].get("per_class_f1"))
-            split = fmt.SPLITS.get(shown[-1].get("per_class_split") or "test", "test")
-            classes.border_title = f"per class · {split} · epoch {shown[-1]['epoch']}"
+            classes.show(last["per_class_acc"], last.get("per_class_precision"), last.get("per_class_f1"))
+            split = fmt.SPLITS.get(last.get("per_class_split") or "test", "test")
+            classes.border_title = escape(shown(f"per class · {split} · epoch {last['epoch']}"))
 
 
 def read_run_details(run_dir: Path) -> RunDetails:
@@ -241,7 +243,7 @@ def read_run_details(run_dir: Path) -> RunDetails:
     outcome = f"{status}" + (f" ({reason})" if reason else "")
     best_text = f"best {fmt.SPLITS[split]} {fmt.percent(best)} (epoch {best_epoch})" if split else "not evaluated yet"
     done = max((r["epoch"] for r in epoch_rows), default=0)
-    summary = f"{settings}\n{outcome} · {done}/{counted(max(epochs, done), 'epoch')} · {best_text}"
+    summary = f"{shown(settings)}\n{shown(outcome)} · {done}/{counted(max(epochs, done), 'epoch')} · {best_text}"
     return RunDetails(records, max(epochs, done), summary)
 
 

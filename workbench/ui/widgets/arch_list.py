@@ -11,6 +11,7 @@ from textual.markup import escape
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
+from workbench.core.shown import shown
 from workbench.core.catalog import arch_label
 from workbench.ui import formatting as fmt
 from workbench.ui.jobs import Architecture
@@ -120,8 +121,8 @@ class ArchitectureList(Vertical):
                 haystack = f"{arch.name} {arch.description}".lower()
                 if all(word in haystack for word in words):
                     table.add_row(
-                        Text(arch_label(arch.name), style="bold"), self._params_cell(arch.name),
-                        Text(arch.description), key=arch.name,
+                        Text(shown(arch_label(arch.name)), style="bold"), self._params_cell(arch.name),
+                        Text(shown(arch.description)), key=arch.name,
                     )
             table.add_row(Text("add a file…", style="italic"), Text(""),
                           Text("your own network: path/to/file.py:factory (enter)", style="dim"), key=ADD_FILE)
@@ -148,13 +149,13 @@ class ArchitectureList(Vertical):
             return
         known = self.chosen in {a.name for a in self.architectures}
         if not known:
-            summary.update(f"[b]{escape(self.chosen)}[/b] is not an architecture; choose one above")
+            summary.update(f"[b]{escape(shown(self.chosen))}[/b] is not an architecture; choose one above")
             return
         params = self.params.get(self.chosen, None)
         count = f"{params:,} params" if params else "counting parameters…"
         on = f" for {escape(self.shape_text)}" if self.shape_text else ""
         description = next(a.description for a in self.architectures if a.name == self.chosen)
-        summary.update(f"[b]{escape(arch_label(self.chosen))}[/b]: {escape(description)}\n{count}{on}")
+        summary.update(f"[b]{escape(shown(arch_label(self.chosen)))}[/b]: {escape(shown(description))}\n{count}{on}")
 
     # ---- events -------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable
 
+from workbench.core.shown import shown
 from workbench.ui import formatting as fmt
 
 BAR_WIDTH = 5
@@ -30,7 +31,7 @@ class ClassAccuracy(DataTable):
             weak = acc <= threshold and acc < 0.999
             style = "bold red" if weak else ""
             self.add_row(
-                Text(("! " if weak else "  ") + name, style=style),
+                Text(("! " if weak else "  ") + shown(name), style=style),
                 Text(fmt.percent(acc), justify="right", style=style),
                 Text(fmt.percent((precision or {}).get(name), 0), justify="right"),
                 Text(_two(f1, name), justify="right"),

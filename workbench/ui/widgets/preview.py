@@ -11,6 +11,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from workbench.core.shown import shown
 from workbench.ui.jobs import DecodedImage
 
 HALF_BLOCK = "▀"  # foreground paints the top pixel, background the bottom one
@@ -65,7 +66,7 @@ class ImagePreview(ScrollView, can_focus=True):
 
     def show(self, image: DecodedImage | None, message: str = "") -> None:
         self.image = image
-        self.message = message or ("no image selected" if image is None else "")
+        self.message = shown(message) or ("no image selected" if image is None else "")
         self._relayout()
 
     def zoom_in(self) -> None:

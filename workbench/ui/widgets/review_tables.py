@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
+from workbench.core.shown import shown
 from workbench.ui import formatting as fmt
 from workbench.ui.inspect_jobs import ClassScore, Guess, describe
 
@@ -15,8 +16,9 @@ STRONG_CONFUSION = 0.1  # off-diagonal cells holding this share of their row sta
 
 
 def _text(value: str, style: str = "", justify: str | None = None) -> Text:
-    """A cell as Text, so a class name with [brackets] is never read as markup."""
-    return Text(value, style=style, justify=justify, end="", no_wrap=True)
+    """A cell as Text, so a class name with [brackets] is never read as markup, nor its control
+    characters as terminal commands."""
+    return Text(shown(value), style=style, justify=justify, end="", no_wrap=True)
 
 
 def _number(value: int, style: str = "") -> Text:
@@ -71,7 +73,7 @@ class ConfusionTable(DataTable):
             if row >= len(self.matrix):
                 return ""
             total = sum(self.matrix[row])
-            return f"{self.class_names[row]}: {fmt.count(self.matrix[row][row])} of {fmt.count(total)} test images right"
+            return f"{shown(self.class_names[row])}: {fmt.count(self.matrix[row][row])} of {fmt.count(total)} test images right"
         true, predicted = found
         n = self.matrix[true][predicted]
         images = f"{fmt.count(n)} test image{'' if n == 1 else 's'}"

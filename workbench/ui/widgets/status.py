@@ -6,6 +6,7 @@ from textual.content import Content
 from textual.widget import Widget
 
 from workbench.core.lifecycle.view import RunView
+from workbench.core.shown import shown
 from workbench.ui import formatting as fmt
 
 PHASE_STYLES = {
@@ -66,7 +67,7 @@ class TrainStatus(Widget):
             f"elapsed {fmt.duration(view.elapsed_s)}",
             f"ETA {fmt.duration(view.eta_s)}" if view.phase == "training" else "",
             fmt.rate(view.images_per_s) if view.images_per_s and view.phase == "training" else "",
-            view.device_name,
+            shown(view.device_name),
             f"GPU mem {view.gpu_memory_mb / 1024:.1f} GB" if view.gpu_memory_mb else "",
             f"lr {view.lr:.3g}" if view.lr is not None else "",
             f"best val {fmt.percent(view.best[0])} (epoch {view.best[1]})" if view.best else "",
@@ -76,5 +77,5 @@ class TrainStatus(Widget):
         parts += ["\n", (" · ".join(part for part in details if part), "$text-muted")]
         if view.reason and view.phase in ("failed", "interrupted", "paused", "stopped", "finished"):
             colour = "$text-error" if view.phase in ("failed", "interrupted") else "$text-warning"
-            parts += ["\n", (view.reason, colour)]
+            parts += ["\n", (shown(view.reason), colour)]
         return tuple(parts)

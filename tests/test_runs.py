@@ -1,0 +1,132 @@
+"""Run folders as files: what a reader does with a pipe where a file belongs, a full disk on an
+append, and who the lock sentence names (issue 21)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_trust import REPO, folder_config, image_folder
+from workbench.core import runs
+from workbench.core.errors import RunBusy, WorkbenchError
+from workbench.core.training.engine import fit
+
+# A reader that blocks on a FIFO never returns: the subprocess's timeout turns that hang into a failure.
+PROMPT_S = 120
+
+
+@pytest.fixture(scope="module")
+def exported_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("fifo")
+    dataset = image_folder(base / "animals")
+    run = fit(folder_config(base, dataset), lambda event: None)
+    cli = _cli(base, "export", run)
+    assert cli.returncode == 0, cli.stderr
+    return base, run, dataset
+
+
+def _cli(cwd, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "workbench", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=PROMPT_S, env=env)
+
+
+def _copy_with_pipe(base, run, name: str, copy: str):
+    target = base / copy / run.name
+    shutil.copytree(run, target)
+    (target / name).unlink()
+    os.mkfifo(target / name)
+    return target
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "status", "run.json", "config.toml"])
+def test_runs_and_compare_skip_a_pipe_in_a_run_folder_promptly(exported_run, name):
+    base, run, _ = exported_run
+    pipe_run = _copy_with_pipe(base, run, name, f"runs-{name}")
+    listed = _cli(base, "runs", "--runs-dir", pipe_run.parent)
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    compared = _cli(base, "compare", pipe_run, run)
+    assert "Traceback" not in compared.stderr, compared.stderr
+    assert compared.returncode == 0 or len(compared.stderr.strip().splitlines()) == 1, compared.stderr
+
+
+@pytest.mark.parametrize("name", ["export/model.json", "export/model.safetensors", "run.json",
+                                  "checkpoints/best.pt"])
+def test_export_and_predict_refuse_a_pipe_in_one_line(exported_run, name):
+    base, run, dataset = exported_run
+    pipe_run = _copy_with_pipe(base, run, name, f"pipes-{name.replace('/', '-')}")
+    image = next((dataset / "test" / "ant").iterdir())
+    command = ["predict", pipe_run / "export", image] if name.startswith("export/") else ["export", pipe_run]
+    result = _cli(base, *command)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    (line,) = result.stderr.strip().splitlines()
+    assert any(words in line for words in ("not a regular file", "missing or damaged")), line
+
+
+def test_safe_read_refuses_a_pipe_without_blocking_and_reads_a_file_in_pieces(tmp_path):
+    from workbench.core.safe_read import NotReadable, read_bytes, read_from, text_or_none
+
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(NotReadable, match="not a regular file"):
+        read_bytes(tmp_path / "pipe", 100)
+    assert text_or_none(tmp_path / "pipe", 100) is None
+    (tmp_path / "big").write_bytes(b"x" * 101)
+    with pytest.raises(NotReadable, match="larger than"):
+        read_bytes(tmp_path / "big", 100)
+    assert read_from(tmp_path / "big", 99, 10) == (b"xx", 101)
+    assert read_from(tmp_path / "big", 200, 10) == (b"", 101)
+
+
+def test_runs_full_disk_on_metrics_append_names_the_file(tmp_path, monkeypatch):
+    import builtins
+
+    real_open = builtins.open
+
+    def full(path, mode="r", *args, **kwargs):
+        if str(path).endswith("metrics.jsonl") and "a" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full)
+    with pytest.raises(WorkbenchError) as raised:
+        runs.append_metrics(tmp_path, {"type": "step"})
+    message = str(raised.value)
+    assert "metrics.jsonl" in message and "disk" in message and "full" in message and "free some space" in message
+
+
+def test_runs_busy_sentence_does_not_name_a_dead_trainer(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = runs.RunLock(run)
+    holder.acquire()  # this process holds it; .lock names a process that has ended
+    (run / runs.LOCK_FILE).write_text(json.dumps({"pid": pid, "host": os.uname().nodename, "command": "train"}))
+    with pytest.raises(RunBusy) as raised:
+        runs.RunLock(run).acquire()
+    holder.release()
+    message = str(raised.value)
+    assert "being trained by process" not in message and f"{pid}" in message and "has ended" in message
+
+
+def test_runs_cleanup_of_killed_writes_keeps_the_users_own_files(tmp_path):
+    from workbench.core.atomic import atomic_path, clean_temp_files
+
+    (tmp_path / ".notes.tmp").write_text("mine")
+    (tmp_path / ".draft.v2.tmp").write_text("mine too")
+    try:
+        with atomic_path(tmp_path / "last.pt") as temporary:
+            temporary.write_bytes(b"half")
+            raise KeyboardInterrupt  # killed half way: its temporary would normally go with it
+    except KeyboardInterrupt:
+        pass
+    leftover = tmp_path / ".last.pt.abcd1234.tmp"
+    leftover.write_bytes(b"half")  # what a SIGKILL leaves behind
+    assert clean_temp_files(tmp_path) == [leftover]
+    assert (tmp_path / ".notes.tmp").read_text() == "mine" and (tmp_path / ".draft.v2.tmp").exists()
