@@ -18,8 +18,8 @@ from textual_plotext import PlotextPlot
 from workbench.core.lifecycle.view import Curve, RunView
 
 REDRAW_CHECK_S = 0.25  # how often the chart looks for new points
-MIN_REDRAW_GAP_S = 1.0  # never rebuild more than once a second
-COST_FACTOR = 20  # wait 20x the last rebuild's cost: plotting takes <= ~5% of a core
+MIN_REDRAW_GAP_S = 2.0  # never rebuild more often: training shares the cores with drawing
+COST_FACTOR = 60  # wait 60x the last rebuild's cost: each chart takes <= ~1.7% of a core
 POINTS_PER_COLUMN = 2  # braille markers resolve two points per terminal column
 COLUMNS_PER_X_TICK = 6  # room for a label like "250" and the gap to the next
 
@@ -243,8 +243,9 @@ class TrainingCharts(Widget):
         self.accuracy.show(view.accuracy, epochs, best, view.version)
         self.lr.show({"lr": view.lr_curve}, epochs, None, view.version)
         mark = " [rgb(120,220,120)]┃[/]best" if best is not None else ""
-        self.accuracy.border_subtitle = self.accuracy.legend + mark
-        self.loss.border_subtitle = self.loss.legend + mark
+        for chart in (self.accuracy, self.loss):
+            if chart.border_subtitle != chart.legend + mark:  # a border change repaints the chart: only when it moves
+                chart.border_subtitle = chart.legend + mark
 
     def redraw_now(self) -> None:
         for chart in (self.loss, self.accuracy, self.lr):
