@@ -11,10 +11,11 @@ import sys
 from typing import Sequence
 
 from workbench.core.config import DEVICES, RunConfig
+from workbench.core import exit_codes
 from workbench.core.errors import WorkbenchError
 from workbench.options import add_train_options, config_from_args
 
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = exit_codes.BAD_INPUT
 COMMANDS = ("train", "models", "runs", "export", "predict", "bench", "lr-find", "batch-find", "reproduce",
             "compare", "sweep", "queue", "watch")
 EXPERIMENT_COMMANDS = ("compare", "sweep", "queue", "watch")  # in workbench/experiments.py
@@ -161,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("workbench: interrupted", file=sys.stderr)
-        return 130
+        return exit_codes.STOPPED
 
 
 def _dispatch(command: str, args: argparse.Namespace) -> int:

@@ -11,11 +11,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from workbench.core import exit_codes
 from workbench.core.errors import WorkbenchError
 from workbench.core.shown import shown
 from workbench.core.wording import count as counted
 
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED = exit_codes.OK, exit_codes.FAILED
 
 
 def run_train(args: argparse.Namespace) -> int:

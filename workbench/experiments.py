@@ -14,12 +14,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from workbench.core import exit_codes
 from workbench.core.config import SETTINGS, RunConfig
 from workbench.core.errors import WorkbenchError
 from workbench.core.shown import shown
 from workbench.core.wording import count as counted
 
-EXIT_OK = 0
+EXIT_OK = exit_codes.OK
 COMMANDS = ("compare", "sweep", "queue", "watch")
 
 

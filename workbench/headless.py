@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
+from workbench.core import exit_codes
 from workbench.core.config import RunConfig
 from workbench.core.events import (
     CheckpointSaved,
@@ -30,8 +31,8 @@ from workbench.core.training.control import TrainControl
 from workbench.core.training.distributed import World
 from workbench.core.training.engine import fit
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
-EXIT_TERMINATED = 143  # 128 + SIGTERM, what `timeout`, systemd and batch schedulers expect
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = exit_codes.OK, exit_codes.FAILED, exit_codes.BAD_INPUT
+EXIT_STOPPED, EXIT_TERMINATED = exit_codes.STOPPED, exit_codes.TERMINATED
 STOP_GRACE_S = 30.0  # the longest a stop may take (the step, the checkpoint) before the run is abandoned
 GRACE_VARIABLE = "WORKBENCH_STOP_GRACE_S"
 

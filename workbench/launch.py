@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from workbench.core import exit_codes
 from workbench.core.errors import WorkbenchError
 from workbench.core.lifecycle.tail import JsonLinesTail
 
 ANSWER_FLAG = "--json-lines"
 POLL_S = 0.1
 
-EXIT_FAILED = 1
+EXIT_FAILED = exit_codes.FAILED
 
 
 def without_gpus_flag(argv: Sequence[str]) -> list[str]:

@@ -15,11 +15,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from workbench.core import exit_codes
 from workbench.core.errors import WorkbenchError
 from workbench.core.shown import shown
 from workbench.core.wording import count as counted
 
-EXIT_OK, EXIT_FAILED, EXIT_STOPPED, EXIT_TERMINATED = 0, 1, 130, 143
+EXIT_OK, EXIT_FAILED, EXIT_STOPPED, EXIT_TERMINATED = (exit_codes.OK, exit_codes.FAILED, exit_codes.STOPPED,
+                                                        exit_codes.TERMINATED)
 TABLES = ("seed-table",)
 
 

@@ -8,10 +8,11 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from workbench.core import exit_codes
 from workbench.core.errors import WorkbenchError
 from workbench.core.shown import shown
 
-EXIT_OK = 0
+EXIT_OK = exit_codes.OK
 TABLE_ROWS = 12
 
 

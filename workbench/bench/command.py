@@ -29,6 +29,7 @@ from workbench.bench.reference import (
     run_reference,
 )
 from workbench.bench.settings import BenchSettings, settings_from_args
+from workbench.core import exit_codes
 from workbench.core.shown import shown
 
 EXCLUDED = (
@@ -36,7 +37,7 @@ EXCLUDED = (
     f"warm-up (per side, {WARMUP_STEPS} training steps on a throwaway model: for the engine a fit() stopped early)",
     "engine start-up before its first step (reading the cache, building the run folder)",
 )
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED = exit_codes.OK, exit_codes.FAILED
 BUSY_SHARE = 0.25  # other programs using this share of the CPUs make wall times unreliable
 
 # ---- the command -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from textual.app import App
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from workbench.core import exit_codes
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
 from workbench.ui import jobs
@@ -24,7 +25,7 @@ from workbench.ui.screens.dashboard import DashboardScreen
 from workbench.ui.settings import config_values, default_config_dir, read_last_values
 
 MIN_SIZE = (56, 16)
-EXIT_TERMINATED = 143  # 128 + SIGTERM  # below this the screens cannot be read; a notice covers them
+EXIT_TERMINATED = exit_codes.TERMINATED
 
 
 class WorkbenchApp(WorkbenchActions, App[int]):

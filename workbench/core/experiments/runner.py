@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from workbench.core import exit_codes
 from workbench.core.experiments.queue import Job, JobQueue, RunnerLock, runner_id
 from workbench.core.runs import read_status
 
@@ -29,7 +30,7 @@ POLL_S = 0.3
 RECOVER_EVERY_S = 10.0  # how often a runner looks for jobs whose runner died (their trainers may outlive it)
 KILL_AFTER_S = 45.0  # a trainer still alive this long after SIGTERM is killed (its own limit is 30 s)
 MAX_ATTEMPTS = 3  # a job whose trainer keeps being killed is given up after this many starts
-EXIT_OK, EXIT_BAD_INPUT, STOPPED_CODES = 0, 2, (130, 143)
+EXIT_OK, STOPPED_CODES = exit_codes.OK, exit_codes.STOPPED_CODES
 
 
 @dataclass
