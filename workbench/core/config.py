@@ -205,10 +205,6 @@ class RunConfig:
         if self.data_dir:
             _expand(self.data_dir, "data_dir")
 
-    @property
-    def is_folder_dataset(self) -> bool:
-        return self.dataset not in DATASET_NAMES
-
     def resolved_data_dir(self) -> Path:
         return _expand(self.data_dir, "data_dir") if self.data_dir else default_data_dir()
 

@@ -58,8 +58,3 @@ def class_reports(matrix: torch.Tensor, classes: Sequence[str]) -> list[ClassRep
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         reports.append(ClassReport(str(name), support, correct, predicted, precision, recall, f1))
     return reports
-
-
-def accuracy_by_class(matrix: torch.Tensor, classes: Sequence[str]) -> dict[str, float]:
-    """{class name: accuracy}, as the metrics records and the dashboard show it."""
-    return dict(zip((str(name) for name in classes), per_class_accuracy(matrix)))

@@ -28,6 +28,7 @@ from workbench.core.atomic import write_json_atomic, write_text_atomic
 from workbench.core.catalog import arch_label
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
+from workbench.core.lifecycle.tail import rows_of
 from workbench.core.network_copy import keep_copy
 from workbench.core.run_lock import LOCK_FILE, RunLock, is_locked
 from workbench.core.safe_read import KB, MB, read_text, text_or_none
@@ -164,20 +165,7 @@ def repair_metrics(run_dir: Path, keep_through_step: int | None = None) -> int:
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """All rows in order; a torn or damaged line (crash mid-write) is skipped."""
     text = text_or_none(run_dir / "metrics.jsonl", METRICS_LIMIT, errors="replace")
-    return metrics_rows(text.splitlines()) if text else []
-
-
-def metrics_rows(lines) -> list[dict[str, Any]]:
-    """The metrics.jsonl lines (str or bytes) that are whole JSON objects, in order."""
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    return rows_of(text.splitlines()) if text else []  # the one reader of metrics lines, shared with the follower
 
 
 def epoch_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -15,31 +15,10 @@ from workbench.ui import jobs
 
 if TYPE_CHECKING:
     from workbench.core.inspection.review import Review
+    from workbench.core.metrics import ClassReport
     from workbench.core.inspection.summary import DatasetSummary, LayerRow
 
 TOP = 5  # classes listed for a prediction
-
-
-@dataclass(frozen=True)
-class ClassScore:
-    name: str
-    images: int  # test images of this class
-    correct: int
-    predicted: int = 0  # test images predicted as this class
-
-    @property
-    def accuracy(self) -> float:
-        """Recall: the share of this class's images the model got right."""
-        return self.correct / self.images if self.images else 0.0
-
-    @property
-    def precision(self) -> float:
-        return self.correct / self.predicted if self.predicted else 0.0
-
-    @property
-    def f1(self) -> float:
-        total = self.precision + self.accuracy
-        return 2 * self.precision * self.accuracy / total if total else 0.0
 
 
 @dataclass(frozen=True)
@@ -59,8 +38,11 @@ class Inspection:
     resize: str = "stretch"  # how the run made its images square; predict does the same
 
     @property
-    def scores(self) -> list[ClassScore]:
-        return class_scores(self.classes, self.confusion)
+    def scores(self) -> list[ClassReport]:
+        """Per-class recall, precision and F1: the metrics every other view uses (core/metrics.py)."""
+        from workbench.core.metrics import class_reports
+
+        return class_reports(self.confusion, self.classes)
 
 
 @dataclass(frozen=True)
@@ -68,11 +50,6 @@ class Guess:
     name: str
     probability: float  # mean over the passes
     spread: float  # standard deviation over the passes; 0 without Monte-Carlo dropout
-
-
-def class_scores(classes: list[str], confusion: list[list[int]]) -> list[ClassScore]:
-    predicted = [sum(row[i] for row in confusion) for i in range(len(classes))]
-    return [ClassScore(name, sum(row), row[i], predicted[i]) for i, (name, row) in enumerate(zip(classes, confusion))]
 
 
 def load_inspection(run_dir: Path) -> Inspection:

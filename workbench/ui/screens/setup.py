@@ -133,11 +133,6 @@ class SetupScreen(Screen):
     def use_preset(self, name: str) -> None:
         self.query_one("#preset", Select).value = name
 
-    @property
-    def start_pending(self) -> bool:
-        """A start was asked for and its check has not come back yet."""
-        return self._start_pending
-
     def request_start(self) -> None:
         """Validate what the form says now and, when it is valid, ask the app to start it."""
         if self._start_pending:

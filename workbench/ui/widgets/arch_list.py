@@ -79,12 +79,6 @@ class ArchitectureList(Vertical):
         self.architectures = architectures
         self._rebuild()
 
-    def set_shape(self, text: str) -> None:
-        """Describe the data set the counts are for; counts are cleared until they arrive."""
-        self.shape_text = text
-        self.params = {}
-        self._rebuild()
-
     def set_param_count(self, name: str, params: int | None) -> None:
         self.params[name] = params
         table = self.query_one(DataTable)

@@ -8,7 +8,7 @@ from textual.widgets import DataTable
 
 from workbench.core.shown import shown
 from workbench.ui import formatting as fmt
-from workbench.ui.inspect_jobs import ClassScore, Guess, describe
+from workbench.ui.inspect_jobs import Guess, describe
 
 BAR_WIDTH = 10
 ACCURACY_KEY = "acc"
@@ -88,7 +88,7 @@ class ClassScores(DataTable):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, id=id)
-        self.scores: list[ClassScore] = []
+        self.scores: list = []  # core.metrics.ClassReport, one per class
         self.weakest_first = False
 
     def on_mount(self) -> None:
@@ -100,7 +100,7 @@ class ClassScores(DataTable):
         self.add_column(_text("precision", "", "right"), key="precision")
         self.add_column(_text("F1", "", "right"), key="f1")
 
-    def show(self, scores: list[ClassScore]) -> None:
+    def show(self, scores: list) -> None:
         self.scores = scores
         self._fill()
 
@@ -110,18 +110,18 @@ class ClassScores(DataTable):
 
     def _fill(self) -> None:
         self.clear()
-        order = sorted(self.scores, key=lambda s: (s.accuracy, s.name)) if self.weakest_first else self.scores
+        order = sorted(self.scores, key=lambda s: (s.recall, s.name)) if self.weakest_first else self.scores
         if not order:
             return
-        threshold = sorted(s.accuracy for s in self.scores)[max(1, len(self.scores) // 5) - 1]
+        threshold = sorted(s.recall for s in self.scores)[max(1, len(self.scores) // 5) - 1]
         for score in order:
-            style = "bold red" if score.accuracy <= threshold and score.accuracy < 0.999 else ""
+            style = "bold red" if score.recall <= threshold and score.recall < 0.999 else ""
             self.add_row(
                 _text(score.name, style=style),
-                _number(score.images),
+                _number(score.support),
                 _number(score.correct),
-                _text(fmt.percent(score.accuracy), justify="right", style=style),
-                _text(fmt.bar(score.accuracy, BAR_WIDTH), style=style or "green"),
+                _text(fmt.percent(score.recall), justify="right", style=style),
+                _text(fmt.bar(score.recall, BAR_WIDTH), style=style or "green"),
                 _text(fmt.percent(score.precision), justify="right"),
                 _text(f"{score.f1:.2f}", justify="right"),
                 key=score.name,
