@@ -21,39 +21,37 @@ from workbench.core.shown import shown
 from workbench.core.wording import count as counted
 
 EXIT_OK = exit_codes.OK
-COMMANDS = ("compare", "sweep", "queue", "watch")
+def compare_options(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Compare runs: the settings that differ, best and final test accuracy, time, speed."
+    parser.add_argument("runs", nargs="*", help="run folders (or names inside --runs-dir)")
+    parser.add_argument("--runs-dir", default="runs", help="(default: runs)")
+    parser.add_argument("--sweep", metavar="ID", help="every run of this sweep (see `workbench queue`)")
+    parser.add_argument("--sort", metavar="COLUMN", default="",
+                        help="sort by a column: best-test, final-test, time, images/s, or a setting")
+    parser.add_argument("--json", action="store_true", help="the comparison as JSON")
 
 
-def add_experiment_options(command: str, parser: argparse.ArgumentParser) -> None:
-    if command == "compare":
-        parser.description = "Compare runs: the settings that differ, best and final test accuracy, time, speed."
-        parser.add_argument("runs", nargs="*", help="run folders (or names inside --runs-dir)")
-        parser.add_argument("--runs-dir", default="runs", help="(default: runs)")
-        parser.add_argument("--sweep", metavar="ID", help="every run of this sweep (see `workbench queue`)")
-        parser.add_argument("--sort", metavar="COLUMN", default="",
-                            help="sort by a column: best-test, final-test, time, images/s, or a setting")
-        parser.add_argument("--json", action="store_true", help="the comparison as JSON")
-    elif command == "sweep":
-        from workbench.options import add_train_options
+def sweep_options(parser: argparse.ArgumentParser) -> None:
+    from workbench.options import add_train_options
 
-        parser.description = ("Queue a grid of runs: comma lists on any train flag (--lr 0.1,0.01 --arch "
-                              "linear,basic_cnn) multiply; alternatives of --augment are split on '/'. "
-                              "Then `workbench queue run` trains them.")
-        add_train_options(parser)
-        _accept_lists(parser)
-        parser.add_argument("--sweep-random", type=int, default=0, metavar="N",
-                            help="queue N distinct points picked at random from the grid (seeded by --sweep-seed)")
-        parser.add_argument("--sweep-seed", type=int, default=0, help="(default: 0)")
-        parser.add_argument("--dry-run", action="store_true", help="list the points, queue nothing")
-    elif command == "queue":
-        _add_queue_options(parser)
-    elif command == "watch":
-        parser.description = "The live dashboard of a run that another process trains (p pauses, x stops it)."
-        parser.add_argument("run", help="run folder (or its name inside --runs-dir)")
-        parser.add_argument("--runs-dir", default="runs")
+    parser.description = ("Queue a grid of runs: comma lists on any train flag (--lr 0.1,0.01 --arch "
+                          "linear,basic_cnn) multiply; alternatives of --augment are split on '/'. "
+                          "Then `workbench queue run` trains them.")
+    add_train_options(parser)
+    _accept_lists(parser)
+    parser.add_argument("--sweep-random", type=int, default=0, metavar="N",
+                        help="queue N distinct points picked at random from the grid (seeded by --sweep-seed)")
+    parser.add_argument("--sweep-seed", type=int, default=0, help="(default: 0)")
+    parser.add_argument("--dry-run", action="store_true", help="list the points, queue nothing")
 
 
-def _add_queue_options(parser: argparse.ArgumentParser) -> None:
+def watch_options(parser: argparse.ArgumentParser) -> None:
+    parser.description = "The live dashboard of a run that another process trains (p pauses, x stops it)."
+    parser.add_argument("run", help="run folder (or its name inside --runs-dir)")
+    parser.add_argument("--runs-dir", default="runs")
+
+
+def queue_options(parser: argparse.ArgumentParser) -> None:
     from workbench.options import add_train_options
 
     parser.description = "The job queue of a runs folder: list it (the default), add a job, work through it."
