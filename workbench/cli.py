@@ -89,6 +89,10 @@ def entry() -> None:
     import threading
 
     code = main()
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun rank: its files are closed; C++ teardown of the
+        sys.stdout.flush()                  # process group's threads can abort a finished rank, so skip it
+        sys.stderr.flush()
+        os._exit(code)
     stray = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not t.daemon]
     if stray:
         names = ", ".join(sorted({t.name for t in stray}))[:200]
