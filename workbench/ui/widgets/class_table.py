@@ -15,9 +15,10 @@ class ClassAccuracy(DataTable):
     """One row per class; the weakest classes are marked in colour and with a '!' so they
     stand out without colour too."""
 
-    def on_mount(self) -> None:
-        self.cursor_type = "none"
-        self.zebra_stripes = True
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="none", zebra_stripes=True)
+        # The columns exist from the start: rows that arrive before the table is mounted (a run
+        # replayed at once) must size them exactly as rows that arrive later do.
         self.add_columns("class", "acc", "prec", "F1", "")
 
     def show(self, per_class: dict[str, float], precision: dict[str, float] | None = None,
