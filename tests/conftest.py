@@ -57,3 +57,15 @@ class Recorder:
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
+
+
+@pytest.fixture(scope="session")
+def recorded_run(data_dir, tmp_path_factory) -> Path:
+    """A finished 3-epoch run, trained for real once per session: the rows tests replay."""
+    from workbench.core.config import RunConfig
+    from workbench.core.training.engine import fit
+
+    config = RunConfig.from_mapping(dict(dataset="shapes", arch="linear", epochs=3, image_size=12, device="cpu",
+                                         data_dir=str(data_dir), runs_dir=str(tmp_path_factory.mktemp("recorded")),
+                                         augment="flip"))
+    return fit(config, lambda event: None)

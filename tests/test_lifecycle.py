@@ -31,11 +31,8 @@ from workbench.core.lifecycle.view import RunView
 from workbench.core.training.control import TrainControl
 from workbench.core.training.engine import fit
 
-RECORDED = Path(__file__).parent / "data" / "recorded-run"
-
-
-def recorded_rows() -> list[dict]:
-    return [json.loads(line) for line in (RECORDED / "metrics.jsonl").read_text().splitlines()]
+def rows_of(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def one_of_each(run_dir: Path) -> list:
@@ -68,8 +65,8 @@ def test_a_row_read_from_a_moved_folder_names_the_folder_it_is_in(tmp_path):
     assert from_row(row, tmp_path).run_dir == tmp_path
 
 
-def test_the_view_is_the_same_fold_whether_rows_or_events_arrive():
-    rows = recorded_rows()
+def test_the_view_is_the_same_fold_whether_rows_or_events_arrive(recorded_run):
+    rows = rows_of(recorded_run)
     from_rows = RunView.of(from_row(row) for row in rows)
     again = RunView.of(from_row(json.loads(json.dumps(row))) for row in rows)
     assert dataclasses.asdict(from_rows) == dataclasses.asdict(again)
@@ -142,10 +139,10 @@ def test_a_headless_trainer_says_it_is_paused_and_stops_its_clock():
     assert clock(3725) == "1:02:05" and clock(None) == "-"
 
 
-def test_the_follower_replays_a_run_that_was_rewritten_by_a_resume(tmp_path):
+def test_the_follower_replays_a_run_that_was_rewritten_by_a_resume(tmp_path, recorded_run):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    rows = recorded_rows()
+    rows = rows_of(recorded_run)
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     follower = RunFollower(run_dir)
     first, restarted = follower.poll()
@@ -155,13 +152,13 @@ def test_the_follower_replays_a_run_that_was_rewritten_by_a_resume(tmp_path):
     assert restarted and len(again) == 10
 
 
-def test_a_damaged_row_is_skipped_alone():
+def test_a_damaged_row_is_skipped_alone(recorded_run):
     for damaged in ({"type": "step", "epoch": 1, "step": 3}, {"type": "notice", "message": None, "level": "info"},
                     {"type": "end", "status": "finished", "epochs_done": 1, "elapsed_s": "x"}, {"type": "start"},
                     {"type": "checkpoint", "path": None, "epoch": 1, "best": False},
                     {"type": "epoch", "epoch": 1, "per_class_acc": {"a": "high"}}):
         assert from_row(damaged, Path("run")) is None, damaged
-    rows = recorded_rows()
+    rows = rows_of(recorded_run)
     damaged = rows[:5] + [{"type": "step", "epoch": 1, "step": 3}, {"type": "start"}] + rows[5:]
     view = RunView.of(event for row in damaged if (event := from_row(row, Path("run"))) is not None)
     assert dataclasses.asdict(view) == dataclasses.asdict(RunView.of(from_row(row, Path("run")) for row in rows))

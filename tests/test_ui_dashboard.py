@@ -13,18 +13,15 @@ from pathlib import Path
 import pytest
 
 from tests.test_ui import asynchronous, wait_until
-from tests.test_ui_snapshots import app_in, in_tmp, settle  # noqa: F401  (in_tmp is a fixture)
+from tests.test_ui_snapshots import app_in, in_tmp, settle, write_recorded_run  # noqa: F401  (in_tmp is a fixture)
 from workbench.core.events import from_row
 from workbench.ui.bridge import EngineBridge
 from workbench.ui.screens.dashboard import DashboardScreen
 from workbench.ui.widgets.charts import _span, compact_labels, epoch_ticks, nice_ticks
 
-RECORDED = Path(__file__).parent / "data" / "recorded-run"
-
-
-def copy_recorded_run(runs_dir: Path) -> Path:
-    run_dir = runs_dir / "20261202-190101-linear"
-    shutil.copytree(RECORDED, run_dir)
+def copy_recorded_run(runs_dir: Path, recorded: Path) -> Path:
+    run_dir = runs_dir / recorded.name
+    shutil.copytree(recorded, run_dir)
     return run_dir
 
 
@@ -55,8 +52,8 @@ async def finished_screen(pilot, screen: DashboardScreen) -> dict:
 
 
 @asynchronous
-async def test_a_recorded_run_looks_the_same_followed_from_its_folder_and_live(in_tmp):
-    run_dir = copy_recorded_run(Path("runs"))
+async def test_a_recorded_run_looks_the_same_followed_from_its_folder_and_live(in_tmp, recorded_run):
+    run_dir = copy_recorded_run(Path("runs"), recorded_run)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
     followed_app = without_toasts(app_in(in_tmp))
@@ -75,13 +72,13 @@ async def test_a_recorded_run_looks_the_same_followed_from_its_folder_and_live(i
         live = await finished_screen(pilot, dashboard)
         engine.join()
 
-    assert followed["title"] == "20261202-190101-linear" and "finished" in followed["status"]
+    assert followed["title"] == recorded_run.name and "finished" in followed["status"]
     assert followed["charts"][0][:2] == (3, followed["phase"][3][1]) and len(followed["classes"]) == 10
     assert live == followed
 
 
 def test_a_followed_run_snapshot(snap_compare, in_tmp):
-    run_dir = copy_recorded_run(Path("runs"))
+    run_dir = write_recorded_run(Path("runs"))  # fixed numbers: a snapshot must not hold a run's timings
 
     async def follow(pilot):
         pilot.app.watch_run(run_dir)
