@@ -53,13 +53,13 @@ COMMANDS = (
     Command("reproduce", "seed-table: the seed tutorials' six models with their recipe, beside the seed's figures",
             f"{HERE}:reproduce_options", "workbench.commands:run_reproduce"),
     Command("compare", "runs side by side: the settings that differ, best and final accuracy, time",
-            "workbench.experiments:compare_options", "workbench.experiments:run_compare"),
+            "workbench.experiment_commands:compare_options", "workbench.experiment_commands:run_compare"),
     Command("sweep", "queue a grid of runs from comma lists on train flags",
-            "workbench.experiments:sweep_options", "workbench.experiments:run_sweep"),
+            "workbench.experiment_commands:sweep_options", "workbench.experiment_commands:run_sweep"),
     Command("queue", "list, add to and work through (queue run [--parallel N]) the job queue",
-            "workbench.experiments:queue_options", "workbench.experiments:run_queue"),
+            "workbench.experiment_commands:queue_options", "workbench.experiment_commands:run_queue"),
     Command("watch", "the live dashboard of a run another process trains",
-            "workbench.experiments:watch_options", "workbench.experiments:run_watch"),
+            "workbench.experiment_commands:watch_options", "workbench.experiment_commands:run_watch"),
 )
 BY_NAME = {command.name: command for command in COMMANDS}
 

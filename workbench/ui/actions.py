@@ -14,7 +14,7 @@ from textual.screen import Screen
 
 from workbench.core.wording import count as counted
 from workbench.ui import formatting as fmt
-from workbench.ui import jobs
+from workbench.ui import workers
 from workbench.ui.screens.images import ImagesScreen
 from workbench.ui.screens.inspect import InspectScreen
 from workbench.ui.screens.modals import Question, TooSmall, confirm_unevaluated_export, offer_resume
@@ -92,7 +92,7 @@ ACTION_BY_NAME = {action.name: action for action in ACTIONS}
 
 
 class ExportDone(Message):
-    def __init__(self, report: jobs.ExportReport) -> None:
+    def __init__(self, report: workers.ExportReport) -> None:
         super().__init__()
         self.report = report
 
@@ -202,7 +202,7 @@ class WorkbenchActions:
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="export-check", description="export")
     def _check_then_export(self: WorkbenchApp, run_dir: Path) -> None:
-        evaluated, steps = jobs.evaluated(run_dir)
+        evaluated, steps = workers.evaluated(run_dir)
         if evaluated:
             self.call_from_thread(self._start_export, run_dir)
         else:
@@ -221,7 +221,7 @@ class WorkbenchActions:
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="export", description="export")
     def _export(self: WorkbenchApp, run_dir: Path) -> None:
-        self.post_message(ExportDone(jobs.export_and_verify(run_dir)))
+        self.post_message(ExportDone(workers.export_and_verify(run_dir)))
 
     def on_export_done(self: WorkbenchApp, message: ExportDone) -> None:
         report = message.report
@@ -236,7 +236,7 @@ class WorkbenchActions:
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="interrupted", description="checking for interrupted runs")
     def _look_for_interrupted_runs(self: WorkbenchApp) -> None:
-        found = jobs.interrupted_runs(self.runs_dir)
+        found = workers.interrupted_runs(self.runs_dir)
         if found:
             self.post_message(InterruptedFound(found))
 
@@ -257,7 +257,7 @@ class WorkbenchActions:
     def _prepare_resume(self: WorkbenchApp, run_dir: Path) -> None:
         from workbench.core.runs import read_metrics
 
-        config = jobs.resume_config(run_dir)
+        config = workers.resume_config(run_dir)
         self.post_message(ResumeReady(run_dir, config, read_metrics(run_dir)))
 
     def on_resume_ready(self: WorkbenchApp, message: ResumeReady) -> None:

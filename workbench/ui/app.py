@@ -15,9 +15,9 @@ from textual.worker import Worker, WorkerState
 from workbench.core import exit_codes
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
-from workbench.ui import jobs
+from workbench.ui import workers
 from workbench.ui.actions import ACTIONS, WorkbenchActions
-from workbench.ui.commands import WorkbenchCommands
+from workbench.ui.palette import WorkbenchCommands
 from workbench.ui.screens.lr_find import LrFindScreen
 from workbench.ui.screens.modals import Question, TooSmall, confirm_quit
 from workbench.ui.screens.setup import SetupScreen
@@ -132,7 +132,7 @@ class WorkbenchApp(WorkbenchActions, App[int]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="batch-find", description="the batch-size finder")
     def _batch_find(self, config: RunConfig) -> None:
-        largest, reason = jobs.find_batch_size(config)
+        largest, reason = workers.find_batch_size(config)
         self.call_from_thread(self._batch_found, largest, reason)
 
     def _batch_found(self, largest: int, reason: str) -> None:

@@ -16,21 +16,21 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from workbench.core.shown import shown
 from workbench.ui import formatting as fmt
-from workbench.ui import jobs
+from workbench.ui import workers
 from workbench.ui.widgets.preview import ImagePreview
 
 RESCAN_EVERY_S = 3.0  # training writes new images at epoch ends
 
 
 class ImagesFound(Message):
-    def __init__(self, run_dir: Path | None, files: list[jobs.ImageFile]) -> None:
+    def __init__(self, run_dir: Path | None, files: list[workers.ImageFile]) -> None:
         super().__init__()
         self.run_dir = run_dir
         self.files = files
 
 
 class ImageDecoded(Message):
-    def __init__(self, image: jobs.DecodedImage | None, problem: str = "") -> None:
+    def __init__(self, image: workers.DecodedImage | None, problem: str = "") -> None:
         super().__init__()
         self.image = image
         self.problem = problem
@@ -52,7 +52,7 @@ class ImagesScreen(Screen):
         super().__init__()
         self.run_dir = run_dir
         self.runs_dir = runs_dir
-        self.files: list[jobs.ImageFile] = []
+        self.files: list[workers.ImageFile] = []
         self.selected: Path | None = None
 
     def compose(self) -> ComposeResult:
@@ -88,19 +88,19 @@ class ImagesScreen(Screen):
     def _scan(self, run_dir: Path | None) -> None:
         if run_dir is None:
             run_dir = _latest_run_with_images(self.runs_dir)
-        files = jobs.scan_images(run_dir) if run_dir is not None else []
+        files = workers.scan_images(run_dir) if run_dir is not None else []
         self.post_message(ImagesFound(run_dir, files))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="decode", description="reading the image")
     def _decode(self, path: Path) -> None:
         try:
-            self.post_message(ImageDecoded(jobs.decode_png(path)))
+            self.post_message(ImageDecoded(workers.decode_png(path)))
         except (OSError, ValueError) as error:
             self.post_message(ImageDecoded(None, f"cannot read {path.name}: {error}"))
 
     @work(thread=True, exit_on_error=False, group="viewer", description="opening the viewer")
     def _open(self, path: Path) -> None:
-        message = jobs.open_in_viewer(path)
+        message = workers.open_in_viewer(path)
         self.app.call_from_thread(self.notify, message)
 
     # ---- results --------------------------------------------------------------------
@@ -163,7 +163,7 @@ class ImagesScreen(Screen):
         self._open(self.selected)
 
 
-def _signature(files: list[jobs.ImageFile]) -> list[tuple[Path, float]]:
+def _signature(files: list[workers.ImageFile]) -> list[tuple[Path, float]]:
     return [(f.path, f.modified) for f in files]
 
 

@@ -27,9 +27,9 @@ from workbench.core.shown import shown
 from workbench.core.errors import WorkbenchError
 from workbench.core.wording import count as counted
 from workbench.ui import formatting as fmt
-from workbench.ui import inspect_jobs
-from workbench.ui.inspect_jobs import Guess, Inspection
-from workbench.ui.jobs import DecodedImage
+from workbench.ui import inspect_workers
+from workbench.ui.inspect_workers import Guess, Inspection
+from workbench.ui.workers import DecodedImage
 from workbench.ui.widgets.preview import ImagePreview
 from workbench.ui.widgets.review_tables import (
     ClassCounts,
@@ -206,19 +206,19 @@ class InspectScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="inspect-load", description="loading the run")
     def _load(self) -> None:
-        self.post_message(InspectionLoaded(inspect_jobs.load_inspection(self.run_dir)))
+        self.post_message(InspectionLoaded(inspect_workers.load_inspection(self.run_dir)))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="inspect-cell", description="writing the cell's images")
     def _write_cell(self, inspection: Inspection, cell: tuple[int, int]) -> None:
-        self.post_message(CellWritten(cell, inspect_jobs.write_cell(inspection, *cell)))
+        self.post_message(CellWritten(cell, inspect_workers.write_cell(inspection, *cell)))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="inspect-samples", description="writing the sample grid")
     def _write_samples(self, inspection: Inspection) -> None:
-        self.post_message(SamplesWritten(inspect_jobs.write_samples(inspection)))
+        self.post_message(SamplesWritten(inspect_workers.write_samples(inspection)))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="inspect-predict", description="predicting")
     def _predict(self, inspection: Inspection, path: Path, passes: int) -> None:
-        self.post_message(Predicted(path, passes, *inspect_jobs.predict_image(inspection, path, passes)))
+        self.post_message(Predicted(path, passes, *inspect_workers.predict_image(inspection, path, passes)))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Every failure of this screen's workers becomes a sentence where its result would be."""
@@ -228,7 +228,7 @@ class InspectScreen(Screen):
         event.stop()  # reported here, in place; the app need not repeat it
         if event.worker.is_cancelled:
             return  # a newer request replaced it
-        text = inspect_jobs.reason(event.worker.error)
+        text = inspect_workers.reason(event.worker.error)
         if group == "inspect-load":
             self.load_problem = text
             self.query_one(TabbedContent).loading = False
@@ -309,8 +309,8 @@ class InspectScreen(Screen):
             self._predict_message(self._not_loaded(), error=True)
             return
         try:
-            path = inspect_jobs.image_path(self.query_one("#predict-path", Input).value)
-            passes = inspect_jobs.parse_passes(self.query_one("#predict-passes", Input).value)
+            path = inspect_workers.image_path(self.query_one("#predict-path", Input).value)
+            passes = inspect_workers.parse_passes(self.query_one("#predict-passes", Input).value)
         except WorkbenchError as error:
             self._predict_message(str(error), error=True)
             return

@@ -11,14 +11,14 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from workbench.core.errors import WorkbenchError
-from workbench.ui import jobs
+from workbench.ui import workers
 
 EXAMPLE = """\
 def make_net(in_channels, num_classes, image_size):
     return torch.nn.Sequential(...)   # (N, in_channels, size, size) -> (N, num_classes) logits"""
 
 
-class NetworkFileScreen(ModalScreen[tuple[jobs.Architecture, int] | None]):
+class NetworkFileScreen(ModalScreen[tuple[workers.Architecture, int] | None]):
     """Asks for path/to/file.py:factory and checks it (loaded, built, two blank images through it)
     before it joins the list; a mistake is shown here, naming the file and line, and can be fixed."""
 
@@ -47,7 +47,7 @@ class NetworkFileScreen(ModalScreen[tuple[jobs.Architecture, int] | None]):
     @work(thread=True, exclusive=True, exit_on_error=False, description="checking the network file")
     def _check(self, text: str) -> None:
         try:
-            found = jobs.check_network_file(text, self.dataset, self.image_size)
+            found = workers.check_network_file(text, self.dataset, self.image_size)
         except WorkbenchError as error:
             self.app.call_from_thread(self._show_problem, str(error))
             return

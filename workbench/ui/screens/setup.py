@@ -17,7 +17,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
 from workbench.core.wording import count as counted
-from workbench.ui import jobs
+from workbench.ui import workers
 from workbench.ui.screens.network_file import NetworkFileScreen
 from workbench.ui.settings import write_last_values
 from workbench.ui.widgets.arch_list import ArchitectureList
@@ -27,7 +27,7 @@ DEBOUNCE_S = 0.2  # wait for typing to pause before validating or recounting
 
 
 class ModelsDescribed(Message):
-    def __init__(self, architectures: list[jobs.Architecture], shape_text: str) -> None:
+    def __init__(self, architectures: list[workers.Architecture], shape_text: str) -> None:
         super().__init__()
         self.architectures = architectures
         self.shape_text = shape_text
@@ -85,7 +85,7 @@ class SetupScreen(Screen):
         yield Header()
         with Horizontal(id="setup-body"):
             chosen = self.initial_values.get("arch", RunConfig.arch)
-            yield ArchitectureList(chosen, jobs.architectures(extra=[chosen]), id="arch-list"
+            yield ArchitectureList(chosen, workers.architectures(extra=[chosen]), id="arch-list"
             )
             yield HyperparameterForm(id="form")
         yield Footer(compact=True)
@@ -123,7 +123,7 @@ class SetupScreen(Screen):
         except RuntimeError:  # an unknown ~user: the form marks the field
             return Path(text)
 
-    def architectures(self) -> list[jobs.Architecture]:
+    def architectures(self) -> list[workers.Architecture]:
         return self.query_one(ArchitectureList).architectures
 
     def use_architecture(self, name: str) -> None:
@@ -170,7 +170,7 @@ class SetupScreen(Screen):
         shape_key = (str(values["dataset"]), str(values["image_size"]))
         if shape_key != self._described_for:
             self._described_for = shape_key
-            users = [arch.name for arch in self.architectures() if arch.name not in jobs.ARCHITECTURES]
+            users = [arch.name for arch in self.architectures() if arch.name not in workers.ARCHITECTURES]
             self._describe_models(*shape_key, chosen=values["arch"], extra=users)
 
     # ---- workers ----------------------------------------------------------------------
@@ -185,8 +185,8 @@ class SetupScreen(Screen):
 
     def _post_validation(self, values: dict[str, Any], then: str | None) -> None:
         """Thread side of both checks; a check superseded meanwhile reports nothing."""
-        config, errors = jobs.validate_values(values)
-        devices, problem = jobs.devices_of(values, config)
+        config, errors = workers.validate_values(values)
+        devices, problem = workers.devices_of(values, config)
         if problem:
             config, errors = None, {**errors, "devices": problem}
         if not get_current_worker().is_cancelled:
@@ -195,9 +195,9 @@ class SetupScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="models", description="counting parameters")
     def _describe_models(self, dataset: str, image_size: str, chosen: str, extra: list[str]) -> None:
         worker = get_current_worker()
-        architectures = jobs.architectures(extra)
+        architectures = workers.architectures(extra)
         try:
-            shape = jobs.data_shape(dataset, int(image_size or 0))
+            shape = workers.data_shape(dataset, int(image_size or 0))
         except (WorkbenchError, ValueError) as error:
             reason = str(error) if isinstance(error, WorkbenchError) else "image size is not a number"
             self.post_message(ModelsDescribed(architectures, f"(no counts: {reason})"))
@@ -208,7 +208,7 @@ class SetupScreen(Screen):
         for arch in order:
             if worker.is_cancelled:
                 return
-            self.post_message(ParamsCounted(arch.name, jobs.parameter_count(arch.name, shape)))
+            self.post_message(ParamsCounted(arch.name, workers.parameter_count(arch.name, shape)))
 
     @on(ArchitectureList.AddFileRequested)
     def _ask_for_network_file(self) -> None:
@@ -218,7 +218,7 @@ class SetupScreen(Screen):
         except (TypeError, ValueError):
             size = 0
 
-        def added(found: tuple[jobs.Architecture, int] | None) -> None:
+        def added(found: tuple[workers.Architecture, int] | None) -> None:
             if found is not None:
                 self.query_one(ArchitectureList).add_architecture(*found)
                 self._edited()

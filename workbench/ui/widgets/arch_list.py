@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Input, Static
 from workbench.core.shown import shown
 from workbench.core.catalog import arch_label
 from workbench.ui import formatting as fmt
-from workbench.ui.jobs import Architecture
+from workbench.ui.workers import Architecture
 
 ADD_FILE = "+file"  # the key of the last row, which adds the user's own network file
 

@@ -12,7 +12,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from workbench.core.shown import shown
-from workbench.ui.jobs import DecodedImage
+from workbench.ui.workers import DecodedImage
 
 HALF_BLOCK = "▀"  # foreground paints the top pixel, background the bottom one
 

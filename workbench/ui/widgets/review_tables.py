@@ -8,7 +8,7 @@ from textual.widgets import DataTable
 
 from workbench.core.shown import shown
 from workbench.ui import formatting as fmt
-from workbench.ui.inspect_jobs import Guess, describe
+from workbench.ui.inspect_workers import Guess, describe
 
 BAR_WIDTH = 10
 ACCURACY_KEY = "acc"

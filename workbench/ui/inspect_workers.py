@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench.core.errors import WorkbenchError
-from workbench.ui import jobs
+from workbench.ui import workers
 
 if TYPE_CHECKING:
     from workbench.core.inspection.review import Review
@@ -76,18 +76,18 @@ def load_inspection(run_dir: Path) -> Inspection:
     )
 
 
-def write_cell(inspection: Inspection, true_class: int, predicted_class: int) -> jobs.DecodedImage | None:
+def write_cell(inspection: Inspection, true_class: int, predicted_class: int) -> workers.DecodedImage | None:
     """Write confusion_<true>_as_<pred>.png and decode it for the preview; None for an empty cell."""
     path = inspection.review.write_cell(true_class, predicted_class)
-    return jobs.decode_png(path) if path is not None else None
+    return workers.decode_png(path) if path is not None else None
 
 
-def write_samples(inspection: Inspection) -> jobs.DecodedImage:
+def write_samples(inspection: Inspection) -> workers.DecodedImage:
     """Write images/samples.png (raw training images, one row per class) and decode it."""
     from workbench.core.inspection.summary import save_sample_grid
 
     path = inspection.run_dir / "images" / "samples.png"
-    return jobs.decode_png(save_sample_grid(path, inspection.review.data))
+    return workers.decode_png(save_sample_grid(path, inspection.review.data))
 
 
 def parse_passes(text: str) -> int:
@@ -110,7 +110,7 @@ def image_path(text: str) -> Path:
 
 def predict_image(
     inspection: Inspection, path: Path, passes: int, top: int = TOP
-) -> tuple[list[Guess], jobs.DecodedImage]:
+) -> tuple[list[Guess], workers.DecodedImage]:
     """The `top` most likely classes for one image file, with the run's best model, and the
     image exactly as the model received it (decoded, resized, before normalisation)."""
     from workbench.core.data.normalize import normalize
@@ -123,7 +123,7 @@ def predict_image(
     order = mean[0].argsort(descending=True)[: min(top, len(inspection.classes))].tolist()
     guesses = [Guess(inspection.classes[i], float(mean[0, i]), float(std[0, i])) for i in order]
     pixels = images[0].expand(3, -1, -1) if images.shape[1] == 1 else images[0]
-    seen = jobs.DecodedImage(path, pixels.shape[2], pixels.shape[1], pixels.permute(1, 2, 0).contiguous().numpy().tobytes())
+    seen = workers.DecodedImage(path, pixels.shape[2], pixels.shape[1], pixels.permute(1, 2, 0).contiguous().numpy().tobytes())
     return guesses, seen
 
 
