@@ -1,13 +1,21 @@
-"""Shared fixtures: isolated data and runs folders, tiny configs, event recording."""
+"""Shared fixtures: isolated data and runs folders, tiny configs, event recording, runs trained once."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+from tests.support.events import Recorder
+from tests.support.folders import folder_config, image_folder, snapshot
+
+# pytest-xdist runs one worker per core. Each worker, and every process it starts, then computes on
+# one thread: workers with a thread per core each oversubscribe the cores, and OpenMP threads spin
+# while they wait for each other (a 20 s resume test took 330 s that way on 2 cores).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")
@@ -37,23 +45,6 @@ def tiny(data_dir, runs_dir):
     return make
 
 
-class Recorder:
-    """An event sink that keeps every event, for assertions."""
-
-    def __init__(self) -> None:
-        self.events = []
-
-    def __call__(self, event) -> None:
-        self.events.append(event)
-
-    def of(self, kind):
-        return [e for e in self.events if isinstance(e, kind)]
-
-    def last(self, kind):
-        found = self.of(kind)
-        return found[-1] if found else None
-
-
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
@@ -69,3 +60,40 @@ def recorded_run(data_dir, tmp_path_factory) -> Path:
                                          data_dir=str(data_dir), runs_dir=str(tmp_path_factory.mktemp("recorded")),
                                          augment="flip"))
     return fit(config, lambda event: None)
+
+
+@pytest.fixture(scope="session")
+def trained_folder_run(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A finished 1-epoch run on a small image folder, trained once per session (per xdist worker).
+    Tests get it through `finished_run`, which copies the run folder; the data set stays here."""
+    from workbench.core import runs
+    from workbench.core.training.engine import fit
+
+    root = tmp_path_factory.mktemp("folder-run")
+    dataset = image_folder(root / "animals")
+    pristine = root / "animals-as-made"
+    shutil.copytree(dataset, pristine)
+    run_dir = fit(folder_config(root, dataset), lambda event: None)
+    assert runs.read_status(run_dir)[0] == "finished"
+    return run_dir, dataset, pristine
+
+
+@pytest.fixture
+def finished_run(trained_folder_run, tmp_path):
+    """(a copy of the finished folder run in tmp_path/runs, its data set). A test may change both:
+    the data set is shared by the session, so whatever a test changed in it is put back afterwards."""
+    run_dir, dataset, pristine = trained_folder_run
+    copy = tmp_path / "runs" / run_dir.name
+    shutil.copytree(run_dir, copy, symlinks=True)
+    yield copy, dataset
+    if snapshot(dataset) != snapshot(pristine) or sorted(dataset.rglob("*")) != [
+            dataset / p.relative_to(pristine) for p in sorted(pristine.rglob("*"))]:
+        shutil.rmtree(dataset)
+        shutil.copytree(pristine, dataset)
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Work in tmp_path so paths on screen are short and the same on every run."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -1,9 +1,15 @@
-"""The layout holds: no import circles anywhere in workbench/, no module over 400 lines, one engine."""
+"""The layout holds: no import circles in workbench/, no module over 400 lines, one engine, a core
+without Textual, an app that paints before torch loads, and tests organised by subject."""
 
 from __future__ import annotations
 
 import ast
+import pkgutil
+import subprocess
+import sys
 from pathlib import Path
+
+import workbench.core
 
 PACKAGE = Path(__file__).resolve().parent.parent / "workbench"
 MAX_LINES = 400
@@ -112,3 +118,57 @@ def test_there_is_one_training_loop():
         if ".backward()" in text and name.startswith("workbench.core"):
             stepping.append(name)
     assert stepping == ["workbench.core.training.loop"]
+
+
+def core_modules():
+    prefix = workbench.core.__name__ + "."
+    return sorted(m.name for m in pkgutil.walk_packages(workbench.core.__path__, prefix))
+
+
+def test_core_modules_do_not_import_textual():
+    modules = core_modules()
+    assert "workbench.core.training.engine" in modules
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "bad = [m for m in sys.modules if m == 'textual' or m.startswith('textual.')]\n"
+        "print(','.join(bad))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "", f"core pulled in {result.stdout.strip()}"
+
+
+def test_opening_the_app_with_train_flags_does_not_wait_for_torch():
+    # The first screen must paint before torch (seconds to import) is loaded, even when
+    # flags fill the form: parsing, checking and building the app stay torch-free.
+    code = (
+        "import sys\n"
+        "from workbench.cli import build_parser, config_from_args\n"
+        "from workbench.ui.app import build_app\n"
+        "args = build_parser().parse_args(['--dataset', 'shapes', '--arch', 'basic_cnn', '--epochs', '1'])\n"
+        "build_app(config_from_args(args))\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))[:3])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", f"torch was imported: {result.stdout.strip()}"
+
+
+# ---- the tests themselves -------------------------------------------------------------------
+
+TESTS = PACKAGE.parent / "tests"
+ROUND_NAMES = ("trust", "hostile", "first_hour", "review_round", "round")
+
+
+def test_no_test_module_imports_another_and_files_are_named_by_subject():
+    """Shared helpers live in tests/support/ and fixtures in conftest.py; a test file is named after
+    what it tests (data, engine, resume, ui_setup...), not after the review that asked for it."""
+    importing = []
+    for path in sorted(TESTS.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            importing += [f"{path.name} imports {m}" for m in modules
+                          if m.split(".")[-1].startswith("test_") or m.endswith("conftest")]
+    assert importing == []
+    assert [p.name for p in TESTS.glob("test_*.py") if any(word in p.stem for word in ROUND_NAMES)] == []

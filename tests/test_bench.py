@@ -151,7 +151,7 @@ def test_warm_up_stop_counts_training_steps_not_stop_checks():
 @pytest.mark.parametrize("flags", [["--threads", "100000"], ["--workers", "100000"], ["--threads", "0"],
                                    ["--workers", "-1"]])
 def test_bench_bounds_threads_and_workers_in_one_line(flags, tmp_path, capsys):
-    from tests.test_trust import one_line_error
+    from tests.support.cli import one_line_error
 
     out = tmp_path / "bench.json"
     error = one_line_error(capsys, ["bench", "--quick", "--device", "cpu", "--json", str(out), *flags])

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
+from tests.support.cli import one_line_error, workbench
+from tests.support.folders import image_folder
+from workbench.cli import main
 from workbench.core import runs
-
-
-def workbench(*args, cwd=None, timeout=300, path=None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"PATH": path} if path else {})}
-    return subprocess.run(
-        [sys.executable, "-m", "workbench", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env,
-    )
+from workbench.core.wording import count
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +166,7 @@ def _no_raw_controls(text: str) -> None:
 
 
 def test_output_shows_control_characters_as_text(tmp_path, capsys):
-    from tests.test_trust import folder_config, image_folder
+    from tests.support.folders import folder_config, image_folder
     from workbench.cli import main
     from workbench.core.training.engine import fit
 
@@ -201,3 +194,34 @@ def test_shown_escapes_controls_and_keeps_unicode():
 
     assert shown("café 中文 👍 a b") == "café 中文 👍 a b"
     assert shown("a\x1b[2Jb\x07\x9b\x7f\u202e\n") == "a\\x1b[2Jb\\x07\\x9b\\x7f\\u202e\\x0a"
+
+
+def test_markup_characters_in_paths_are_shown_literally(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # the whole path fits on one line, however deep tmp_path is
+    dataset = image_folder(tmp_path / "data[/]set [b]")
+    runs_dir = tmp_path / "runs[/]x [red]"
+    argv = ["train", "--dataset", str(dataset), "--arch", "linear", "--epochs", "1", "--device", "cpu",
+            "--image-size", "8", "--batch-size", "8", "--runs-dir", str(runs_dir), "--data-dir", str(tmp_path / "d")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert str(runs_dir) in out
+    assert main(["runs", "--runs-dir", str(runs_dir)]) == 0
+    assert "linear" in capsys.readouterr().out
+    assert main(["models", "--dataset", str(dataset)]) == 0
+    assert "data[/]set [b]" in capsys.readouterr().out
+
+
+def test_bad_files_and_paths_get_one_line(tmp_path, capsys):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    assert "is a folder" in one_line_error(capsys, ["train", "--config", str(folder)])
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('arch = "caf\xe9"\n'.encode("latin-1"))
+    assert "not UTF-8" in one_line_error(capsys, ["train", "--config", str(latin)])
+    assert "~nosuchuser" in one_line_error(capsys, ["train", "--dataset", "~nosuchuser/x", "--device", "cpu"])
+
+
+def test_counts_are_singular_for_one():
+    assert (count(1, "epoch"), count(2, "epoch"), count(1, "class"), count(10, "class")) == (
+        "1 epoch", "2 epochs", "1 class", "10 classes")
+    assert count(12_000, "image") == "12,000 images"

@@ -6,6 +6,7 @@ import os
 import pickle
 import re
 import struct
+import zlib
 from pathlib import Path
 from urllib.error import URLError
 
@@ -14,7 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from workbench.core import config
+from tests.support.cli import one_line_error
+from tests.support.folders import image_folder, wide_image
+from workbench.cli import main
+from workbench.core import config, runs
 from workbench.core.data import folders, named_sets, shapes
 from workbench.core.data.load import dataset_shape, load_dataset
 from workbench.core.data.normalize import channel_stats
@@ -104,13 +108,8 @@ def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("data")
-
-
-@pytest.fixture(scope="module")
-def shapes_set(shapes_dir: Path) -> Dataset:
-    return load_dataset("shapes", data_dir=shapes_dir)
+def shapes_set(data_dir: Path) -> Dataset:
+    return load_dataset("shapes", data_dir=data_dir)
 
 
 def test_shapes_has_ten_balanced_classes_of_uint8_images(shapes_set: Dataset) -> None:
@@ -128,7 +127,7 @@ def test_shapes_has_ten_balanced_classes_of_uint8_images(shapes_set: Dataset) ->
 
 
 def test_shapes_are_the_same_every_time_and_for_every_run_seed(
-    shapes_set: Dataset, shapes_dir: Path
+    shapes_set: Dataset, data_dir: Path
 ) -> None:
     first_train, first_test = shapes.generate(8)
     second_train, _ = shapes.generate(8)
@@ -137,7 +136,7 @@ def test_shapes_are_the_same_every_time_and_for_every_run_seed(
     assert first_train.images.shape == (10_000, 3, 8, 8)  # drawn at any requested size
     assert torch.equal(first_train.labels, shapes_set.train.labels)  # same scenes at every size
     assert not torch.equal(first_train.images[:2000], first_test.images)  # test is not a copy
-    seeded = load_dataset("shapes", data_dir=shapes_dir, seed=7)
+    seeded = load_dataset("shapes", data_dir=data_dir, seed=7)
     assert torch.equal(seeded.train.images, shapes_set.train.images)
 
 
@@ -535,7 +534,7 @@ def test_every_configurable_data_set_name_has_a_shape() -> None:
 @pytest.mark.parametrize("layout, words", [("one folder", "leaves no test images"),
                                            ("train and test", "holds out no validation images")])
 def test_data_too_few_images_to_hold_out_is_refused_before_training(tmp_path: Path, capsys, layout, words) -> None:
-    from tests.test_trust import one_line_error
+    from tests.support.cli import one_line_error
 
     root = tmp_path / "few"
     for split in (["."] if layout == "one folder" else ["train", "test"]):
@@ -548,3 +547,96 @@ def test_data_too_few_images_to_hold_out_is_refused_before_training(tmp_path: Pa
                                     "--runs-dir", str(runs_dir), "--data-dir", str(tmp_path / "data")])
     assert words in error
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+def test_folder_scanning_ends_counts_each_file_once_and_lists_what_it_skips(tmp_path):
+    from workbench.core.data import scan as folders
+
+    dataset = image_folder(tmp_path / "animals")
+    ant = dataset / "train" / "ant"
+    (ant / "loop").symlink_to(ant)  # a loop to "."
+    (ant / "deeper").mkdir()
+    (ant / "deeper" / "back").symlink_to(ant)  # a loop that branches
+    (ant / "deeper" / "up").symlink_to(dataset / "train")  # into the split: other classes' files stay theirs
+    (ant / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a link to nothing
+    os.mkfifo(ant / "pipe.png")  # would block a decoder forever
+    warnings: list[str] = []
+    scan = folders.scan(dataset, warnings.append)
+    train_paths = [path for path, _ in scan.train_files]
+    assert len(train_paths) == 3 * 12 and len({os.path.realpath(p) for p in train_paths}) == 36
+    assert any("gone.png: a link to nothing" in line for line in scan.skipped)
+    assert any("pipe.png: not a regular file" in line for line in scan.skipped)
+    assert warnings and all(line.startswith("skipping") for line in warnings)
+    from workbench.core.data.load import load_dataset
+
+    data = load_dataset(str(dataset), data_dir=tmp_path / "data", image_size=8)
+    assert len(data.train) == 36 and any("pipe.png" in line for line in data.skipped)
+
+
+def test_names_that_are_not_utf8_are_refused_or_skipped_with_a_sentence(tmp_path, capsys):
+    dataset = image_folder(tmp_path / "animals")
+    os.rename(dataset / "train" / "bee" / "000.png", os.fsdecode(bytes(dataset / "train" / "bee") + b"/b\xff.png"))
+    runs_dir = tmp_path / "runs"
+    args = ["train", "--dataset", str(dataset), "--arch", "linear", "--device", "cpu", "--image-size", "8",
+            "--epochs", "1", "--data-dir", str(tmp_path / "d"), "--runs-dir", str(runs_dir)]
+    assert main(args) == 0  # the file with the odd name is skipped and listed
+    (run_dir,) = runs_dir.iterdir()
+    assert any("not valid UTF-8" in line for line in runs.read_run_info(run_dir)["skipped_files"])
+    os.rename(dataset / "train" / "cow", os.fsdecode(bytes(dataset / "train") + b"/c\xffw"))
+    assert "not valid UTF-8" in one_line_error(capsys, args + ["--runs-dir", str(tmp_path / "runs2")])
+    assert not (tmp_path / "runs2").exists() or not list((tmp_path / "runs2").iterdir())
+
+
+def test_a_link_to_a_folder_outside_the_data_set_is_not_followed(tmp_path):
+    from workbench.core.data.scan import scan
+
+    dataset = image_folder(tmp_path / "animals")
+    elsewhere = image_folder(tmp_path / "elsewhere", classes=("x", "y"))
+    (dataset / "train" / "ant" / "everything").symlink_to(elsewhere)
+    found = scan(dataset)
+    assert len(found.train_files) == 36
+    assert any("a link to a folder outside the data set" in line for line in found.skipped)
+
+
+def test_a_decompression_bomb_is_skipped_from_its_header(tmp_path):
+    from workbench.core.data.folders import decode_image
+
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", 50_000, 50_000)  # IHDR width and height: 2.5 gigapixels
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="too large to decode"):
+        decode_image(path, 8)
+
+
+def test_a_folder_one_level_too_high_is_refused_naming_the_one_inside(tmp_path, capsys):
+    image_folder(tmp_path / "downloads" / "cifar10")
+    line = one_line_error(capsys, ["train", "--dataset", str(tmp_path / "downloads"), "--device", "cpu"])
+    assert "holds one folder, cifar10" in line and f"--dataset {tmp_path / 'downloads' / 'cifar10'}" in line
+
+
+def test_a_single_class_is_refused(tmp_path, capsys):
+    image_folder(tmp_path / "one", classes=("only",))
+    line = one_line_error(capsys, ["train", "--dataset", str(tmp_path / "one"), "--device", "cpu"])
+    assert "needs at least 2 classes" in line
+
+
+def test_resize_modes_stretch_crop_or_pad(tmp_path):
+    from workbench.core.data.folders import decode_image
+
+    path = wide_image(tmp_path / "wide.png")
+    stretch, crop, pad = (decode_image(path, 16, 3, mode) for mode in ("stretch", "crop", "pad"))
+    assert crop[:, 8, 0].tolist() == [255, 0, 0] and crop[:, 8, 15].tolist() == [0, 0, 255]  # the centre square
+    assert pad[:, 0, 8].tolist() == [0, 0, 0] and pad[:, 15, 8].tolist() == [0, 0, 0]  # black bars above and below
+    assert pad[:, 8, 0].tolist() == [255, 0, 0]  # the whole width kept
+    assert not torch.equal(stretch, crop) and not torch.equal(crop, pad)
+
+
+@pytest.mark.parametrize("mode", ["stretch", "crop", "pad"])
+def test_every_resize_mode_is_known_to_config_and_decoder(mode):
+    from workbench.core.config import RESIZE_MODES as CONFIG_MODES
+    from workbench.core.data.folders import RESIZE_MODES
+
+    assert CONFIG_MODES == RESIZE_MODES and mode in RESIZE_MODES

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
+import time
+import types
 
 import pytest
 import torch
 import torch.nn as nn
 
+from tests.support.events import Recorder
+from workbench.core import checkpoint as ckpt
 from workbench.core import runs
 from workbench.core.events import (
     CheckpointSaved,
@@ -16,13 +21,15 @@ from workbench.core.events import (
     Failed,
     Finished,
     ImagesSaved,
+    Notice,
     RunStarted,
     StepMetrics,
 )
-from workbench.core.training.batches import DeviceBatches
+from workbench.core.training.batches import Batch, DeviceBatches
 from workbench.core.training.control import TrainControl
 from workbench.core.training.engine import fit
-from workbench.core.training.loop import evaluate
+from workbench.core.training.loop import evaluate, train_one_epoch
+from workbench.core.training.parts import TrainingParts
 
 
 def test_two_epochs_write_a_complete_run(tiny, recorder):
@@ -137,3 +144,155 @@ def test_schedules_stay_positive_and_peak_at_lr(schedule):
     factors = [lr_factor(schedule, step, 100) for step in range(100)]
     assert max(factors) == pytest.approx(1.0) and min(factors) > 0 or schedule == "cosine"
     assert all(0 <= f <= 1 for f in factors)
+
+
+def test_a_failure_reason_carries_no_prefix_of_its_own(tiny):
+    recorder = Recorder()
+    fit(tiny(epochs=2, optimizer="sgd", lr=1e6, momentum=0.0, arch="linear"), recorder)
+    reason = recorder.last(Failed).reason
+    assert not reason.lower().startswith("training failed")  # the UI adds "training failed:" once
+
+
+def test_best_epoch_is_chosen_on_validation_and_test_is_evaluated_at_the_end(tiny):
+    recorder = Recorder()
+    run_dir = fit(tiny(epochs=3, arch="linear"), recorder)
+    epochs = recorder.of(EpochMetrics)
+    assert all(e.val_acc is not None for e in epochs)
+    assert [e.test_acc is not None for e in epochs] == [False, False, True]  # test once, after the last epoch
+    best = max(epochs, key=lambda e: e.val_acc)
+    assert epochs[-1].best_epoch == best.epoch and epochs[-1].best_val_acc == best.val_acc
+    saved = ckpt.load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert saved["progress"]["epoch"] == best.epoch
+    finished = recorder.last(Finished)
+    assert finished.best_epoch == best.epoch and finished.best_test_acc is not None
+    assert "by validation" in finished.summary() and "test" in finished.summary()
+    assert recorder.of(Notice) and not any("no validation split" in n.message for n in recorder.of(Notice))
+
+
+def test_without_a_validation_split_no_selection_is_made_and_export_says_so(tiny):
+    from workbench.core.export.bundle import export_run
+
+    recorder = Recorder()
+    run_dir = fit(tiny(epochs=2, arch="linear", val_fraction=0), recorder)
+    assert any("no epoch is selected as the best" in n.message for n in recorder.of(Notice))
+    assert all(e.test_acc is not None and e.val_acc is None and e.best_epoch is None for e in recorder.of(EpochMetrics))
+    assert not (run_dir / "checkpoints" / "best.pt").exists()
+    export_run(run_dir)
+    meta = json.loads((run_dir / "export" / "model.json").read_text())
+    assert meta["epoch"] == 2 and "selected no best epoch" in meta["chosen_by"]
+
+
+def test_time_spent_paused_is_in_no_reported_time(tiny):
+    control = TrainControl()
+    paused = []
+
+    def sink(event):
+        recorder(event)
+        if isinstance(event, StepMetrics) and not paused:
+            paused.append(time.perf_counter())
+            control.pause()
+            threading.Timer(1.5, control.resume).start()
+
+    recorder = Recorder()
+    started = time.perf_counter()
+    fit(tiny(epochs=1, arch="linear", batch_size=16), sink, control)
+    wall = time.perf_counter() - started
+    finished = recorder.last(Finished)
+    (epoch,) = recorder.of(EpochMetrics)
+    assert paused and finished.status == "finished"
+    assert finished.elapsed_s < wall - 1.2  # the pause is not in the elapsed time
+    assert epoch.epoch_s < wall - 1.2 and epoch.elapsed_s < wall - 1.2
+    steps = recorder.of(StepMetrics)
+    assert all(later.elapsed_s - earlier.elapsed_s < 1.2 for earlier, later in zip(steps, steps[1:]))  # no jump
+    # No sample's speed includes the pause: its images over its speed is its own duration.
+    starts = [0] + [s.global_step for s in steps[:-1]]
+    durations = [(s.global_step - start) * 16 / s.images_per_s for s, start in zip(steps, starts)]
+    assert max(durations) < 1.2, durations
+
+
+def test_a_run_stopped_before_its_first_evaluation_says_no_evaluation_happened(tiny, capsys):
+    control = TrainControl()
+
+    def sink(event):
+        recorder(event)
+        if isinstance(event, StepMetrics):
+            control.stop()
+
+    recorder = Recorder()
+    fit(tiny(epochs=2, batch_size=16), sink, control)
+    finished = recorder.last(Finished)
+    assert not finished.evaluated and "no evaluation happened" in finished.summary()
+    assert "0.0%" not in finished.summary()
+
+
+class RecordingSGD(torch.optim.SGD):
+    """SGD that notes the total gradient norm each step is taken on."""
+
+    def __init__(self, params, **kwargs):
+        super().__init__(params, **kwargs)
+        self.norms = []
+
+    def step(self, closure=None):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        self.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return super().step(closure)
+
+
+class FewBatches:
+    device = torch.device("cpu")
+
+    def __init__(self, steps=3):
+        generator = torch.Generator().manual_seed(0)
+        self.items = [Batch(torch.randn(16, 3, 8, 8, generator=generator) * 100,
+                            torch.randint(0, 10, (16,), generator=generator), torch.arange(16))
+                      for _ in range(steps)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def batches(self, order, start_step=0, epoch=1):
+        yield from self.items[start_step:]
+
+
+class Tally:
+    global_step = epoch_step = 0
+
+    def add(self, loss, logits, labels):
+        self.global_step += 1
+        self.epoch_step += 1
+
+
+def one_epoch(limit: float, scaled: bool) -> list[float]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    optimizer = RecordingSGD(model.parameters(), lr=0.1)
+    parts = TrainingParts(
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+        scaler=torch.amp.GradScaler("cpu", enabled=scaled),
+        criterion=nn.CrossEntropyLoss(),
+        clip_grad_norm=limit,
+    )
+    control = types.SimpleNamespace(wait_while_paused=lambda: None, stop_requested=False)
+    train_one_epoch(model, FewBatches(), torch.arange(48), parts, control, Tally(), epoch=1)
+    return optimizer.norms
+
+
+@pytest.mark.parametrize("scaled", [False, True], ids=["plain", "grad-scaler"])
+def test_steps_take_gradients_clipped_to_the_limit(scaled):
+    unclipped = one_epoch(0.0, scaled)
+    clipped = one_epoch(0.5, scaled)
+    assert min(unclipped) > 0.5  # the limit is below what these batches give, so it acts
+    # Exactly at the limit, not far below: a scaler's gradients clipped before unscaling would end
+    # up 65,536 times smaller than the limit once the scaler's step unscales them.
+    assert clipped and all(0.5 * (1 - 1e-4) <= norm <= 0.5 * (1 + 1e-4) for norm in clipped)
+
+
+def test_a_huge_learning_rate_with_clipping_stays_finite(tiny, recorder):
+    from workbench.core.events import EpochMetrics, Failed, Finished
+    from workbench.core.training.engine import fit
+
+    fit(tiny(optimizer="sgd", lr=1000.0, momentum=0.0, schedule="constant", clip_grad_norm=1e-4), recorder)
+    assert not recorder.of(Failed) and recorder.of(Finished)
+    epochs = recorder.of(EpochMetrics)
+    assert epochs and all(math.isfinite(row.train_loss) for row in epochs)

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.test_cli import workbench
+from tests.support.cli import workbench
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
 from workbench.core.experiments.compare import compare, read_figures

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
+from tests.support.cli import REPO, one_line_error
+from tests.support.folders import folder_config, image_folder, snapshot, wide_image
 from workbench.cli import main
+from workbench.core import runs
 from workbench.core.errors import WorkbenchError
 from workbench.core.export.bundle import export_run, load_bundle, model_from_checkpoint
 from workbench.core.export.predict import probabilities
@@ -122,7 +129,7 @@ def test_verification_compares_with_the_model_exported_even_when_training_replac
 
 
 def _quick_run(tmp_path, arch: str = "linear"):
-    from tests.test_trust import folder_config, image_folder
+    from tests.support.folders import folder_config, image_folder
 
     dataset = image_folder(tmp_path / "animals")
     return fit(folder_config(tmp_path, dataset, arch=arch), lambda event: None)
@@ -225,7 +232,8 @@ def test_export_of_any_network_that_trains_loads_and_predicts_the_same(tmp_path,
 
 
 def test_export_refuses_extra_state_json_cannot_hold_in_one_line_before_writing(tmp_path, capsys):
-    from tests.test_trust import one_line_error, snapshot
+    from tests.support.cli import one_line_error
+    from tests.support.folders import snapshot
 
     (tmp_path / "nets.py").write_text(NETWORKS)
     run = _quick_run(tmp_path, f"{tmp_path / 'nets.py'}:extra_object")
@@ -240,7 +248,7 @@ def test_export_refuses_extra_state_json_cannot_hold_in_one_line_before_writing(
 def test_predict_on_weights_of_an_unusual_dtype_works_or_says_so_in_one_line(tmp_path, capsys, dtype, works):
     from safetensors.torch import load_file, save_file
 
-    from tests.test_trust import one_line_error
+    from tests.support.cli import one_line_error
 
     run = _quick_run(tmp_path)
     assert main(["export", str(run)]) == 0
@@ -275,8 +283,156 @@ def test_predict_on_float64_weights_of_a_batchnorm_network(run_dir, tmp_path, ca
 
 
 def test_predict_bounds_monte_carlo_passes_in_one_line(run_dir, tmp_path, capsys):
-    from tests.test_trust import one_line_error
+    from tests.support.cli import one_line_error
 
     export_run(run_dir)
     error = one_line_error(capsys, ["predict", str(run_dir / "export"), "missing.png", "--mc-dropout", "100000000"])
     assert "--mc-dropout" in error and "10,000" in error
+
+
+def test_a_new_export_replaces_the_whole_bundle_and_a_failed_one_writes_nothing(finished_run, tmp_path, monkeypatch):
+    import builtins
+
+    from workbench.core.errors import WorkbenchError
+    from workbench.core.export.bundle import export_run
+
+    run_dir, dataset = finished_run
+    export_run(run_dir, ("safetensors", "onnx"))
+    assert (run_dir / "export" / "model.onnx").is_file()
+    fit(folder_config(tmp_path, dataset, epochs=2), lambda event: None, resume_dir=run_dir)
+    export_run(run_dir, ("safetensors",), which="last")
+    assert sorted(p.name for p in (run_dir / "export").iterdir()) == ["model.json", "model.safetensors"]
+    assert json.loads((run_dir / "export" / "model.json").read_text())["epoch"] == 2
+    before = snapshot(run_dir)
+
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name.startswith("onnx"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    with pytest.raises(WorkbenchError, match="nothing was exported"):
+        export_run(run_dir, ("safetensors", "pt2", "onnx"))
+    assert snapshot(run_dir) == before
+    assert not list(run_dir.glob(".export-*"))
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda meta: meta["preprocessing"].update(std=[0.0, 0.2, 0.2]), "std must be positive"),
+        (lambda meta: meta.update(classes=meta["classes"][:2]), "lists 2 classes"),
+        (lambda meta: meta.update(image_size="eight"), "image_size must be a positive whole number"),
+        (lambda meta: meta.update(in_channels=1), "one finite number per channel"),
+        (lambda meta: meta["preprocessing"].update(mean=[0.5]), None),  # one value for all channels is fine
+    ],
+)
+def test_predict_refuses_a_damaged_bundle_in_one_line(finished_run, tmp_path, capsys, damage, words):
+    run_dir, dataset = finished_run
+    assert main(["export", str(run_dir)]) == 0
+    capsys.readouterr()
+    meta_path = run_dir / "export" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    damage(meta)
+    meta_path.write_text(json.dumps(meta))
+    image = next((dataset / "test" / "ant").glob("*.png"))
+    if words is None:
+        assert main(["predict", str(run_dir / "export"), str(image)]) == 0
+    else:
+        assert words in one_line_error(capsys, ["predict", str(run_dir / "export"), str(image)])
+
+
+def test_predict_refuses_weights_of_the_wrong_shape_and_export_a_damaged_run_json(finished_run, capsys):
+    from safetensors.torch import load_file, save_file
+
+    run_dir, dataset = finished_run
+    assert main(["export", str(run_dir)]) == 0
+    weights_path = run_dir / "export" / "model.safetensors"
+    weights = load_file(str(weights_path))
+    name = next(iter(weights))
+    weights[name] = torch.zeros(3, 3)
+    save_file(weights, str(weights_path))
+    image = next((dataset / "test" / "ant").glob("*.png"))
+    assert "do not fit model.json" in one_line_error(capsys, ["predict", str(run_dir / "export"), str(image)])
+    (run_dir / "run.json").write_text("{not json")
+    assert "run.json is missing or damaged" in one_line_error(capsys, ["export", str(run_dir)])
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda meta, weights: meta.update(arch=["linear"]), "is not an architecture"),
+        (lambda meta, weights: meta["preprocessing"].update(std=[1e-320, 1, 1]), "std must be positive"),
+        (lambda meta, weights: weights.update({k: v.half() for k, v in weights.items()}), None),
+        (lambda meta, weights: weights.update({k: torch.full_like(v, float("nan")) for k, v in weights.items()}),
+         "not all finite"),
+    ],
+)
+def test_predict_refuses_hand_edited_bundles_in_one_line(finished_run, capsys, damage, words):
+    from safetensors.torch import load_file, save_file
+
+    run_dir, dataset = finished_run
+    assert main(["export", str(run_dir)]) == 0
+    capsys.readouterr()
+    meta_path, weights_path = run_dir / "export" / "model.json", run_dir / "export" / "model.safetensors"
+    meta, weights = json.loads(meta_path.read_text()), load_file(str(weights_path))
+    damage(meta, weights)
+    meta_path.write_text(json.dumps(meta))
+    save_file(weights, str(weights_path))
+    image = str(next((dataset / "test" / "ant").glob("*.png")))
+    if words is None:  # float16 weights of the right shapes: read as the layers' own dtype
+        assert main(["predict", str(run_dir / "export"), image]) == 0
+    else:
+        assert words in one_line_error(capsys, ["predict", str(run_dir / "export"), image])
+
+
+def test_predict_json_that_nests_too_deep_and_a_missing_device_get_one_line(finished_run, capsys):
+    run_dir, dataset = finished_run
+    assert main(["export", str(run_dir)]) == 0
+    image = str(next((dataset / "test" / "ant").glob("*.png")))
+    if not torch.cuda.is_available():
+        assert "no CUDA GPU" in one_line_error(capsys, ["predict", str(run_dir / "export"), image, "--device", "cuda"])
+    (run_dir / "export" / "model.json").write_text("[" * 100_000)
+    assert "not readable JSON" in one_line_error(capsys, ["predict", str(run_dir / "export"), image])
+
+
+def test_two_exports_of_one_run_at_once_both_finish(finished_run):
+    run_dir, _ = finished_run
+    command = [sys.executable, "-m", "workbench", "export", str(run_dir), "--format", "safetensors,pt2"]
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, (err, second.stderr)
+    assert sorted(p.name for p in (run_dir / "export").iterdir()) == ["model.json", "model.pt2", "model.safetensors"]
+    assert not list(run_dir.glob(".export-*"))
+
+
+def test_onnx_verification_without_its_runtime_writes_nothing(finished_run, tmp_path):
+    run_dir, _ = finished_run
+    shim = tmp_path / "shim" / "onnxruntime"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('onnxruntime is hidden by this test')\n")
+    before = snapshot(run_dir)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'shim'}{os.pathsep}{REPO}"}
+    done = subprocess.run([sys.executable, "-m", "workbench", "export", str(run_dir), "--format", "onnx", "--verify"],
+                          cwd=REPO, capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and "onnxruntime" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert snapshot(run_dir) == before
+
+
+def test_the_resize_mode_travels_with_the_run_to_predict(tmp_path, capsys):
+    from workbench.core.export.predict import load_images
+
+    dataset = image_folder(tmp_path / "animals")
+    run_dir = fit(folder_config(tmp_path, dataset, resize="pad"), lambda event: None)
+    assert runs.read_run_info(run_dir)["resize"] == "pad"
+    assert main(["export", str(run_dir)]) == 0
+    meta = json.loads((run_dir / "export" / "model.json").read_text())
+    assert meta["preprocessing"]["resize_mode"] == "pad"
+    path = wide_image(tmp_path / "wide.png")
+    assert torch.equal(load_images([str(path)], 8, 3, "pad")[0, :, 0], torch.zeros(3, 8, dtype=torch.uint8))
+    assert main(["predict", str(run_dir / "export"), str(path)]) == 0
+    assert "%" in capsys.readouterr().out

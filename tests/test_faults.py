@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-from PIL import Image
 
+from tests.support.cli import REPO, one_line_error
+from tests.support.events import Recorder, wait_for
+from tests.support.folders import folder_config, image_folder, photo_folder
 from workbench.cli import main
 from workbench.core import runs
 from workbench.core.errors import WorkbenchError
@@ -13,23 +22,8 @@ from workbench.core.events import Failed, Finished, Notice
 from workbench.core.training.engine import fit
 
 
-def make_folder(root, bad=True):
-    for split, count in (("train", 12), ("test", 4)):
-        for index, colour in enumerate([(250, 20, 20), (20, 250, 20)]):
-            folder = root / split / f"class{index}"
-            folder.mkdir(parents=True)
-            for i in range(count):
-                Image.new("RGB", (20 + i, 30), colour).save(folder / f"{i}.jpg")
-    if bad:
-        good = root / "train" / "class0" / "0.jpg"
-        (root / "train" / "class0" / "truncated.jpg").write_bytes(good.read_bytes()[:60])
-        (root / "train" / "class0" / "empty.jpg").write_bytes(b"")
-        (root / "train" / "class1" / "notes.png").write_text("this is not an image")
-    return root
-
-
 def test_bad_files_are_skipped_by_path_and_training_proceeds(tiny, recorder, tmp_path):
-    folder = make_folder(tmp_path / "folder")
+    folder = photo_folder(tmp_path / "folder")
     run_dir = fit(tiny(dataset=str(folder), arch="linear", batch_size=8), recorder)
     assert recorder.last(Finished).status == "finished"
     warnings = " ".join(n.message for n in recorder.of(Notice) if n.level == "warning")
@@ -39,7 +33,7 @@ def test_bad_files_are_skipped_by_path_and_training_proceeds(tiny, recorder, tmp
 
 
 def test_empty_class_folder_is_one_clear_error(tiny, recorder, tmp_path):
-    folder = make_folder(tmp_path / "folder", bad=False)
+    folder = photo_folder(tmp_path / "folder", bad=False)
     (folder / "train" / "class2").mkdir()
     (folder / "test" / "class2").mkdir()
     fit(tiny(dataset=str(folder)), recorder)
@@ -90,7 +84,7 @@ def test_a_stop_during_decoding_ends_it_at_the_next_batch(tmp_path, monkeypatch)
     from workbench.core.data import folders, scan
     from workbench.core.errors import StopRequested
 
-    folder = make_folder(tmp_path / "folder", bad=False)
+    folder = photo_folder(tmp_path / "folder", bad=False)
     monkeypatch.setattr(folders, "_DECODE_BATCH", 4)
     paths = [path for path, _ in scan.scan(folder).train_files]
     checks = []
@@ -179,3 +173,68 @@ def test_hangs_a_bad_stop_grace_is_one_line_naming_the_variable(tmp_path, data_d
                  "--runs-dir", str(tmp_path / "runs")])
     assert code == 2 and "WORKBENCH_STOP_GRACE_S='abc'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_says_where(finished_run, tmp_path, monkeypatch):
+    run_dir, dataset = finished_run
+    previous = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    real_save, real_statvfs = torch.save, os.statvfs
+
+    def full_save(obj, handle, *args, **kwargs):
+        if isinstance(obj, dict) and "optimizer" in obj:
+            handle.write(b"PK partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        return real_save(obj, handle, *args, **kwargs)
+
+    class Full:
+        f_bavail, f_frsize = 0, 4096
+
+    monkeypatch.setattr(torch, "save", full_save)
+    monkeypatch.setattr(os, "statvfs", lambda path: Full() if "checkpoints" in str(path) else real_statvfs(path))
+    recorder = Recorder()
+    fit(folder_config(tmp_path, dataset, epochs=2), recorder, resume_dir=run_dir)
+    failed = recorder.last(Failed)
+    assert failed is not None and "is full" in failed.reason and str(run_dir / "checkpoints") in failed.reason
+    assert "inline_container" not in failed.reason
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == previous
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+    assert errno.ENOSPC  # the errno the message stands for
+
+
+def test_sigterm_stops_headless_training_cleanly_with_exit_143(tmp_path):
+    dataset = image_folder(tmp_path / "animals", per_class=200)
+    command = [sys.executable, "-m", "workbench", "train", "--dataset", str(dataset), "--arch", "linear",
+               "--epochs", "50", "--batch-size", "2", "--image-size", "8", "--device", "cpu", "--augment", "none",
+               "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data")]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").glob("*/metrics.jsonl")), 60)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 143, (out, err)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert runs.read_status(run_dir) == ("stopped", "SIGTERM")
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert "Traceback" not in err and "SIGTERM" in out
+
+
+def test_a_read_only_run_folder_gets_a_sentence(finished_run, tmp_path, capsys, monkeypatch):
+    run_dir, dataset = finished_run
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == run_dir else real(path, mode))
+    assert "read-only" in one_line_error(capsys, ["export", str(run_dir)])
+    assert "read-only" in one_line_error(capsys, ["train", "--resume", str(run_dir), "--epochs", "2",
+                                                  "--data-dir", str(tmp_path / "data")])
+
+
+def test_sigterm_while_the_data_is_prepared_exits_143(tmp_path):
+    dataset = image_folder(tmp_path / "animals", per_class=1500, size=32)
+    command = [sys.executable, "-m", "workbench", "train", "--dataset", str(dataset), "--arch", "linear", "--epochs",
+               "1", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data")]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("decoding"):
+            break
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 143, (out, err)
+    assert "checkpoint" not in out  # there is none to save yet

@@ -238,3 +238,22 @@ def test_predict_uses_eval_mode_and_restores_training():
     assert torch.allclose(first.probs, logits.softmax(1), atol=1e-6)
     assert torch.allclose(first.losses, torch.nn.functional.cross_entropy(logits, labels, reduction="none"), atol=1e-5)
     assert first.probs.dtype == torch.float32 and first.preds.dtype == torch.int64
+
+
+def test_a_long_class_name_never_cuts_the_confidence(tmp_path):
+    from workbench.core.inspection import grids
+
+    cell = grids.Cell(0, 0, prediction=1, confidence=0.97)
+    line = grids._strip_lines(cell, ["a", "a class name far too long to fit in one card"])[1]
+    main_text, _, kept = line.partition("\t")
+    font = grids._font(grids.TEXT_PX)
+    fitted = grids._fit(main_text, font, 100 - font.getlength(kept)) + kept
+    assert fitted.endswith("(97%)") and "…" in fitted
+
+
+def test_the_confusion_legend_always_fits(tmp_path):
+    from workbench.core.inspection import grids
+
+    grids.save_confusion(tmp_path / "c.png", torch.tensor([[3, 1], [0, 4]]), ["x", "y"])
+    with Image.open(tmp_path / "c.png") as image:
+        assert image.width >= 2 * grids.MARGIN_PX + grids._legend_width(grids._font(grids.TEXT_PX))

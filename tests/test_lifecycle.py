@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from tests.support.ui import tiny_config
 from workbench.core import runs
 from workbench.core.events import (
     ROW_TYPES,
@@ -30,6 +31,7 @@ from workbench.core.lifecycle.follow import RunFollower
 from workbench.core.lifecycle.view import RunView
 from workbench.core.training.control import TrainControl
 from workbench.core.training.engine import fit
+
 
 def rows_of(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -172,3 +174,13 @@ def test_a_child_s_usage_error_names_its_field(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     (row,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert done.returncode == 2 and row["type"] == "error" and row["field"] == "epochs" and "Traceback" not in done.stderr
+
+
+def test_epoch_rows_from_a_run_replay_as_the_events_they_were(tmp_path, data_dir):
+    from workbench.core.events import from_row
+
+    recorded = []
+    run_dir = fit(tiny_config(tmp_path, data_dir, epochs=1), recorded.append)
+    (row,) = runs.epoch_records(runs.read_metrics(run_dir))
+    (event,) = [e for e in recorded if isinstance(e, EpochMetrics)]
+    assert from_row(row) == event

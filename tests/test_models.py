@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.support.cli import one_line_error
+from workbench.cli import main
 from workbench.core import models
 from workbench.core.catalog import arch_names
 from workbench.core.errors import WorkbenchError
@@ -168,3 +170,13 @@ def test_shake_shake_is_deterministic_only_in_eval_mode():
     model.train()
     with torch.no_grad():
         assert not torch.allclose(model(x), model(x))
+
+
+def test_images_too_small_for_the_architecture_are_refused_before_a_run_folder(tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    line = one_line_error(capsys, ["train", "--dataset", "shapes", "--arch", "basic_cnn", "--image-size", "8",
+                                   "--device", "cpu", "--runs-dir", str(runs_dir), "--data-dir", str(tmp_path / "d")])
+    assert "cannot take 8x8 images" in line and "at least 16 px" in line
+    assert not runs_dir.exists() or not list(runs_dir.iterdir())
+    assert "-5" not in str(main(["models", "--image-size", "-5"]))  # refused (exit 2), not drawn as 3x-5x-5
+    assert "image-size" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import os
 import stat
 import threading
 
-from tests.test_cli import workbench
+from tests.support.cli import workbench
 from workbench.core.events import Failed, Finished, StepMetrics
 from workbench.core.notify import Notifier, NotifyOnEnd, osc_sequences, parse_channels
 from workbench.core.training.control import TrainControl

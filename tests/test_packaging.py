@@ -42,3 +42,11 @@ def test_no_source_file_is_ignored_by_git():
     sources = [str(p.relative_to(REPO)) for p in (REPO / "workbench").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     result = subprocess.run(["git", "check-ignore", "--no-index", *sources], cwd=REPO, capture_output=True, text=True)
     assert result.stdout.strip() == "", f"ignored by .gitignore: {result.stdout.split()}"
+
+
+def test_readme_tells_how_to_install_the_cpu_build_and_what_onnx_needs():
+    from tests.support.cli import REPO
+
+    readme = (REPO / "README.md").read_text()
+    assert "--index-url https://download.pytorch.org/whl/cpu" in readme
+    assert "pip install -e \".[onnx]\"" in readme

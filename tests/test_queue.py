@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.test_cli import workbench
+from tests.support.cli import workbench
 from workbench.core import runs
 from workbench.core.config import RunConfig
 from workbench.core.experiments.queue import JobQueue, args_for_config, runner_id
@@ -227,7 +227,7 @@ def test_queue_lifecycle_a_trainer_that_ignores_sigterm_is_killed_and_marked(tmp
 
 
 def test_queue_bounds_parallel_jobs_in_one_line(tmp_path, capsys):
-    from tests.test_trust import one_line_error
+    from tests.support.cli import one_line_error
 
     error = one_line_error(capsys, ["queue", "run", "--parallel", "100000", "--runs-dir", str(tmp_path / "runs")])
     assert "--parallel" in error and "per CPU core" in error

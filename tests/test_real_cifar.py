@@ -6,8 +6,10 @@ import tarfile
 
 import pytest
 
-from tests.conftest import SHARED_CIFAR
+from tests.support.cli import REPO
 from workbench.core.events import EpochMetrics, Finished
+
+SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 
 pytestmark = [
     pytest.mark.cifar,

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 import torch
+from PIL import Image
 
+from tests.support.cli import REPO, one_line_error
+from tests.support.events import Recorder, wait_for
+from tests.support.folders import folder_config, image_folder, snapshot
+from workbench.cli import main
 from workbench.core import checkpoint as ckpt
 from workbench.core import runs
 from workbench.core.events import EpochMetrics, Failed, Finished, Notice, StepMetrics
+from workbench.core.training import run_folder
 from workbench.core.training.control import TrainControl
 from workbench.core.training.engine import fit
 
@@ -272,3 +280,199 @@ def test_resume_may_change_what_the_declarations_allow(tiny, recorder):
     run_dir, _, _, _ = edited_resume(tiny, recorder, "keep_best = 1", "keep_best = 2")
     assert recorder.last(Failed) is None and recorder.last(Finished) is not None
     assert runs.read_config(run_dir).keep_best == 2 and runs.read_config(run_dir).epochs == 2
+
+
+HOLD_LOCK = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from workbench.core.runs import RunLock
+    lock = RunLock(Path(sys.argv[1]))
+    lock.acquire()
+    lock.record_owner()
+    print("holding", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_a_run_another_process_trains_cannot_be_resumed(finished_run, tmp_path, capsys):
+    run_dir, dataset = finished_run
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True,
+                              cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        before = snapshot(run_dir)
+        recorder = Recorder()
+        fit(folder_config(tmp_path, dataset, epochs=2), recorder, resume_dir=run_dir)
+        failed = recorder.last(Failed)
+        assert failed.bad_input and f"process {holder.pid}" in failed.reason and "being trained" in failed.reason
+        line = one_line_error(capsys, ["train", "--resume", str(run_dir), "--epochs", "3"])
+        assert f"process {holder.pid}" in line
+        assert snapshot(run_dir) == before
+        assert not runs.is_interrupted(run_dir)
+    finally:
+        holder.kill()
+        holder.wait()
+    # The OS dropped the lock with its holder: nothing stale is left to decide anything.
+    fit(folder_config(tmp_path, dataset, epochs=2), lambda event: None, resume_dir=run_dir)
+    assert runs.read_status(run_dir)[0] == "finished"
+
+
+def test_resuming_a_run_this_process_is_training_is_refused_before_its_first_checkpoint(tmp_path):
+    dataset = image_folder(tmp_path / "animals", per_class=40)
+    control, started, holder = TrainControl(), threading.Event(), {}
+
+    def first_run():
+        def sink(event):
+            if isinstance(event, StepMetrics):
+                started.set()
+                control.wait_while_paused()
+
+        holder["dir"] = fit(folder_config(tmp_path, dataset, epochs=3, batch_size=2), sink, control)
+
+    control.pause()  # the live run stays in its first epoch: no checkpoint yet
+    thread = threading.Thread(target=first_run)
+    thread.start()
+    try:
+        (run_dir,) = [p for p in (tmp_path / "runs").iterdir()] if wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir())) else []
+        assert wait_for(lambda: runs.is_locked(run_dir))
+        recorder = Recorder()
+        fit(folder_config(tmp_path, dataset, epochs=3), recorder, resume_dir=run_dir)
+        assert "being trained by process" in recorder.last(Failed).reason
+        assert runs.read_status(run_dir)[0] == "running"  # the live run was not marked failed
+    finally:
+        control.stop()
+        thread.join(60)
+    assert runs.read_status(holder["dir"])[0] == "stopped"
+
+
+def test_refused_resumes_leave_every_file_byte_identical(finished_run, tmp_path, capsys):
+    run_dir, dataset = finished_run
+    before = snapshot(run_dir)
+
+    recorder = Recorder()  # the same --epochs as the finished run
+    fit(folder_config(tmp_path, dataset), recorder, resume_dir=run_dir)
+    assert recorder.last(Failed).field == "epochs"
+    assert snapshot(run_dir) == before
+
+    (dataset / "train" / "dog").mkdir()  # the data folder gained a class
+    (dataset / "test" / "dog").mkdir()
+    for split in ("train", "test"):
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(dataset / split / "dog" / "a.png")
+    recorder = Recorder()
+    fit(folder_config(tmp_path, dataset, epochs=2), recorder, resume_dir=run_dir)
+    reason = recorder.last(Failed).reason
+    assert "[ant, bee, cow]" in reason and "[ant, bee, cow, dog]" in reason
+    assert snapshot(run_dir) == before
+    for split in ("train", "test"):
+        (dataset / split / "dog" / "a.png").unlink()
+        (dataset / split / "dog").rmdir()
+
+    config_file = run_dir / "config.toml"  # an emptied config.toml
+    kept = config_file.read_bytes()
+    config_file.write_text("")
+    emptied = snapshot(run_dir)
+    assert "lacks dataset, arch" in one_line_error(capsys, ["train", "--resume", str(run_dir), "--epochs", "2"])
+    assert snapshot(run_dir) == emptied
+    config_file.write_bytes(kept)
+
+    class Payload:  # a checkpoint that would run code
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    last = run_dir / "checkpoints" / "last.pt"
+    good = last.read_bytes()
+    state = ckpt.load_checkpoint(last)
+    state["model"]["evil"] = Payload()
+    torch.save(state, last)
+    poisoned = snapshot(run_dir)
+    recorder = Recorder()
+    fit(folder_config(tmp_path, dataset, epochs=2), recorder, resume_dir=run_dir)
+    assert "refusing to load" in recorder.last(Failed).reason
+    assert snapshot(run_dir) == poisoned
+    last.write_bytes(good)
+
+    assert snapshot(run_dir) == before
+    assert main(["export", str(run_dir)]) == 0  # the run is as good as it was
+
+
+def test_renamed_or_reordered_class_folders_are_refused_listing_both(finished_run, tmp_path):
+    run_dir, dataset = finished_run
+    before = snapshot(run_dir)
+    for split in ("train", "test"):  # ant <-> cow: same names, other labels
+        (dataset / split / "ant").rename(dataset / split / "tmp")
+        (dataset / split / "cow").rename(dataset / split / "ant")
+        (dataset / split / "tmp").rename(dataset / split / "zebra")
+    recorder = Recorder()
+    fit(folder_config(tmp_path, dataset, epochs=2), recorder, resume_dir=run_dir)
+    failed = recorder.last(Failed)
+    assert failed.bad_input and "[ant, bee, cow]" in failed.reason and "[ant, bee, zebra]" in failed.reason
+    assert snapshot(run_dir) == before
+
+
+def test_a_torn_metrics_line_is_dropped_before_a_resume_appends(finished_run, tmp_path):
+    run_dir, dataset = finished_run
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"type": "epoch", "epoch": 2, "train_lo')  # a crash mid-write
+    fit(folder_config(tmp_path, dataset, epochs=2), lambda event: None, resume_dir=run_dir)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert all(isinstance(json.loads(line), dict) for line in lines)  # every line reads
+    summary = runs.summarize_run(run_dir)
+    assert (summary.epochs_done, summary.epochs) == (2, 2)
+    assert [r["epoch"] for r in runs.epoch_records(runs.read_metrics(run_dir))] == [1, 2]
+
+
+def test_a_resume_takes_the_lock_before_it_reads_the_run(finished_run, tmp_path, monkeypatch):
+    run_dir, dataset = finished_run
+    seen = []
+    real = run_folder.read_resume_point  # where fit()'s run folder reads a resume point
+
+    def watched(path, epochs):
+        seen.append(runs.is_locked(path))
+        return real(path, epochs)
+
+    monkeypatch.setattr(run_folder, "read_resume_point", watched)
+    fit(folder_config(tmp_path, dataset, epochs=2), lambda event: None, resume_dir=run_dir)
+    assert seen == [True]  # a second resume could not have read the same checkpoint meanwhile
+
+
+def test_swapped_class_folders_and_changed_files_are_refused_on_resume(finished_run, tmp_path):
+    run_dir, dataset = finished_run
+    before = snapshot(run_dir)
+    for split in ("train", "test"):  # same names, other images under each
+        (dataset / split / "ant").rename(dataset / split / "tmp")
+        (dataset / split / "bee").rename(dataset / split / "ant")
+        (dataset / split / "tmp").rename(dataset / split / "bee")
+    recorder = Recorder()
+    fit(folder_config(tmp_path, dataset, epochs=2), recorder, resume_dir=run_dir)
+    assert "[ant, bee] changed since this run started" in recorder.last(Failed).reason
+    assert snapshot(run_dir) == before
+
+
+def test_a_resume_keeps_a_better_best_checkpoint(tiny, monkeypatch):
+    import torch
+
+    run_dir = fit(tiny(arch="linear", epochs=1), lambda event: None)
+    best = (run_dir / "checkpoints" / "best.pt").read_bytes()
+    # Epoch 2 learns nothing: its steps are skipped (a resume may not change the lr, the run's own setting).
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, closure=None: None)
+    fit(tiny(arch="linear", epochs=2), lambda event: None, resume_dir=run_dir)
+    rows = runs.epoch_records(runs.read_metrics(run_dir))
+    if rows[1]["val_acc"] <= rows[0]["val_acc"]:
+        assert (run_dir / "checkpoints" / "best.pt").read_bytes() == best
+        assert ckpt.load_checkpoint(run_dir / "checkpoints" / "best.pt")["progress"]["epoch"] == 1
+
+
+def test_resume_refuses_config_files_and_run_files_changed_by_hand(finished_run, tmp_path, capsys):
+    run_dir, dataset = finished_run
+    assert "do not apply" in one_line_error(capsys, ["train", "--resume", str(run_dir), "--config", "x.toml"])
+    before = snapshot(run_dir)
+    (run_dir / "metrics.jsonl").rename(tmp_path / "metrics.jsonl")
+    (run_dir / "metrics.jsonl").mkdir()
+    recorder = Recorder()
+    fit(folder_config(tmp_path, dataset, epochs=2), recorder, resume_dir=run_dir)
+    assert "is not a regular file" in recorder.last(Failed).reason
+    (run_dir / "metrics.jsonl").rmdir()
+    (tmp_path / "metrics.jsonl").rename(run_dir / "metrics.jsonl")
+    assert snapshot(run_dir) == before and runs.read_status(run_dir)[0] == "finished"

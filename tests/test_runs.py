@@ -9,10 +9,13 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
-from tests.test_trust import REPO, folder_config, image_folder
+from tests.support.cli import REPO, one_line_error
+from tests.support.folders import folder_config, image_folder
+from workbench.cli import main
 from workbench.core import runs
 from workbench.core.errors import RunBusy, WorkbenchError
 from workbench.core.training.engine import fit
@@ -130,3 +133,58 @@ def test_runs_cleanup_of_killed_writes_keeps_the_users_own_files(tmp_path):
     leftover.write_bytes(b"half")  # what a SIGKILL leaves behind
     assert clean_temp_files(tmp_path) == [leftover]
     assert (tmp_path / ".notes.tmp").read_text() == "mine" and (tmp_path / ".draft.v2.tmp").exists()
+
+
+def test_a_stale_pid_never_decides(finished_run):
+    run_dir, _ = finished_run
+    info = runs.read_run_info(run_dir)
+    runs.write_run_info(run_dir, {**info, "pid": os.getpid()})  # alive, but not training it
+    runs.write_status(run_dir, "running")
+    assert runs.is_interrupted(run_dir)  # nobody holds the lock
+
+
+def test_a_status_file_that_is_not_utf8_does_not_break_the_runs_list(finished_run, capsys):
+    run_dir, _ = finished_run
+    (run_dir / "status").write_bytes(b"\xff\xfe\x00garbage")
+    assert main(["runs", "--runs-dir", str(run_dir.parent), "--plain"]) == 0
+    assert "unknown" in capsys.readouterr().out
+
+
+def test_runs_shows_done_and_target_after_a_resume_with_more_epochs(finished_run, tmp_path, capsys):
+    run_dir, dataset = finished_run
+    fit(folder_config(tmp_path, dataset, epochs=3), lambda event: None, resume_dir=run_dir)
+    assert main(["runs", "--runs-dir", str(run_dir.parent), "--plain"]) == 0
+    assert "\t3/3\t" in capsys.readouterr().out
+    assert runs.read_config(run_dir).epochs == 3  # a later plain resume continues to 3, not 1
+
+
+def test_files_a_run_writes_follow_the_umask(tmp_path):
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        os.umask(0o027)
+        sys.argv = ["workbench"]
+        from workbench.cli import main
+        raise SystemExit(main(["train", "--dataset", "shapes", "--arch", "linear", "--epochs", "1", "--device", "cpu",
+                               "--runs-dir", {str(tmp_path / 'runs')!r}, "--data-dir", {str(tmp_path / 'data')!r}]))
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert main(["export", str(run_dir)]) == 0 or True
+    for relative in ("status", "run.json", "config.toml", "metrics.jsonl", "checkpoints/last.pt",
+                     "images/confusion.png", "images/confusion.json"):
+        assert oct((run_dir / relative).stat().st_mode & 0o777) == oct(0o640), relative
+
+
+def test_pipes_where_files_belong_are_refused_instead_of_blocking(finished_run, tmp_path, capsys):
+    run_dir, _ = finished_run
+    last = run_dir / "checkpoints" / "last.pt"
+    last.unlink()
+    os.mkfifo(last)
+    (run_dir / "checkpoints" / "last.prev.pt").unlink(missing_ok=True)
+    (run_dir / "checkpoints" / "best.pt").unlink(missing_ok=True)
+    assert "not a regular file" in one_line_error(capsys, ["train", "--resume", str(run_dir), "--epochs", "2"])
+    pipe = tmp_path / "run.toml"
+    os.mkfifo(pipe)
+    assert "not a regular file" in one_line_error(capsys, ["train", "--config", str(pipe)])

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from tests.conftest import Recorder
+from tests.support.events import Recorder
 from workbench.cli import main
 from workbench.core import checkpoint as ckpt
 from workbench.core import runs
@@ -173,7 +173,7 @@ def test_the_batch_finder_doubles_until_out_of_memory(tiny, monkeypatch):
 @pytest.mark.parametrize("flags", [["--end-lr", "inf"], ["--start-lr", "1e20", "--end-lr", "1e21"],
                                    ["--start-lr", "nan"], ["--diverge", "nan"], ["--steps", "100000000"]])
 def test_lr_find_bounds_every_range_flag_in_one_line_writing_nothing(flags, tmp_path, capsys):
-    from tests.test_trust import one_line_error
+    from tests.support.cli import one_line_error
 
     runs_dir = tmp_path / "runs"
     error = one_line_error(capsys, ["lr-find", "--dataset", "shapes", "--arch", "linear", "--device", "cpu",

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
+import torch
 from PIL import Image
 
+from tests.support.ui import (
+    SIZE,
+    app_for,
+    asynchronous,
+    make_app,
+    models_ready,
+    record_notifications,
+    run_folders,
+    tiny_config,
+    type_into,
+    wait_until,
+    write_test_pngs,
+)
+from workbench.core import checkpoint as ckpt
+from workbench.core import runs
 from workbench.core.config import RunConfig
 from workbench.core.events import EpochMetrics, Finished, StepMetrics
-from workbench.ui.app import WorkbenchApp, build_app
+from workbench.core.training.engine import fit
+from workbench.ui.app import build_app
 from workbench.ui.bridge import (
     MAX_BUFFERED_STEPS,
     EngineBridge,
@@ -29,87 +42,7 @@ from workbench.ui.screens.runs import RunScreen, RunsScreen
 from workbench.ui.screens.setup import SetupScreen
 from workbench.ui.widgets.preview import Scale, fit_scale
 
-SIZE = (120, 40)
-
 # ---- helpers shared with the snapshot tests ------------------------------------------------
-
-
-def asynchronous(test):
-    """Run an async test with asyncio.run (no pytest async plugin is needed)."""
-
-    @functools.wraps(test)
-    def run(*args, **kwargs):
-        return asyncio.run(test(*args, **kwargs))
-
-    return run
-
-
-
-async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 90.0) -> bool:
-    """Let the app run until predicate() holds; False after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await pilot.pause(0.1)
-    if os.environ.get("WB_DEBUG"):
-        import faulthandler
-        faulthandler.dump_traceback(sys.__stderr__)
-        app = pilot.app
-        print("screen", app.screen, "training", getattr(app, "training", None))
-        for line in app.dashboard.query_one("#log").lines[-15:]:
-            print(line.text)
-    return predicate()
-
-
-def tiny_config(tmp_path: Path, data_dir: Path, **changes) -> RunConfig:
-    values = dict(
-        dataset="shapes", arch="linear", epochs=1, batch_size=256, runs_dir=str(tmp_path / "runs"),
-        data_dir=str(data_dir), augment="flip", device="cpu",
-    )
-    return RunConfig.from_mapping({**values, **changes})
-
-
-def make_app(tmp_path: Path, data_dir: Path, initial: RunConfig | None = None) -> WorkbenchApp:
-    return build_app(initial, runs_dir=tmp_path / "runs", config_dir=tmp_path / "config", data_dir=data_dir)
-
-
-def models_ready(app: WorkbenchApp) -> bool:
-    found = app.setup_screen.query("#arch-list")
-    if not found:
-        return False
-    arch_list = found.first()
-    return bool(arch_list.architectures) and len(arch_list.params) == len(arch_list.architectures)
-
-
-def record_notifications(app: WorkbenchApp) -> list[str]:
-    notes: list[str] = []
-    original = app.notify
-
-    def notify(message, **kwargs):
-        notes.append(str(message))
-        return original(message, **kwargs)
-
-    app.notify = notify  # type: ignore[method-assign]
-    return notes
-
-
-def run_folders(tmp_path: Path) -> list[Path]:
-    runs = tmp_path / "runs"
-    return sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
-
-
-async def type_into(pilot, selector: str, text: str) -> None:
-    widget = pilot.app.screen.query_one(selector)
-    widget.focus()
-    await pilot.pause()
-    await pilot.press("end", *["backspace"] * (len(widget.value) + 1), *text)
-
-
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    """One data folder for the session, so the shapes set is generated once."""
-    return tmp_path_factory.mktemp("data")
 
 
 # ---- training from the keyboard ------------------------------------------------------------
@@ -162,28 +95,6 @@ async def test_train_from_keys_then_export_and_browse(tmp_path, data_dir):
         )
         await pilot.press("escape", "escape")
         assert await wait_until(pilot, lambda: app.screen is dashboard, 5)
-
-
-@asynchronous
-async def test_invalid_value_blocks_start_with_a_message(tmp_path, data_dir):
-    app = make_app(tmp_path, data_dir)
-    notes = record_notifications(app)
-    async with app.run_test(size=SIZE) as pilot:
-        assert await wait_until(pilot, lambda: models_ready(app))
-        await type_into(pilot, "#lr", "-1")
-        app.setup_screen.query_one("#arch-table").focus()
-        await pilot.press("s")
-        assert await wait_until(pilot, lambda: any("Fix the form first" in note for note in notes), 20)
-        error = app.setup_screen.query_one("#error-lr")
-        assert "-1.0 must be greater than 0" in str(error.render())
-        assert error.has_class("shown")
-        assert app.setup_screen.query_one("#row-lr").has_class("error")
-        # The message names the field as the form labels it, not by its command-line flag.
-        assert any("learning rate: -1.0 must be greater than 0" in note for note in notes), notes
-        assert not any("--lr" in note for note in notes)
-        await pilot.pause(0.5)
-        assert not app.training and isinstance(app.screen, SetupScreen)
-    assert run_folders(tmp_path) == []
 
 
 @asynchronous
@@ -315,47 +226,7 @@ async def test_background_failures_become_messages(tmp_path, data_dir):
         assert app.return_code is None
 
 
-@asynchronous
-async def test_keys_move_through_the_form_and_the_palette_reaches_every_screen(tmp_path, data_dir):
-    app = make_app(tmp_path, data_dir)
-    async with app.run_test(size=SIZE) as pilot:
-        setup = app.setup_screen
-        setup.query_one("#epochs").focus()
-        await pilot.press("down")
-        assert setup.focused.id == "batch_size"
-        await pilot.press("up", "up")
-        assert setup.focused.id == "recipe"
-        await pilot.press("shift+tab")  # up on a select opens its list, as Textual's Select does
-        assert setup.focused.id == "dataset"
-        await pilot.press("enter")
-        assert setup.focused.id == "recipe"
-        await pilot.press("ctrl+p")
-        await pilot.pause(0.3)
-        await pilot.press(*"show runs", "enter")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), 5)
-        await pilot.press("escape")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, SetupScreen), 5)
-
-
 # ---- images --------------------------------------------------------------------------------
-
-
-def write_test_pngs(run_dir: Path) -> list[Path]:
-    """Three PNGs with known pixels and distinct modification times (oldest first)."""
-    images = run_dir / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index, (name, size) in enumerate([("gradient.png", (64, 48)), ("checks.png", (20, 20)), ("big.png", (900, 700))]):
-        image = Image.new("RGB", size)
-        image.putdata([
-            ((x * 4 + index * 40) % 256, (y * 5) % 256, ((x // 4 + y // 4) % 2) * 255)
-            for y in range(size[1]) for x in range(size[0])
-        ])
-        path = images / name
-        image.save(path)
-        os.utime(path, (1_700_000_000 + index * 60, 1_700_000_000 + index * 60))
-        paths.append(path)
-    return paths
 
 
 @asynchronous
@@ -500,3 +371,58 @@ async def test_the_event_log_rewraps_its_lines_when_it_gets_wider():
         await pilot.resize_terminal(120, 10)
         await pilot.pause()
         assert len(log.lines) == 1
+
+
+@asynchronous
+async def test_export_during_training_leaves_the_run_as_it_would_have_been(tmp_path, data_dir):
+    config = tiny_config(tmp_path, data_dir, arch="basic_cnn", epochs=3, batch_size=64, optimizer="adamw")
+    app = app_for(tmp_path, data_dir, config, runs_dir=tmp_path / "runs")
+    notes = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        dashboard = app.dashboard
+        assert await wait_until(pilot, lambda: dashboard.charts.accuracy.point_count("val") >= 1, 120)
+        await pilot.press("e")  # epoch 2 is training now
+        assert await wait_until(pilot, lambda: any("exported to" in note for note in notes), 120), notes
+        assert await wait_until(pilot, lambda: dashboard.outcome is not None, 180)
+        assert isinstance(dashboard.outcome, Finished) and dashboard.outcome.status == "finished", dashboard.outcome
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    alone = fit(config.replace(runs_dir=str(tmp_path / "alone")), lambda event: None)
+    trained = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+    reference = ckpt.load_checkpoint(alone / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(trained[name], reference[name]) for name in reference)
+
+
+@asynchronous
+async def test_export_of_a_run_that_was_never_evaluated_asks_first(tmp_path, data_dir):
+    # basic_cnn at batch 16: an epoch lasts long enough that x always lands before the first evaluation
+    config = tiny_config(tmp_path, data_dir, arch="basic_cnn", epochs=5, batch_size=16)
+    app = app_for(tmp_path, data_dir, config, runs_dir=tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: app.dashboard.view.step > 0, 60)
+        await pilot.press("x")
+        assert await wait_until(pilot, lambda: app.dashboard.outcome is not None, 60)
+        log = " ".join(" ".join(line.text for line in app.dashboard.query_one("#log").lines).split())
+        assert "no evaluation happened" in log and "0.0%" not in log
+        await pilot.press("e")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, Question) and app.screen.id == "confirm-export", 30)
+        await pilot.press("n")
+        await pilot.pause(0.3)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert not list((run_dir / "export").iterdir())
+
+
+@asynchronous
+async def test_sigterm_in_the_app_saves_a_checkpoint_and_exits_143(tmp_path, data_dir):
+    config = tiny_config(tmp_path, data_dir, epochs=30, batch_size=16)
+    app = build_app(config, runs_dir=tmp_path / "runs", config_dir=tmp_path / "config", data_dir=data_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: app.dashboard.view.step > 0, 60)
+        app.terminate()  # what the SIGTERM handler calls
+        assert await wait_until(pilot, lambda: app.return_code is not None, 60)
+    assert app.return_code == 143
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert runs.read_status(run_dir) == ("stopped", "SIGTERM")
+    assert (run_dir / "checkpoints" / "last.pt").is_file()

@@ -12,12 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_ui import asynchronous, wait_until
-from tests.test_ui_snapshots import app_in, in_tmp, settle, write_recorded_run  # noqa: F401  (in_tmp is a fixture)
-from workbench.core.events import from_row
+from tests.support.recorded import write_recorded_run
+from tests.support.ui import (
+    SIZE,
+    app_for,
+    app_in,
+    asynchronous,
+    record_notifications,
+    settle,
+    tiny_config,
+    wait_until,
+)
+from workbench.core.events import Failed, from_row
+from workbench.ui.app import build_app
 from workbench.ui.bridge import EngineBridge
 from workbench.ui.screens.dashboard import DashboardScreen
 from workbench.ui.widgets.charts import _span, compact_labels, epoch_ticks, nice_ticks
+
 
 def copy_recorded_run(runs_dir: Path, recorded: Path) -> Path:
     run_dir = runs_dir / recorded.name
@@ -145,3 +156,45 @@ def test_y_ticks_are_compact():
     assert compact_labels(nice_ticks(0, 100, 5)) == ["0", "20", "40", "60", "80", "100"]
     low, high = _span([0.003] * 50)  # a constant learning rate gets a band around it, labelled shortly
     assert all(len(label) <= 6 for label in compact_labels(nice_ticks(low, high, 4)))
+
+
+@asynchronous
+async def test_a_second_run_starts_with_a_clean_log_and_the_dashboard_shows_lr_and_every_class(tmp_path, data_dir):
+    config = tiny_config(tmp_path, data_dir, epochs=1)
+    app = app_for(tmp_path, data_dir, config, runs_dir=tmp_path / "runs")
+    notes = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        dashboard = app.dashboard
+        assert await wait_until(pilot, lambda: dashboard.outcome is not None, 120)
+        classes = dashboard.query_one("#classes")
+        assert classes.row_count == 10 and classes.region.height >= 10 + 3  # all ten rows fit at 120x40
+        labels = [str(column.label) for column in classes.columns.values()]
+        assert labels[:4] == ["class", "acc", "prec", "F1"]
+        assert sum(column.get_render_width(classes) for column in list(classes.columns.values())[:4]) <= classes.size.width
+        assert dashboard.view.lr is not None and "lr " in str(dashboard.query_one("#status").render())
+        assert dashboard.charts.lr.point_count() > 0
+        first = dashboard.outcome
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: dashboard.outcome is not first and app.screen is dashboard, 60), notes
+        lines = [line.text for line in dashboard.query_one("#log").lines]
+        assert lines and lines[0].startswith("starting"), lines[:3]
+        assert await wait_until(pilot, lambda: dashboard.outcome is not None and not dashboard.busy, 120)
+        lines = [line.text for line in dashboard.query_one("#log").lines]
+        # One run's lines: its start and its end, nothing of the run before.
+        assert sum(line.startswith("starting") for line in lines) == 1
+        assert sum("finished after" in line for line in lines) == 1
+
+
+@asynchronous
+async def test_a_failed_run_says_training_failed_once(tmp_path, data_dir):
+    config = tiny_config(tmp_path, data_dir, epochs=2, optimizer="sgd", lr=1e6, momentum=0.0)
+    app = build_app(config, runs_dir=tmp_path / "runs", config_dir=tmp_path / "config", data_dir=data_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: isinstance(app.dashboard.outcome, Failed), 60)
+        lines = [line.text for line in app.dashboard.query_one("#log").lines]
+        failed = [line for line in lines if "training failed" in line.lower()]
+        assert failed and all(line.lower().count("training failed") == 1 for line in failed), failed

@@ -4,21 +4,15 @@ the dashboard follows it (the watch screen); a count this machine cannot give is
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch.distributed as dist
 
-from tests.test_ui import SIZE, asynchronous, models_ready, tiny_config, wait_until
+from tests.support.ui import SIZE, asynchronous, models_ready, tiny_config, wait_until
 from workbench.core.events import Finished
 from workbench.launch import devices_problem
 from workbench.ui.app import build_app
 from workbench.ui.screens.dashboard import DashboardScreen
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("data")
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.test_ui import asynchronous, record_notifications, wait_until
-from tests.test_ui_snapshots import app_in, in_tmp, recorded_events, settle  # noqa: F401  (in_tmp is a fixture)
+from tests.support.recorded import recorded_events
+from tests.support.ui import app_in, asynchronous, record_notifications, settle, wait_until
 from workbench.core import runs
 from workbench.core.config import RunConfig
 from workbench.core.events import to_row
-from workbench.core.lifecycle.follow import RunFollower
 from workbench.core.experiments.queue import JobQueue
+from workbench.core.lifecycle.follow import RunFollower
 from workbench.ui.screens.compare import CompareScreen
-from workbench.ui.screens.queue import QueueScreen
 from workbench.ui.screens.dashboard import DashboardScreen
+from workbench.ui.screens.queue import QueueScreen
 
 NAMES = ("20250101-120000-basic_cnn", "20250101-130000-basic_cnn")
 

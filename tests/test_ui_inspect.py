@@ -9,7 +9,7 @@ from PIL import Image
 from textual.app import App
 from textual.widgets import Input, Static, TabbedContent
 
-from tests.test_ui import asynchronous, wait_until
+from tests.support.ui import asynchronous, wait_until
 from workbench.ui.screens.inspect import InspectScreen
 from workbench.ui.widgets.review_tables import (
     ClassCounts,

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-from tests.test_ui import SIZE, asynchronous, models_ready, tiny_config, wait_until
+from tests.support.ui import SIZE, asynchronous, models_ready, tiny_config, wait_until
 from workbench.ui.app import build_app
 from workbench.ui.screens.lr_find import LrFindScreen
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("data")
 
 
 @asynchronous

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-from tests.test_ui import SIZE, asynchronous, models_ready, tiny_config, wait_until
+from tests.support.ui import SIZE, asynchronous, models_ready, tiny_config, wait_until
 from workbench.ui.app import build_app
 from workbench.ui.screens.network_file import NetworkFileScreen
 from workbench.ui.widgets.arch_list import ADD_FILE, ArchitectureList
@@ -18,11 +14,6 @@ import torch.nn as nn
 def make_net(in_channels, num_classes, image_size):
     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, num_classes))
 '''
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("data")
 
 
 async def _open_add_file(pilot, app) -> NetworkFileScreen:

@@ -1,20 +1,29 @@
-"""The app under hostile input: names with markup characters, SIGTERM, a failing run's wording."""
+"""The runs list and a past run in the app: the table at narrow widths, names and data shown as text."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-from tests.test_trust import image_folder
-from tests.test_ui import SIZE, asynchronous, record_notifications, tiny_config, wait_until
-from workbench.core import runs
+from tests.support.folders import image_folder
+from tests.support.ui import SIZE, app_for, asynchronous, record_notifications, tiny_config, wait_until
 from workbench.core.config import RunConfig
-from workbench.core.events import Failed
 from workbench.core.training.engine import fit
 from workbench.ui.app import build_app
 from workbench.ui.screens.images import ImagesScreen
 from workbench.ui.screens.runs import RunScreen, RunsScreen
+
+
+@asynchronous
+async def test_the_runs_table_keeps_status_and_best_at_80_columns(tmp_path, data_dir):
+    fit(tiny_config(tmp_path, data_dir), lambda event: None)
+    app = app_for(tmp_path, data_dir, runs_dir=tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries, 30)
+        table = app.screen.query_one("#runs-table")
+        await pilot.pause(0.2)
+        shown = [str(column.label) for column in table.columns.values()]
+        assert shown[:3] == ["run", "status", "best"]
+        widths = sum(column.get_render_width(table) for column in list(table.columns.values())[:3])
+        assert widths <= 80
 
 
 @asynchronous
@@ -42,38 +51,6 @@ async def test_markup_characters_in_paths_never_crash_the_app(tmp_path):
         await pilot.press("escape", "escape")
         await pilot.pause(0.3)
         assert app.return_code is None  # still running: nothing crashed on a bracket
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("data")
-
-
-@asynchronous
-async def test_sigterm_in_the_app_saves_a_checkpoint_and_exits_143(tmp_path, data_dir):
-    config = tiny_config(tmp_path, data_dir, epochs=30, batch_size=16)
-    app = build_app(config, runs_dir=tmp_path / "runs", config_dir=tmp_path / "config", data_dir=data_dir)
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("s")
-        assert await wait_until(pilot, lambda: app.dashboard.view.step > 0, 60)
-        app.terminate()  # what the SIGTERM handler calls
-        assert await wait_until(pilot, lambda: app.return_code is not None, 60)
-    assert app.return_code == 143
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    assert runs.read_status(run_dir) == ("stopped", "SIGTERM")
-    assert (run_dir / "checkpoints" / "last.pt").is_file()
-
-
-@asynchronous
-async def test_a_failed_run_says_training_failed_once(tmp_path, data_dir):
-    config = tiny_config(tmp_path, data_dir, epochs=2, optimizer="sgd", lr=1e6, momentum=0.0)
-    app = build_app(config, runs_dir=tmp_path / "runs", config_dir=tmp_path / "config", data_dir=data_dir)
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("s")
-        assert await wait_until(pilot, lambda: isinstance(app.dashboard.outcome, Failed), 60)
-        lines = [line.text for line in app.dashboard.query_one("#log").lines]
-        failed = [line for line in lines if "training failed" in line.lower()]
-        assert failed and all(line.lower().count("training failed") == 1 for line in failed), failed
 
 
 @asynchronous

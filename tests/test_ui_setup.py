@@ -1,0 +1,120 @@
+"""The setup screen: the form, its keys and focus, filtering the architectures, checkboxes, the palette."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.ui import (
+    SIZE,
+    app_for,
+    asynchronous,
+    make_app,
+    models_ready,
+    record_notifications,
+    run_folders,
+    tiny_config,
+    type_into,
+    wait_until,
+)
+from workbench.ui.screens.runs import RunsScreen
+from workbench.ui.screens.setup import SetupScreen
+
+
+@asynchronous
+async def test_invalid_value_blocks_start_with_a_message(tmp_path, data_dir):
+    app = make_app(tmp_path, data_dir)
+    notes = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: models_ready(app))
+        await type_into(pilot, "#lr", "-1")
+        app.setup_screen.query_one("#arch-table").focus()
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: any("Fix the form first" in note for note in notes), 20)
+        error = app.setup_screen.query_one("#error-lr")
+        assert "-1.0 must be greater than 0" in str(error.render())
+        assert error.has_class("shown")
+        assert app.setup_screen.query_one("#row-lr").has_class("error")
+        # The message names the field as the form labels it, not by its command-line flag.
+        assert any("learning rate: -1.0 must be greater than 0" in note for note in notes), notes
+        assert not any("--lr" in note for note in notes)
+        await pilot.pause(0.5)
+        assert not app.training and isinstance(app.screen, SetupScreen)
+    assert run_folders(tmp_path) == []
+
+
+@asynchronous
+async def test_keys_move_through_the_form_and_the_palette_reaches_every_screen(tmp_path, data_dir):
+    app = make_app(tmp_path, data_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        setup = app.setup_screen
+        setup.query_one("#epochs").focus()
+        await pilot.press("down")
+        assert setup.focused.id == "batch_size"
+        await pilot.press("up", "up")
+        assert setup.focused.id == "recipe"
+        await pilot.press("shift+tab")  # up on a select opens its list, as Textual's Select does
+        assert setup.focused.id == "dataset"
+        await pilot.press("enter")
+        assert setup.focused.id == "recipe"
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        await pilot.press(*"show runs", "enter")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), 5)
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SetupScreen), 5)
+
+
+@asynchronous
+async def test_the_runs_folder_is_a_visible_field_and_never_carried_to_the_next_launch(tmp_path, data_dir):
+    elsewhere = tmp_path / "elsewhere"
+    first = app_for(tmp_path, data_dir, tiny_config(tmp_path, data_dir, runs_dir=str(elsewhere)), runs_dir=elsewhere)
+    async with first.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: models_ready(first))
+        assert first.setup_screen.query_one("#runs_dir").value == str(elsewhere)
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: first.dashboard.outcome is not None, 120)
+    assert len(list(elsewhere.iterdir())) == 1
+    assert str(elsewhere) not in (tmp_path / "config" / "last.toml").read_text()
+
+    second = app_for(tmp_path, data_dir)  # a plain `workbench` later
+    async with second.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: models_ready(second))
+        field = second.setup_screen.query_one("#runs_dir")
+        assert field.value == "runs" and second.runs_dir == Path("runs")
+        field.value = str(tmp_path / "typed")
+        await pilot.pause()
+        assert second.runs_dir == tmp_path / "typed"  # the runs list follows what the form says
+
+
+@asynchronous
+async def test_tab_from_the_list_reaches_the_form_and_slash_filters(tmp_path, data_dir):
+    app = app_for(tmp_path, data_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: models_ready(app))
+        setup = app.setup_screen
+        setup.query_one("#arch-table").focus()
+        await pilot.press("tab")
+        assert setup.focused.id == "preset"  # no invisible stop in between
+        for _ in range(30):  # every stop is a field the user can see and change
+            await pilot.press("tab")
+            assert setup.focused is not None and setup.focused.id not in (None, "form"), setup.focused
+        setup.query_one("#arch-table").focus()
+        assert "/" in setup.query_one("#arch-filter").placeholder
+        await pilot.press("slash", "r", "e", "s")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, SetupScreen)  # the letters filtered; r did not open the runs list
+        names = setup.query_one("#arch-list").visible_names
+        assert names and all("res" in name or "res" in desc for name, desc in
+                             ((a.name, a.description.lower()) for a in setup.query_one("#arch-list").architectures
+                              if a.name in names))
+
+
+@asynchronous
+async def test_checked_and_unchecked_boxes_differ_without_colour(tmp_path, data_dir):
+    app = app_for(tmp_path, data_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: models_ready(app))
+        on = app.setup_screen.query_one("#augment-crop")
+        off = app.setup_screen.query_one("#augment-rotate")
+        assert on.value and not off.value
+        assert "X" in on.render().plain and "X" not in off.render().plain
