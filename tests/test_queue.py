@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.test_cli import workbench
 from workbench.core import runs
 from workbench.core.config import RunConfig
@@ -232,3 +234,145 @@ def test_queue_bounds_parallel_jobs_in_one_line(tmp_path, capsys):
     error = one_line_error(capsys, ["queue", "run", "--parallel", "100000", "--runs-dir", str(tmp_path / "runs")])
     assert "--parallel" in error and "per CPU core" in error
     assert not (tmp_path / "runs").exists()
+
+
+# ---- messages: each sqlite error on the queue says what it is -------------------------------
+
+
+def _one_line_queue_error(capsys, argv, kind_words: str) -> str:
+    from tests.test_trust import one_line_error
+
+    error = one_line_error(capsys, argv)
+    assert kind_words in error, error
+    return error
+
+
+def test_messages_a_busy_queue_says_try_again_not_move_it_aside(tmp_path, monkeypatch, capsys):
+    import sqlite3
+
+    from workbench.core.experiments import queue_file
+
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--seed", "1"]])
+    holder = sqlite3.connect(queue.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another workbench writing, past the timeout
+    monkeypatch.setattr(queue_file, "BUSY_TIMEOUT_S", 0.2)
+    try:
+        for argv in (["queue", "--runs-dir", str(queue.runs_dir)],
+                     ["queue", "add", "--arch", "linear", "--runs-dir", str(queue.runs_dir)]):
+            error = _one_line_queue_error(capsys, argv, "is busy: another workbench process has held its write lock")
+            assert "try again" in error and "move it aside" not in error
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert [job.args for job in queue.jobs()] == [("--seed", "1")]  # nothing was added, nothing lost
+
+
+def test_messages_a_read_only_queue_says_read_only(tmp_path, monkeypatch, capsys):
+    import sqlite3
+
+    from workbench.core.experiments import queue_file
+
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--seed", "1"]])
+    real_connect = sqlite3.connect
+
+    def read_only(path, *args, **kwargs):  # what a read-only mount or file gives sqlite, for root too
+        return real_connect(f"file:{path}?mode=ro", *args, uri=True, **kwargs)
+
+    monkeypatch.setattr(queue_file.sqlite3, "connect", read_only)
+    error = _one_line_queue_error(capsys, ["queue", "add", "--arch", "linear", "--runs-dir", str(queue.runs_dir)],
+                                  "it is read-only (the permissions of the file or its folder")
+    assert "move it aside" not in error
+    assert main_ok(["queue", "--runs-dir", str(queue.runs_dir)], capsys)  # reading it still works
+    monkeypatch.undo()
+    if os.geteuid() != 0:  # real permissions (root writes through them)
+        queue.path.chmod(0o444)
+        queue.runs_dir.chmod(0o555)
+        try:
+            _one_line_queue_error(capsys, ["queue", "add", "--arch", "linear", "--runs-dir", str(queue.runs_dir)],
+                                  "read-only")
+        finally:
+            queue.runs_dir.chmod(0o755)
+            queue.path.chmod(0o644)
+    assert len(queue.jobs()) == 1
+
+
+def main_ok(argv, capsys) -> bool:
+    from workbench.cli import main
+
+    code = main(argv)
+    capsys.readouterr()
+    return code == 0
+
+
+def test_messages_a_full_disk_says_free_space_and_keeps_the_queue(tmp_path, monkeypatch, capsys):
+    import sqlite3
+
+    from workbench.core.experiments import queue_file
+
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--seed", "1"]])
+    real_connect = sqlite3.connect
+
+    def no_room(*args, **kwargs):  # sqlite's own SQLITE_FULL: the file may not grow by a page
+        db = real_connect(*args, **kwargs)
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages}")
+        return db
+
+    monkeypatch.setattr(queue_file.sqlite3, "connect", no_room)
+    with pytest.raises(queue_file.QueueUnusable) as refused:
+        queue.add([["--seed", str(i), "--note", "x" * 2000] for i in range(50)])
+    assert refused.value.kind == "full" and "the disk is full; free some space" in str(refused.value)
+    assert "move it aside" not in str(refused.value)
+    monkeypatch.undo()
+    assert [job.args for job in queue.jobs()] == [("--seed", "1")]  # all or nothing, the queue kept
+
+
+def test_messages_damaged_and_foreign_files_alone_are_told_to_move_aside(tmp_path, capsys):
+    import shutil
+    import sqlite3
+
+    runs_dir = tmp_path / "runs"
+    JobQueue(runs_dir).add([["--seed", str(i), "--pad", "x" * 300] for i in range(400)])
+    path = runs_dir / "queue.sqlite"
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 3)  # a copy cut short
+    error = _one_line_queue_error(capsys, ["queue", "--runs-dir", str(runs_dir)], "is damaged")
+    assert "move it aside to start a new one" in error
+    path.write_bytes(b"not sqlite at all\n" * 200)
+    assert "move it aside" in _one_line_queue_error(capsys, ["queue", "--runs-dir", str(runs_dir)], "is damaged")
+    path.unlink()
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE jobs (x)")  # another program's table of that name
+    assert "move it aside" in _one_line_queue_error(capsys, ["queue", "--runs-dir", str(runs_dir)],
+                                                    "is not a workbench queue")
+    shutil.rmtree(runs_dir)
+
+
+def test_messages_what_is_not_a_file_is_refused_before_sqlite_opens_it(tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    path = runs_dir / "queue.sqlite"
+    os.mkfifo(path)  # sqlite would say "disk I/O error", or block
+    for argv in (["queue", "--runs-dir", str(runs_dir)], ["sweep", "--lr", "0.1,0.2", "--runs-dir", str(runs_dir)],
+                 ["queue", "add", "--arch", "linear", "--runs-dir", str(runs_dir)]):
+        error = _one_line_queue_error(capsys, argv, "is not a regular file (a named pipe)")
+        assert "disk I/O" not in error
+    path.unlink()
+    path.symlink_to("/dev/zero")
+    _one_line_queue_error(capsys, ["queue", "--runs-dir", str(runs_dir)], "is not a regular file (a character device)")
+    path.unlink()
+    path.mkdir()
+    _one_line_queue_error(capsys, ["queue", "--runs-dir", str(runs_dir)], "is not a regular file (a folder)")
+    path.rmdir()
+    path.symlink_to(tmp_path / "gone" / "queue.sqlite")
+    _one_line_queue_error(capsys, ["queue", "add", "--arch", "linear", "--runs-dir", str(runs_dir)], "which is not there")
+    assert not (tmp_path / "gone").exists()
+    path.unlink()
+    path.write_bytes(b"")  # an empty file is sqlite's empty database: no jobs yet, and room for some
+    assert JobQueue(runs_dir).jobs() == []
+    _one_line_queue_error(capsys, ["queue", "remove", "3", "--runs-dir", str(runs_dir)], "there is no job 3")
+    assert path.stat().st_size == 0  # refused: nothing written
+    assert JobQueue(runs_dir).add([["--seed", "1"]]) == [1]

@@ -13,7 +13,6 @@ import os
 import socket
 import sqlite3
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,28 +20,14 @@ from typing import Iterator
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
+from workbench.core.experiments import queue_file
+from workbench.core.experiments.runner_lock import RunnerLock, runner_id
+
+__all__ = ["Job", "JobQueue", "RunnerLock", "args_for_config", "job_run_id", "runner_id"]
 
 QUEUE_FILE = "queue.sqlite"
 LOG_FOLDER = ".queue"  # one log per job: what its trainer printed
-RUNNERS = "runners"  # in LOG_FOLDER: one lock file per live runner
 STATES = ("pending", "running", "done", "failed", "stopped")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    args TEXT NOT NULL,                  -- JSON list of `workbench train` flags (never --runs-dir)
-    sweep TEXT NOT NULL DEFAULT '',      -- the sweep the job belongs to, if any
-    state TEXT NOT NULL DEFAULT 'pending',
-    run_dir TEXT NOT NULL DEFAULT '',    -- the run folder, once its trainer made one
-    runner TEXT NOT NULL DEFAULT '',     -- host:pid of the runner that holds the job
-    gpu TEXT NOT NULL DEFAULT '',        -- CUDA_VISIBLE_DEVICES it ran with
-    attempts INTEGER NOT NULL DEFAULT 0,
-    exit_code INTEGER,
-    reason TEXT NOT NULL DEFAULT '',
-    added REAL NOT NULL,
-    started REAL,
-    ended REAL
-)"""
 
 
 @dataclass(frozen=True)
@@ -73,119 +58,58 @@ class Job:
                 "started": self.started, "ended": self.ended}
 
 
-def runner_id() -> str:
-    """host:pid:nonce, unique even when the pid is reused after the runner died."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-class RunnerLock:
-    """An flock a queue runner holds for its whole life on .queue/runners/<id>.lock. The OS drops
-    it when the runner dies, so whether a runner lives never rests on a pid that may be reused."""
-
-    def __init__(self, log_dir: Path, runner: str) -> None:
-        self.path = Path(log_dir) / RUNNERS / (runner.replace(":", "_").replace("/", "_") + ".lock")
-        self._descriptor: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._descriptor = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        _flock(self._descriptor)
-
-    def release(self) -> None:
-        if self._descriptor is not None:
-            try:
-                self.path.unlink()
-            except OSError:
-                pass
-            os.close(self._descriptor)
-            self._descriptor = None
-
-    def holder_alive(self) -> bool | None:
-        """Whether the runner of this lock lives: None when it left no lock file (an older runner)."""
-        try:
-            descriptor = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-        try:
-            return not _flock(descriptor, wait=False)
-        finally:
-            os.close(descriptor)
-
-
-def _flock(descriptor: int, wait: bool = True) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory locks
-        return True
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        return True
-    except BlockingIOError:
-        return False
-
-
 class JobQueue:
-    """The queue of one runs folder. Every method opens its own short transaction."""
+    """The queue of one runs folder. Every method opens its own short transaction; every open
+    goes through queue_file, which refuses what is not a regular file and names each error's kind."""
 
-    def __init__(self, runs_dir: Path | str) -> None:
+    def __init__(self, runs_dir: Path | str, timeout_s: float | None = None) -> None:
         self.runs_dir = Path(runs_dir).expanduser()
         self.path = self.runs_dir / QUEUE_FILE
         self.log_dir = self.runs_dir / LOG_FOLDER
+        self.timeout_s = queue_file.BUSY_TIMEOUT_S if timeout_s is None else timeout_s
 
     # ---- the file ------------------------------------------------------------------
 
     @property
     def exists(self) -> bool:
-        return self.path.is_file()
+        """Something is where the queue belongs (whether it is a queue, opening it says)."""
+        return os.path.lexists(self.path)
 
     @contextmanager
-    def _connect(self, create: bool = False) -> Iterator[sqlite3.Connection]:
-        if not create and not self.exists:
-            raise FileNotFoundError(self.path)
-        try:
-            if create:
-                self.runs_dir.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        except (OSError, sqlite3.Error) as error:
-            raise WorkbenchError(f"cannot open the queue {self.path} ({error}); choose another --runs-dir") from None
-        db.row_factory = sqlite3.Row
-        try:
-            if create:
-                db.execute(_SCHEMA)
-            yield db
-        except sqlite3.DatabaseError as error:
-            raise WorkbenchError(f"the queue {self.path} cannot be read ({error}); move it aside to start a new one") from None
-        finally:
-            db.close()
+    def _read(self) -> Iterator[sqlite3.Connection | None]:
+        """A connection for reading; None when there is no queue yet (no file, or an empty one)."""
+        if not self.exists:
+            yield None
+            return
+        with queue_file.connect(self.path, timeout_s=self.timeout_s) as db:
+            yield db if queue_file.has_jobs_table(db) else None
 
     @contextmanager
     def _write(self, create: bool = False) -> Iterator[sqlite3.Connection]:
-        """One transaction holding sqlite's write lock from its first statement: no other
-        process reads a row in between and acts on it too."""
-        with self._connect(create) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        """One transaction holding sqlite's write lock from its first statement."""
+        if not create and not self.exists:
+            raise WorkbenchError(f"there is no queue in {self.runs_dir} ({QUEUE_FILE} is not there); "
+                                 "add jobs with `workbench sweep` or `workbench queue add`")
+        with queue_file.connect(self.path, create=create, timeout_s=self.timeout_s) as db:
+            with queue_file.transaction(db, create=create) as held:
+                yield held
 
     # ---- adding and reading ----------------------------------------------------------
 
     def add(self, jobs: list[list[str]], sweep: str = "") -> list[int]:
         """Queue every job in one transaction: all of them or none."""
-        now = time.time()
         with self._write(create=True) as db:
-            ids = [db.execute("INSERT INTO jobs (args, sweep, added) VALUES (?, ?, ?)",
-                              (json.dumps(list(args)), sweep, now)).lastrowid for args in jobs]
-        return [int(i) for i in ids]
+            return self._insert(db, jobs, sweep)
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, jobs: list[list[str]], sweep: str) -> list[int]:
+        now = time.time()
+        return [int(db.execute("INSERT INTO jobs (args, sweep, added) VALUES (?, ?, ?)",
+                               (json.dumps(list(args)), sweep, now)).lastrowid) for args in jobs]
 
     def jobs(self) -> list[Job]:
-        if not self.exists:
-            return []
-        with self._connect() as db:
-            return [_job(row) for row in db.execute("SELECT * FROM jobs ORDER BY id")]
+        with self._read() as db:
+            return [] if db is None else [_job(row) for row in db.execute("SELECT * FROM jobs ORDER BY id")]
 
     def get(self, job_id: int) -> Job | None:
         return next((job for job in self.jobs() if job.id == job_id), None)
@@ -196,7 +120,9 @@ class JobQueue:
         return next((job.sweep for job in self.jobs() if job.run_dir and _same_path(job.run_dir) == target), "")
 
     def remove(self, job_id: int) -> None:
-        with self._write() as db:
+        if not self.exists:
+            raise WorkbenchError(f"there is no job {job_id} in {self.path} (there is no queue)")
+        with self._write(create=True) as db:  # an empty file has no table yet; refused, the transaction writes nothing
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise WorkbenchError(f"there is no job {job_id} in {self.path}")

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from workbench.core import exit_codes
-from workbench.core.experiments.queue import Job, JobQueue, RunnerLock, runner_id
+from workbench.core.experiments.queue import Job, JobQueue
+from workbench.core.experiments.runner_lock import RunnerLock, runner_id
 from workbench.core.runs import read_status
 
 POLL_S = 0.3
