@@ -196,11 +196,11 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     # Each job keeps its whole config as flags, paths absolute: a --config file edited or a
     # folder named relative to here cannot change what the job trains when its turn comes.
-    ids = queue.add([args_for_config(absolute(point.config)) for point in sweep.points], sweep=sweep.id)
+    sweep_id, ids = queue.add_sweep([args_for_config(absolute(point.config)) for point in sweep.points])
     swept = ", ".join(sweep.swept) if sweep.swept else "nothing (one point)"
-    print(f"queued {counted(len(ids), 'job')} of {sweep.id} in {queue.path} (swept: {swept})")
+    print(f"queued {counted(len(ids), 'job')} of {sweep_id} in {queue.path} (swept: {swept})")
     print(f"train them with `workbench queue run --runs-dir {runs_dir}`; "
-          f"then `workbench compare --sweep {sweep.id} --runs-dir {runs_dir}`")
+          f"then `workbench compare --sweep {sweep_id} --runs-dir {runs_dir}`")
     return EXIT_OK
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import sqlite3
 import time
@@ -101,15 +102,32 @@ class JobQueue:
         with self._write(create=True) as db:
             return self._insert(db, jobs, sweep)
 
+    def add_sweep(self, jobs: list[list[str]]) -> tuple[str, list[int]]:
+        """Queue a sweep's jobs under a new sweep id, (the id, the job ids). The id is the time and
+        a random suffix, checked unused inside the transaction that inserts, so two sweeps queued
+        in the same second (from two processes, too) never share one."""
+        with self._write(create=True) as db:
+            stamp = time.strftime("sweep-%Y%m%d-%H%M%S")
+            while True:
+                sweep = f"{stamp}-{_suffix()}"
+                if db.execute("SELECT 1 FROM jobs WHERE sweep = ? LIMIT 1", (sweep,)).fetchone() is None:
+                    break
+            return sweep, self._insert(db, jobs, sweep)
+
     @staticmethod
     def _insert(db: sqlite3.Connection, jobs: list[list[str]], sweep: str) -> list[int]:
         now = time.time()
         return [int(db.execute("INSERT INTO jobs (args, sweep, added) VALUES (?, ?, ?)",
                                (json.dumps(list(args)), sweep, now)).lastrowid) for args in jobs]
 
-    def jobs(self) -> list[Job]:
+    def jobs(self, sweep: str | None = None) -> list[Job]:
+        """Every job (of one sweep), oldest first."""
         with self._read() as db:
-            return [] if db is None else [_job(row) for row in db.execute("SELECT * FROM jobs ORDER BY id")]
+            if db is None:
+                return []
+            if sweep is None:
+                return [_job(row) for row in db.execute("SELECT * FROM jobs ORDER BY id")]
+            return [_job(row) for row in db.execute("SELECT * FROM jobs WHERE sweep = ? ORDER BY id", (sweep,))]
 
     def get(self, job_id: int) -> Job | None:
         return next((job for job in self.jobs() if job.id == job_id), None)
@@ -202,6 +220,11 @@ class JobQueue:
 def job_run_id(job_id: int) -> str:
     """The id a job's trainer records in run.json (and its answer and log files are named by)."""
     return f"job-{job_id}"
+
+
+def _suffix() -> str:
+    """The random part of a sweep id."""
+    return secrets.token_hex(3)
 
 
 def _job(row: sqlite3.Row) -> Job:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,7 +27,6 @@ class SweepPoint:
 
 @dataclass(frozen=True)
 class Sweep:
-    id: str
     swept: tuple[str, ...]  # settings with more than one value
     points: tuple[SweepPoint, ...]
 
@@ -42,7 +40,7 @@ def split_values(field: str, raw: str) -> list[str]:
 
 
 def expand(given: dict[str, str], base: RunConfig, fixed_args: list[str], *, random_picks: int = 0,
-           seed: int = 0, sweep_id: str = "", check: Callable[[RunConfig], str] | None = None) -> Sweep:
+           seed: int = 0, check: Callable[[RunConfig], str] | None = None) -> Sweep:
     """The grid of `given` (setting -> comma list) over `base`; `random_picks` > 0 keeps that many
     distinct points chosen by `seed`. `fixed_args` (e.g. --preset, --config) go into every job.
     `check` returns why a whole point cannot train ("" when it can), e.g. a network too deep for the image size."""
@@ -78,4 +76,4 @@ def expand(given: dict[str, str], base: RunConfig, fixed_args: list[str], *, ran
             args += [flag(field), value]
         points.append(SweepPoint(values, tuple(args), config))
     swept = tuple(field for field in fields if len(lists[field]) > 1)
-    return Sweep(sweep_id or time.strftime("sweep-%Y%m%d-%H%M%S"), swept, tuple(points))
+    return Sweep(swept, tuple(points))
