@@ -183,8 +183,10 @@ def run_sweep(args: argparse.Namespace) -> int:
              and (value := getattr(args, item.name, None)) is not None}
     if args.sweep_random < 0:
         raise WorkbenchError("--sweep-random takes a number of points, 1 or more")
-    sweep = expand(given, base, fixed, random_picks=args.sweep_random, seed=args.sweep_seed, check=_fits)
+    sweep = expand(given, base, fixed, random_picks=args.sweep_random, seed=args.sweep_seed, check=_fits_checker())
     runs_dir = args.runs_dir or "runs"
+    if sweep.duplicates:
+        print(shown(sweep.duplicates_line()))
     if args.dry_run:
         for point in sweep.points:
             print(shown(" ".join(point.args)))
@@ -192,11 +194,10 @@ def run_sweep(args: argparse.Namespace) -> int:
         return EXIT_OK
     queue = JobQueue(runs_dir)
     from workbench.core.experiments.queue import args_for_config
-    from workbench.launch import absolute
 
     # Each job keeps its whole config as flags, paths absolute: a --config file edited or a
     # folder named relative to here cannot change what the job trains when its turn comes.
-    sweep_id, ids = queue.add_sweep([args_for_config(absolute(point.config)) for point in sweep.points])
+    sweep_id, ids = queue.add_sweep([args_for_config(point.config.absolute()) for point in sweep.points])
     swept = ", ".join(sweep.swept) if sweep.swept else "nothing (one point)"
     print(f"queued {counted(len(ids), 'job')} of {sweep_id} in {queue.path} (swept: {swept})")
     print(f"train them with `workbench queue run --runs-dir {runs_dir}`; "
@@ -204,17 +205,27 @@ def run_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _fits(config: RunConfig) -> str:
-    """Why the point's network cannot take its images ("" when it can), known before any job runs."""
+def _fits_checker():
+    """A check of why a point's network cannot take its images ("" when it can), known before
+    any job runs; asked once per (data set, image size, architecture) of the sweep, not per point."""
     from workbench.core.data.load import dataset_shape
     from workbench.core.models import input_problem
 
-    try:
-        channels, size, classes = dataset_shape(config.dataset, config.image_size)
-    except WorkbenchError:
-        return ""  # a folder that is not there yet: its job will say so
-    problem = input_problem(config.arch, channels, classes, size)
-    return f"{config.arch} at {size}x{size} px: {problem}" if problem else ""
+    said: dict[tuple[str, int, str], str] = {}
+
+    def fits(config: RunConfig) -> str:
+        key = (config.dataset, config.image_size, config.arch)
+        if key not in said:
+            try:
+                channels, size, classes = dataset_shape(config.dataset, config.image_size)
+            except WorkbenchError:
+                said[key] = ""  # a folder that is not there yet: its job will say so
+            else:
+                problem = input_problem(config.arch, channels, classes, size)
+                said[key] = f"{config.arch} at {size}x{size} px: {problem}" if problem else ""
+        return said[key]
+
+    return fits
 
 
 # ---- queue --------------------------------------------------------------------------------
@@ -262,9 +273,7 @@ def _queue_add(queue, args: argparse.Namespace) -> int:
     from workbench.options import config_from_args
 
     config = config_from_args(args)
-    from workbench.launch import absolute
-
-    [job_id] = queue.add([args_for_config(absolute(config))])  # the whole config, paths absolute
+    [job_id] = queue.add([args_for_config(config.absolute())])  # the whole config, paths absolute
     print(f"queued job {job_id} in {queue.path}")
     return EXIT_OK
 

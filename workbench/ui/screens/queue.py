@@ -130,9 +130,7 @@ class QueueScreen(Screen):
 
         try:
             config = RunConfig.from_mapping(self.app.setup_screen.form_values())
-            from workbench.launch import absolute
-
-            JobQueue(self.runs_dir).add([args_for_config(absolute(config))])  # the whole config, paths absolute
+            JobQueue(self.runs_dir).add([args_for_config(config.absolute())])  # the whole config, paths absolute
         except WorkbenchError as error:
             self.notify(f"Not queued: {error}", severity="error")
             return
