@@ -236,6 +236,81 @@ def test_queue_bounds_parallel_jobs_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+# ---- queue lifecycle: a listing reads what it shows ----------------------------------------
+
+
+def _queue_of(tmp_path, count: int) -> JobQueue:
+    """`count` jobs: the first 90% ended (newest last), two running, the rest pending."""
+    import sqlite3
+
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--seed", str(i)] for i in range(count)])
+    ended = int(count * 0.9)
+    with sqlite3.connect(queue.path) as db:
+        db.executemany("UPDATE jobs SET state = ?, ended = ? WHERE id = ?",
+                       [(("done", "failed", "stopped")[i % 3], 1000.0 + i, i) for i in range(1, ended + 1)])
+        db.execute("UPDATE jobs SET state = 'running' WHERE id IN (?, ?)", (ended + 1, ended + 2))
+    return queue
+
+
+def test_queue_lifecycle_listing_decodes_only_the_rows_it_shows(tmp_path, monkeypatch):
+    from workbench.core.experiments import queue as queue_module
+
+    queue = _queue_of(tmp_path, 3_000)
+    decoded = []
+    real = queue_module._job
+    monkeypatch.setattr(queue_module, "_job", lambda row: decoded.append(row["id"]) or real(row))
+    jobs, counts = queue.listing(10)
+    assert counts == {"pending": 298, "running": 2, "done": 900, "failed": 900, "stopped": 900}
+    assert [job.id for job in jobs] == [*range(2691, 2701), 2701, 2702, *range(2703, 2713)]
+    assert len(decoded) == len(jobs) == 22  # the rows shown, not the 3,000
+    decoded.clear()
+    assert queue.has_pending() and queue.get(5).id == 5 and len(decoded) == 1
+
+
+def test_queue_lifecycle_listing_finds_its_rows_by_index_never_a_full_scan(tmp_path, monkeypatch):
+    import re
+    import sqlite3
+
+    queue = _queue_of(tmp_path, 500)
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def traced(*args, **kwargs):
+        db = real_connect(*args, **kwargs)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    queue.listing(10)
+    queue.jobs(sweep="s")
+    queue.sweeps_of([tmp_path / "a", tmp_path / "b"])
+    monkeypatch.undo()
+    selects = [sql for sql in statements if sql.lstrip().upper().startswith("SELECT") and "sqlite_master" not in sql]
+    assert len(selects) == 6
+    with sqlite3.connect(queue.path) as db:
+        for sql in selects:
+            plan = [row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + sql)]
+            assert not any(re.fullmatch(r"SCAN (TABLE )?jobs", step) or "TEMP B-TREE" in step for step in plan), (sql, plan)
+
+
+def test_queue_lifecycle_the_cli_shows_a_window_with_counts_and_more_on_request(tmp_path, capsys):
+    from tests.test_trust import one_line_error
+    from workbench.cli import main
+
+    queue = _queue_of(tmp_path, 300)
+    assert main(["queue", "--runs-dir", str(queue.runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "28 pending · 2 running · 90 done · 90 failed · 90 stopped" in out
+    assert "showing 42 of 300 jobs: the running ones, the next 20 pending and the last 20 ended; " \
+           "--limit N shows more, --all every job" in out
+    assert main(["queue", "list", "--limit", "3", "--json", "--runs-dir", str(queue.runs_dir)]) == 0
+    assert [job["id"] for job in json.loads(capsys.readouterr().out)] == [268, 269, 270, 271, 272, 273, 274, 275]
+    assert main(["queue", "--all", "--json", "--runs-dir", str(queue.runs_dir)]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 300
+    assert "--limit takes 1 to 1,000,000" in one_line_error(capsys, ["queue", "--limit", "0", "--runs-dir", str(queue.runs_dir)])
+
+
 # ---- messages: each sqlite error on the queue says what it is -------------------------------
 
 

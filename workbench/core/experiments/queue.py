@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
@@ -29,6 +29,8 @@ __all__ = ["Job", "JobQueue", "RunnerLock", "args_for_config", "job_run_id", "ru
 QUEUE_FILE = "queue.sqlite"
 LOG_FOLDER = ".queue"  # one log per job: what its trainer printed
 STATES = ("pending", "running", "done", "failed", "stopped")
+ENDED = ("done", "failed", "stopped")
+SHOWN = 20  # a listing shows the running jobs, this many next pending and this many last ended
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ class JobQueue:
                                (json.dumps(list(args)), sweep, now)).lastrowid) for args in jobs]
 
     def jobs(self, sweep: str | None = None) -> list[Job]:
-        """Every job (of one sweep), oldest first."""
+        """Every job (of one sweep), oldest first: for scripts and `--all`; listings use `window`."""
         with self._read() as db:
             if db is None:
                 return []
@@ -129,13 +131,74 @@ class JobQueue:
                 return [_job(row) for row in db.execute("SELECT * FROM jobs ORDER BY id")]
             return [_job(row) for row in db.execute("SELECT * FROM jobs WHERE sweep = ? ORDER BY id", (sweep,))]
 
+    def listing(self, most: int | None = SHOWN) -> tuple[list[Job], dict[str, int]]:
+        """(what a listing shows, how many jobs are in each state), read in one transaction.
+        The jobs shown, oldest first, are the running ones, the next `most` pending (those that run
+        next) and the last `most` ended: only these rows are read, each group found by an index
+        and cut by LIMIT. `most=None` shows every job."""
+        with self._read() as db:
+            if db is None:
+                return [], {}
+            db.execute("BEGIN")  # one snapshot: the counts agree with the rows
+            try:
+                if most is None:
+                    rows = list(db.execute("SELECT * FROM jobs ORDER BY id"))
+                else:
+                    marks = ", ".join("?" for _ in ENDED)
+                    rows = [*db.execute("SELECT * FROM jobs WHERE state = 'running' ORDER BY id LIMIT ?", (most,)),
+                            *db.execute("SELECT * FROM jobs WHERE state = 'pending' ORDER BY id LIMIT ?", (most,)),
+                            # +state: walk the `ended` index newest first and stop at `most`, rather than
+                            # gather every ended job through the state index and sort them all
+                            *db.execute(f"SELECT * FROM jobs WHERE ended IS NOT NULL AND +state IN ({marks}) "
+                                        "ORDER BY ended DESC LIMIT ?", (*ENDED, most))]
+                found = dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+            finally:
+                if db.in_transaction:
+                    db.execute("COMMIT")
+        jobs = sorted({row["id"]: _job(row) for row in rows}.values(), key=lambda job: job.id)
+        return jobs, {state: found[state] for state in STATES if found.get(state)}
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state (counted in the state index, no row decoded)."""
+        with self._read() as db:
+            if db is None:
+                return {}
+            found = dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+        return {state: found[state] for state in STATES if found.get(state)}
+
+    def has_pending(self) -> bool:
+        with self._read() as db:
+            return db is not None and db.execute("SELECT 1 FROM jobs WHERE state = 'pending' LIMIT 1").fetchone() is not None
+
     def get(self, job_id: int) -> Job | None:
-        return next((job for job in self.jobs() if job.id == job_id), None)
+        with self._read() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone() if db is not None else None
+        return _job(row) if row is not None else None
 
     def sweep_of(self, run_dir: Path) -> str:
         """The sweep a run folder was trained for ('' when none)."""
-        target = _same_path(run_dir)
-        return next((job.sweep for job in self.jobs() if job.run_dir and _same_path(job.run_dir) == target), "")
+        return self.sweeps_of([run_dir]).get(same_path(run_dir), "")
+
+    def sweeps_of(self, run_dirs: Iterable[Path | str]) -> dict[str, str]:
+        """{real path: sweep} of the given run folders that a job of a sweep trained, found
+        through the run_dir index: the work grows with the folders asked about, not the queue."""
+        spellings: dict[str, str] = {}  # how a job may have recorded the folder -> its real path
+        for run_dir in run_dirs:
+            real = same_path(run_dir)
+            for spelling in (real, os.path.abspath(os.path.expanduser(str(run_dir))), str(run_dir)):
+                spellings[spelling] = real
+        found: dict[str, str] = {}
+        with self._read() as db:
+            if db is None:
+                return found
+            names = list(spellings)
+            for start in range(0, len(names), 500):  # within sqlite's limit of bound values
+                chunk = names[start:start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                for row in db.execute(f"SELECT run_dir, sweep FROM jobs WHERE run_dir IN ({marks}) AND sweep != ''",
+                                      chunk):
+                    found[spellings[row["run_dir"]]] = row["sweep"]
+        return found
 
     def remove(self, job_id: int) -> None:
         if not self.exists:
@@ -193,7 +256,7 @@ class JobQueue:
                 if not job.run_dir:  # its runner died before it learnt the folder: find it by the job's run id
                     found = runs_recording(self.runs_dir, "run_id", job_run_id(job.id))
                     if found:
-                        job = _job({**dict(row), "run_dir": str(found[0])})
+                        job = _job({**dict(row), "run_dir": same_path(found[0])})
                         db.execute("UPDATE jobs SET run_dir = ? WHERE id = ?", (job.run_dir, job.id))
                 run_dir = Path(job.run_dir) if job.run_dir else None
                 if run_dir is not None and runs.is_locked(run_dir):
@@ -243,7 +306,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _same_path(path: Path | str) -> str:
+def same_path(path: Path | str) -> str:
     return os.path.realpath(os.path.expanduser(str(path)))
 
 

@@ -39,6 +39,11 @@ SCHEMA = (
     started REAL,
     ended REAL
 )""",
+    # A listing reads the rows it shows, found through these, never the whole table.
+    "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_sweep ON jobs (sweep)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_run_dir ON jobs (run_dir)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_ended ON jobs (ended)",
 )
 
 DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
