@@ -451,3 +451,7 @@ def test_messages_what_is_not_a_file_is_refused_before_sqlite_opens_it(tmp_path,
     _one_line_queue_error(capsys, ["queue", "remove", "3", "--runs-dir", str(runs_dir)], "there is no job 3")
     assert path.stat().st_size == 0  # refused: nothing written
     assert JobQueue(runs_dir).add([["--seed", "1"]]) == [1]
+    journal = runs_dir / "queue.sqlite-journal"
+    os.mkfifo(journal)  # sqlite opens a journal it finds beside the file: a pipe there hung it
+    listed = workbench("queue", "--runs-dir", runs_dir, timeout=60)
+    assert listed.returncode == 2 and "queue.sqlite-journal is not a regular file (a named pipe)" in listed.stderr

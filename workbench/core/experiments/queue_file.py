@@ -1,12 +1,12 @@
 """The queue's sqlite file, without a UI: every open goes through here, is judged before sqlite
 sees the path, and every sqlite or OS error becomes one sentence chosen by its kind.
 
-A pipe, device, socket or folder where queue.sqlite belongs is refused by the one regular-file
-guard (safe_read) before sqlite opens it. What sqlite then reports is read by its result code
-(`sqlite_errorname`), never by its words: busy (another process holds the write lock past the
-timeout), read-only (permissions, a read-only disk), full, damaged (the only case where moving
-the file aside is the advice), an I/O error. A kind not known here keeps its traceback: it is a
-bug, not something the user can fix.
+A pipe, device, socket, folder or dangling link where queue.sqlite (or the journal sqlite keeps
+beside it) belongs is refused by the one regular-file guard (safe_read) before sqlite opens it.
+What sqlite then reports is read by its result code (`sqlite_errorname`), never by its words:
+busy (another process holds the write lock past the timeout), read-only (permissions, a
+read-only disk), full, damaged (the only case where moving the file aside is the advice), an
+I/O error. A kind not known here keeps its traceback: it is a bug, not something the user can fix.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS jobs_by_ended ON jobs (ended)",
 )
 
+COMPANIONS = ("-journal", "-wal", "-shm")  # files sqlite opens beside the queue: a pipe there would hang it too
 DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
 READ_ONLY = ("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")
@@ -64,9 +65,8 @@ class QueueUnusable(WorkbenchError):
 def connect(path: Path, *, create: bool = False, timeout_s: float = BUSY_TIMEOUT_S) -> Iterator[sqlite3.Connection]:
     """A connection to the queue file at `path` (autocommit; rows by name); `create` makes its folder."""
     try:
-        check_regular(path)  # a missing file passes: sqlite makes it
-        if os.path.islink(path) and not os.path.exists(path):
-            raise NotReadable(f"{path} is a link to {os.readlink(path)}, which is not there; restore it or remove the link")
+        for file in (path, *(Path(f"{path}{suffix}") for suffix in COMPANIONS)):
+            _judge(file)
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
@@ -81,6 +81,14 @@ def connect(path: Path, *, create: bool = False, timeout_s: float = BUSY_TIMEOUT
         raise unusable(path, error, timeout_s) from None
     finally:
         db.close()
+
+
+def _judge(file: Path) -> None:
+    """NotReadable unless `file` is a regular file or is not there (sqlite makes it); opened
+    without blocking, so a pipe put there never hangs the caller."""
+    check_regular(file)
+    if os.path.islink(file) and not os.path.exists(file):
+        raise NotReadable(f"{file} is a link to {os.readlink(file)}, which is not there; restore it or remove the link")
 
 
 @contextmanager
