@@ -145,3 +145,50 @@ def test_sweep_cli_refuses_before_anything_is_queued(tmp_path):
     assert [job.args for job in jobs] == [("--dataset", "shapes", "--arch", a, "--epochs", "1", "--lr", lr)
                                           for a in ("linear", "mlp") for lr in ("0.1", "0.01")]
     assert len({job.sweep for job in jobs}) == 1 and jobs[0].sweep.startswith("sweep-")
+
+
+# ---- queue lifecycle: compare --sweep reads each shown run once ------------------------------
+
+
+def _small_run(runs_dir, index: int, lr: float):
+    """A finished run folder as the engine leaves it: config.toml, status, metrics.jsonl."""
+    from workbench.core import runs
+
+    run_dir = runs_dir / f"20260101-{index:06d}-linear"
+    run_dir.mkdir(parents=True)
+    config = RunConfig.from_mapping(dict(dataset="shapes", arch="linear", epochs=2, lr=lr, runs_dir=str(runs_dir)))
+    (run_dir / "config.toml").write_text(config.to_toml())
+    runs.write_status(run_dir, "finished")
+    rows = [{"type": "epoch", "epoch": e, "train_loss": 1.0 / e, "test_acc": 0.3 + e / 10, "elapsed_s": e,
+             "images_per_s": 900.0} for e in (1, 2)] + [{"type": "end", "final_test_acc": 0.5, "elapsed_s": 2.0}]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return run_dir.resolve()
+
+
+def test_queue_lifecycle_compare_sweep_reads_each_shown_run_once(tmp_path, monkeypatch, capsys):
+    import os
+
+    from workbench.cli import main
+    from workbench.core.experiments import queue as queue_module
+
+    runs_dir = tmp_path / "runs"
+    queue = JobQueue(runs_dir)
+    folders = {}
+    for sweep, lrs in (("sweep-a", (0.1, 0.01, 0.001)), ("sweep-b", (0.2, 0.02, 0.002, 0.0002))):
+        ids = queue.add([["--lr", str(lr)] for lr in lrs], sweep=sweep)
+        folders[sweep] = [_small_run(runs_dir, job_id, lr) for job_id, lr in zip(ids, lrs)]
+        for job_id, folder in zip(ids, folders[sweep]):
+            queue.set_run_dir(job_id, folder)
+    opened, decoded = [], []
+    real_open, real_job = os.open, queue_module._job
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    monkeypatch.setattr(queue_module, "_job", lambda row: decoded.append(row["id"]) or real_job(row))
+    assert main(["compare", "--sweep", "sweep-a", "--runs-dir", str(runs_dir), "--json"]) == 0
+    monkeypatch.undo()
+    result = json.loads(capsys.readouterr().out)
+    assert result["sweep"] == "sweep-a" and len(result["runs"]) == 3 and set(result["by_value"]["lr"]) == {"0.1", "0.01", "0.001"}
+    assert decoded == [1, 2, 3]  # the sweep's jobs, found by its index; not the 7 of the queue
+    for folder in folders["sweep-a"]:
+        for name in ("config.toml", "status", "metrics.jsonl"):
+            assert opened.count(str(folder / name)) == 1, (name, opened)
+    assert not [path for path in opened if any(path.startswith(str(f)) for f in folders["sweep-b"])]

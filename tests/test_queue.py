@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.cli import workbench
 from workbench.core import runs
 from workbench.core.config import RunConfig
@@ -232,3 +234,224 @@ def test_queue_bounds_parallel_jobs_in_one_line(tmp_path, capsys):
     error = one_line_error(capsys, ["queue", "run", "--parallel", "100000", "--runs-dir", str(tmp_path / "runs")])
     assert "--parallel" in error and "per CPU core" in error
     assert not (tmp_path / "runs").exists()
+
+
+# ---- queue lifecycle: a listing reads what it shows ----------------------------------------
+
+
+def _queue_of(tmp_path, count: int) -> JobQueue:
+    """`count` jobs: the first 90% ended (newest last), two running, the rest pending."""
+    import sqlite3
+
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--seed", str(i)] for i in range(count)])
+    ended = int(count * 0.9)
+    with sqlite3.connect(queue.path) as db:
+        db.executemany("UPDATE jobs SET state = ?, ended = ? WHERE id = ?",
+                       [(("done", "failed", "stopped")[i % 3], 1000.0 + i, i) for i in range(1, ended + 1)])
+        db.execute("UPDATE jobs SET state = 'running' WHERE id IN (?, ?)", (ended + 1, ended + 2))
+    return queue
+
+
+def test_queue_lifecycle_listing_decodes_only_the_rows_it_shows(tmp_path, monkeypatch):
+    from workbench.core.experiments import queue as queue_module
+
+    queue = _queue_of(tmp_path, 3_000)
+    decoded = []
+    real = queue_module._job
+    monkeypatch.setattr(queue_module, "_job", lambda row: decoded.append(row["id"]) or real(row))
+    jobs, counts = queue.listing(10)
+    assert counts == {"pending": 298, "running": 2, "done": 900, "failed": 900, "stopped": 900}
+    assert [job.id for job in jobs] == [*range(2691, 2701), 2701, 2702, *range(2703, 2713)]
+    assert len(decoded) == len(jobs) == 22  # the rows shown, not the 3,000
+    decoded.clear()
+    assert queue.has_pending() and queue.get(5).id == 5 and len(decoded) == 1
+
+
+def test_queue_lifecycle_listing_finds_its_rows_by_index_never_a_full_scan(tmp_path, monkeypatch):
+    import re
+    import sqlite3
+
+    queue = _queue_of(tmp_path, 500)
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def traced(*args, **kwargs):
+        db = real_connect(*args, **kwargs)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    queue.listing(10)
+    queue.jobs(sweep="s")
+    queue.sweeps_of([tmp_path / "a", tmp_path / "b"])
+    monkeypatch.undo()
+    selects = [sql for sql in statements if sql.lstrip().upper().startswith("SELECT") and "sqlite_master" not in sql]
+    assert len(selects) == 6
+    with sqlite3.connect(queue.path) as db:
+        for sql in selects:
+            plan = [row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + sql)]
+            assert not any(re.fullmatch(r"SCAN (TABLE )?jobs", step) or "TEMP B-TREE" in step for step in plan), (sql, plan)
+
+
+def test_queue_lifecycle_the_cli_shows_a_window_with_counts_and_more_on_request(tmp_path, capsys):
+    from tests.support.cli import one_line_error
+    from workbench.cli import main
+
+    queue = _queue_of(tmp_path, 300)
+    assert main(["queue", "--runs-dir", str(queue.runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "28 pending · 2 running · 90 done · 90 failed · 90 stopped" in out
+    assert "showing 42 of 300 jobs: the running ones, the next 20 pending and the last 20 ended; " \
+           "--limit N shows more, --all every job" in out
+    assert main(["queue", "list", "--limit", "3", "--json", "--runs-dir", str(queue.runs_dir)]) == 0
+    assert [job["id"] for job in json.loads(capsys.readouterr().out)] == [268, 269, 270, 271, 272, 273, 274, 275]
+    assert main(["queue", "--all", "--json", "--runs-dir", str(queue.runs_dir)]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 300
+    assert "--limit takes 1 to 1,000,000" in one_line_error(capsys, ["queue", "--limit", "0", "--runs-dir", str(queue.runs_dir)])
+
+
+# ---- messages: each sqlite error on the queue says what it is -------------------------------
+
+
+def _one_line_queue_error(capsys, argv, kind_words: str) -> str:
+    from tests.support.cli import one_line_error
+
+    error = one_line_error(capsys, argv)
+    assert kind_words in error, error
+    return error
+
+
+def test_messages_a_busy_queue_says_try_again_not_move_it_aside(tmp_path, monkeypatch, capsys):
+    import sqlite3
+
+    from workbench.core.experiments import queue_file
+
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--seed", "1"]])
+    holder = sqlite3.connect(queue.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another workbench writing, past the timeout
+    monkeypatch.setattr(queue_file, "BUSY_TIMEOUT_S", 0.2)
+    try:
+        for argv in (["queue", "--runs-dir", str(queue.runs_dir)],
+                     ["queue", "add", "--arch", "linear", "--runs-dir", str(queue.runs_dir)]):
+            error = _one_line_queue_error(capsys, argv, "is busy: another workbench process has held its write lock")
+            assert "try again" in error and "move it aside" not in error
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert [job.args for job in queue.jobs()] == [("--seed", "1")]  # nothing was added, nothing lost
+
+
+def test_messages_a_read_only_queue_says_read_only(tmp_path, monkeypatch, capsys):
+    import sqlite3
+
+    from workbench.core.experiments import queue_file
+
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--seed", "1"]])
+    real_connect = sqlite3.connect
+
+    def read_only(path, *args, **kwargs):  # what a read-only mount or file gives sqlite, for root too
+        return real_connect(f"file:{path}?mode=ro", *args, uri=True, **kwargs)
+
+    monkeypatch.setattr(queue_file.sqlite3, "connect", read_only)
+    error = _one_line_queue_error(capsys, ["queue", "add", "--arch", "linear", "--runs-dir", str(queue.runs_dir)],
+                                  "it is read-only (the permissions of the file or its folder")
+    assert "move it aside" not in error
+    assert main_ok(["queue", "--runs-dir", str(queue.runs_dir)], capsys)  # reading it still works
+    monkeypatch.undo()
+    if os.geteuid() != 0:  # real permissions (root writes through them)
+        queue.path.chmod(0o444)
+        queue.runs_dir.chmod(0o555)
+        try:
+            _one_line_queue_error(capsys, ["queue", "add", "--arch", "linear", "--runs-dir", str(queue.runs_dir)],
+                                  "read-only")
+        finally:
+            queue.runs_dir.chmod(0o755)
+            queue.path.chmod(0o644)
+    assert len(queue.jobs()) == 1
+
+
+def main_ok(argv, capsys) -> bool:
+    from workbench.cli import main
+
+    code = main(argv)
+    capsys.readouterr()
+    return code == 0
+
+
+def test_messages_a_full_disk_says_free_space_and_keeps_the_queue(tmp_path, monkeypatch, capsys):
+    import sqlite3
+
+    from workbench.core.experiments import queue_file
+
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--seed", "1"]])
+    real_connect = sqlite3.connect
+
+    def no_room(*args, **kwargs):  # sqlite's own SQLITE_FULL: the file may not grow by a page
+        db = real_connect(*args, **kwargs)
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages}")
+        return db
+
+    monkeypatch.setattr(queue_file.sqlite3, "connect", no_room)
+    with pytest.raises(queue_file.QueueUnusable) as refused:
+        queue.add([["--seed", str(i), "--note", "x" * 2000] for i in range(50)])
+    assert refused.value.kind == "full" and "the disk is full; free some space" in str(refused.value)
+    assert "move it aside" not in str(refused.value)
+    monkeypatch.undo()
+    assert [job.args for job in queue.jobs()] == [("--seed", "1")]  # all or nothing, the queue kept
+
+
+def test_messages_damaged_and_foreign_files_alone_are_told_to_move_aside(tmp_path, capsys):
+    import shutil
+    import sqlite3
+
+    runs_dir = tmp_path / "runs"
+    JobQueue(runs_dir).add([["--seed", str(i), "--pad", "x" * 300] for i in range(400)])
+    path = runs_dir / "queue.sqlite"
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 3)  # a copy cut short
+    error = _one_line_queue_error(capsys, ["queue", "--runs-dir", str(runs_dir)], "is damaged")
+    assert "move it aside to start a new one" in error
+    path.write_bytes(b"not sqlite at all\n" * 200)
+    assert "move it aside" in _one_line_queue_error(capsys, ["queue", "--runs-dir", str(runs_dir)], "is damaged")
+    path.unlink()
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE jobs (x)")  # another program's table of that name
+    assert "move it aside" in _one_line_queue_error(capsys, ["queue", "--runs-dir", str(runs_dir)],
+                                                    "is not a workbench queue")
+    shutil.rmtree(runs_dir)
+
+
+def test_messages_what_is_not_a_file_is_refused_before_sqlite_opens_it(tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    path = runs_dir / "queue.sqlite"
+    os.mkfifo(path)  # sqlite would say "disk I/O error", or block
+    for argv in (["queue", "--runs-dir", str(runs_dir)], ["sweep", "--lr", "0.1,0.2", "--runs-dir", str(runs_dir)],
+                 ["queue", "add", "--arch", "linear", "--runs-dir", str(runs_dir)]):
+        error = _one_line_queue_error(capsys, argv, "is not a regular file (a named pipe)")
+        assert "disk I/O" not in error
+    path.unlink()
+    path.symlink_to("/dev/zero")
+    _one_line_queue_error(capsys, ["queue", "--runs-dir", str(runs_dir)], "is not a regular file (a character device)")
+    path.unlink()
+    path.mkdir()
+    _one_line_queue_error(capsys, ["queue", "--runs-dir", str(runs_dir)], "is not a regular file (a folder)")
+    path.rmdir()
+    path.symlink_to(tmp_path / "gone" / "queue.sqlite")
+    _one_line_queue_error(capsys, ["queue", "add", "--arch", "linear", "--runs-dir", str(runs_dir)], "which is not there")
+    assert not (tmp_path / "gone").exists()
+    path.unlink()
+    path.write_bytes(b"")  # an empty file is sqlite's empty database: no jobs yet, and room for some
+    assert JobQueue(runs_dir).jobs() == []
+    _one_line_queue_error(capsys, ["queue", "remove", "3", "--runs-dir", str(runs_dir)], "there is no job 3")
+    assert path.stat().st_size == 0  # refused: nothing written
+    assert JobQueue(runs_dir).add([["--seed", "1"]]) == [1]
+    journal = runs_dir / "queue.sqlite-journal"
+    os.mkfifo(journal)  # sqlite opens a journal it finds beside the file: a pipe there hung it
+    listed = workbench("queue", "--runs-dir", runs_dir, timeout=60)
+    assert listed.returncode == 2 and "queue.sqlite-journal is not a regular file (a named pipe)" in listed.stderr

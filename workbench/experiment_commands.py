@@ -21,6 +21,9 @@ from workbench.core.shown import shown
 from workbench.core.wording import count as counted
 
 EXIT_OK = exit_codes.OK
+MAX_LIMIT = 1_000_000  # `queue --limit`: beyond this, --all says what is meant
+
+
 def compare_options(parser: argparse.ArgumentParser) -> None:
     parser.description = "Compare runs: the settings that differ, best and final test accuracy, time, speed."
     parser.add_argument("runs", nargs="*", help="run folders (or names inside --runs-dir)")
@@ -56,7 +59,7 @@ def queue_options(parser: argparse.ArgumentParser) -> None:
 
     parser.description = "The job queue of a runs folder: list it (the default), add a job, work through it."
     parser.add_argument("--runs-dir", default="runs", help="the runs folder whose queue this is (default: runs)")
-    parser.add_argument("--json", action="store_true", help="every job as JSON")
+    _listing_options(parser)
     parser.set_defaults(action="list")
     actions = parser.add_subparsers(dest="action", metavar="{list,add,run,remove}", parser_class=type(parser))
     for name, text in (("list", "the jobs: pending, running, done, failed, stopped"),
@@ -72,7 +75,7 @@ def queue_options(parser: argparse.ArgumentParser) -> None:
             if action.dest == "runs_dir":
                 action.default = argparse.SUPPRESS
         if name == "list":
-            sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="every job as JSON")
+            _listing_options(sub, argparse.SUPPRESS)
         elif name == "run":
             sub.add_argument("--parallel", type=int, default=1, metavar="N", help="jobs at once (default: 1)")
             sub.add_argument("--gpus", default=None, metavar="LIST",
@@ -80,6 +83,17 @@ def queue_options(parser: argparse.ArgumentParser) -> None:
             sub.add_argument("--notify", metavar="bell,desktop", help="tell me when each job ends, and when all are done")
         elif name == "remove":
             sub.add_argument("job", type=int, help="the job's id (see `workbench queue`)")
+
+
+def _listing_options(parser: argparse.ArgumentParser, default=None) -> None:
+    """`queue` and `queue list` take these; given after `list`, they win."""
+    from workbench.core.experiments.queue import SHOWN
+
+    unset = {} if default is None else {"default": default}
+    parser.add_argument("--json", action="store_true", help="the jobs shown, as JSON", **unset)
+    parser.add_argument("--limit", type=int, metavar="N", default=unset.get("default", SHOWN),
+                        help=f"show the running jobs, the next N pending and the last N ended (default: {SHOWN})")
+    parser.add_argument("--all", action="store_true", help="show every job, oldest first", **unset)
 
 
 def _accept_lists(parser: argparse.ArgumentParser) -> None:
@@ -100,14 +114,17 @@ def run_compare(args: argparse.Namespace) -> int:
     from workbench.core.runs import resolve_run
 
     paths = [resolve_run(run, args.runs_dir) for run in args.runs]
+    sweeps: dict[Path, str] = {}
     if args.sweep:
-        jobs = [job for job in JobQueue(args.runs_dir).jobs() if job.sweep == args.sweep]
+        jobs = JobQueue(args.runs_dir).jobs(sweep=args.sweep)
         if not jobs:
             raise WorkbenchError(f"no jobs of sweep {args.sweep!r} in the queue of {args.runs_dir}")
-        paths += [Path(job.run_dir) for job in jobs if job.run_dir and Path(job.run_dir, "config.toml").is_file()]
+        started = [Path(job.run_dir) for job in jobs if job.run_dir and Path(job.run_dir, "config.toml").is_file()]
+        sweeps = {path: args.sweep for path in started}  # known from the queue: not looked up again per run
+        paths += started
         if not paths:
             raise WorkbenchError(f"no run of sweep {args.sweep!r} has started yet; `workbench queue run` trains them")
-    result = compare(paths, sort_by=args.sort)
+    result = compare(paths, sort_by=args.sort, sweeps=sweeps)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return EXIT_OK
@@ -183,8 +200,10 @@ def run_sweep(args: argparse.Namespace) -> int:
              and (value := getattr(args, item.name, None)) is not None}
     if args.sweep_random < 0:
         raise WorkbenchError("--sweep-random takes a number of points, 1 or more")
-    sweep = expand(given, base, fixed, random_picks=args.sweep_random, seed=args.sweep_seed, check=_fits)
+    sweep = expand(given, base, fixed, random_picks=args.sweep_random, seed=args.sweep_seed, check=_fits_checker())
     runs_dir = args.runs_dir or "runs"
+    if sweep.duplicates:
+        print(shown(sweep.duplicates_line()))
     if args.dry_run:
         for point in sweep.points:
             print(shown(" ".join(point.args)))
@@ -192,29 +211,38 @@ def run_sweep(args: argparse.Namespace) -> int:
         return EXIT_OK
     queue = JobQueue(runs_dir)
     from workbench.core.experiments.queue import args_for_config
-    from workbench.launch import absolute
 
     # Each job keeps its whole config as flags, paths absolute: a --config file edited or a
     # folder named relative to here cannot change what the job trains when its turn comes.
-    ids = queue.add([args_for_config(absolute(point.config)) for point in sweep.points], sweep=sweep.id)
+    sweep_id, ids = queue.add_sweep([args_for_config(point.config.absolute()) for point in sweep.points])
     swept = ", ".join(sweep.swept) if sweep.swept else "nothing (one point)"
-    print(f"queued {counted(len(ids), 'job')} of {sweep.id} in {queue.path} (swept: {swept})")
+    print(f"queued {counted(len(ids), 'job')} of {sweep_id} in {queue.path} (swept: {swept})")
     print(f"train them with `workbench queue run --runs-dir {runs_dir}`; "
-          f"then `workbench compare --sweep {sweep.id} --runs-dir {runs_dir}`")
+          f"then `workbench compare --sweep {sweep_id} --runs-dir {runs_dir}`")
     return EXIT_OK
 
 
-def _fits(config: RunConfig) -> str:
-    """Why the point's network cannot take its images ("" when it can), known before any job runs."""
+def _fits_checker():
+    """A check of why a point's network cannot take its images ("" when it can), known before
+    any job runs; asked once per (data set, image size, architecture) of the sweep, not per point."""
     from workbench.core.data.load import dataset_shape
     from workbench.core.models import input_problem
 
-    try:
-        channels, size, classes = dataset_shape(config.dataset, config.image_size)
-    except WorkbenchError:
-        return ""  # a folder that is not there yet: its job will say so
-    problem = input_problem(config.arch, channels, classes, size)
-    return f"{config.arch} at {size}x{size} px: {problem}" if problem else ""
+    said: dict[tuple[str, int, str], str] = {}
+
+    def fits(config: RunConfig) -> str:
+        key = (config.dataset, config.image_size, config.arch)
+        if key not in said:
+            try:
+                channels, size, classes = dataset_shape(config.dataset, config.image_size)
+            except WorkbenchError:
+                said[key] = ""  # a folder that is not there yet: its job will say so
+            else:
+                problem = input_problem(config.arch, channels, classes, size)
+                said[key] = f"{config.arch} at {size}x{size} px: {problem}" if problem else ""
+        return said[key]
+
+    return fits
 
 
 # ---- queue --------------------------------------------------------------------------------
@@ -232,21 +260,27 @@ def run_queue(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.action == "run":
         return _queue_run(queue, args)
-    jobs = queue.jobs()
+    if not 1 <= args.limit <= MAX_LIMIT:
+        raise WorkbenchError(f"--limit takes 1 to {MAX_LIMIT:,} jobs per group; --all shows every job")
+    jobs, counts = queue.listing(None if args.all else args.limit)
     if args.json:
         print(json.dumps([job.to_dict() for job in jobs], indent=2))
         return EXIT_OK
-    if not jobs:
+    if not counts:
         print(f"no jobs in the queue of {args.runs_dir}; add some with `workbench sweep` or `workbench queue add`")
         return EXIT_OK
-    _console().print(queue_table(jobs, args.runs_dir))
+    tally = " · ".join(f"{n:,} {state}" for state, n in counts.items())
+    print(shown(f"queue of {args.runs_dir}: {tally}"))  # a line of its own: a table title would wrap
+    _console().print(queue_table(jobs))
+    total = sum(counts.values())
+    if len(jobs) < total:
+        print(f"showing {len(jobs):,} of {total:,} jobs: the running ones, the next {args.limit:,} pending and the "
+              f"last {args.limit:,} ended; --limit N shows more, --all every job")
     return EXIT_OK
 
 
-def queue_table(jobs, runs_dir: str) -> Table:
-    counts = {state: sum(job.state == state for job in jobs) for state in ("pending", "running", "done", "failed", "stopped")}
-    title = " · ".join(f"{n} {state}" for state, n in counts.items() if n)
-    table = Table(title=Text(shown(f"queue of {runs_dir}: {title}")))
+def queue_table(jobs) -> Table:
+    table = Table()
     for column in ("job", "state", "sweep", "train flags", "run", "gpu", "note"):
         table.add_column(column, overflow="fold", no_wrap=column in ("job", "state", "sweep", "gpu"))
     for job in jobs:
@@ -262,9 +296,7 @@ def _queue_add(queue, args: argparse.Namespace) -> int:
     from workbench.options import config_from_args
 
     config = config_from_args(args)
-    from workbench.launch import absolute
-
-    [job_id] = queue.add([args_for_config(absolute(config))])  # the whole config, paths absolute
+    [job_id] = queue.add([args_for_config(config.absolute())])  # the whole config, paths absolute
     print(f"queued job {job_id} in {queue.path}")
     return EXIT_OK
 
@@ -302,9 +334,8 @@ def _queue_run(queue, args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    jobs = queue.jobs()
-    left = sum(job.state == "pending" for job in jobs)
-    failed = sum(job.state == "failed" for job in jobs)
+    counts = queue.counts()
+    left, failed = counts.get("pending", 0), counts.get("failed", 0)
     say(f"{counted(count, 'job')} ended here; {left} pending, {failed} failed in the queue")
     if notify is not None and not left:
         notify("workbench: the queue is done", f"{counted(count, 'job')} ended, {failed} failed")

@@ -16,7 +16,6 @@ app's devices field as a child; only rank 0 answers.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -198,7 +197,7 @@ def start(command: str, *, args: Sequence[str] = (), config=None, folder: Path |
     argv = [command, *args]
     if config is not None:
         config_file = folder / f"{name}.toml"
-        config_file.write_text(absolute(config).to_toml(), encoding="utf-8")
+        config_file.write_text(config.absolute().to_toml(), encoding="utf-8")
         argv += ["--config", str(config_file)]
     if run_id and command == "train":  # a trainer records it in run.json; other commands only name files by it
         argv += ["--run-id", run_id]
@@ -215,23 +214,6 @@ def start(command: str, *, args: Sequence[str] = (), config=None, folder: Path |
         process = subprocess.Popen(line, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
                                    start_new_session=detach, preexec_fn=_term_with_parent if die_with_parent else None)
     return Child(process, answer, log, run_id)
-
-
-def absolute(config):
-    """The config with every path absolute, so a child (or a job run later, elsewhere) reads the same folders."""
-    from workbench.core.catalog import parse_user_arch
-    from workbench.core.config import DATASET_NAMES
-
-    def whole(path: str) -> str:
-        return str(Path(path).expanduser().resolve()) if path else path
-
-    changes = {"runs_dir": whole(config.runs_dir), "data_dir": whole(config.data_dir)}
-    if config.dataset not in DATASET_NAMES:
-        changes["dataset"] = whole(config.dataset)
-    user = parse_user_arch(config.arch)
-    if user is not None:
-        changes["arch"] = f"{whole(user[0])}:{user[1]}"
-    return config.replace(**changes)
 
 
 def _term_with_parent() -> None:

@@ -176,6 +176,20 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         return RunConfig.from_mapping(changes, base=self)
 
+    def absolute(self) -> RunConfig:
+        """This config with every path absolute, so a child (or a job run later, elsewhere) reads the
+        same folders, and two spellings of one folder are one value."""
+        def whole(path: str) -> str:
+            return str(Path(path).expanduser().resolve()) if path else path
+
+        changes = {"runs_dir": whole(self.runs_dir), "data_dir": whole(self.data_dir)}
+        if self.dataset not in DATASET_NAMES:
+            changes["dataset"] = whole(self.dataset)
+        user = parse_user_arch(self.arch)
+        if user is not None:
+            changes["arch"] = f"{whole(user[0])}:{user[1]}"
+        return self.replace(**changes)
+
     # ---- validation ---------------------------------------------------------------
 
     def validate(self, *, check_paths: bool = True) -> None:

@@ -13,6 +13,7 @@ OSError is raised as it is, for callers that treat "absent" differently from "wr
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from pathlib import Path
@@ -25,7 +26,23 @@ _FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
 
 
 class NotReadable(WorkbenchError):
-    """A path that is not a regular file (a pipe, a device, a folder) or is larger than allowed."""
+    """A path that is not a regular file (a pipe, a device, a socket, a folder) or is larger than allowed."""
+
+
+def kind_of(mode: int) -> str:
+    """What a file of this st_mode is, in words."""
+    for test, words in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file")):
+        if test(mode):
+            return words
+    return "a special file"
+
+
+def _kind_of_path(path: str | os.PathLike) -> str:
+    try:
+        return kind_of(os.stat(path).st_mode)
+    except OSError:
+        return "a special file"
 
 
 def _size_words(limit: int) -> str:
@@ -40,11 +57,15 @@ def open_regular(path: str | os.PathLike, limit: int | None = None) -> Iterator[
         descriptor = os.open(path, _FLAGS)
     except IsADirectoryError:
         raise NotReadable(f"{path} is a folder, not a file") from None
+    except OSError as error:
+        if error.errno != errno.ENXIO:  # ENXIO: a socket, or a device with nothing behind it
+            raise
+        raise NotReadable(f"{path} is not a regular file ({_kind_of_path(path)}); it was put there by hand, "
+                          "remove it") from None
     try:
         status = os.fstat(descriptor)
         if not stat.S_ISREG(status.st_mode):
-            what = "a folder" if stat.S_ISDIR(status.st_mode) else "a pipe or a device"
-            raise NotReadable(f"{path} is not a regular file ({what}); it was put there by hand, remove it")
+            raise NotReadable(f"{path} is not a regular file ({kind_of(status.st_mode)}); it was put there by hand, remove it")
         if limit is not None and status.st_size > limit:
             raise NotReadable(f"{path} is larger than {_size_words(limit)} ({status.st_size:,} bytes); "
                               "it is not a file workbench wrote")

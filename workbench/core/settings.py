@@ -67,6 +67,11 @@ class Setting:
     def reads(self, recipe: str) -> bool:
         return self.recipes is None or recipe in self.recipes
 
+    def normal_form(self, value: Any) -> Any:
+        """A checked value as compared for sameness: 0.1, 0.10 and 1e-1 are one float already; a
+        list is a set of choices (augment applies its ops in its own order), so its order is not."""
+        return tuple(sorted(value)) if self.kind == "list" else value
+
     def flag_help(self) -> str:
         zero = f"; 0 = {self.zero_is}" if self.zero_is and self.zero_is not in self.help else ""
         return f"{self.help}{zero} (default: {self.default_words()})"

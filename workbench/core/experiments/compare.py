@@ -106,10 +106,15 @@ def read_figures(run_dir: Path, sweep: str = "") -> RunFigures:
     )
 
 
-def compare(run_dirs: list[Path], sort_by: str = "") -> Comparison:
+def compare(run_dirs: list[Path], sort_by: str = "", sweeps: dict[Path, str] | None = None) -> Comparison:
+    """`sweeps`: the sweep of run folders the caller knows (`compare --sweep` does); the rest are
+    looked up in their runs folder's queue, all of one queue in one query."""
     if not run_dirs:
         raise WorkbenchError("give at least one run folder to compare")
-    figures = [read_figures(Path(path), _sweep_of(Path(path))) for path in run_dirs]
+    run_dirs = [Path(path) for path in run_dirs]
+    known = dict(sweeps or {})
+    known.update(_sweeps_of([path for path in run_dirs if path not in known]))
+    figures = [read_figures(path, known.get(path, "")) for path in run_dirs]
     keys = list(dict.fromkeys(key for run in figures for key in run.settings))
     readable = [run for run in figures if run.settings]
     differ = tuple(key for key in keys if len({_hashable(run.settings.get(key)) for run in readable}) > 1)
@@ -202,14 +207,23 @@ def _curves(epochs: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
-def _sweep_of(run_dir: Path) -> str:
-    from workbench.core.experiments.queue import JobQueue
+def _sweeps_of(run_dirs: list[Path]) -> dict[Path, str]:
+    """The sweep each run folder was trained for, from the queue of the folder it sits in; a
+    queue that cannot be read gives no sweep (the comparison stands without it)."""
+    from workbench.core.experiments.queue import JobQueue, same_path
 
-    queue = JobQueue(run_dir.parent)
-    try:
-        return queue.sweep_of(run_dir) if queue.exists else ""
-    except WorkbenchError:
-        return ""
+    by_parent: dict[Path, list[Path]] = {}
+    for path in run_dirs:
+        by_parent.setdefault(path.parent, []).append(path)
+    found: dict[Path, str] = {}
+    for parent, paths in by_parent.items():
+        queue = JobQueue(parent)
+        try:
+            sweeps = queue.sweeps_of(paths) if queue.exists else {}
+        except WorkbenchError:
+            continue
+        found.update({path: sweeps[same_path(path)] for path in paths if same_path(path) in sweeps})
+    return found
 
 
 def _number(value: Any) -> float | None:

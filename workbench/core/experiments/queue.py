@@ -10,39 +10,27 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import sqlite3
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
+from workbench.core.experiments import queue_file
+from workbench.core.experiments.runner_lock import RunnerLock, runner_id
+
+__all__ = ["Job", "JobQueue", "RunnerLock", "args_for_config", "job_run_id", "runner_id"]
 
 QUEUE_FILE = "queue.sqlite"
 LOG_FOLDER = ".queue"  # one log per job: what its trainer printed
-RUNNERS = "runners"  # in LOG_FOLDER: one lock file per live runner
 STATES = ("pending", "running", "done", "failed", "stopped")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    args TEXT NOT NULL,                  -- JSON list of `workbench train` flags (never --runs-dir)
-    sweep TEXT NOT NULL DEFAULT '',      -- the sweep the job belongs to, if any
-    state TEXT NOT NULL DEFAULT 'pending',
-    run_dir TEXT NOT NULL DEFAULT '',    -- the run folder, once its trainer made one
-    runner TEXT NOT NULL DEFAULT '',     -- host:pid of the runner that holds the job
-    gpu TEXT NOT NULL DEFAULT '',        -- CUDA_VISIBLE_DEVICES it ran with
-    attempts INTEGER NOT NULL DEFAULT 0,
-    exit_code INTEGER,
-    reason TEXT NOT NULL DEFAULT '',
-    added REAL NOT NULL,
-    started REAL,
-    ended REAL
-)"""
+ENDED = ("done", "failed", "stopped")
+SHOWN = 20  # a listing shows the running jobs, this many next pending and this many last ended
 
 
 @dataclass(frozen=True)
@@ -73,130 +61,149 @@ class Job:
                 "started": self.started, "ended": self.ended}
 
 
-def runner_id() -> str:
-    """host:pid:nonce, unique even when the pid is reused after the runner died."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-class RunnerLock:
-    """An flock a queue runner holds for its whole life on .queue/runners/<id>.lock. The OS drops
-    it when the runner dies, so whether a runner lives never rests on a pid that may be reused."""
-
-    def __init__(self, log_dir: Path, runner: str) -> None:
-        self.path = Path(log_dir) / RUNNERS / (runner.replace(":", "_").replace("/", "_") + ".lock")
-        self._descriptor: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._descriptor = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        _flock(self._descriptor)
-
-    def release(self) -> None:
-        if self._descriptor is not None:
-            try:
-                self.path.unlink()
-            except OSError:
-                pass
-            os.close(self._descriptor)
-            self._descriptor = None
-
-    def holder_alive(self) -> bool | None:
-        """Whether the runner of this lock lives: None when it left no lock file (an older runner)."""
-        try:
-            descriptor = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-        try:
-            return not _flock(descriptor, wait=False)
-        finally:
-            os.close(descriptor)
-
-
-def _flock(descriptor: int, wait: bool = True) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory locks
-        return True
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        return True
-    except BlockingIOError:
-        return False
-
-
 class JobQueue:
-    """The queue of one runs folder. Every method opens its own short transaction."""
+    """The queue of one runs folder. Every method opens its own short transaction; every open
+    goes through queue_file, which refuses what is not a regular file and names each error's kind."""
 
-    def __init__(self, runs_dir: Path | str) -> None:
+    def __init__(self, runs_dir: Path | str, timeout_s: float | None = None) -> None:
         self.runs_dir = Path(runs_dir).expanduser()
         self.path = self.runs_dir / QUEUE_FILE
         self.log_dir = self.runs_dir / LOG_FOLDER
+        self.timeout_s = queue_file.BUSY_TIMEOUT_S if timeout_s is None else timeout_s
 
     # ---- the file ------------------------------------------------------------------
 
     @property
     def exists(self) -> bool:
-        return self.path.is_file()
+        """Something is where the queue belongs (whether it is a queue, opening it says)."""
+        return os.path.lexists(self.path)
 
     @contextmanager
-    def _connect(self, create: bool = False) -> Iterator[sqlite3.Connection]:
-        if not create and not self.exists:
-            raise FileNotFoundError(self.path)
-        try:
-            if create:
-                self.runs_dir.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        except (OSError, sqlite3.Error) as error:
-            raise WorkbenchError(f"cannot open the queue {self.path} ({error}); choose another --runs-dir") from None
-        db.row_factory = sqlite3.Row
-        try:
-            if create:
-                db.execute(_SCHEMA)
-            yield db
-        except sqlite3.DatabaseError as error:
-            raise WorkbenchError(f"the queue {self.path} cannot be read ({error}); move it aside to start a new one") from None
-        finally:
-            db.close()
+    def _read(self) -> Iterator[sqlite3.Connection | None]:
+        """A connection for reading; None when there is no queue yet (no file, or an empty one)."""
+        if not self.exists:
+            yield None
+            return
+        with queue_file.connect(self.path, timeout_s=self.timeout_s) as db:
+            yield db if queue_file.has_jobs_table(db) else None
 
     @contextmanager
     def _write(self, create: bool = False) -> Iterator[sqlite3.Connection]:
-        """One transaction holding sqlite's write lock from its first statement: no other
-        process reads a row in between and acts on it too."""
-        with self._connect(create) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        """One transaction holding sqlite's write lock from its first statement."""
+        if not create and not self.exists:
+            raise WorkbenchError(f"there is no queue in {self.runs_dir} ({QUEUE_FILE} is not there); "
+                                 "add jobs with `workbench sweep` or `workbench queue add`")
+        with queue_file.connect(self.path, create=create, timeout_s=self.timeout_s) as db:
+            with queue_file.transaction(db, create=create) as held:
+                yield held
 
     # ---- adding and reading ----------------------------------------------------------
 
     def add(self, jobs: list[list[str]], sweep: str = "") -> list[int]:
         """Queue every job in one transaction: all of them or none."""
-        now = time.time()
         with self._write(create=True) as db:
-            ids = [db.execute("INSERT INTO jobs (args, sweep, added) VALUES (?, ?, ?)",
-                              (json.dumps(list(args)), sweep, now)).lastrowid for args in jobs]
-        return [int(i) for i in ids]
+            return self._insert(db, jobs, sweep)
 
-    def jobs(self) -> list[Job]:
-        if not self.exists:
-            return []
-        with self._connect() as db:
-            return [_job(row) for row in db.execute("SELECT * FROM jobs ORDER BY id")]
+    def add_sweep(self, jobs: list[list[str]]) -> tuple[str, list[int]]:
+        """Queue a sweep's jobs under a new sweep id, (the id, the job ids). The id is the time and
+        a random suffix, checked unused inside the transaction that inserts, so two sweeps queued
+        in the same second (from two processes, too) never share one."""
+        with self._write(create=True) as db:
+            stamp = time.strftime("sweep-%Y%m%d-%H%M%S")
+            while True:
+                sweep = f"{stamp}-{_suffix()}"
+                if db.execute("SELECT 1 FROM jobs WHERE sweep = ? LIMIT 1", (sweep,)).fetchone() is None:
+                    break
+            return sweep, self._insert(db, jobs, sweep)
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, jobs: list[list[str]], sweep: str) -> list[int]:
+        now = time.time()
+        return [int(db.execute("INSERT INTO jobs (args, sweep, added) VALUES (?, ?, ?)",
+                               (json.dumps(list(args)), sweep, now)).lastrowid) for args in jobs]
+
+    def jobs(self, sweep: str | None = None) -> list[Job]:
+        """Every job (of one sweep), oldest first: for scripts and `--all`; listings use `window`."""
+        with self._read() as db:
+            if db is None:
+                return []
+            if sweep is None:
+                return [_job(row) for row in db.execute("SELECT * FROM jobs ORDER BY id")]
+            return [_job(row) for row in db.execute("SELECT * FROM jobs WHERE sweep = ? ORDER BY id", (sweep,))]
+
+    def listing(self, most: int | None = SHOWN) -> tuple[list[Job], dict[str, int]]:
+        """(what a listing shows, how many jobs are in each state), read in one transaction.
+        The jobs shown, oldest first, are the running ones, the next `most` pending (those that run
+        next) and the last `most` ended: only these rows are read, each group found by an index
+        and cut by LIMIT. `most=None` shows every job."""
+        with self._read() as db:
+            if db is None:
+                return [], {}
+            db.execute("BEGIN")  # one snapshot: the counts agree with the rows
+            try:
+                if most is None:
+                    rows = list(db.execute("SELECT * FROM jobs ORDER BY id"))
+                else:
+                    marks = ", ".join("?" for _ in ENDED)
+                    rows = [*db.execute("SELECT * FROM jobs WHERE state = 'running' ORDER BY id LIMIT ?", (most,)),
+                            *db.execute("SELECT * FROM jobs WHERE state = 'pending' ORDER BY id LIMIT ?", (most,)),
+                            # +state: walk the `ended` index newest first and stop at `most`, rather than
+                            # gather every ended job through the state index and sort them all
+                            *db.execute(f"SELECT * FROM jobs WHERE ended IS NOT NULL AND +state IN ({marks}) "
+                                        "ORDER BY ended DESC LIMIT ?", (*ENDED, most))]
+                found = dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+            finally:
+                if db.in_transaction:
+                    db.execute("COMMIT")
+        jobs = sorted({row["id"]: _job(row) for row in rows}.values(), key=lambda job: job.id)
+        return jobs, {state: found[state] for state in STATES if found.get(state)}
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state (counted in the state index, no row decoded)."""
+        with self._read() as db:
+            if db is None:
+                return {}
+            found = dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+        return {state: found[state] for state in STATES if found.get(state)}
+
+    def has_pending(self) -> bool:
+        with self._read() as db:
+            return db is not None and db.execute("SELECT 1 FROM jobs WHERE state = 'pending' LIMIT 1").fetchone() is not None
 
     def get(self, job_id: int) -> Job | None:
-        return next((job for job in self.jobs() if job.id == job_id), None)
+        with self._read() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone() if db is not None else None
+        return _job(row) if row is not None else None
 
     def sweep_of(self, run_dir: Path) -> str:
         """The sweep a run folder was trained for ('' when none)."""
-        target = _same_path(run_dir)
-        return next((job.sweep for job in self.jobs() if job.run_dir and _same_path(job.run_dir) == target), "")
+        return self.sweeps_of([run_dir]).get(same_path(run_dir), "")
+
+    def sweeps_of(self, run_dirs: Iterable[Path | str]) -> dict[str, str]:
+        """{real path: sweep} of the given run folders that a job of a sweep trained, found
+        through the run_dir index: the work grows with the folders asked about, not the queue."""
+        spellings: dict[str, str] = {}  # how a job may have recorded the folder -> its real path
+        for run_dir in run_dirs:
+            real = same_path(run_dir)
+            for spelling in (real, os.path.abspath(os.path.expanduser(str(run_dir))), str(run_dir)):
+                spellings[spelling] = real
+        found: dict[str, str] = {}
+        with self._read() as db:
+            if db is None:
+                return found
+            names = list(spellings)
+            for start in range(0, len(names), 500):  # within sqlite's limit of bound values
+                chunk = names[start:start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                for row in db.execute(f"SELECT run_dir, sweep FROM jobs WHERE run_dir IN ({marks}) AND sweep != ''",
+                                      chunk):
+                    found[spellings[row["run_dir"]]] = row["sweep"]
+        return found
 
     def remove(self, job_id: int) -> None:
-        with self._write() as db:
+        if not self.exists:
+            raise WorkbenchError(f"there is no job {job_id} in {self.path} (there is no queue)")
+        with self._write(create=True) as db:  # an empty file has no table yet; refused, the transaction writes nothing
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise WorkbenchError(f"there is no job {job_id} in {self.path}")
@@ -249,7 +256,7 @@ class JobQueue:
                 if not job.run_dir:  # its runner died before it learnt the folder: find it by the job's run id
                     found = runs_recording(self.runs_dir, "run_id", job_run_id(job.id))
                     if found:
-                        job = _job({**dict(row), "run_dir": str(found[0])})
+                        job = _job({**dict(row), "run_dir": same_path(found[0])})
                         db.execute("UPDATE jobs SET run_dir = ? WHERE id = ?", (job.run_dir, job.id))
                 run_dir = Path(job.run_dir) if job.run_dir else None
                 if run_dir is not None and runs.is_locked(run_dir):
@@ -278,6 +285,11 @@ def job_run_id(job_id: int) -> str:
     return f"job-{job_id}"
 
 
+def _suffix() -> str:
+    """The random part of a sweep id."""
+    return secrets.token_hex(3)
+
+
 def _job(row: sqlite3.Row) -> Job:
     values = dict(row)
     values["args"] = tuple(json.loads(values["args"]))
@@ -294,7 +306,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _same_path(path: Path | str) -> str:
+def same_path(path: Path | str) -> str:
     return os.path.realpath(os.path.expanduser(str(path)))
 
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from workbench.core import exit_codes
-from workbench.core.experiments.queue import Job, JobQueue, RunnerLock, runner_id
+from workbench.core.experiments.queue import Job, JobQueue
+from workbench.core.experiments.runner_lock import RunnerLock, runner_id
 from workbench.core.runs import read_status
 
 POLL_S = 0.3
@@ -118,7 +119,7 @@ class QueueRunner:
             time.sleep(POLL_S) if self._stop.is_set() else self._stop.wait(POLL_S)
 
     def _has_pending(self) -> bool:
-        return any(job.state == "pending" for job in self.queue.jobs())
+        return self.queue.has_pending()
 
     def _start(self, slot: _Slot, job: Job) -> None:
         slot.child = self.start_job(job, slot.gpu)

@@ -25,9 +25,10 @@ REFRESH_S = 1.0
 
 
 class JobsListed(Message):
-    def __init__(self, jobs: list) -> None:
+    def __init__(self, jobs: list, counts: dict[str, int] | None = None) -> None:
         super().__init__()
         self.jobs = jobs
+        self.counts = counts if counts is not None else {}
 
 
 class QueueScreen(Screen):
@@ -69,7 +70,7 @@ class QueueScreen(Screen):
     def _list(self) -> None:
         from workbench.core.experiments.queue import JobQueue
 
-        self.post_message(JobsListed(JobQueue(self.runs_dir).jobs()))
+        self.post_message(JobsListed(*JobQueue(self.runs_dir).listing()))  # the rows shown, not the whole queue
 
     def on_jobs_listed(self, message: JobsListed) -> None:
         self._say_what_ended(message.jobs)
@@ -88,10 +89,10 @@ class QueueScreen(Screen):
                           key=str(job.id))
         if message.jobs:
             table.move_cursor(row=min(row, len(message.jobs) - 1))
-        counts = {}
-        for job in message.jobs:
-            counts[job.state] = counts.get(job.state, 0) + 1
-        tally = " · ".join(f"{n} {state}" for state, n in counts.items()) or "no jobs yet"
+        order = dict.fromkeys([*(job.state for job in message.jobs), *message.counts])  # as they appear in the table
+        tally = " · ".join(f"{message.counts[state]:,} {state}" for state in order if state in message.counts) or "no jobs yet"
+        if len(message.jobs) < sum(message.counts.values()):
+            tally += f" (showing {len(message.jobs):,}: the running, the next pending, the last ended)"
         running = "the queue is running" if self.runner_alive else "the queue is not running here"
         self.query_one("#queue-hint", Static).update(
             f"{tally} · {running} · enter: watch a job's run · a: add the form · g: start · G: stop · "
@@ -130,9 +131,7 @@ class QueueScreen(Screen):
 
         try:
             config = RunConfig.from_mapping(self.app.setup_screen.form_values())
-            from workbench.launch import absolute
-
-            JobQueue(self.runs_dir).add([args_for_config(absolute(config))])  # the whole config, paths absolute
+            JobQueue(self.runs_dir).add([args_for_config(config.absolute())])  # the whole config, paths absolute
         except WorkbenchError as error:
             self.notify(f"Not queued: {error}", severity="error")
             return
