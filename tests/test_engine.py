@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 import types
 
 import pytest
 import torch
 import torch.nn as nn
 
-from tests.support.events import Recorder
+from tests.support.events import Recorder, SkewedClock
 from workbench.core import checkpoint as ckpt
 from workbench.core import runs
 from workbench.core.events import (
@@ -23,6 +22,7 @@ from workbench.core.events import (
     ImagesSaved,
     Notice,
     RunStarted,
+    StatusChanged,
     StepMetrics,
 )
 from workbench.core.training.batches import Batch, DeviceBatches
@@ -106,18 +106,25 @@ def test_stop_finishes_the_step_and_saves(tiny, recorder):
 
 def test_pause_blocks_until_resumed(tiny, recorder):
     control = TrainControl()
-    paused_at = []
+    resumed_at = []  # how many events had arrived when the pause ended
+
+    def resume():
+        resumed_at.append(len(recorder.events))
+        control.resume()
 
     def sink(event):
         recorder(event)
-        if isinstance(event, StepMetrics) and not paused_at:
+        if isinstance(event, StepMetrics) and not control.paused and not resumed_at:
             control.pause()
-            paused_at.append(event.global_step)
-            threading.Timer(0.5, control.resume).start()
+            threading.Timer(0.5, resume).start()
 
-    fit(tiny(epochs=1, batch_size=32, arch="linear"), sink, control)
+    fit(tiny(epochs=1, batch_size=16, arch="linear"), sink, control)
     assert recorder.last(Finished).status == "finished"
-    assert paused_at
+    (paused_event,) = [e for e in recorder.of(StatusChanged) if e.status == "paused"]
+    paused_index = recorder.events.index(paused_event)
+    held = recorder.events[paused_index : resumed_at[0]]
+    assert not [e for e in held if isinstance(e, (StepMetrics, EpochMetrics))]  # nothing trained while paused
+    assert [e for e in recorder.events[resumed_at[0]:] if isinstance(e, StepMetrics)]  # and training went on
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_no_bad_weights(tiny, recorder):
@@ -142,8 +149,13 @@ def test_schedules_stay_positive_and_peak_at_lr(schedule):
     from workbench.core.training.optim import lr_factor
 
     factors = [lr_factor(schedule, step, 100) for step in range(100)]
-    assert max(factors) == pytest.approx(1.0) and min(factors) > 0 or schedule == "cosine"
-    assert all(0 <= f <= 1 for f in factors)
+    assert max(factors) == pytest.approx(1.0) and min(factors) > 0
+    assert all(0 < f <= 1 for f in factors)
+    peak = factors.index(max(factors))
+    assert all(a >= b for a, b in zip(factors[peak:], factors[peak + 1:]))  # never rises after its peak
+    halfway = {"constant": 1.0, "step": 0.1, "cosine": 0.5, "onecycle": 1 - 25 / 75 * (1 - 1e-3)}[schedule]
+    assert factors[50] == pytest.approx(halfway, rel=1e-3)
+    assert peak == (24 if schedule == "onecycle" else 0)  # onecycle warms up over a quarter
 
 
 def test_a_failure_reason_carries_no_prefix_of_its_own(tiny):
@@ -182,32 +194,35 @@ def test_without_a_validation_split_no_selection_is_made_and_export_says_so(tiny
     assert meta["epoch"] == 2 and "selected no best epoch" in meta["chosen_by"]
 
 
-def test_time_spent_paused_is_in_no_reported_time(tiny):
+def test_time_spent_paused_is_in_no_reported_time(tiny, monkeypatch):
+    clock = SkewedClock(monkeypatch)  # the pause lasts an hour by the clock the engine reads
     control = TrainControl()
     paused = []
+
+    def resume():
+        clock.jump()
+        control.resume()
 
     def sink(event):
         recorder(event)
         if isinstance(event, StepMetrics) and not paused:
-            paused.append(time.perf_counter())
+            paused.append(event.global_step)
             control.pause()
-            threading.Timer(1.5, control.resume).start()
+            threading.Timer(0.2, resume).start()
 
     recorder = Recorder()
-    started = time.perf_counter()
     fit(tiny(epochs=1, arch="linear", batch_size=16), sink, control)
-    wall = time.perf_counter() - started
     finished = recorder.last(Finished)
     (epoch,) = recorder.of(EpochMetrics)
     assert paused and finished.status == "finished"
-    assert finished.elapsed_s < wall - 1.2  # the pause is not in the elapsed time
-    assert epoch.epoch_s < wall - 1.2 and epoch.elapsed_s < wall - 1.2
+    hour = clock.jump_s
+    assert finished.elapsed_s < hour and epoch.epoch_s < hour and epoch.elapsed_s < hour
     steps = recorder.of(StepMetrics)
-    assert all(later.elapsed_s - earlier.elapsed_s < 1.2 for earlier, later in zip(steps, steps[1:]))  # no jump
+    assert all(later.elapsed_s - earlier.elapsed_s < hour for earlier, later in zip(steps, steps[1:]))  # no jump
     # No sample's speed includes the pause: its images over its speed is its own duration.
     starts = [0] + [s.global_step for s in steps[:-1]]
     durations = [(s.global_step - start) * 16 / s.images_per_s for s, start in zip(steps, starts)]
-    assert max(durations) < 1.2, durations
+    assert max(durations) < hour, durations
 
 
 def test_a_run_stopped_before_its_first_evaluation_says_no_evaluation_happened(tiny, capsys):

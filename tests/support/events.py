@@ -30,3 +30,18 @@ def wait_for(condition, seconds: float = 30) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+class SkewedClock:
+    """time.perf_counter that jumps `jump_s` ahead on demand: a long pause without waiting for it.
+
+    Timing assertions then compare with the jump (hours), not with how fast this machine ran."""
+
+    def __init__(self, monkeypatch, jump_s: float = 3600.0) -> None:
+        self.jump_s = jump_s
+        self.skew = 0.0
+        real = time.perf_counter
+        monkeypatch.setattr(time, "perf_counter", lambda: real() + self.skew)
+
+    def jump(self) -> None:
+        self.skew += self.jump_s
