@@ -225,3 +225,14 @@ def test_counts_are_singular_for_one():
     assert (count(1, "epoch"), count(2, "epoch"), count(1, "class"), count(10, "class")) == (
         "1 epoch", "2 epochs", "1 class", "10 classes")
     assert count(12_000, "image") == "12,000 images"
+
+
+def test_control_sequences_in_a_runs_folder_name_are_shown_as_text_while_training(tmp_path, data_dir, capsys):
+    from workbench.cli import main
+
+    runs_dir = tmp_path / "runs\x1b]0;owned\x07"
+    assert main(["train", "--dataset", "shapes", "--arch", "linear", "--epochs", "1", "--image-size", "8",
+                 "--device", "cpu", "--data-dir", str(data_dir), "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "images: " in out and "\\x1b]0;owned\\x07" in out
+    assert "\x1b" not in out and "\x07" not in out

@@ -214,6 +214,46 @@ class Made(nn.Module):
 
 def made(c, n, size):
     return Made(c, n, size)
+
+
+class Named(nn.Module):
+    def __init__(self, c, n, size):
+        super().__init__()
+        self.heads = nn.ModuleDict({"a,b": nn.Linear(c * size * size, n)})  # a name torch.export cannot read back
+
+    def forward(self, x):
+        return self.heads["a,b"](x.flatten(1))
+
+
+def comma_named(c, n, size):
+    return Named(c, n, size)
+
+
+class Brain(nn.Module):
+    def __init__(self, c, n, size):
+        super().__init__()
+        self.fc = nn.Linear(c * size * size, n).to(torch.bfloat16)  # onnxruntime has no bfloat16 Gemm
+
+    def forward(self, x):
+        return self.fc(x.flatten(1).to(torch.bfloat16)).float()
+
+
+def bfloat16_linear(c, n, size):
+    return Brain(c, n, size)
+
+
+class Eight(nn.Module):
+    def __init__(self, c, n, size):
+        super().__init__()
+        self.fc = nn.Linear(c * size * size, n)
+        self.register_buffer("table", torch.zeros(4).to(torch.float8_e4m3fn))  # isfinite has no float8 kernel
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def float8_buffer(c, n, size):
+    return Eight(c, n, size)
 '''
 
 
@@ -229,6 +269,44 @@ def test_export_of_any_network_that_trains_loads_and_predicts_the_same(tmp_path,
     if factory == "extra":
         assert meta["extra_state"] == {"_extra_state": {"version": 2, "labels": ["a", "b"]}}
         assert loaded.note == {"version": 2, "labels": ["a", "b"]}
+
+
+@pytest.mark.parametrize("factory, format, words", [
+    ("comma_named", "pt2", "torch.export cannot export this network"),
+    ("bfloat16_linear", "onnx", "the ONNX exporter cannot export this network"),
+])
+def test_export_refuses_a_format_whose_file_would_not_load_before_writing(tmp_path, capsys, factory, format, words):
+    (tmp_path / "nets.py").write_text(NETWORKS)
+    run = _quick_run(tmp_path, f"{tmp_path / 'nets.py'}:{factory}")
+    assert main(["export", str(run)]) == 0  # the weights alone export
+    before = snapshot(run / "export")
+    capsys.readouterr()
+    error = one_line_error(capsys, ["export", str(run), "--format", f"safetensors,{format}", "--verify"])
+    assert words in error and f"leave {format} out of --format" in error
+    assert snapshot(run / "export") == before  # nothing was written
+
+
+def test_a_float8_buffer_trains_checkpoints_and_exports(tmp_path):
+    (tmp_path / "nets.py").write_text(NETWORKS)
+    run = _quick_run(tmp_path, f"{tmp_path / 'nets.py'}:float8_buffer")
+    assert runs.read_status(run)[0] == "finished" and (run / "checkpoints" / "last.pt").is_file()
+    assert main(["export", str(run)]) == 0
+
+
+def test_numbers_from_files_export_refuses_a_run_json_predict_would_refuse_before_writing(finished_run, capsys):
+    run_dir, _ = finished_run
+    assert main(["export", str(run_dir)]) == 0
+    capsys.readouterr()
+    bundle = snapshot(run_dir / "export")
+    info = json.loads((run_dir / "run.json").read_text())
+    for key, value, words in (("std", [0, 0, 0], "std must be positive"), ("mean", [float("nan")] * 3, "mean must be"),
+                              ("classes", list(range(4)), "classes must be a list of names"),
+                              ("image_size", "16", "image_size must be a positive whole number"),
+                              ("model_options", [1], "model_options must be an object")):
+        (run_dir / "run.json").write_text(json.dumps({**info, key: value}))
+        error = one_line_error(capsys, ["export", str(run_dir)])
+        assert "run.json cannot make a bundle: " in error and words in error and "nothing was written" in error
+        assert snapshot(run_dir / "export") == bundle  # the good bundle is still there
 
 
 def test_export_refuses_extra_state_json_cannot_hold_in_one_line_before_writing(tmp_path, capsys):
@@ -368,6 +446,10 @@ def test_predict_refuses_weights_of_the_wrong_shape_and_export_a_damaged_run_jso
         (lambda meta, weights: weights.update({k: v.half() for k, v in weights.items()}), None),
         (lambda meta, weights: weights.update({k: torch.full_like(v, float("nan")) for k, v in weights.items()}),
          "not all finite"),
+        (lambda meta, weights: meta.update(format_version=99), "format_version 99 is not one this workbench reads"),
+        (lambda meta, weights: meta.update(format_version="2"), "format_version '2' is not one"),
+        (lambda meta, weights: meta["preprocessing"].update(color="CMYK"), "color 'CMYK' does not match in_channels"),
+        (lambda meta, weights: meta.update(image_size=10**6), "image_size 1000000 is above --image-size's most"),
     ],
 )
 def test_predict_refuses_hand_edited_bundles_in_one_line(finished_run, capsys, damage, words):

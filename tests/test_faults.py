@@ -115,7 +115,7 @@ def test_stop_while_preparing_data_ends_with_no_run_and_no_cache(tiny, recorder,
 # ---- hangs: someone's code that never returns --------------------------------------------------
 
 
-def _trainer(tmp_path, data_dir, factory_body: str, **env):
+def _trainer(tmp_path, data_dir, factory_body: str, epochs: int = 1, **env):
     """`workbench train` in a process of its own, on a network file whose factory runs `factory_body`."""
     import os
     import subprocess
@@ -132,7 +132,7 @@ def _trainer(tmp_path, data_dir, factory_body: str, **env):
     )
     repo = Path(__file__).resolve().parent.parent
     command = [sys.executable, "-m", "workbench", "train", "--arch", f"{net}:make", "--dataset", "shapes",
-               "--image-size", "8", "--epochs", "1", "--device", "cpu", "--data-dir", str(data_dir),
+               "--image-size", "8", "--epochs", str(epochs), "--device", "cpu", "--data-dir", str(data_dir),
                "--runs-dir", str(tmp_path / "runs")]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(repo), **env})
@@ -155,6 +155,27 @@ def test_hangs_sigterm_ends_a_factory_that_never_returns_within_the_grace(tmp_pa
     assert trainer.returncode == 143
     lines = [line for line in err.splitlines() if line.startswith("workbench: error:")]
     assert len(lines) == 1 and "did not stop within 1 s of SIGTERM" in lines[0] and "Traceback" not in err
+    assert "nothing to resume" in lines[0] and "resume it from" not in lines[0]  # no checkpoint was ever saved
+
+
+def test_hangs_a_network_file_that_ignores_sigterm_still_stops_on_sigterm(tmp_path, data_dir):
+    import signal
+    import time
+
+    trainer = _trainer(tmp_path, data_dir, "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)", epochs=500,
+                       WORKBENCH_STOP_GRACE_S="20")
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("runs/*/checkpoints/last.pt")) and time.monotonic() < deadline:
+            time.sleep(0.1)  # training, past every call of the factory
+        trainer.send_signal(signal.SIGTERM)
+        out, err = trainer.communicate(timeout=60)  # the file's SIG_IGN made this wait for ever
+    finally:
+        trainer.kill()
+    assert trainer.returncode == 143, err
+    assert "Traceback" not in err and "SIGTERM: stopping after this step" in out
+    (run_dir,) = tmp_path.glob("runs/*")
+    assert runs.read_status(run_dir)[0] == "stopped"
 
 
 def test_hangs_a_factory_that_leaves_a_thread_running_does_not_keep_the_process_alive(tmp_path, data_dir):

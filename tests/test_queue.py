@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import workbench
+from workbench.cli import main
 from workbench.core import runs
 from workbench.core.config import RunConfig
 from workbench.core.experiments.queue import JobQueue, args_for_config, runner_id
@@ -455,3 +457,133 @@ def test_messages_what_is_not_a_file_is_refused_before_sqlite_opens_it(tmp_path,
     os.mkfifo(journal)  # sqlite opens a journal it finds beside the file: a pipe there hung it
     listed = workbench("queue", "--runs-dir", runs_dir, timeout=60)
     assert listed.returncode == 2 and "queue.sqlite-journal is not a regular file (a named pipe)" in listed.stderr
+
+
+def _dead_runner(queue) -> str:
+    """A runner id whose lock file no process holds: a runner killed outright."""
+    from workbench.core.experiments.queue import RunnerLock
+
+    dead = f"{socket.gethostname()}:1:0dead0"
+    RunnerLock(queue.log_dir, dead).path.parent.mkdir(parents=True, exist_ok=True)
+    RunnerLock(queue.log_dir, dead).path.write_text("")
+    return dead
+
+
+def test_hangs_pipes_and_files_in_the_queue_folder_stop_queue_run_in_one_line(tmp_path, data_dir):
+    runs_dir = tmp_path / "runs"
+    queue = JobQueue(runs_dir)
+    queue.add([tiny_job(data_dir)])
+    log_folder = runs_dir / ".queue"
+    log_folder.mkdir()
+    for name in ("job-1.log", "job-1.jsonl"):  # a pipe nobody reads: opening it to write blocked for ever
+        os.mkfifo(log_folder / name)
+        done = workbench("queue", "run", "--runs-dir", runs_dir, timeout=90)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines()[-1].endswith(f"{name} is not a regular file (a named pipe); "
+                                                             "it was put there by hand, remove it")
+        assert "Traceback" not in done.stderr and [job.state for job in queue.jobs()] == ["pending"]
+        (log_folder / name).unlink()
+    for blocked in (log_folder / "runners", log_folder):  # a file where the runner keeps its lock folder
+        shutil.rmtree(blocked, ignore_errors=True)  # the folder an earlier run made
+        blocked.parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(blocked)
+        done = workbench("queue", "run", "--runs-dir", runs_dir, timeout=90)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert f"{blocked} should be a folder but is a named pipe" in done.stderr
+        blocked.unlink()
+    assert [job.state for job in queue.jobs()] == ["pending"]
+
+
+def _damage_rows(queue) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(queue.path)
+    for args in ("not json", "[1, 2, null]", '{"a": 1}', '["--bogus", "1"]'):
+        db.execute("INSERT INTO jobs (args, sweep, state, run_dir, runner, gpu, attempts, reason, added) "
+                   "VALUES (?, '', 'pending', '', '', '', 0, '', 0)", (args,))
+    db.execute("ALTER TABLE jobs ADD COLUMN written_by_a_newer_workbench TEXT")
+    db.commit()
+    db.close()
+
+
+def test_numbers_from_files_queue_rows_no_workbench_wrote_are_listed_and_failed_in_one_line(tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    queue = JobQueue(runs_dir)
+    queue.add([["--seed", "1"]])
+    queue.remove(1)
+    _damage_rows(queue)
+    assert main(["queue", "--runs-dir", str(runs_dir)]) == 0
+    listed = capsys.readouterr().out
+    assert listed.count("damaged: its args are not a list of train flags") == 3 and "4 pending" in listed
+    assert main(["queue", "run", "--runs-dir", str(runs_dir)]) == 0  # nothing starts: each fails in one line
+    out, err = capsys.readouterr()
+    assert "usage:" not in out + err and "Traceback" not in err
+    assert out.count("failed (its row in the queue is damaged") == 3
+    assert "job 5: failed (its flags make no run: unrecognized arguments: --bogus 1)" in out
+    assert [job.state for job in queue.jobs()] == ["failed"] * 4
+
+
+def test_queue_lifecycle_a_killed_runners_job_lists_as_pending_and_can_be_removed(tmp_path, capsys):
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--seed", "1"], ["--seed", "2"]])
+    queue.claim(_dead_runner(queue))  # runner and trainer killed with SIGKILL: the row says running
+    assert main(["queue", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert "2 pending" in capsys.readouterr().out  # shown as it is, not as the dead runner left it
+    queue.claim(_dead_runner(queue))
+    assert main(["queue", "remove", "1", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert [job.id for job in queue.jobs()] == [2]
+
+
+def test_queue_lifecycle_a_job_that_finished_after_its_runner_died_lists_among_the_ended(tmp_path):
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--seed", str(seed)] for seed in range(3)])
+    queue.claim(_dead_runner(queue))
+    run_dir = tmp_path / "runs" / "20260101-000000-linear"
+    run_dir.mkdir(parents=True)
+    runs.write_run_info(run_dir, {"run_id": "job-1"})
+    runs.write_status(run_dir, "finished")
+    queue.recover()
+    jobs, counts = queue.listing(1)
+    done = [job for job in jobs if job.state == "done"]
+    assert counts["done"] == 1 and len(done) == 1 and done[0].ended is not None
+
+
+def test_queue_run_refuses_a_bad_grace_or_gpu_list_before_any_job(tmp_path, monkeypatch, capsys):
+    from tests.support.cli import one_line_error
+
+    runs_dir = tmp_path / "runs"
+    JobQueue(runs_dir).add([["--seed", "1"]])
+    monkeypatch.setenv("WORKBENCH_STOP_GRACE_S", "abc")
+    assert "WORKBENCH_STOP_GRACE_S='abc'" in one_line_error(capsys, ["queue", "run", "--runs-dir", str(runs_dir)])
+    monkeypatch.delenv("WORKBENCH_STOP_GRACE_S")
+    for gpus in ("abc", "", "0,,1", "1e309", "\x1b[2J"):
+        error = one_line_error(capsys, ["queue", "run", "--gpus", gpus, "--runs-dir", str(runs_dir)])
+        assert "is not a GPU index" in error and "\x1b" not in error
+    assert [job.state for job in JobQueue(runs_dir).jobs()] == ["pending"]
+
+
+def test_messages_someone_elses_sqlite_database_is_refused_and_never_written(tmp_path, capsys):
+    import sqlite3
+
+    from tests.support.cli import one_line_error
+
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    db = sqlite3.connect(runs_dir / "queue.sqlite")
+    db.execute("CREATE TABLE notes (text TEXT)")
+    db.commit()
+    db.close()
+    before = (runs_dir / "queue.sqlite").read_bytes()
+    for argv in (["queue"], ["queue", "add", "--arch", "linear"], ["sweep", "--lr", "0.1,0.2"], ["queue", "run"]):
+        error = one_line_error(capsys, [*argv, "--runs-dir", str(runs_dir)])
+        assert "is not a workbench queue (it holds the tables 'notes', no jobs)" in error
+    assert (runs_dir / "queue.sqlite").read_bytes() == before
+
+
+def test_control_sequences_in_a_runs_folder_name_are_shown_as_text_when_queueing(tmp_path, capsys):
+    runs_dir = tmp_path / "runs\nmade\x1b[2J"
+    assert main(["queue", "add", "--arch", "linear", "--runs-dir", str(runs_dir)]) == 0
+    assert main(["sweep", "--lr", "0.1,0.2", "--arch", "linear", "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[2J" in out and "runs\\x0amade" in out
+    assert out.count("\n") == 3  # queue add says one line, sweep two

@@ -476,3 +476,47 @@ def test_resume_refuses_config_files_and_run_files_changed_by_hand(finished_run,
     (run_dir / "metrics.jsonl").rmdir()
     (tmp_path / "metrics.jsonl").rename(run_dir / "metrics.jsonl")
     assert snapshot(run_dir) == before and runs.read_status(run_dir)[0] == "finished"
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda s: s["progress"].update(epoch=-1), "progress.epoch is -1, not a count"),
+    (lambda s: s["progress"].update(epoch=float("nan")), "progress.epoch is nan"),
+    (lambda s: s["progress"].update(epoch="1"), "progress.epoch is '1'"),
+    (lambda s: s["progress"].update(global_step=-5), "progress.global_step is -5"),
+    (lambda s: s["progress"].update(best_epoch="x"), "progress.best_epoch is 'x'"),
+    (lambda s: s["progress"].update(best_val_acc=float("inf")), "progress.best_val_acc is inf"),
+    (lambda s: s.update(batch_size=True), "batch_size is True"),
+    (lambda s: s.update(batch_size=0), "batch_size is 0"),
+    (lambda s: s.update(history="not a list"), "its history is not a list"),
+    (lambda s: s["loader"].update(order=[1, 2]), "its loader state is not"),
+])
+def test_numbers_from_files_a_checkpoint_is_bounded_like_its_flags(finished_run, capsys, damage, words):
+    run_dir, _ = finished_run
+    folder = run_dir / "checkpoints"
+    for path in folder.glob("*.pt"):  # every checkpoint, so none is left to fall back to
+        state = torch.load(path, weights_only=True)
+        damage(state)
+        torch.save(state, path)
+    config_before = (run_dir / "config.toml").read_bytes()
+    error = one_line_error(capsys, ["train", "--resume", str(run_dir), "--epochs", "3"])
+    assert "is damaged: " + words in error and "no usable checkpoint" in error
+    assert (run_dir / "config.toml").read_bytes() == config_before
+    assert "is damaged: " + words in one_line_error(capsys, ["export", str(run_dir)])
+
+
+def test_files_read_back_a_relative_data_folder_is_recorded_whole(tmp_path, monkeypatch, recorder):
+    from workbench.core.config import RunConfig
+
+    image_folder(tmp_path / "start" / "tiny")
+    monkeypatch.chdir(tmp_path / "start")
+    config = RunConfig.from_mapping(dict(dataset="tiny", arch="linear", epochs=1, image_size=8, device="cpu",
+                                         runs_dir="runs", augment="none", batch_size=8))
+    run_dir = fit(config, recorder)
+    assert runs.read_status(run_dir)[0] == "finished"
+    saved = RunConfig.from_toml(run_dir / "config.toml")
+    assert saved.dataset == str(tmp_path / "start" / "tiny")  # not "tiny": that is a folder only from here
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "tiny").mkdir(parents=True)  # a folder of the same name where the resume runs: not the data
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", "--resume", str(run_dir), "--epochs", "2"]) == 0
+    assert runs.read_status(run_dir)[0] == "finished"

@@ -84,6 +84,20 @@ def test_lr_find_writes_a_png_and_json_and_one_line_for_a_bad_range(tmp_path, da
     assert main(["lr-find", "--start-lr", "1", "--end-lr", "0.1"]) == 2
 
 
+def test_lr_find_refuses_an_output_it_cannot_write_before_the_sweep(tmp_path, data_dir, capsys, monkeypatch):
+    from tests.support.cli import one_line_error
+    from workbench.core.training import lr_finder
+
+    monkeypatch.setattr(lr_finder, "lr_find", lambda *a, **k: pytest.fail("the sweep ran before the check"))
+    (tmp_path / "a-file").write_text("mine\n")
+    for out, words in ((tmp_path / "a-file", "is a file, not a folder"),
+                       (tmp_path / "a-file" / "below", f"is inside {tmp_path / 'a-file'}, which is a file")):
+        error = one_line_error(capsys, ["lr-find", "--dataset", "shapes", "--arch", "linear", "--device", "cpu",
+                                        "--data-dir", str(data_dir), "--out", str(out)])
+        assert "--out" in error and words in error
+    assert (tmp_path / "a-file").read_text() == "mine\n"
+
+
 # ---- early stopping --------------------------------------------------------------------------
 
 

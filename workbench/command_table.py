@@ -57,7 +57,7 @@ COMMANDS = (
     Command("sweep", "queue a grid of runs from comma lists on train flags",
             "workbench.experiment_commands:sweep_options", "workbench.experiment_commands:run_sweep"),
     Command("queue", "list, add to and work through (queue run [--parallel N]) the job queue",
-            "workbench.experiment_commands:queue_options", "workbench.experiment_commands:run_queue"),
+            "workbench.queue_commands:queue_options", "workbench.queue_commands:run_queue"),
     Command("watch", "the live dashboard of a run another process trains",
             "workbench.experiment_commands:watch_options", "workbench.experiment_commands:run_watch"),
 )

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
+import shlex
 import sys
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -21,7 +19,6 @@ from workbench.core.shown import shown
 from workbench.core.wording import count as counted
 
 EXIT_OK = exit_codes.OK
-MAX_LIMIT = 1_000_000  # `queue --limit`: beyond this, --all says what is meant
 
 
 def compare_options(parser: argparse.ArgumentParser) -> None:
@@ -52,48 +49,6 @@ def watch_options(parser: argparse.ArgumentParser) -> None:
     parser.description = "The live dashboard of a run that another process trains (p pauses, x stops it)."
     parser.add_argument("run", help="run folder (or its name inside --runs-dir)")
     parser.add_argument("--runs-dir", default="runs")
-
-
-def queue_options(parser: argparse.ArgumentParser) -> None:
-    from workbench.options import add_train_options
-
-    parser.description = "The job queue of a runs folder: list it (the default), add a job, work through it."
-    parser.add_argument("--runs-dir", default="runs", help="the runs folder whose queue this is (default: runs)")
-    _listing_options(parser)
-    parser.set_defaults(action="list")
-    actions = parser.add_subparsers(dest="action", metavar="{list,add,run,remove}", parser_class=type(parser))
-    for name, text in (("list", "the jobs: pending, running, done, failed, stopped"),
-                       ("add", "queue one run with these train flags"),
-                       ("run", "work through the pending jobs; a job cut off before resumes from its checkpoint"),
-                       ("remove", "take a job that is not running out of the queue")):
-        sub = actions.add_parser(name, help=text, description=text)
-        if name == "add":
-            add_train_options(sub)
-        else:
-            sub.add_argument("--runs-dir", help="(default: runs)")
-        for action in sub._actions:  # given here, it wins; not given, the queue's own --runs-dir stays
-            if action.dest == "runs_dir":
-                action.default = argparse.SUPPRESS
-        if name == "list":
-            _listing_options(sub, argparse.SUPPRESS)
-        elif name == "run":
-            sub.add_argument("--parallel", type=int, default=1, metavar="N", help="jobs at once (default: 1)")
-            sub.add_argument("--gpus", default=None, metavar="LIST",
-                             help="GPUs to hand out, one per job, e.g. 0,1 (default: every visible one)")
-            sub.add_argument("--notify", metavar="bell,desktop", help="tell me when each job ends, and when all are done")
-        elif name == "remove":
-            sub.add_argument("job", type=int, help="the job's id (see `workbench queue`)")
-
-
-def _listing_options(parser: argparse.ArgumentParser, default=None) -> None:
-    """`queue` and `queue list` take these; given after `list`, they win."""
-    from workbench.core.experiments.queue import SHOWN
-
-    unset = {} if default is None else {"default": default}
-    parser.add_argument("--json", action="store_true", help="the jobs shown, as JSON", **unset)
-    parser.add_argument("--limit", type=int, metavar="N", default=unset.get("default", SHOWN),
-                        help=f"show the running jobs, the next N pending and the last N ended (default: {SHOWN})")
-    parser.add_argument("--all", action="store_true", help="show every job, oldest first", **unset)
 
 
 def _accept_lists(parser: argparse.ArgumentParser) -> None:
@@ -128,13 +83,13 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return EXIT_OK
-    console = _console()
+    console = terminal_console()
     for table in comparison_tables(result):
         console.print(table)
     return EXIT_OK
 
 
-def _console() -> Console:
+def terminal_console() -> Console:
     """The terminal's width on a terminal; piped, wide enough that no column breaks a word."""
     return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 
@@ -216,9 +171,10 @@ def run_sweep(args: argparse.Namespace) -> int:
     # folder named relative to here cannot change what the job trains when its turn comes.
     sweep_id, ids = queue.add_sweep([args_for_config(point.config.absolute()) for point in sweep.points])
     swept = ", ".join(sweep.swept) if sweep.swept else "nothing (one point)"
-    print(f"queued {counted(len(ids), 'job')} of {sweep_id} in {queue.path} (swept: {swept})")
-    print(f"train them with `workbench queue run --runs-dir {runs_dir}`; "
-          f"then `workbench compare --sweep {sweep_id} --runs-dir {runs_dir}`")
+    print(f"queued {counted(len(ids), 'job')} of {sweep_id} in {shown(queue.path)} (swept: {shown(swept)})")
+    where = shown(shlex.quote(str(runs_dir)))  # a command to paste: quoted for the shell, controls as text
+    print(f"train them with `workbench queue run --runs-dir {where}`; "
+          f"then `workbench compare --sweep {sweep_id} --runs-dir {where}`")
     return EXIT_OK
 
 
@@ -246,126 +202,6 @@ def _fits_checker():
 
 
 # ---- queue --------------------------------------------------------------------------------
-
-
-def run_queue(args: argparse.Namespace) -> int:
-    from workbench.core.experiments.queue import JobQueue
-
-    queue = JobQueue(args.runs_dir)
-    if args.action == "add":
-        return _queue_add(queue, args)
-    if args.action == "remove":
-        queue.remove(args.job)
-        print(f"removed job {args.job}")
-        return EXIT_OK
-    if args.action == "run":
-        return _queue_run(queue, args)
-    if not 1 <= args.limit <= MAX_LIMIT:
-        raise WorkbenchError(f"--limit takes 1 to {MAX_LIMIT:,} jobs per group; --all shows every job")
-    jobs, counts = queue.listing(None if args.all else args.limit)
-    if args.json:
-        print(json.dumps([job.to_dict() for job in jobs], indent=2))
-        return EXIT_OK
-    if not counts:
-        print(f"no jobs in the queue of {args.runs_dir}; add some with `workbench sweep` or `workbench queue add`")
-        return EXIT_OK
-    tally = " · ".join(f"{n:,} {state}" for state, n in counts.items())
-    print(shown(f"queue of {args.runs_dir}: {tally}"))  # a line of its own: a table title would wrap
-    _console().print(queue_table(jobs))
-    total = sum(counts.values())
-    if len(jobs) < total:
-        print(f"showing {len(jobs):,} of {total:,} jobs: the running ones, the next {args.limit:,} pending and the "
-              f"last {args.limit:,} ended; --limit N shows more, --all every job")
-    return EXIT_OK
-
-
-def queue_table(jobs) -> Table:
-    table = Table()
-    for column in ("job", "state", "sweep", "train flags", "run", "gpu", "note"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("job", "state", "sweep", "gpu"))
-    for job in jobs:
-        cells = (str(job.id), job.state, job.sweep or "-", " ".join(job.args),
-                 Path(job.run_dir).name if job.run_dir else "-", job.gpu or "-", job.reason)
-        table.add_row(*(Text(shown(cell)) for cell in cells))  # the queue is a file: shown as text
-    return table
-
-
-def _queue_add(queue, args: argparse.Namespace) -> int:
-    """One job: its settings checked now (not when its turn comes), kept as explicit flags."""
-    from workbench.core.experiments.queue import args_for_config
-    from workbench.options import config_from_args
-
-    config = config_from_args(args)
-    [job_id] = queue.add([args_for_config(config.absolute())])  # the whole config, paths absolute
-    print(f"queued job {job_id} in {queue.path}")
-    return EXIT_OK
-
-
-def _queue_run(queue, args: argparse.Namespace) -> int:
-    from workbench.core.experiments.runner import QueueRunner, visible_gpus
-    from workbench.core.notify import Notifier, parse_channels, run_ended_message
-
-    most = 4 * (os.cpu_count() or 1)  # each job is a training process: more would only thrash
-    if not 1 <= args.parallel <= most:
-        raise WorkbenchError(f"--parallel takes 1 to {most} jobs at once (4 per CPU core of this machine)")
-    notify = Notifier(parse_channels(args.notify), sys.stderr if sys.stderr.isatty() else None) if args.notify else None
-    gpus = tuple(g.strip() for g in args.gpus.split(",") if g.strip()) if args.gpus is not None else (
-        visible_gpus() if args.parallel > 1 else ())
-
-    def say(line: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {shown(line)}", flush=True)
-
-    def ended(job_end) -> None:
-        if notify is not None:
-            status = {"done": "finished", "pending": "stopped"}.get(job_end.state, job_end.state)
-            name = Path(job_end.run_dir).name if job_end.run_dir else f"job {job_end.job.id}"
-            notify(*run_ended_message(status, job_end.reason or job_end.state, name))
-
-    runner = QueueRunner(queue, start_job=lambda job, gpu: start_job(queue, job, gpu), parallel=args.parallel,
-                         gpus=gpus, on_event=say, on_job_end=ended)
-
-    def on_signal(signum, frame):
-        say("stopping: the running jobs save a checkpoint and go back to the queue")
-        runner.stop()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        count = runner.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    counts = queue.counts()
-    left, failed = counts.get("pending", 0), counts.get("failed", 0)
-    say(f"{counted(count, 'job')} ended here; {left} pending, {failed} failed in the queue")
-    if notify is not None and not left:
-        notify("workbench: the queue is done", f"{counted(count, 'job')} ended, {failed} failed")
-    return EXIT_OK
-
-
-def start_job(queue, job, gpu: str):
-    """A job's trainer through the launcher: a resumable job resumes its run folder; a new one
-    gets its flags checked into a complete config file (the runs folder is the queue's)."""
-    import os
-
-    from workbench import launch
-    from workbench.options import add_train_options, config_from_args
-
-    env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu else {})}
-    runs_dir = str(queue.runs_dir.resolve())
-    from workbench.core.experiments.queue import job_run_id
-
-    folder, run_id = queue.log_dir, job_run_id(job.id)
-    if job.resumable:
-        return launch.start("train", args=["--resume", str(Path(job.run_dir).resolve()), "--runs-dir", runs_dir],
-                            folder=folder, run_id=run_id, env=env, die_with_parent=True)
-    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-    add_train_options(parser)
-    try:
-        config = config_from_args(parser.parse_args(list(job.args))).replace(runs_dir=runs_dir)
-    except (WorkbenchError, argparse.ArgumentError, SystemExit):  # its flags no longer make a run: the trainer refuses them in its answer, as any child does
-        return launch.start("train", args=[*job.args, "--runs-dir", runs_dir], folder=folder, run_id=run_id, env=env,
-                            die_with_parent=True)
-    return launch.start("train", config=config, folder=folder, run_id=run_id, env=env, die_with_parent=True)
 
 
 # ---- watch --------------------------------------------------------------------------------

@@ -41,6 +41,15 @@ class Abandoned(BaseException):
     """A stop that did not happen in time (stuck in someone's code): unwinds past `except Exception`."""
 
 
+def _what_is_left(run_dir: Path | None) -> str:
+    """What an abandoned run leaves to resume from, in words."""
+    if run_dir is None:
+        return "no run folder was made yet, so there is nothing to resume"
+    if not any((Path(run_dir) / "checkpoints").glob("last*.pt")):
+        return f"{shown(run_dir)} has no checkpoint yet, so there is nothing to resume"
+    return f"resume it from its last checkpoint with workbench train --resume {shown(run_dir)}"
+
+
 def stop_grace_s() -> float:
     """STOP_GRACE_S, or the environment's WORKBENCH_STOP_GRACE_S (seconds, 0.1 to 3600)."""
     from workbench.core.errors import WorkbenchError
@@ -139,7 +148,7 @@ class HeadlessReporter:
 
     def on_ImagesSaved(self, event: ImagesSaved) -> None:
         if event.paths:
-            self._print(f"images: {len(event.paths)} files in {event.paths[0].parent}")
+            self._print(f"images: {len(event.paths)} files in {shown(event.paths[0].parent)}")
 
     def on_Finished(self, event: Finished) -> None:
         self._stop_progress()
@@ -239,7 +248,7 @@ def fit_stopping_on_signals(config: RunConfig, reporter: HeadlessReporter, conso
 
     def on_alarm(signum, frame):
         raise Abandoned(f"the run did not stop within {grace:g} s of {asked[-1]} (stuck in a network's own "
-                        "code?); abandoned without a checkpoint: resume it from its last one")
+                        f"code?); abandoned without saving: {_what_is_left(reporter.run_dir)}")
 
     previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, on_alarm)

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from workbench.core import exit_codes
+from workbench.core.atomic import write_text_atomic
 from workbench.core.errors import WorkbenchError
 from workbench.core.lifecycle.tail import JsonLinesTail
+from workbench.core.safe_read import ensure_folder, open_to_write
 
 ANSWER_FLAG = "--json-lines"
 POLL_S = 0.1
@@ -191,13 +193,12 @@ def start(command: str, *, args: Sequence[str] = (), config=None, folder: Path |
     in its own session, so Ctrl-C in this terminal stays this process's; `die_with_parent` has
     Linux send the child SIGTERM when this process dies (a queue runner killed outright: its
     trainer stops with a checkpoint instead of training on unowned, to be started twice)."""
-    folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix=f"workbench-{command}-"))
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ensure_folder(folder) if folder is not None else Path(tempfile.mkdtemp(prefix=f"workbench-{command}-"))
     name = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{command}-{uuid.uuid4().hex[:8]}"
     argv = [command, *args]
     if config is not None:
         config_file = folder / f"{name}.toml"
-        config_file.write_text(config.absolute().to_toml(), encoding="utf-8")
+        write_text_atomic(config_file, config.absolute().to_toml())  # replaces whatever was there, a pipe too
         argv += ["--config", str(config_file)]
     if run_id and command == "train":  # a trainer records it in run.json; other commands only name files by it
         argv += ["--run-id", run_id]
@@ -208,7 +209,7 @@ def start(command: str, *, args: Sequence[str] = (), config=None, folder: Path |
     else:
         line = [sys.executable, "-m", "workbench", *argv]
     answer, log = folder / f"{name}.jsonl", folder / f"{name}.log"
-    with open(answer, "w", encoding="utf-8") as out, open(log, "a", encoding="utf-8") as err:
+    with open_to_write(log, append=True) as err, open_to_write(answer) as out:  # the log first: it is only appended to
         err.write("$ " + " ".join(line) + "\n")
         err.flush()
         process = subprocess.Popen(line, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,

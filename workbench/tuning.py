@@ -33,7 +33,7 @@ def add_lr_find_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_lr_find(args: argparse.Namespace) -> int:
-    from workbench.core.atomic import write_json_atomic
+    from workbench.core.atomic import check_folder_writable, disk_error, write_json_atomic
     from workbench.core.events import Notice
     from workbench.core.inspection.curves import save_lr_curve
     from workbench.core.training.control import TrainControl
@@ -43,6 +43,9 @@ def run_lr_find(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     check_range(args.start_lr, args.end_lr, args.steps, args.smoothing, args.diverge)
+    out = Path(args.out).expanduser() if args.out else (
+        Path(config.runs_dir).expanduser() / "lr-find" / f"{datetime.now():%Y%m%d-%H%M%S}-{config.arch}")
+    check_folder_writable(out, "--out" if args.out else "")  # before the sweep, not after it
     answer = getattr(args, "answer", None)  # --json-lines: a parent reads one row per step, then the result
     quiet = args.json or answer is not None
 
@@ -59,12 +62,15 @@ def run_lr_find(args: argparse.Namespace) -> int:
     curve = lr_find(config, built.model, built.train, trial.recipe, trial.device, start_lr=args.start_lr,
                     end_lr=args.end_lr, steps=args.steps, smoothing=args.smoothing, diverge=args.diverge,
                     amp_dtype=trial.amp_dtype, on_step=on_step)
-    out = Path(args.out).expanduser() if args.out else (
-        Path(config.runs_dir).expanduser() / "lr-find" / f"{datetime.now():%Y%m%d-%H%M%S}-{config.arch}")
     title = f"LR finder: {config.arch} on {Path(config.dataset).name or config.dataset}, batch {built.batch_size}"
-    save_lr_curve(out / "lr_find.png", curve.lrs, curve.losses, curve.smoothed, curve.suggestion,
-                  curve.steepest, title)
-    write_json_atomic(out / "lr_find.json", {**curve.to_dict(), "dataset": config.dataset})
+    try:
+        save_lr_curve(out / "lr_find.png", curve.lrs, curve.losses, curve.smoothed, curve.suggestion,
+                      curve.steepest, title)
+        write_json_atomic(out / "lr_find.json", {**curve.to_dict(), "dataset": config.dataset})
+    except OSError as error:  # the disk filled during the sweep, say
+        problem = disk_error(error, out / "lr_find.png")
+        raise (problem if not isinstance(problem, OSError) else
+               WorkbenchError(f"cannot write in {shown(out)} ({error.strerror or error})")) from None
     if answer is not None:
         answer.result(**curve.to_dict(), png=str(out / "lr_find.png"))
         return EXIT_OK

@@ -130,3 +130,18 @@ def _fsync_file(path: str) -> None:
     with open(path, "rb+") as handle:
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def check_folder_writable(folder: Path, flag: str = "") -> None:
+    """Refuse, before any work, an output folder that cannot be made or written: a file in its
+    place, a parent that is a file, a read-only parent. Creates nothing."""
+    folder = Path(folder)
+    named = f"{flag} {folder}" if flag else str(folder)
+    nearest = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), None)
+    if nearest is None:
+        return
+    if not nearest.is_dir():
+        what = "is" if nearest == folder else f"is inside {nearest}, which is"
+        raise WorkbenchError(f"{named} {what} a file, not a folder; give a folder for the output")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise WorkbenchError(f"{named}: cannot write in {nearest} (read-only or not yours); give another folder")

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from workbench.core.atomic import clean_temp_files, write_atomic
+from workbench.core.checkpoint_fields import check_fields
 from workbench.core.errors import UnsafeFile, WorkbenchError
 from workbench.core.safe_read import GB, NotReadable, open_regular
 
@@ -86,6 +87,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise WorkbenchError(f"checkpoint {path} is damaged or truncated ({_short(error)})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise WorkbenchError(f"{path} is not a workbench checkpoint")
+    check_fields(state, path)  # a count or score from the file is bounded like its flag
     return state
 
 
@@ -115,10 +117,14 @@ def _short(error: BaseException) -> str:
     return (text[0] if text else type(error).__name__)[:160]
 
 
+_ISFINITE_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+
 def all_finite(model: torch.nn.Module) -> bool:
     """False when any weight or buffer is NaN or infinite (never checkpoint those)."""
     tensors = list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]
     if not tensors:
         return True
-    flags = torch.stack([torch.isfinite(t).all() for t in tensors])
+    # isfinite has no kernel for every floating type (float8): judge those in float32
+    flags = torch.stack([torch.isfinite(t if t.dtype in _ISFINITE_TYPES else t.float()).all() for t in tensors])
     return bool(flags.all())

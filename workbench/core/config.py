@@ -179,16 +179,7 @@ class RunConfig:
     def absolute(self) -> RunConfig:
         """This config with every path absolute, so a child (or a job run later, elsewhere) reads the
         same folders, and two spellings of one folder are one value."""
-        def whole(path: str) -> str:
-            return str(Path(path).expanduser().resolve()) if path else path
-
-        changes = {"runs_dir": whole(self.runs_dir), "data_dir": whole(self.data_dir)}
-        if self.dataset not in DATASET_NAMES:
-            changes["dataset"] = whole(self.dataset)
-        user = parse_user_arch(self.arch)
-        if user is not None:
-            changes["arch"] = f"{whole(user[0])}:{user[1]}"
-        return self.replace(**changes)
+        return RunConfig.from_mapping(whole_paths(self.to_dict()), base=self, check_paths=False)
 
     # ---- validation ---------------------------------------------------------------
 
@@ -236,8 +227,23 @@ def changed_on_resume(saved: dict[str, Any], config: RunConfig) -> list[tuple[st
 
     A setting the checkpoint does not record (it predates the setting) is not compared."""
     now = config.to_dict()
+    was, wanted = {**saved, **whole_paths(saved)}, {**now, **whole_paths(now)}  # 'tiny' and './tiny/' are one folder
     return [(item.name, saved[item.name], now[item.name]) for item in SETTINGS
-            if not item.resumable and item.name in saved and saved[item.name] != now[item.name]]
+            if not item.resumable and item.name in saved and was[item.name] != wanted[item.name]]
+
+
+def whole_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """The path settings among `values` made absolute (a data set's name is not a path)."""
+    def whole(path: Any) -> Any:
+        return str(Path(path).expanduser().resolve()) if isinstance(path, str) and path else path
+
+    changes = {key: whole(values[key]) for key in ("runs_dir", "data_dir") if key in values}
+    if isinstance(values.get("dataset"), str) and values["dataset"] not in DATASET_NAMES:
+        changes["dataset"] = whole(values["dataset"])
+    user = parse_user_arch(values["arch"]) if isinstance(values.get("arch"), str) else None
+    if user is not None:
+        changes["arch"] = f"{whole(user[0])}:{user[1]}"
+    return changes
 
 
 def read_toml_table(path: Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Read a file only when it is a regular file, never blocking on a pipe or device, up to a size.
 
-Every reader of a run folder, an export bundle, the queue or a data folder opens through here:
+Every reader of a run folder, an export bundle, the queue or a data folder opens through here
+(and the few writers that append to a file in place: logs, a child's answer):
 a FIFO or a device put where a file belongs would otherwise block `open()` or `read()` forever
 (the app could not even exit), and a huge file would fill memory. The file is opened with
 O_NONBLOCK and only then checked with fstat, so it is the file actually opened that is judged,
@@ -134,3 +135,44 @@ def check_regular(path: Path | str, limit: int | None = None) -> None:
             pass
     except FileNotFoundError:
         pass
+
+
+def ensure_folder(path: str | os.PathLike) -> Path:
+    """`path` made a folder (with its parents), or NotReadable naming what stands in the way."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            return path
+    except (FileExistsError, NotADirectoryError):
+        pass
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+    raise NotReadable(f"{blocker} should be a folder but is {_kind_of_path(blocker)}; it was put there by hand, "
+                      "remove it")
+
+
+def open_to_write(path: str | os.PathLike, append: bool = False):
+    """A text file opened to write (emptied first) or append, once it is known to be a regular
+    file: a pipe put where a log belongs would block the writer for ever."""
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags | (os.O_APPEND if append else 0), 0o666)
+    except IsADirectoryError:
+        raise NotReadable(f"{path} is a folder, not a file") from None
+    except OSError as error:
+        if error.errno != errno.ENXIO:  # ENXIO: a pipe nobody reads, a socket, an absent device
+            raise
+        raise NotReadable(f"{path} is not a regular file ({_kind_of_path(path)}); it was put there by hand, "
+                          "remove it") from None
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise NotReadable(f"{path} is not a regular file ({kind_of(status.st_mode)}); it was put there by hand, remove it")
+        if not append:
+            os.ftruncate(descriptor, 0)  # only now: a device is never truncated
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "a" if append else "w", encoding="utf-8")
+    except BaseException:
+        os.close(descriptor)
+        raise

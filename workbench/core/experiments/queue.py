@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -48,6 +48,7 @@ class Job:
     added: float
     started: float | None
     ended: float | None
+    damaged: str = ""  # why its row cannot be run as it is (edited by hand, a newer workbench): "" when sound
 
     @property
     def resumable(self) -> bool:
@@ -58,7 +59,7 @@ class Job:
         return {"id": self.id, "args": list(self.args), "sweep": self.sweep, "state": self.state,
                 "run_dir": self.run_dir, "runner": self.runner, "gpu": self.gpu, "attempts": self.attempts,
                 "exit_code": self.exit_code, "reason": self.reason, "added": self.added,
-                "started": self.started, "ended": self.ended}
+                "started": self.started, "ended": self.ended, **({"damaged": self.damaged} if self.damaged else {})}
 
 
 class JobQueue:
@@ -266,7 +267,9 @@ class JobQueue:
                     state, reason = "done", "finished after its runner died"
                 else:
                     state, reason = "pending", "its runner died; it resumes from its checkpoint"
-                db.execute("UPDATE jobs SET state = ?, reason = ?, runner = '' WHERE id = ?", (state, reason, job.id))
+                ended = time.time() if state == "done" else None  # an ended job lists among the last ended
+                db.execute("UPDATE jobs SET state = ?, reason = ?, runner = '', ended = ? WHERE id = ?",
+                           (state, reason, ended, job.id))
                 changed.append(job)
         return changed
 
@@ -290,10 +293,39 @@ def _suffix() -> str:
     return secrets.token_hex(3)
 
 
+_COLUMNS = {f.name: f for f in fields(Job) if f.name != "damaged"}
+_NUMBERS = {"id": int, "attempts": int, "exit_code": int, "added": float, "started": float, "ended": float}
+
+
 def _job(row: sqlite3.Row) -> Job:
+    """A row as a Job. A row no workbench wrote (args that are not a list of flags, a state or a
+    number of another kind, a column it does not know) becomes a job marked damaged, never an error:
+    the listing shows it, a runner fails it with the reason, `queue remove` takes it out."""
     values = dict(row)
-    values["args"] = tuple(json.loads(values["args"]))
-    return Job(**values)
+    problems = []
+    try:
+        args = json.loads(values.get("args") or "null")
+    except (TypeError, ValueError):
+        args = None
+    if not (isinstance(args, list) and all(isinstance(a, str) for a in args)):
+        problems.append("its args are not a list of train flags")
+        args = []
+    job = {name: values.get(name) for name in _COLUMNS}
+    job["args"] = tuple(args)
+    for name in ("sweep", "run_dir", "runner", "gpu", "reason"):
+        job[name] = job[name] if isinstance(job[name], str) else ""
+    for name, kind in _NUMBERS.items():
+        value = job[name]
+        if value is None and name in ("exit_code", "started", "ended"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            problems.append(f"its {name} is {value!r}, not a number")
+            value = 0 if name not in ("exit_code", "started", "ended") else None
+        job[name] = kind(value) if value is not None else None
+    if job["state"] not in STATES:
+        problems.append(f"its state {job['state']!r} is not one of {', '.join(STATES)}")
+        job["state"] = "failed"
+    return Job(**job, damaged="; ".join(problems))
 
 
 def _alive(pid: int) -> bool:

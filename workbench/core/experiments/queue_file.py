@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.safe_read import NotReadable, check_regular
+from workbench.core.safe_read import NotReadable, check_regular, ensure_folder
 
 BUSY_TIMEOUT_S = 30.0  # how long a statement waits for another process's write lock
 
@@ -68,7 +68,7 @@ def connect(path: Path, *, create: bool = False, timeout_s: float = BUSY_TIMEOUT
         for file in (path, *(Path(f"{path}{suffix}") for suffix in COMPANIONS)):
             _judge(file)
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            ensure_folder(path.parent)
         db = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
     except NotReadable as error:
         raise QueueUnusable(f"cannot open the queue: {error}", "not-a-file") from None
@@ -97,7 +97,7 @@ def transaction(db: sqlite3.Connection, create: bool = False) -> Iterator[sqlite
     reads a row in between and acts on it too. `create` makes the table and its indexes in it."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        if create:
+        if create and not has_jobs_table(db):
             for statement in SCHEMA:
                 db.execute(statement)
         yield db
@@ -109,8 +109,17 @@ def transaction(db: sqlite3.Connection, create: bool = False) -> Iterator[sqlite
 
 
 def has_jobs_table(db: sqlite3.Connection) -> bool:
-    """False for an empty file (sqlite's empty database) that no job was ever added to."""
-    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone() is not None
+    """False for an empty file (sqlite's empty database) that no job was ever added to; an error
+    for someone else's database (tables, none of them jobs): workbench never adds its table there."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone() is not None:
+        return True
+    tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                           "AND name NOT LIKE 'sqlite_%' ORDER BY name LIMIT 4")]
+    if not tables:
+        return False
+    database = db.execute("PRAGMA database_list").fetchone()[2]
+    raise QueueUnusable(f"{database} is not a workbench queue (it holds the tables {', '.join(map(repr, tables))}, "
+                        "no jobs); move it aside or use another runs folder", "foreign")
 
 
 def unusable(path: Path, error: OSError | sqlite3.Error, timeout_s: float = BUSY_TIMEOUT_S) -> WorkbenchError:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from workbench.core import exit_codes
+from workbench.core.errors import WorkbenchError
 from workbench.core.experiments.queue import Job, JobQueue
 from workbench.core.experiments.runner_lock import RunnerLock, runner_id
 from workbench.core.runs import read_status
@@ -32,6 +33,11 @@ RECOVER_EVERY_S = 10.0  # how often a runner looks for jobs whose runner died (t
 KILL_AFTER_S = 45.0  # a trainer still alive this long after SIGTERM is killed (its own limit is 30 s)
 MAX_ATTEMPTS = 3  # a job whose trainer keeps being killed is given up after this many starts
 EXIT_OK, STOPPED_CODES = exit_codes.OK, exit_codes.STOPPED_CODES
+
+
+class JobNotStartable(WorkbenchError):
+    """This job cannot start, by its own fault (flags that make no run): it fails, the queue goes on.
+    Any other WorkbenchError from starting a job is the queue folder's: the runner stops on it."""
 
 
 @dataclass
@@ -66,6 +72,7 @@ class QueueRunner:
     on_job_end: Callable[[JobEnded], None] = lambda ended: None
     kill_after_s: float = KILL_AFTER_S
     _stop: threading.Event = field(default_factory=threading.Event)
+    _problem: WorkbenchError | None = None  # why this runner stopped taking jobs by itself
 
     def stop(self) -> None:
         """Stop taking jobs; running trainers get SIGTERM (they save a checkpoint)."""
@@ -82,9 +89,12 @@ class QueueRunner:
         lock = RunnerLock(self.queue.log_dir, runner)
         lock.acquire()  # held while this runner lives: another runner tells a dead one by it, not by a pid
         try:
-            return self._work(slots, runner, ended)
+            ended = self._work(slots, runner, ended)
         finally:
             lock.release()
+        if self._problem is not None:
+            raise self._problem
+        return ended
 
     def _work(self, slots: list[_Slot], runner: str, ended: int) -> int:
         recovered = time.monotonic()
@@ -99,7 +109,8 @@ class QueueRunner:
                         job = self.queue.claim(runner, slot.gpu)
                         if job is None:
                             break
-                        self._start(slot, job)
+                        if self._start(slot, job):
+                            ended += 1  # it failed before it started
             for slot in slots:
                 if slot.child is not None:
                     if self._stop.is_set() and not slot.stopping:
@@ -121,12 +132,27 @@ class QueueRunner:
     def _has_pending(self) -> bool:
         return self.queue.has_pending()
 
-    def _start(self, slot: _Slot, job: Job) -> None:
-        slot.child = self.start_job(job, slot.gpu)
+    def _start(self, slot: _Slot, job: Job) -> bool:
+        """Start the job's trainer in the slot; True when the job failed instead of starting."""
+        try:
+            if job.damaged:
+                raise JobNotStartable(f"its row in the queue is damaged: {job.damaged}")
+            slot.child = self.start_job(job, slot.gpu)
+        except JobNotStartable as refused:
+            self.queue.finish(job.id, "failed", None, str(refused))
+            self.on_event(f"job {job.id}: failed ({refused})")
+            self.on_job_end(JobEnded(job, "failed", str(refused), job.run_dir))
+            return True
+        except WorkbenchError as problem:  # the queue's own folder (a pipe at its log, a read-only disk)
+            self.queue.finish(job.id, "pending", None, "")
+            self._problem = problem
+            self._stop.set()
+            return False
         slot.job, slot.started, slot.stopping, slot.killed = job, time.time(), False, False
         gpu = f" on GPU {slot.gpu}" if slot.gpu else ""
         how = f"resuming {Path(job.run_dir).name}" if job.resumable else " ".join(job.args)
         self.on_event(f"job {job.id}{gpu}: {how}")
+        return False
 
     def _find_run_dir(self, slot: _Slot) -> None:
         """The run folder this job's trainer works in, from its start row."""

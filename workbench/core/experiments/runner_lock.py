@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import uuid
 from pathlib import Path
+
+from workbench.core.atomic import disk_error
+from workbench.core.safe_read import NotReadable, ensure_folder
 
 RUNNERS = "runners"  # in the queue's log folder: one lock file per live runner
 
@@ -28,8 +32,15 @@ class RunnerLock:
         self._descriptor: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._descriptor = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        ensure_folder(self.path.parent)
+        try:
+            descriptor = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_NONBLOCK, 0o644)
+        except OSError as error:
+            raise disk_error(error, self.path) from None
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            raise NotReadable(f"{self.path} is not a regular file; it was put there by hand, remove it")
+        self._descriptor = descriptor
         _flock(self._descriptor)
 
     def release(self) -> None:
@@ -44,10 +55,14 @@ class RunnerLock:
     def holder_alive(self) -> bool | None:
         """Whether the runner of this lock lives: None when it left no lock file (an older runner)."""
         try:
-            descriptor = os.open(self.path, os.O_RDONLY)
+            descriptor = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe put there must not block
         except FileNotFoundError:
             return None
+        except OSError:
+            return False  # a lock file no runner could hold
         try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                return False
             return not _flock(descriptor, wait=False)
         finally:
             os.close(descriptor)

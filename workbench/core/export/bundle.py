@@ -35,7 +35,7 @@ from workbench.core.atomic import (
     write_json_atomic,
 )
 from workbench.core.export import weights
-from workbench.core.export.loading import EXPORT_DIR, _first_line, load_bundle
+from workbench.core.export.loading import BUNDLE_VERSION, EXPORT_DIR, _first_line, bundle_problem, load_bundle
 from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.core.models import with_weights
 from workbench.core.training.keeper import epoch_file, kept_epochs
@@ -43,7 +43,6 @@ from workbench.core.training.keeper import epoch_file, kept_epochs
 __all__ = ["EXPORT_DIR", "export_run", "load_bundle", "model_from_checkpoint", "parse_formats"]
 
 FORMATS = ("safetensors", "pt2", "onnx")
-BUNDLE_VERSION = 2
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -107,6 +106,9 @@ def model_from_checkpoint(run_dir: Path, which: str = "best") -> tuple[nn.Module
     needed = ("arch", "channels", "classes", "image_size", "mean", "std")
     if not info or any(key not in info for key in needed):
         raise WorkbenchError(f"{run_dir}/run.json is missing or damaged; this run cannot be exported")
+    problem = bundle_problem(_bundle_fields(info, state))  # what model.json would say, judged as predict will
+    if problem:
+        raise WorkbenchError(f"{run_dir}/run.json cannot make a bundle: {problem}; nothing was written")
     options = state.get("model_options") or info.get("model_options") or {}
     try:  # built without random draws: a run may be training in another thread of this process
         model = with_weights(network_copy.arch_in(run_dir, info["arch"]), info["channels"], len(info["classes"]),
@@ -114,6 +116,15 @@ def model_from_checkpoint(run_dir: Path, which: str = "best") -> tuple[nn.Module
     except RuntimeError as error:
         raise WorkbenchError(f"{path} does not fit the architecture in run.json ({_first_line(error)})") from None
     return model.eval(), state, info
+
+
+def _bundle_fields(info: dict, state: dict) -> dict[str, Any]:
+    """The fields of model.json that come from run.json and the checkpoint, before a model exists."""
+    classes = info["classes"]
+    return {"arch": info["arch"], "in_channels": info["channels"], "image_size": info["image_size"],
+            "num_classes": len(classes) if isinstance(classes, list) else None, "classes": classes,
+            "model_options": state.get("model_options") or info.get("model_options") or {},
+            "preprocessing": {"mean": info["mean"], "std": info["std"], "resize_mode": info.get("resize", "stretch")}}
 
 
 def export_run(
@@ -243,6 +254,7 @@ def _write_bundle(folder: Path, model: nn.Module, data: bytes, metadata: dict, f
             batch = torch.export.Dim("batch", min=1, max=4096)
             program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
             torch.export.save(program, str(folder / "model.pt2"))
+            _load_pt2_once(folder / "model.pt2", example)
         names.append("model.pt2")
         log("wrote model.pt2")
     if "onnx" in formats:
@@ -253,12 +265,42 @@ def _write_bundle(folder: Path, model: nn.Module, data: bytes, metadata: dict, f
                 input_names=["images"], output_names=["logits"], verbose=False,
             )
             program.save(str(folder / "model.onnx"))
+            _run_onnx_once(folder / "model.onnx", example)
         names.append("model.onnx")
         log("wrote model.onnx")
     mask = current_umask()
     for name in names:
         os.chmod(folder / name, 0o666 & ~mask)  # the user's umask, as for every file a run writes
     return names
+
+
+def _load_pt2_once(path: Path, example: torch.Tensor) -> None:
+    """Load the saved program back and run it: torch.export saves some networks (a module named
+    "a,b") as a file its own loader cannot read; torch's log of that stays off the terminal."""
+    import logging
+
+    logger = logging.getLogger("torch.export")
+    was = logger.disabled
+    logger.disabled = True
+    try:
+        torch.export.load(str(path)).module()(example)
+    except Exception as error:  # noqa: BLE001 - any failure here means the file is no use to anyone
+        cause = error.__cause__ or error
+        raise RuntimeError(f"it saved a file it cannot load back: {type(cause).__name__}; module names with "
+                           "commas or control characters are one cause") from None
+    finally:
+        logger.disabled = was
+
+
+def _run_onnx_once(path: Path, example: torch.Tensor) -> None:
+    """Run the saved file once in onnxruntime, when it is installed: an operator it has no kernel
+    for (a bfloat16 Gemm) must be refused now, not found by whoever deploys the file."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session.run(None, {session.get_inputs()[0].name: example.numpy()})
 
 
 @contextlib.contextmanager

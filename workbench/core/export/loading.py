@@ -44,7 +44,7 @@ def load_bundle(export_dir: Path, trust_code: bool = False) -> tuple[nn.Module, 
         raise
     except (OSError, ValueError, RecursionError) as error:
         raise WorkbenchError(f"{meta_path} is not readable JSON ({_first_line(error)}); export the run again") from None
-    problem = _bundle_problem(meta)
+    problem = bundle_problem(meta)
     if problem:
         raise WorkbenchError(f"{meta_path} is damaged: {problem}; export the run again")
     arch = _bundle_arch(export_dir, meta, trust_code)
@@ -78,10 +78,20 @@ def _bundle_arch(export_dir: Path, meta: dict[str, Any], trust_code: bool) -> st
     return network_copy.arch_in(export_dir, meta["arch"])
 
 
-def _bundle_problem(meta: Any) -> str:
-    """What makes model.json unusable, or "" when it is sound."""
+BUNDLE_VERSION = 2  # what model.json's format_version says; a newer one is a newer workbench's
+
+
+def bundle_problem(meta: Any) -> str:
+    """What makes model.json unusable, or "" when it is sound. Export checks what it is about to
+    write with this too, so it never writes a bundle predict would refuse."""
+    from workbench.core.config import SETTINGS
+
     if not isinstance(meta, dict):
         return "it is not a JSON object"
+    version = meta.get("format_version", BUNDLE_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= BUNDLE_VERSION:
+        return (f"format_version {version!r} is not one this workbench reads (1..{BUNDLE_VERSION}); "
+                "a newer workbench wrote it, or it was edited")
     if not isinstance(meta.get("arch"), str) or (meta["arch"] not in ARCHITECTURES and not parse_user_arch(meta["arch"])):
         return f"arch {meta.get('arch')!r} is not an architecture"
     for key in ("in_channels", "image_size", "num_classes"):
@@ -89,6 +99,9 @@ def _bundle_problem(meta: Any) -> str:
             return f"{key} must be a positive whole number, not {meta.get(key)!r}"
     if meta["in_channels"] not in (1, 3):
         return f"in_channels must be 1 or 3, not {meta['in_channels']}"
+    size = next(s for s in SETTINGS if s.name == "image_size")
+    if meta["image_size"] > size.high:
+        return f"image_size {meta['image_size']} is above --image-size's most ({size.high})"
     classes = meta.get("classes")
     if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
         return "classes must be a list of names"
@@ -105,6 +118,9 @@ def _bundle_problem(meta: Any) -> str:
             return f"preprocessing {key} must be one finite number per channel ({meta['in_channels']}), not {values!r}"
     if any(v < 1e-6 for v in prep["std"]):  # float32 would make a tinier one zero
         return f"preprocessing std must be positive, not {prep['std']}"
+    color = prep.get("color", "L" if meta["in_channels"] == 1 else "RGB")
+    if color != ("L" if meta["in_channels"] == 1 else "RGB"):
+        return f"preprocessing color {color!r} does not match in_channels {meta['in_channels']} (L for 1, RGB for 3)"
     if prep.get("resize_mode", "stretch") not in ("stretch", "crop", "pad"):
         return f"preprocessing resize_mode must be stretch, crop or pad, not {prep.get('resize_mode')!r}"
     if not isinstance(meta.get("model_options", {}), dict):

@@ -8,9 +8,12 @@ Every mistake in the file is one line naming the file and the line.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -73,7 +76,8 @@ def _run_file(path: Path, digest: str):
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look a class's module up here
     try:
-        spec.loader.exec_module(module)
+        with _signal_handlers_kept():
+            spec.loader.exec_module(module)
     except SyntaxError as error:
         sys.modules.pop(name, None)
         raise WorkbenchError(f"{_where(path, error)}: syntax error: {error.msg}") from None
@@ -83,12 +87,29 @@ def _run_file(path: Path, digest: str):
     return module
 
 
+@contextlib.contextmanager
+def _signal_handlers_kept():
+    """Put back workbench's SIGINT/SIGTERM/SIGALRM handlers after the user's code ran: a file that
+    ignores SIGTERM would otherwise leave a run that no stop request and no grace limit can end."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread handles signals (and only it can set a handler)
+        return
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            if handler is not None and signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
+
+
 def build(file: str, factory: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """Call the factory; anything but an nn.Module (or an exception) is one line naming the file."""
     path = Path(file).expanduser()
     make = load_factory(file, factory)
     try:
-        model = make(in_channels, num_classes, image_size)
+        with _signal_handlers_kept():
+            model = make(in_channels, num_classes, image_size)
     except (Exception, SystemExit) as error:
         raise WorkbenchError(f"{_where(path, error)}: {_short(error)} in {factory}"
                              f"({in_channels}, {num_classes}, {image_size})") from None

@@ -69,6 +69,7 @@ def fit(
     environment. `run_id` is the id a parent process gave this run (recorded in run.json).
     """
     world = world or World.from_env()
+    config = config.absolute()  # the run records where its data is, not where it was started from
     session = _Session(config, events, control or TrainControl(), world, run_id)
     try:
         session.run(resume_dir, data, recipe)
