@@ -193,7 +193,7 @@ def test_the_preset_and_arch_speedrun_alone_both_train_through_fit(tiny):
     )
     assert preset.recipe == "speedrun" and preset.val_fraction == 0
     events = Recorder()
-    fit(preset, events, recipe=sr.SpeedrunRecipe(TINY))
+    fit(preset, events, recipe=sr.SpeedrunRecipe(TINY), data=random_data(train=1024))
     assert events.of(Finished) and events.of(Finished)[-1].status == "finished", events[-1]
 
     # --arch speedrun under the standard recipe: the network still gets its whitening from the data.
