@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from tests.support.cli import one_line_error, workbench
+from tests.support.cli import one_line_error, run_here, workbench
 from tests.support.folders import image_folder
 from workbench.cli import main
 from workbench.core import runs
@@ -30,16 +30,16 @@ def trained_run(tmp_path_factory, data_dir):
 
 
 def test_help_lists_commands_and_defaults():
-    result = workbench("--help")
+    result = run_here("--help")
     assert result.returncode == 0
     for word in ("train", "models", "export", "predict", "--optimizer", "default: shapes"):
         assert word in result.stdout
-    train_help = workbench("train", "--help").stdout
+    train_help = run_here("train", "--help").stdout
     assert "--resume" in train_help and "(default: 10)" in train_help
 
 
 def test_models_table_has_seed_counts():
-    result = workbench("models", "--dataset", "cifar10")
+    result = run_here("models", "--dataset", "cifar10")
     assert result.returncode == 0
     for name, params in [("linear", "30,730"), ("basic_cnn", "62,958"), ("seed_resnet", "1,965,066")]:
         line = next(l for l in result.stdout.splitlines() if f" {name} " in l)
@@ -77,7 +77,7 @@ def test_export_and_predict_agree_with_the_run(trained_run, tmp_path):
         paths.append(path)
     with torch.inference_mode():
         probs = model(normalize(data.test.images[:3], info["mean"], info["std"])).softmax(1)
-    result = workbench("predict", run_dir / "export", *paths, "--top", 1)
+    result = run_here("predict", run_dir / "export", *paths, "--top", 1)
     assert result.returncode == 0, result.stderr
     top_lines = [l.strip().split("%", 1) for l in result.stdout.splitlines() if l.startswith("  ")]
     assert len(top_lines) == 3
@@ -89,7 +89,7 @@ def test_export_and_predict_agree_with_the_run(trained_run, tmp_path):
 
 def test_runs_lists_the_run(trained_run):
     work, run_dir, _ = trained_run
-    result = workbench("runs", "--runs-dir", work / "runs")
+    result = run_here("runs", "--runs-dir", work / "runs")
     assert run_dir.name[:15] in result.stdout and "finished" in result.stdout
 
 
@@ -97,7 +97,7 @@ def test_mc_dropout_does_not_apply_without_dropout(trained_run, tmp_path):
     work, run_dir, _ = trained_run
     image = tmp_path / "x.png"
     Image.new("RGB", (40, 30), (200, 10, 10)).save(image)
-    result = workbench("predict", run_dir / "export", image, "--mc-dropout", 5)
+    result = run_here("predict", run_dir / "export", image, "--mc-dropout", 5)
     assert result.returncode == 2 and "does not apply" in result.stderr
 
 
@@ -130,7 +130,7 @@ def test_bad_input_is_one_line_and_exit_2(args, words, tmp_path):
 def test_folder_without_class_subfolders_is_bad_input(tmp_path):
     (tmp_path / "flat").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "flat" / "a.png")
-    result = workbench("train", "--dataset", tmp_path / "flat", "--runs-dir", tmp_path / "runs",
+    result = run_here("train", "--dataset", tmp_path / "flat", "--runs-dir", tmp_path / "runs",
                        "--data-dir", tmp_path / "d", "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 2 and "class" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -139,7 +139,7 @@ def test_folder_without_class_subfolders_is_bad_input(tmp_path):
 def test_config_file_and_flag_override(tmp_path, data_dir):
     config = tmp_path / "run.toml"
     config.write_text('dataset = "shapes"\narch = "linear"\nepochs = 1\nbatch-size = 256\ndevice = "cpu"\n')
-    result = workbench("train", "--config", config, "--arch", "mlp", "--data-dir", data_dir,
+    result = run_here("train", "--config", config, "--arch", "mlp", "--data-dir", data_dir,
                        "--runs-dir", tmp_path / "runs", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -150,7 +150,7 @@ def test_config_file_and_flag_override(tmp_path, data_dir):
 def test_unknown_toml_key_is_bad_input(tmp_path):
     config = tmp_path / "run.toml"
     config.write_text("learning_rate = 0.1\n")
-    result = workbench("train", "--config", config, cwd=tmp_path)
+    result = run_here("train", "--config", config, cwd=tmp_path)
     assert result.returncode == 2 and "learning_rate" in result.stderr
 
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.support.cli import workbench
+from tests.support.cli import run_here
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
 from workbench.core.experiments.compare import compare, read_figures
@@ -48,13 +48,13 @@ def test_compare_sorts_by_any_column(two_runs):
 
 
 def test_compare_json_from_the_cli(two_runs):
-    result = workbench("compare", *two_runs, "--json")
+    result = run_here("compare", *two_runs, "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["differ"] == ["lr"]
     assert [run["path"] for run in data["runs"]] == [str(path) for path in two_runs]
     assert {run["settings"]["lr"] for run in data["runs"]} == {0.01, 0.003}
-    table = workbench("compare", *two_runs)
+    table = run_here("compare", *two_runs)
     assert table.returncode == 0 and "same for all" in table.stdout and "best test" in table.stdout
 
 
@@ -75,7 +75,7 @@ def test_compare_works_without_the_data_and_marks_damaged_runs(two_runs, tmp_pat
     assert by_name["torn"].best_test_acc == read_figures(two_runs[0]).best_test_acc  # the whole rows still count
     assert by_name["missing"].problem == "metrics.jsonl missing" and by_name["missing"].best_test_acc is None
     assert by_name[two_runs[1].name].best_test_acc is not None  # the others are shown
-    shown = workbench("compare", two_runs[1], torn, missing)
+    shown = run_here("compare", two_runs[1], torn, missing)
     assert shown.returncode == 0 and "metrics.jsonl torn" in shown.stdout and "metrics.jsonl missing" in shown.stdout
 
 
@@ -87,7 +87,7 @@ def test_a_sweep_of_runs_adds_the_value_table(two_runs):
     result = compare(two_runs)
     assert result.sweep == "sweep-test"
     assert set(result.by_value["lr"]) == {"0.01", "0.003"}
-    by_sweep = workbench("compare", "--sweep", "sweep-test", "--runs-dir", two_runs[0].parent, "--json")
+    by_sweep = run_here("compare", "--sweep", "sweep-test", "--runs-dir", two_runs[0].parent, "--json")
     assert json.loads(by_sweep.stdout)["sweep"] == "sweep-test"
     (two_runs[0].parent / "queue.sqlite").unlink()
 
@@ -133,12 +133,12 @@ def test_sweep_refuses_a_bad_value_by_name(given, named):
 
 def test_sweep_cli_refuses_before_anything_is_queued(tmp_path):
     runs_dir = tmp_path / "runs"
-    bad = workbench("sweep", "--dataset", "shapes", "--lr", "0.1,0", "--runs-dir", runs_dir)
+    bad = run_here("sweep", "--dataset", "shapes", "--lr", "0.1,0", "--runs-dir", runs_dir)
     assert bad.returncode == 2 and "sweep value '0' of --lr" in bad.stderr and "nothing was queued" in bad.stderr
-    small = workbench("sweep", "--arch", "linear,basic_cnn", "--image-size", "12", "--runs-dir", runs_dir)
+    small = run_here("sweep", "--arch", "linear,basic_cnn", "--image-size", "12", "--runs-dir", runs_dir)
     assert small.returncode == 2 and "--arch basic_cnn" in small.stderr and "16 px" in small.stderr
     assert not runs_dir.exists()
-    good = workbench("sweep", "--arch", "linear,mlp", "--lr", "0.1,0.01", "--epochs", "1", "--runs-dir", runs_dir)
+    good = run_here("sweep", "--arch", "linear,mlp", "--lr", "0.1,0.01", "--epochs", "1", "--runs-dir", runs_dir)
     assert good.returncode == 0, good.stderr
     jobs = JobQueue(runs_dir).jobs()
     # each job keeps its whole config (data set, architecture and epochs always), paths absolute

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import workbench
+from tests.support.cli import run_here
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
 from workbench.core.experiments import sweep as sweep_module
@@ -94,7 +94,7 @@ def test_queue_lifecycle_sweep_folders_spelled_two_ways_are_one(tmp_path, monkey
 
 def test_queue_lifecycle_sweep_cli_says_how_many_duplicates_it_dropped(tmp_path):
     runs_dir = tmp_path / "runs"
-    result = workbench("sweep", "--arch", "linear", "--lr", "0.1,0.10,1e-1", "--epochs", "1", "--runs-dir", runs_dir)
+    result = run_here("sweep", "--arch", "linear", "--lr", "0.1,0.10,1e-1", "--epochs", "1", "--runs-dir", runs_dir)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "dropped 2 duplicate points: --lr 0.10, 1e-1 (the same as 0.1)"

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.support.cli import run_here
 from workbench.core.config import RunConfig
 from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.core.events import Failed, Finished, Notice
@@ -32,8 +32,7 @@ def _write(folder: Path, name: str, text: str) -> Path:
 
 
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, timeout=300,
-                          cwd=cwd)
+    return run_here(*args, cwd=cwd)
 
 
 def test_a_network_file_trains_resumes_after_an_edit_exports_and_predicts(tmp_path, data_dir):

@@ -28,3 +28,26 @@ def one_line_error(capsys, argv: list[str]) -> str:
     assert code == 2, (code, err)
     assert len(err) == 1 and err[0].startswith("workbench: error: "), err
     return err[0]
+
+
+def run_here(*args, cwd=None) -> subprocess.CompletedProcess:
+    """`workbench ARGS` run in this process (from `cwd`), answered as a finished child would be:
+    a child spends seconds importing torch. Use `workbench()` where the process itself is tested
+    (signals, a hang cut by a timeout, the console script)."""
+    import contextlib
+    import io
+
+    from workbench.cli import main
+
+    out, err, before = io.StringIO(), io.StringIO(), os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(arg) for arg in args])
+            except SystemExit as done:  # --help: argparse ends the process it thinks it is in
+                code = done.code if isinstance(done.code, int) else 0
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())

@@ -50,23 +50,30 @@ def _size_words(limit: int) -> str:
     return f"{limit // GB} GB" if limit >= GB else f"{limit // MB} MB" if limit >= MB else f"{limit // KB} KB"
 
 
+def _open_regular_descriptor(path: str | os.PathLike, flags: int) -> tuple[int, os.stat_result]:
+    """os.open with `flags` (O_NONBLOCK among them), kept only when what it opened is a regular file."""
+    try:
+        descriptor = os.open(path, flags, 0o666)
+    except IsADirectoryError:
+        raise NotReadable(f"{path} is a folder, not a file") from None
+    except OSError as error:
+        if error.errno != errno.ENXIO:  # ENXIO: a socket, a pipe nobody reads (to write), an absent device
+            raise
+        raise NotReadable(f"{path} is not a regular file ({_kind_of_path(path)}); it was put there by hand, "
+                          "remove it") from None
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(descriptor)
+        raise NotReadable(f"{path} is not a regular file ({kind_of(status.st_mode)}); it was put there by hand, remove it")
+    return descriptor, status
+
+
 @contextlib.contextmanager
 def open_regular(path: str | os.PathLike, limit: int | None = None) -> Iterator[BinaryIO]:
     """The file opened for binary reading, once it is known to be a regular file of at most
     `limit` bytes. Raises NotReadable otherwise, OSError (FileNotFoundError...) as open does."""
+    descriptor, status = _open_regular_descriptor(path, _FLAGS)
     try:
-        descriptor = os.open(path, _FLAGS)
-    except IsADirectoryError:
-        raise NotReadable(f"{path} is a folder, not a file") from None
-    except OSError as error:
-        if error.errno != errno.ENXIO:  # ENXIO: a socket, or a device with nothing behind it
-            raise
-        raise NotReadable(f"{path} is not a regular file ({_kind_of_path(path)}); it was put there by hand, "
-                          "remove it") from None
-    try:
-        status = os.fstat(descriptor)
-        if not stat.S_ISREG(status.st_mode):
-            raise NotReadable(f"{path} is not a regular file ({kind_of(status.st_mode)}); it was put there by hand, remove it")
         if limit is not None and status.st_size > limit:
             raise NotReadable(f"{path} is larger than {_size_words(limit)} ({status.st_size:,} bytes); "
                               "it is not a file workbench wrote")
@@ -155,19 +162,8 @@ def open_to_write(path: str | os.PathLike, append: bool = False):
     """A text file opened to write (emptied first) or append, once it is known to be a regular
     file: a pipe put where a log belongs would block the writer for ever."""
     flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    descriptor, _ = _open_regular_descriptor(path, flags | (os.O_APPEND if append else 0))
     try:
-        descriptor = os.open(path, flags | (os.O_APPEND if append else 0), 0o666)
-    except IsADirectoryError:
-        raise NotReadable(f"{path} is a folder, not a file") from None
-    except OSError as error:
-        if error.errno != errno.ENXIO:  # ENXIO: a pipe nobody reads, a socket, an absent device
-            raise
-        raise NotReadable(f"{path} is not a regular file ({_kind_of_path(path)}); it was put there by hand, "
-                          "remove it") from None
-    try:
-        status = os.fstat(descriptor)
-        if not stat.S_ISREG(status.st_mode):
-            raise NotReadable(f"{path} is not a regular file ({kind_of(status.st_mode)}); it was put there by hand, remove it")
         if not append:
             os.ftruncate(descriptor, 0)  # only now: a device is never truncated
         if hasattr(os, "set_blocking"):
