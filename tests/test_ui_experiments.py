@@ -114,6 +114,28 @@ def test_queue_screen_snapshot(snap_compare, in_tmp):
 
 
 @asynchronous
+async def test_numbers_from_files_the_queue_screen_shows_a_damaged_row_as_damaged(in_tmp):
+    import sqlite3
+
+    queue = fixed_queue()
+    db = sqlite3.connect(queue.path)
+    db.execute("INSERT INTO jobs (args, sweep, state, run_dir, runner, gpu, attempts, reason, added) "
+               "VALUES ('not json', '', 'pending', '', '', '', 'x', '', 0)")
+    db.commit()
+    db.close()
+    app = app_in(in_tmp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: getattr(app.screen, "summaries", None) is not None, 20)
+        await pilot.press("u")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen)
+                                and app.screen.query_one("#queue-table").row_count == 4, 20)
+        table = app.screen.query_one("#queue-table")
+        cells = " ".join(str(cell) for row in range(table.row_count) for cell in table.get_row_at(row))
+        assert "damaged: its args are not a list of train flags; its attempts is 'x', not a number" in cells
+
+
+@asynchronous
 async def test_queue_screen_adds_the_form_and_runs_the_job(in_tmp, data_dir):
     app = app_in(in_tmp)
     notes = record_notifications(app)

@@ -84,7 +84,7 @@ class QueueScreen(Screen):
         table.clear()
         for job in message.jobs:
             table.add_row(str(job.id), Text(shown(job.state), style=STATE_STYLES.get(job.state, "")),
-                          Text(shown(Path(job.run_dir).name if job.run_dir else "-")), Text(shown(job.reason or "-")),
+                          Text(shown(Path(job.run_dir).name if job.run_dir else "-")), Text(shown(f"damaged: {job.damaged}" if job.damaged else job.reason or "-")),
                           Text(shown(job.gpu or "-")), Text(shown(job.sweep or "-")), Text(shown(" ".join(job.args))),
                           key=str(job.id))
         if message.jobs:
