@@ -76,7 +76,8 @@ def test_a_tampered_export_fails_verification(run_dir):
     assert not result.passed and result.max_abs_diff > TOLERANCE
 
 
-def test_missing_onnx_extra_says_how_to_install(run_dir, monkeypatch):
+def hide_onnx(monkeypatch) -> None:
+    """Imports of onnx, onnxscript and onnxruntime fail, as without the [onnx] extra."""
     real_import = builtins.__import__
 
     def no_onnx(name, *args, **kwargs):
@@ -85,6 +86,10 @@ def test_missing_onnx_extra_says_how_to_install(run_dir, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_onnx)
+
+
+def test_missing_onnx_extra_says_how_to_install(run_dir, monkeypatch):
+    hide_onnx(monkeypatch)
     with pytest.raises(WorkbenchError, match=r"pip install 'workbench\[onnx\]'"):
         export_run(run_dir, ("onnx",))
 
@@ -369,7 +374,6 @@ def test_predict_bounds_monte_carlo_passes_in_one_line(run_dir, tmp_path, capsys
 
 
 def test_a_new_export_replaces_the_whole_bundle_and_a_failed_one_writes_nothing(finished_run, tmp_path, monkeypatch):
-    import builtins
 
     from workbench.core.errors import WorkbenchError
     from workbench.core.export.bundle import export_run
@@ -383,14 +387,7 @@ def test_a_new_export_replaces_the_whole_bundle_and_a_failed_one_writes_nothing(
     assert json.loads((run_dir / "export" / "model.json").read_text())["epoch"] == 2
     before = snapshot(run_dir)
 
-    real_import = builtins.__import__
-
-    def no_onnx(name, *args, **kwargs):
-        if name.startswith("onnx"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    hide_onnx(monkeypatch)
     with pytest.raises(WorkbenchError, match="nothing was exported"):
         export_run(run_dir, ("safetensors", "pt2", "onnx"))
     assert snapshot(run_dir) == before

@@ -41,9 +41,6 @@ from workbench.ui.screens.runs import RunScreen, RunsScreen
 from workbench.ui.screens.setup import SetupScreen
 from workbench.ui.widgets.preview import Scale, fit_scale
 
-# ---- helpers shared with the snapshot tests ------------------------------------------------
-
-
 # ---- training from the keyboard ------------------------------------------------------------
 
 

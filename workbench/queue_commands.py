@@ -230,9 +230,7 @@ def _job_config(job) -> RunConfig:
     try:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             return config_from_args(parser.parse_args(list(job.args)))
-    except JobNotStartable as refused:
-        raise JobNotStartable(f"its flags make no run: {refused}") from None
-    except WorkbenchError as refused:
+    except WorkbenchError as refused:  # argparse's sentence (JobNotStartable) or a value's
         raise JobNotStartable(f"its flags make no run: {refused}") from None
     except (argparse.ArgumentError, SystemExit) as refused:
         raise JobNotStartable(f"its flags make no run: {shown(refused)}") from None

@@ -27,7 +27,7 @@ def check_fields(state: dict[str, Any], path) -> None:
 
 
 def _first_problem(state: dict[str, Any]) -> str:
-    from workbench.core.config import SETTINGS
+    from workbench.core.config import SETTING_BY_NAME
 
     if not isinstance(state.get("model"), dict):  # tensors, and a module's extra state: loading judges those
         return "its model is not a table of weights"
@@ -38,7 +38,7 @@ def _first_problem(state: dict[str, Any]) -> str:
         for key in ("epoch", "epoch_step", "global_step"):
             if not _count(progress.get(key)):
                 return f"progress.{key} is {progress.get(key)!r}, not a count of 0 or more"
-        epochs_setting = next(s for s in SETTINGS if s.name == "epochs")
+        epochs_setting = SETTING_BY_NAME["epochs"]
         if progress["epoch"] > epochs_setting.high:
             return f"progress.epoch is {progress['epoch']}, more than --epochs allows ({epochs_setting.high})"
         best = progress.get("best_epoch")
@@ -52,7 +52,7 @@ def _first_problem(state: dict[str, Any]) -> str:
             return "progress.order_state is not a random generator's state"
     if "batch_size" in state:
         size = state["batch_size"]
-        declared = next(s for s in SETTINGS if s.name == "batch_size")
+        declared = SETTING_BY_NAME["batch_size"]
         if not _count(size) or not declared.low <= size <= declared.high:
             return f"batch_size is {size!r}, outside --batch-size's {declared.range_text()}"
     if "history" in state and not (isinstance(state["history"], list)

@@ -215,6 +215,7 @@ class RunConfig:
 
 
 SETTINGS = declarations(RunConfig)
+SETTING_BY_NAME = {item.name: item for item in SETTINGS}
 
 
 def ignored_by(recipe: str) -> tuple[str, ...]:

@@ -84,7 +84,7 @@ BUNDLE_VERSION = 2  # what model.json's format_version says; a newer one is a ne
 def bundle_problem(meta: Any) -> str:
     """What makes model.json unusable, or "" when it is sound. Export checks what it is about to
     write with this too, so it never writes a bundle predict would refuse."""
-    from workbench.core.config import SETTINGS
+    from workbench.core.config import SETTING_BY_NAME
 
     if not isinstance(meta, dict):
         return "it is not a JSON object"
@@ -99,7 +99,7 @@ def bundle_problem(meta: Any) -> str:
             return f"{key} must be a positive whole number, not {meta.get(key)!r}"
     if meta["in_channels"] not in (1, 3):
         return f"in_channels must be 1 or 3, not {meta['in_channels']}"
-    size = next(s for s in SETTINGS if s.name == "image_size")
+    size = SETTING_BY_NAME["image_size"]
     if meta["image_size"] > size.high:
         return f"image_size {meta['image_size']} is above --image-size's most ({size.high})"
     classes = meta.get("classes")
