@@ -18,13 +18,13 @@ from workbench.core.wording import count
 def trained_run(tmp_path_factory, data_dir):
     """One 2-epoch shapes run through the CLI, shared by the tests below."""
     work = tmp_path_factory.mktemp("cli")
-    result = workbench(
+    result = run_here(
         "train", "--dataset", "shapes", "--arch", "basic_cnn", "--epochs", 2, "--device", "cpu",
         "--data-dir", data_dir, "--runs-dir", work / "runs", "--batch-size", 256, cwd=work,
     )
     assert result.returncode == 0, result.stderr
     (run_dir,) = (work / "runs").iterdir()
-    exported = workbench("export", run_dir, cwd=work)
+    exported = run_here("export", run_dir, cwd=work)
     assert exported.returncode == 0, exported.stderr
     return work, run_dir, result
 
@@ -119,12 +119,23 @@ def test_mc_dropout_does_not_apply_without_dropout(trained_run, tmp_path):
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, words, tmp_path):
-    result = workbench(*args, "--runs-dir", tmp_path, cwd=tmp_path) if args[0] == "train" else workbench(*args, cwd=tmp_path)
+    result = run_here(*args, "--runs-dir", tmp_path, cwd=tmp_path) if args[0] == "train" else run_here(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     if words:
         assert words in lines[0]
+
+
+@pytest.mark.parametrize("args, words", [(["train", "--epochs", "x"], "invalid int"),
+                                         (["export", "/no/such/run"], "not a run folder")])
+def test_bad_input_ends_the_real_process_with_exit_2_and_no_traceback(args, words, tmp_path):
+    """The cases above in this process; here the console command itself, for a flag argparse
+    refuses and for a refusal of workbench's own."""
+    result = workbench(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "Traceback" not in result.stderr
+    assert words in result.stderr
 
 
 def test_folder_without_class_subfolders_is_bad_input(tmp_path):

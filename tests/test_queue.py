@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import workbench
+from tests.support.cli import run_here, workbench
 from workbench.cli import main
 from workbench.core import runs
 from workbench.core.config import RunConfig
@@ -477,7 +477,7 @@ def test_hangs_pipes_and_files_in_the_queue_folder_stop_queue_run_in_one_line(tm
     log_folder.mkdir()
     for name in ("job-1.log", "job-1.jsonl"):  # a pipe nobody reads: opening it to write blocked for ever
         os.mkfifo(log_folder / name)
-        done = workbench("queue", "run", "--runs-dir", runs_dir, timeout=90)
+        done = run_here("queue", "run", "--runs-dir", runs_dir, within=60)
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip().splitlines()[-1].endswith(f"{name} is not a regular file (a named pipe); "
                                                              "it was put there by hand, remove it")
@@ -487,7 +487,7 @@ def test_hangs_pipes_and_files_in_the_queue_folder_stop_queue_run_in_one_line(tm
         shutil.rmtree(blocked, ignore_errors=True)  # the folder an earlier run made
         blocked.parent.mkdir(parents=True, exist_ok=True)
         os.mkfifo(blocked)
-        done = workbench("queue", "run", "--runs-dir", runs_dir, timeout=90)
+        done = run_here("queue", "run", "--runs-dir", runs_dir, within=60)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert f"{blocked} should be a folder but is a named pipe" in done.stderr
         blocked.unlink()

@@ -165,15 +165,16 @@ def test_files_a_run_writes_follow_the_umask(tmp_path):
         os.umask(0o027)
         sys.argv = ["workbench"]
         from workbench.cli import main
-        raise SystemExit(main(["train", "--dataset", "shapes", "--arch", "linear", "--epochs", "1", "--device", "cpu",
-                               "--runs-dir", {str(tmp_path / 'runs')!r}, "--data-dir", {str(tmp_path / 'data')!r}]))
+        assert main(["train", "--dataset", "shapes", "--arch", "linear", "--epochs", "1", "--device", "cpu",
+                     "--runs-dir", {str(tmp_path / 'runs')!r}, "--data-dir", {str(tmp_path / 'data')!r}]) == 0
+        (run_dir,) = os.scandir({str(tmp_path / 'runs')!r})
+        raise SystemExit(main(["export", run_dir.path]))
         """
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True)
     (run_dir,) = (tmp_path / "runs").iterdir()
-    assert main(["export", str(run_dir)]) == 0 or True
     for relative in ("status", "run.json", "config.toml", "metrics.jsonl", "checkpoints/last.pt",
-                     "images/confusion.png", "images/confusion.json"):
+                     "images/confusion.png", "images/confusion.json", "export/model.json", "export/model.safetensors"):
         assert oct((run_dir / relative).stat().st_mode & 0o777) == oct(0o640), relative
 
 

@@ -95,9 +95,15 @@ async def test_tab_from_the_list_reaches_the_form_and_slash_filters(tmp_path, da
         setup.query_one("#arch-table").focus()
         await pilot.press("tab")
         assert setup.focused.id == "preset"  # no invisible stop in between
-        for _ in range(30):  # every stop is a field the user can see and change
+        seen = ["preset"]
+        while True:  # one round of the tab stops: every stop is a field the user can see and change
             await pilot.press("tab")
             assert setup.focused is not None and setup.focused.id not in (None, "form"), setup.focused
+            if setup.focused.id == "preset":
+                break
+            seen.append(setup.focused.id)
+            assert len(seen) < 60, seen  # the round ends
+        assert {"epochs", "lr", "arch-table"} <= set(seen), seen
         setup.query_one("#arch-table").focus()
         assert "/" in setup.query_one("#arch-filter").placeholder
         await pilot.press("slash", "r", "e", "s")

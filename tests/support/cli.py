@@ -30,18 +30,30 @@ def one_line_error(capsys, argv: list[str]) -> str:
     return err[0]
 
 
-def run_here(*args, cwd=None) -> subprocess.CompletedProcess:
+class Hung(AssertionError):
+    """run_here's command did not end within its time: what a user would see as a hang."""
+
+
+def run_here(*args, cwd=None, within: float = 0) -> subprocess.CompletedProcess:
     """`workbench ARGS` run in this process (from `cwd`), answered as a finished child would be:
     a child spends seconds importing torch. Use `workbench()` where the process itself is tested
-    (signals, a hang cut by a timeout, the console script)."""
+    (signals, the console script). `within` seconds cuts a hang (a blocking open of a pipe, say)
+    with SIGALRM, which interrupts the blocked call, and fails the test with Hung."""
     import contextlib
     import io
+    import signal
 
     from workbench.cli import main
+
+    def hung(signum, frame):
+        raise Hung(f"workbench {' '.join(map(str, args))} did not end within {within:g} s")
 
     out, err, before = io.StringIO(), io.StringIO(), os.getcwd()
     if cwd is not None:
         os.chdir(cwd)
+    previous = signal.signal(signal.SIGALRM, hung) if within else None
+    if within:
+        signal.setitimer(signal.ITIMER_REAL, within)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -49,5 +61,8 @@ def run_here(*args, cwd=None) -> subprocess.CompletedProcess:
             except SystemExit as done:  # --help: argparse ends the process it thinks it is in
                 code = done.code if isinstance(done.code, int) else 0
     finally:
+        if within:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
         os.chdir(before)
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
