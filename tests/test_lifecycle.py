@@ -21,6 +21,7 @@ from workbench.core.events import (
     Finished,
     ImagesSaved,
     Notice,
+    PhaseChanged,
     RunStarted,
     StatusChanged,
     StepMetrics,
@@ -48,6 +49,7 @@ def one_of_each(run_dir: Path) -> list:
         ImagesSaved((run_dir / "images" / "confusion.png",)),
         Notice("something to know", "warning"),
         StatusChanged("paused", "asked through the control file"),
+        PhaseChanged(2, "every layer (the backbone at 0.1 x the learning rate, frozen BatchNorm statistics)"),
         Finished(run_dir, "stopped", 2, 3.0, steps_done=8, reason="SIGTERM"),
         Failed(run_dir, "the disk is full", bad_input=True, field="runs_dir"),
     ]
@@ -60,6 +62,20 @@ def test_every_event_is_a_row_and_back(tmp_path):
         row = json.loads(json.dumps(to_row(event)))  # through the file's own encoding
         assert from_row(row) == event
     assert from_row({"type": "nonsense"}) is None and from_row({"type": "step", "epoch": "x", "nope": 1}) is None
+
+
+def test_the_view_keeps_the_recipes_phase_and_the_status_strip_shows_it(tmp_path):
+    from workbench.core.lifecycle.view import RunView
+    from workbench.ui.widgets.status import TrainStatus
+
+    view = RunView()
+    for event in one_of_each(tmp_path)[:1]:
+        view.apply(event)
+    view.apply(PhaseChanged(1, "head only (epoch 1; the backbone is frozen)"))
+    assert view.training_phase.startswith("head only")
+    strip = TrainStatus()
+    strip.show(view)
+    assert "head only" in strip.render().plain and "backbone is frozen" not in strip.render().plain
 
 
 def test_a_row_read_from_a_moved_folder_names_the_folder_it_is_in(tmp_path):

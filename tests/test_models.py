@@ -23,6 +23,8 @@ SEED_COUNTS = {
     "seed_resnet_v2": 1_965_066,
 }
 CHEAP = ["linear", "mlp", "basic_cnn", "lenet5", "convbn", "deepbn", "speedrun"]
+OWN = [name for name in models.names() if not name.startswith("tv:")]  # workbench's own: 28 px and up
+PRETRAINED = [name for name in models.names() if name.startswith("tv:")]
 
 
 def _forward_backward(name: str, channels: int, classes: int, size: int) -> None:
@@ -99,14 +101,38 @@ def test_resnet_sizes_match_the_published_cifar_models():
     assert 2.85e6 < models.count_parameters(models.create("shake_shake")) < 2.95e6
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", OWN)
 def test_runs_on_grey_28px_images_with_7_classes(name):
     _forward_backward(name, channels=1, classes=7, size=28)
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", OWN)
 def test_runs_on_rgb_32px_images(name):
     _forward_backward(name, channels=3, classes=10, size=32)
+
+
+@pytest.mark.parametrize("name", PRETRAINED)
+def test_torchvision_networks_take_grey_and_colour_images_at_32px_with_any_class_count(name):
+    _forward_backward(name, channels=1, classes=7, size=32)  # the RGB stem made grey
+    _forward_backward(name, channels=3, classes=2, size=32)
+
+
+def test_the_catalog_says_what_torchvision_says_of_each_pretrained_network():
+    import torchvision.models
+
+    for name in PRETRAINED:
+        weights = torchvision.models.get_model_weights(name.removeprefix("tv:")).DEFAULT
+        description = models.get_spec(name).description
+        assert f"{weights.transforms().crop_size[0]} px" in description
+        assert f"{weights.meta['_metrics']['ImageNet-1K']['acc@1']:.1f}% top-1" in description
+        assert models.parameter_count(name, 3, 1000, 224) == weights.meta["num_params"]
+
+
+def test_a_vit_at_a_size_that_is_not_a_multiple_of_its_patch_is_refused_in_words():
+    from workbench.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        models.create("tv:vit_b_16", 3, 10, 40)
 
 
 @pytest.mark.parametrize("name", CHEAP)

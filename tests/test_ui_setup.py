@@ -51,6 +51,8 @@ async def test_keys_move_through_the_form_and_the_palette_reaches_every_screen(t
         await pilot.press("down")
         assert setup.focused.id == "batch_size"
         await pilot.press("up", "up")
+        assert setup.focused.id == "init_from"  # the run group's last field: where the weights start
+        await pilot.press("up", "up")
         assert setup.focused.id == "recipe"
         await pilot.press("shift+tab")  # up on a select opens its list, as Textual's Select does
         assert setup.focused.id == "dataset"

@@ -21,6 +21,7 @@ from workbench.core.events import (
     Finished,
     ImagesSaved,
     Notice,
+    PhaseChanged,
     RunStarted,
     StatusChanged,
     StepMetrics,
@@ -132,6 +133,9 @@ class HeadlessReporter:
     def on_Notice(self, event: Notice) -> None:
         prefix = "warning: " if event.level == "warning" else ""
         self._print(prefix + shown(event.message))
+
+    def on_PhaseChanged(self, event: PhaseChanged) -> None:
+        self._print(f"epoch {event.epoch} on: {shown(event.phase)}")
 
     def on_StatusChanged(self, event: StatusChanged) -> None:
         if event.status == "paused":

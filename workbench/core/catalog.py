@@ -24,7 +24,23 @@ ARCHITECTURES: dict[str, str] = {
     "resnet18": "ResNet-18 for CIFAR: 3x3 stem, no max pool, 4x2 basic blocks 64-512, avg pool, FC",
     "shake_shake": "Shake-Shake 26 2x32d: 3x4 two-branch blocks (32-64-128) mixed by random weights per sample",
     "speedrun": "airbench94-style: 2x2 patch-whitening conv, 3 conv groups 64-256-256, max pool, logits x 1/9",
+    # Networks trained on ImageNet-1k (torchvision's weights, fetched once into torch's cache): the
+    # start for your own photos (--recipe finetune). They take colour images; 224 px is their own size.
+    "tv:resnet18": "ResNet-18 with ImageNet-1k weights (torchvision); 224 px, 69.8% top-1",
+    "tv:resnet34": "ResNet-34 with ImageNet-1k weights (torchvision); 224 px, 73.3% top-1",
+    "tv:resnet50": "ResNet-50 with ImageNet-1k weights (torchvision, V2); 224 px, 80.9% top-1",
+    "tv:mobilenet_v3_small": "MobileNetV3-Small with ImageNet-1k weights (torchvision); 224 px, 67.7% top-1",
+    "tv:mobilenet_v3_large": "MobileNetV3-Large with ImageNet-1k weights (torchvision, V2); 224 px, 75.3% top-1",
+    "tv:efficientnet_b0": "EfficientNet-B0 with ImageNet-1k weights (torchvision); 224 px, 77.7% top-1",
+    "tv:convnext_tiny": "ConvNeXt-Tiny with ImageNet-1k weights (torchvision); 224 px, 82.5% top-1",
+    "tv:vit_b_16": "ViT-B/16 with ImageNet-1k weights (torchvision); 224 px (other sizes interpolate its grid), 81.1% top-1",
 }
+
+PRETRAINED_PREFIX = "tv:"  # an architecture that starts from trained weights unless --weights none
+
+
+def is_pretrained(arch: str) -> bool:
+    return arch.startswith(PRETRAINED_PREFIX) and arch in ARCHITECTURES
 
 
 # Recipes: what a run's training looks like beyond the network. Which settings each reads is
@@ -34,6 +50,10 @@ RECIPES: dict[str, str] = {
     "speedrun": (
         "airbench94-style: Nesterov SGD per 1024 examples, BN biases x64, lookahead, alternating "
         "flips, test-time augmentation; evaluated after the last epoch (speedrun network only)"
+    ),
+    "finetune": (
+        "from trained weights (a tv: network, --weights, --init-from): the head alone for --freeze-epochs, "
+        "then every layer, the backbone at --backbone-lr-mult of the learning rate"
     ),
 }
 

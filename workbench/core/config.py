@@ -24,8 +24,12 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 MAX_EPOCHS, MAX_BATCH = 100_000, 1_048_576  # beyond these a number is a typo, not a plan
 RESIZE_MODES = ("stretch", "crop", "pad")  # the same as data/folders.py's (this module imports no torch)
-NORMALIZATIONS = ("train", "none")  # per-channel mean/std of the training split, or pixels / 255 only
-STANDARD = ("standard",)  # the recipes that read the form's optimizer, schedule and augmentation
+# train: per-channel mean/std of the training split; none: pixels / 255 only; weights: those the
+# starting weights were trained with. auto: weights when the run starts from trained weights, else train.
+NORMALIZATIONS = ("auto", "train", "none", "weights")
+STANDARD = ("standard", "finetune")  # the recipes that read the form's optimizer, schedule and augmentation
+FINETUNE = ("finetune",)
+BATCHNORM_MODES = ("frozen", "train")
 
 
 def default_data_dir() -> Path:
@@ -47,8 +51,18 @@ class RunConfig:
         resume="where named sets are cached; the images are the same", sweep=False, compared=False)
     arch: str = setting("basic_cnn", "architecture, see `workbench models`", suggest=tuple(ARCHITECTURES))
     recipe: str = setting(
-        "standard", "how to train: standard (the flags below) or speedrun (its own optimizer, schedule and "
-        "augmentation; --arch speedrun)", choices=tuple(RECIPES), form=Form("select", "recipe", group="run"))
+        "standard", "how to train: standard (the flags below), speedrun (its own optimizer, schedule and "
+        "augmentation; --arch speedrun) or finetune (trained weights: the head first, then every layer)",
+        choices=tuple(RECIPES), form=Form("select", "recipe", group="run"))
+    weights: str = setting(
+        "", "the starting weights: a .safetensors/.pt/.pth file of this architecture, or none (random)",
+        default_text="the architecture's own: ImageNet for tv: networks, random for the others",
+        resume="where a new run starts; a resume goes on from its checkpoint",
+        form=Form("input", "weights", "file or none; empty = own", "run"))
+    init_from: str = setting(
+        "", "start from another run's weights: RUN (its best epoch) or RUN:last; a new head when the classes "
+        "differ", default_text="no run", resume="where a new run starts; a resume goes on from its checkpoint",
+        sweep=False, form=Form("input", "start from run", "a run folder", "run"))
     epochs: int = setting(
         10, "passes over the training data", low=1, high=MAX_EPOCHS,
         resume="a resume continues to a larger target", form=Form("input", "epochs"))
@@ -71,6 +85,16 @@ class RunConfig:
         high=MAX_EPOCHS, recipes=STANDARD, form=Form("input", "warm-up epochs"))
     label_smoothing: float = setting(0.0, "share of the target spread over the other classes", low=0, high=1,
                                      open_high=True, recipes=STANDARD, form=Form("input", "label smoothing"))
+    freeze_epochs: int = setting(
+        1, "finetune: epochs that train only the head, the rest of the network frozen", low=0, high=MAX_EPOCHS,
+        recipes=FINETUNE, form=Form("input", "freeze epochs", "head only, backbone frozen"))
+    backbone_lr_mult: float = setting(
+        0.1, "finetune: the backbone's learning rate as a share of the head's, once it trains", low=0, high=1,
+        open_low=True, recipes=FINETUNE, form=Form("input", "backbone lr ×", "share of the head's lr"))
+    batchnorm: str = setting(
+        "frozen", "finetune: the backbone's BatchNorm statistics: frozen (kept from the starting weights, for "
+        "small data) or train (updated once the backbone trains)", choices=BATCHNORM_MODES, recipes=FINETUNE,
+        form=Form("select", "BN statistics"))
     clip_grad_norm: float = setting(
         0.0, "largest L2 norm of all gradients together before a step; 0 = off", low=0, high=1e6,
         recipes=STANDARD, form=Form("input", "clip grad norm", "max gradient norm; 0 = off"))
@@ -78,14 +102,17 @@ class RunConfig:
         ("crop", "flip"), f"comma list of {', '.join(AUGMENTATIONS)}, or none", choices=AUGMENTATIONS,
         recipes=STANDARD, form=Form("checks", "augment"))
     image_size: int = setting(
-        0, "pixels per side", low=8, high=512, zero_is="the data set's native size",
-        default_text="the data set's own; 32 for folders", form=Form("input", "image size", "0 = native size", "data"))
+        0, "pixels per side", low=8, high=512, zero_is="the starting weights' size, else the data set's own",
+        default_text="the starting weights' size, else the data set's own; 32 for folders",
+        form=Form("input", "image size", "0 = the weights' or the data's", "data"))
     resize: str = setting(
-        "stretch", "a folder image of another shape: stretch it, crop its centre square, or pad it",
-        choices=RESIZE_MODES, form=Form("select", "resize", group="data"))
+        "auto", "a folder image of another shape: stretch it, crop its centre square, or pad it; auto: crop for "
+        "ImageNet weights, the starting run's mode, else stretch", choices=("auto", *RESIZE_MODES),
+        form=Form("select", "resize", group="data"))
     normalize: str = setting(
-        "train", "train: per-channel mean/std of the training split (exports carry them); none: pixels / 255 "
-        "only, as the seed tutorials' ToTensor", choices=NORMALIZATIONS)
+        "auto", "train: per-channel mean/std of the training split (exports carry them); none: pixels / 255 "
+        "only, as the seed tutorials' ToTensor; weights: the starting weights' own; auto: weights when "
+        "there are starting weights, else train", choices=NORMALIZATIONS)
     val_fraction: float = setting(
         0.1, "share of the training data held out to pick the best epoch; 0 = none", low=0, high=0.9,
         form=Form("input", "validation", "share of train held out; 0 = none", "data"))
@@ -241,6 +268,14 @@ def whole_paths(values: dict[str, Any]) -> dict[str, Any]:
     changes = {key: whole(values[key]) for key in ("runs_dir", "data_dir") if key in values}
     if isinstance(values.get("dataset"), str) and values["dataset"] not in DATASET_NAMES:
         changes["dataset"] = whole(values["dataset"])
+    if isinstance(values.get("weights"), str) and values["weights"].lower() not in ("", "none"):
+        changes["weights"] = whole(values["weights"])
+    if isinstance(values.get("init_from"), str) and values["init_from"]:
+        run, suffix = values["init_from"], ""
+        if run.endswith((":last", ":best")):
+            run, suffix = run[:-5], run[-5:]
+        if _looks_like_path(run):  # a run's name alone is looked up in the runs folder
+            changes["init_from"] = whole(run) + suffix
     user = parse_user_arch(values["arch"]) if isinstance(values.get("arch"), str) else None
     if user is not None:
         changes["arch"] = f"{whole(user[0])}:{user[1]}"

@@ -119,6 +119,14 @@ class StatusChanged:
 
 
 @dataclass(frozen=True)
+class PhaseChanged:
+    """The recipe's phase from this epoch on (fine-tuning: the head alone, then every layer)."""
+
+    epoch: int
+    phase: str  # in words, e.g. "head only (epochs 1-2; the backbone is frozen)"
+
+
+@dataclass(frozen=True)
 class Finished:
     run_dir: Path | None  # None only when stopped while the data was prepared, before any run began
     status: str  # "finished" or "stopped"
@@ -170,13 +178,14 @@ class Failed:
 
 Event = (
     RunStarted | StepMetrics | EpochMetrics | CheckpointSaved | ImagesSaved | Notice | StatusChanged
-    | Finished | Failed
+    | PhaseChanged | Finished | Failed
 )
 EventSink = Callable[[Event], None]
 
 ROW_TYPES: dict[type, str] = {
     RunStarted: "start", StepMetrics: "step", EpochMetrics: "epoch", CheckpointSaved: "checkpoint",
-    ImagesSaved: "images", Notice: "notice", StatusChanged: "status", Finished: "end", Failed: "failed",
+    ImagesSaved: "images", Notice: "notice", StatusChanged: "status", PhaseChanged: "phase", Finished: "end",
+    Failed: "failed",
 }
 _EVENT_OF = {name: kind for kind, name in ROW_TYPES.items()}
 _MAPPINGS = {"per_class_acc", "per_class_precision", "per_class_f1", "extra"}

@@ -48,7 +48,7 @@ def create_run_dir(config: RunConfig, now: datetime | None = None) -> Path:
     runs_dir = Path(config.runs_dir).expanduser()
     check_writable(runs_dir)
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    base = f"{stamp}-{arch_label(config.arch)}"
+    base = f"{stamp}-{arch_label(config.arch).replace(':', '-')}"  # tv:resnet18 -> tv-resnet18: no colon
     for attempt in range(1000):
         run_dir = runs_dir / (base if attempt == 0 else f"{base}-{attempt}")
         try:

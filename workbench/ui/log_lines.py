@@ -12,6 +12,7 @@ from workbench.core.events import (
     Finished,
     ImagesSaved,
     Notice,
+    PhaseChanged,
     RunStarted,
     StatusChanged,
 )
@@ -86,6 +87,10 @@ def _status(event: StatusChanged) -> str:
     return f"[b red]{escape(event.status)}:[/] {escape(event.reason)}"
 
 
+def _phase(event: PhaseChanged) -> str:
+    return f"[b]epoch {event.epoch} on: {escape(event.phase)}[/b]"
+
+
 def _finished(event: Finished) -> str:
     if event.run_dir is None:
         return "[b]stopped while preparing the data set[/b]: no run was started"
@@ -99,5 +104,5 @@ def _failed(event: Failed) -> str:
 
 _WORDS = {
     RunStarted: _started, EpochMetrics: _epoch, CheckpointSaved: _checkpoint, ImagesSaved: _images,
-    Notice: _notice, StatusChanged: _status, Finished: _finished, Failed: _failed,
+    Notice: _notice, StatusChanged: _status, PhaseChanged: _phase, Finished: _finished, Failed: _failed,
 }

@@ -16,7 +16,7 @@ from workbench.core.inspection.predictions import (
     predict,
     save_confusion_cell,
 )
-from workbench.core.inspection.summary import LayerRow, model_summary
+from workbench.core.inspection.summary import LayerRow, mark_training, model_summary
 from workbench.core.metrics import confusion_matrix
 
 
@@ -43,7 +43,11 @@ class Review:
         )
 
     def layers(self) -> list[LayerRow]:
-        return model_summary(self.model, self.data.channels, self.data.image_size)
+        rows = model_summary(self.model, self.data.channels, self.data.image_size)
+        config = runs.read_config(self.run_dir)
+        if config.recipe != "finetune":
+            return rows
+        return mark_training(rows, self.model, config.freeze_epochs, config.backbone_lr_mult, config.batchnorm)
 
 
 def load_review(run_dir: Path, which: str = "best", device: str = "cpu") -> Review:

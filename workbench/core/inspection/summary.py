@@ -19,6 +19,32 @@ class LayerRow:
     output_shape: tuple[int, ...]  # without the batch dimension
     params: int  # parameters owned directly by this module
     depth: int  # nesting level, for indentation
+    trains: str = ""  # fine-tuning: when the layer trains ("every epoch", "from epoch 3 at 0.1 x the lr")
+
+
+def mark_training(rows: list[LayerRow], model: nn.Module, freeze_epochs: int, backbone_lr_mult: float,
+                  batchnorm: str) -> list[LayerRow]:
+    """The rows of a fine-tuned network with when each layer trains: the head every epoch, the
+    backbone after --freeze-epochs at its share of the rate (BatchNorm statistics as chosen)."""
+    import dataclasses
+
+    from workbench.core.models.head import head_module
+
+    head = next(name for name, module in model.named_modules() if module is head_module(model))
+    later = f"from epoch {freeze_epochs + 1}, " if freeze_epochs else ""
+    backbone = f"{later}{backbone_lr_mult:g} x the lr"
+    norms = {name for name, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)}
+
+    def trains(row: LayerRow) -> str:
+        if not row.params:
+            return ""
+        if row.name == head:
+            return "every epoch (head)"
+        if row.name in norms and batchnorm == "frozen":
+            return f"{backbone}; statistics frozen"
+        return backbone
+
+    return [dataclasses.replace(row, trains=trains(row)) for row in rows]
 
 
 def model_summary(model: nn.Module, in_channels: int, image_size: int) -> list[LayerRow]:

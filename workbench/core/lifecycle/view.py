@@ -20,6 +20,7 @@ from workbench.core.events import (
     Finished,
     ImagesSaved,
     Notice,
+    PhaseChanged,
     RunStarted,
     StatusChanged,
     StepMetrics,
@@ -75,6 +76,7 @@ class RunView:
     test_size: int = 0
     batch_size: int = 0
     recipe: str = ""
+    training_phase: str = ""  # the recipe's phase (fine-tuning: head only, then every layer); "" for none
     epoch: int = 0  # the epoch being trained (1-based), or the last one done
     epochs: int = 0
     step: int = 0
@@ -209,6 +211,10 @@ class RunView:
         self.log.append(event)
 
     def _Notice(self, event: Notice) -> None:
+        self.log.append(event)
+
+    def _PhaseChanged(self, event: PhaseChanged) -> None:
+        self.training_phase = event.phase
         self.log.append(event)
 
     def _CheckpointSaved(self, event: CheckpointSaved) -> None:

@@ -5,7 +5,7 @@ Every model maps (N, C, H, W) float images to (N, num_classes) logits and works 
 """
 
 # Importing the families registers their architectures, in the order tables show them.
-from workbench.core.models import classic, resnets, seed, speedrun  # noqa: E402,F401
+from workbench.core.models import classic, pretrained, resnets, seed, speedrun  # noqa: E402,F401
 from workbench.core.models.registry import (
     ModelSpec,
     check_forward,

@@ -25,7 +25,7 @@ from workbench.core.config import RunConfig
 from workbench.core.data.types import Dataset
 from workbench.core.errors import ConfigError, NonFiniteLoss, StopRequested, WorkbenchError
 from workbench.core.events import EpochMetrics, EventSink, Failed, Finished
-from workbench.core.events import Event, Notice, RunStarted, StatusChanged, to_row
+from workbench.core.events import Event, Notice, PhaseChanged, RunStarted, StatusChanged, to_row
 from workbench.core.inspection.epoch_images import images_due
 from workbench.core.metrics import class_reports
 from workbench.core.models import count_parameters
@@ -45,8 +45,9 @@ from workbench.core.training.preparation import build_training, load_run_data, r
 from workbench.core.training.recipes import recipe_for
 from workbench.core.training.report import Meter, TrainTotals
 from workbench.core.training.run_folder import RunFolder, find_job_run
+from workbench.core.training.start import normalization, resolved, start_summary, starting_point
 from workbench.core.training.state import Progress, check_compatible, checkpoint_state
-from workbench.core.training.warmup import warm_up
+from workbench.core.training.warmup import maybe_compile, warm_up
 
 MIN_OOM_BATCH = 8  # below this, halving the batch again will not rescue a run
 
@@ -130,7 +131,10 @@ class _Session:
         if resume_dir is None and world.restart:  # torchrun restarted the job: go on from its last checkpoint
             resume_dir = world.from_main(lambda: find_job_run(Path(config.runs_dir).expanduser(), world.job))
         self.run_dir = resume_dir
+        self.start = None if resume_dir else starting_point(config)  # the weights a new run starts from
         point = world.from_main(lambda: self.folder.open(config, resume_dir))  # rank 0 reads; every rank gets it
+        # the size and normalisation the weights were trained with (a resume: as the run first chose them)
+        self.config = config = resolved(config, self.start, point.state.get("config") if point else None)
         self.recipe = recipe or recipe_for(config, point.state.get("recipe") if point else None)
         self.recipe.check(config)
         if world.distributed and self.recipe.name != "standard":
@@ -142,7 +146,8 @@ class _Session:
         seed_everything(config.seed)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.data = data if data is not None else load_run_data(config, self.emit, self.local_control)
+        stats = normalization(self.start) or (point and (point.state.get("mean"), point.state.get("std")))
+        self.data = data if data is not None else load_run_data(config, self.emit, self.local_control, stats)
         if point is not None:
             check_compatible(point, config, self.data)
         progress = point.progress if point is not None else Progress()
@@ -154,7 +159,8 @@ class _Session:
     def _build(self, point, progress: Progress) -> None:
         """Model, batches and the recipe's parts; a resume's saved state put back (or refused)."""
         built = build_training(self.config, self.data, self.recipe, self.device, point, progress.global_step,
-                               world=self.world)
+                               world=self.world, start=self.start)
+        self.start_record, self.phase = built.start, ""
         self.model, self.train_batches, self.held_out, self.parts = built.model, built.train, built.held_out, built.parts
         self.batch_size, self.model_options, self.views = built.batch_size, built.model_options, built.views
         self.train_s += built.init_s
@@ -164,7 +170,7 @@ class _Session:
     def _claim_folder(self, point, progress: Progress) -> None:
         """Everything checked: rank 0 takes the run folder (locks it, then writes to it)."""
         info = run_info(self.config, self.data, self.model, self.model_options, self.recipe, self.batch_size,
-                        self.device, self.world, self.run_id)
+                        self.device, self.world, self.run_id, self.start_record)
         self.run_dir = self.world.from_main(lambda: self.folder.take(self.config, point, progress, info, self.emit))
         if self.world.is_main:  # pause / stop from a watcher in another process; the ranks agree on them
             self.local_control.follow_file(self.run_dir / CONTROL_FILE)
@@ -186,6 +192,8 @@ class _Session:
             recipe=self.recipe.name, batch_size=self.batch_size,
         ))
         self.emit(Notice(self.recipe.summary(config, steps, self.batch_size)))
+        if self.start_record:
+            self.emit(Notice(start_summary(self.start_record)))
         self.emit(Notice(self.train_batches.placement_note))
         if self.world.distributed:
             self.emit(Notice(self.world.summary(self.batch_size, len(data.train))))
@@ -198,7 +206,10 @@ class _Session:
     def _train(self, progress: Progress) -> None:
         config, train = self.config, self.train_batches
         world = self.world
-        self.eval_model = self._maybe_compile()
+        self.eval_model, self.warmup_s = maybe_compile(
+            config.compile, self.model, self.device, world.distributed, self.emit,
+            lambda compiled: warm_up(compiled, self.model, self.parts, train, self.held_out, self.data.num_classes,
+                                     self.views, self.amp_dtype))
         self.train_model = world.wrap(self.eval_model)  # DistributedDataParallel in a data-parallel run
         self.meter = Meter(self.emit, self.device, self.control, steps_per_epoch=len(train),
                            total_steps=config.epochs * len(train), lr=lambda: self.parts.lr, batch_size=self.batch_size,
@@ -211,6 +222,7 @@ class _Session:
                     train.order_generator.set_state(progress.order_state)
                 progress.order_state = train.order_generator.get_state()
                 order = train.epoch_order()
+            self._enter_phase(epoch)
             result = self._train_epoch_with_oom_retry(epoch, order, progress)
             world.agree(self.control)  # every rank ends this epoch knowing whether the run stops
             progress.global_step, progress.epoch_step = self.meter.global_step, result.steps_done
@@ -241,23 +253,14 @@ class _Session:
         stopped = self.control.stop_requested and progress.epoch < config.epochs
         self._finish("stopped" if stopped else "finished", progress)
 
-    def _maybe_compile(self):
-        config, device = self.config, self.device
-        if not config.compile:
-            return self.model
-        if self.world.distributed:
-            self.emit(Notice("torch.compile is not combined with data-parallel training yet: training uncompiled"))
-            return self.model
-        if device.type != "cuda":
-            self.emit(Notice("torch.compile is skipped off CUDA: its warm-up would outlast the gain here"))
-            return self.model
-        compiled = torch.compile(self.model)
-        started = time.perf_counter()
-        warm_up(compiled, self.model, self.parts, self.train_batches, self.held_out, self.data.num_classes,
-                self.views, self.amp_dtype)
-        self.warmup_s = time.perf_counter() - started
-        self.emit(Notice(f"compiled and warmed up in {self.warmup_s:.1f} s (not counted in the timings)"))
-        return compiled
+    def _enter_phase(self, epoch: int) -> None:
+        """The recipe sets the model up for the epoch (fine-tuning freezes the backbone, then not)."""
+        phase = self.recipe.begin_epoch(self.model, epoch, self.config)
+        if phase != self.phase:
+            self.phase = phase
+            self.emit(PhaseChanged(epoch, phase))
+            if self.world.distributed:  # DistributedDataParallel learns which parameters train when it wraps
+                self.train_model = self.world.wrap(self.eval_model)
 
     def _train_epoch_with_oom_retry(self, epoch: int, order: torch.Tensor, progress: Progress):
         while True:

@@ -58,7 +58,7 @@ def train_one_epoch(
     amp_dtype: torch.dtype | None = None,
     keep_first_batch: bool = False,
 ) -> EpochResult:
-    model.train()
+    parts.train_mode(model)
     first_batch, stopped = None, False
     for batch in batches.batches(order, start_step, epoch):
         if keep_first_batch and first_batch is None:

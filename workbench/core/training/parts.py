@@ -7,7 +7,7 @@ the speedrun); the loop, events, checkpoints and reports are the engine's and ne
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn as nn
@@ -62,6 +62,7 @@ class TrainingParts:
     criterion: nn.Module
     averager: Averager | None = None
     clip_grad_norm: float = 0.0  # largest norm of all gradients together; 0 = no clipping
+    train_mode: Callable[[nn.Module], Any] = nn.Module.train  # fine-tuning keeps frozen BatchNorm in eval
 
     @property
     def lr(self) -> float:
@@ -82,6 +83,10 @@ class Recipe:
 
     def check(self, config: RunConfig) -> None:
         """Raise ConfigError for a setting this recipe cannot train with."""
+
+    def begin_epoch(self, model: nn.Module, epoch: int, config: RunConfig) -> str:
+        """Set the model up for `epoch` (which layers train); returns the phase in words, "" for none."""
+        return ""
 
     def model_options(self, config: RunConfig) -> dict[str, Any]:
         """Keyword options for the architecture's factory (recorded, so export rebuilds it)."""

@@ -26,13 +26,23 @@ from workbench.core.training.device import describe_device
 from workbench.core.training.device_clock import DeviceClock
 from workbench.core.training.distributed import World
 from workbench.core.training.parts import Recipe, TrainingParts, View
+from workbench.core.training.start import (
+    StartingPoint,
+    load_start,
+    normalization,
+    resolved,
+    start_summary,
+    starting_point,
+)
 from workbench.core.training.state import ResumePoint, restore
 from workbench.core.wording import count as counted
 
 
-def load_run_data(config: RunConfig, emit: EventSink, control: TrainControl) -> Dataset:
+def load_run_data(config: RunConfig, emit: EventSink, control: TrainControl,
+                  stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Dataset:
     """The run's data set with its validation split; progress and warnings arrive as Notices,
-    and a stop asked for while decoding ends the load (StopRequested)."""
+    and a stop asked for while decoding ends the load (StopRequested). `stats` are the mean and
+    std of --normalize weights: the starting weights' own, or those a resumed run recorded."""
     started = time.perf_counter()
     data = load_dataset(
         config.dataset, data_dir=config.resolved_data_dir(), image_size=config.image_size,
@@ -46,6 +56,11 @@ def load_run_data(config: RunConfig, emit: EventSink, control: TrainControl) -> 
     if config.normalize == "none":  # the seed's ToTensor: every layer after it sees pixels / 255
         data = dataclasses.replace(data, mean=(0.0,) * data.channels, std=(1.0,) * data.channels)
         emit(Notice("normalize none: the model sees pixels / 255, without the training split's mean/std"))
+    elif config.normalize == "weights":
+        if stats is None or len(stats[0]) != data.channels:
+            raise ConfigError("normalize", f"weights: no mean and std for {data.channels}-channel images come with "
+                                           "the starting weights; use train or none")
+        data = dataclasses.replace(data, mean=tuple(stats[0]), std=tuple(stats[1]))
     shape = f"{data.image_size}x{data.image_size}x{data.channels}"
     val = f" / {len(data.val)} validation" if data.val is not None else ""
     emit(Notice(
@@ -68,6 +83,7 @@ def _refuse_empty_splits(data: Dataset, config: RunConfig) -> None:
 def run_info(
     config: RunConfig, data: Dataset, model: nn.Module, model_options: dict[str, Any], recipe: Recipe,
     batch_size: int, device: torch.device, world: World | None = None, run_id: str = "",
+    start: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """run.json: what export, predict, the runs list and a resume need to know without the data.
     `batch_size` is the global batch: in a data-parallel run, world_size processes share it."""
@@ -82,6 +98,7 @@ def run_info(
         "data_identity": dict(data.identity), "world_size": world.size,
         **({"job": world.job} if world.job else {}),  # torchrun's run id: a restarted job finds its run by it
         **({"run_id": run_id} if run_id else {}),  # the id the parent gave it (a queue job, the app's launcher)
+        **({"start": start} if start else {}),  # the weights it started from: source, sha256, layers loaded
     }
 
 
@@ -98,15 +115,17 @@ class Built:
     views: tuple[View, ...]
     init_s: float  # device time of the data-dependent init (whitening), part of the run's timing
     shards: dict[str, torch.Tensor | None]  # per split, the positions this rank holds (None: all of them)
+    start: dict[str, Any] | None = None  # what load_start loaded (a new run from trained weights)
 
 
 def build_training(
     config: RunConfig, data: Dataset, recipe: Recipe, device: torch.device,
     point: ResumePoint | None = None, done_steps: int = 0, batch_size: int | None = None,
-    world: World | None = None,
+    world: World | None = None, start: StartingPoint | None = None,
 ) -> Built:
     """Model, batches and the recipe's parts; a resume's saved state put back (or refused with
     a WorkbenchError before anything is written). `batch_size` overrides the config's (trials).
+    A new run loads its `start` weights (a resume has its own in the checkpoint).
     In a data-parallel `world` the batches hold this rank's shards and the global batch's share."""
     world = world or World()
     options = dict(point.state.get("model_options") or {}) if point else recipe.model_options(config)
@@ -116,6 +135,7 @@ def build_training(
         raise ConfigError("image_size", problem)
     model = create(arch, data.channels, data.num_classes, data.image_size, **options).to(device)
     check_forward(arch, model, data.channels, data.num_classes, data.image_size, device)
+    loaded = load_start(model, start, arch, data.image_size) if start is not None and point is None else None
     cuda = device.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)
@@ -134,7 +154,7 @@ def build_training(
             held_out[name] = batches_for(*_take(split, shards[name]), data.mean, data.std, device, eval_size,
                                          shuffle=False, channels_last=cuda)
     init_s = 0.0
-    if point is None and hasattr(model, "init_from_data"):  # before the parts copy any weights
+    if point is None and loaded is None and hasattr(model, "init_from_data"):  # before the parts copy any weights
         clock = DeviceClock(device)
         started = clock.synchronized_now()
         model.init_from_data(train.plain(recipe.init_samples))
@@ -142,7 +162,7 @@ def build_training(
     parts = recipe.build(model, config, device, len(train), size, done_steps)
     if point is not None:
         restore(point, model, parts, train)
-    return Built(model, train, held_out, parts, size, options, recipe.views(), init_s, shards)
+    return Built(model, train, held_out, parts, size, options, recipe.views(), init_s, shards, loaded)
 
 
 def _take(split, shard: torch.Tensor | None):
@@ -175,10 +195,15 @@ def prepare_trial(config: RunConfig, emit: EventSink, control: TrainControl, bat
 
     device, notices = pick_device(config.device)
     amp_dtype = autocast_dtype(config.precision, device)
+    start = starting_point(config)
+    config = resolved(config, start)
     recipe = recipe_for(config)
     recipe.check(config)
     for notice in notices:
         emit(Notice(notice, "warning"))
     seed_everything(config.seed)
-    data = data if data is not None else load_run_data(config, emit, control)
-    return Trial(config, device, amp_dtype, recipe, data, build_training(config, data, recipe, device, batch_size=batch_size))
+    data = data if data is not None else load_run_data(config, emit, control, normalization(start))
+    built = build_training(config, data, recipe, device, batch_size=batch_size, start=start)
+    if built.start:
+        emit(Notice(start_summary(built.start)))
+    return Trial(config, device, amp_dtype, recipe, data, built)

@@ -70,6 +70,8 @@ class RunFolder:
         self.keeper = CheckpointKeeper(run_dir / "checkpoints", config.keep_best, progress.history,
                                        best=(progress.best_val_acc, progress.best_epoch))
         runs.write_status(run_dir, "running")
+        if point is not None and "start" not in info:  # where the run once started from stays on record
+            info = {**info, **_recorded_start(run_dir)}
         runs.write_run_info(run_dir, info)
         return run_dir
 
@@ -150,3 +152,11 @@ def runs_recording(runs_dir: Path, key: str, value: str) -> list[Path]:
         if recorded == value:
             found.append(info.parent)
     return found
+
+
+def _recorded_start(run_dir: Path) -> dict[str, Any]:
+    try:
+        start = runs.read_run_info(run_dir).get("start")
+    except (WorkbenchError, OSError, ValueError):
+        return {}
+    return {"start": start} if isinstance(start, dict) else {}

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from workbench.core import checkpoint as ckpt
 from workbench.core import network_copy
-from workbench.core.config import RunConfig, changed_on_resume
+from workbench.core.config import STANDARD, RunConfig, changed_on_resume
 from workbench.core.data.types import Dataset
 from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.core.training.batches import DeviceBatches
@@ -190,7 +190,7 @@ def check_compatible(point: ResumePoint, config: RunConfig, data: Dataset) -> No
             "without test/ would re-draw its test split; restore the files or start a new run"
         )
     saved_optimizer = state["config"].get("optimizer")
-    if config.recipe == "standard" and saved_optimizer != config.optimizer:
+    if config.recipe in STANDARD and saved_optimizer != config.optimizer:
         raise ConfigError(
             "optimizer",
             f"the checkpoint's optimizer state is for {saved_optimizer!r}, not {config.optimizer!r}; "

@@ -9,10 +9,13 @@ averager, scaler, batch generators and global RNGs are exactly as they were befo
 from __future__ import annotations
 
 import copy
+import time
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
+from workbench.core.events import EventSink, Notice
 from workbench.core.training.batches import DeviceBatches
 from workbench.core.training.control import StopAfterSteps, TrainControl
 from workbench.core.training.loop import evaluate, train_one_epoch
@@ -20,6 +23,26 @@ from workbench.core.training.parts import TrainingParts, View
 from workbench.core.training.report import Meter
 
 WARMUP_STEPS = 3
+
+
+def maybe_compile(wanted: bool, model: nn.Module, device: torch.device, distributed: bool, emit: EventSink,
+                  warm: Callable[[nn.Module], None]) -> tuple[nn.Module, float]:
+    """(the model to train and evaluate, seconds of warm-up): compiled and warmed up when asked
+    for and worth it (CUDA, one process), else the model as it is, with a Notice saying why."""
+    if not wanted:
+        return model, 0.0
+    if distributed:
+        emit(Notice("torch.compile is not combined with data-parallel training yet: training uncompiled"))
+        return model, 0.0
+    if device.type != "cuda":
+        emit(Notice("torch.compile is skipped off CUDA: its warm-up would outlast the gain here"))
+        return model, 0.0
+    compiled = torch.compile(model)
+    started = time.perf_counter()
+    warm(compiled)
+    seconds = time.perf_counter() - started
+    emit(Notice(f"compiled and warmed up in {seconds:.1f} s (not counted in the timings)"))
+    return compiled, seconds
 
 
 def warm_up(

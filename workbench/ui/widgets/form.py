@@ -138,7 +138,7 @@ class HyperparameterForm(VerticalScroll):
             for control in row.query("Input, Select, Checkbox"):
                 control.disabled = field.name in unused
         names = ", ".join(field.label for field in FIELDS if field.name in unused)
-        self._unused_note = f"the {recipe} recipe brings its own: {names} (greyed out)" if unused else ""
+        self._unused_note = f"not read by {recipe} (greyed out): {names}" if unused else ""
         self.show_errors(getattr(self, "_errors", {}))
 
     def _set(self, field: Field, value: Any) -> None:

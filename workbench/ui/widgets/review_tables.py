@@ -142,8 +142,13 @@ class LayerTable(DataTable):
         self.add_column(_text("parameters", "", "right"), key="params")
 
     def show(self, layers: list, total_params: int) -> None:
-        """`layers` are core.summary.LayerRow in the order the forward pass reached them."""
-        self.clear()
+        """`layers` are core.summary.LayerRow in the order the forward pass reached them; a
+        fine-tuned run's say when each layer trains (a column of its own)."""
+        marked = any(layer.trains for layer in layers)
+        self.clear(columns=True)
+        self.on_mount()
+        if marked:
+            self.add_column("trains", key="trains")
         open_path: list[str] = []
         for layer in layers:
             parts = layer.name.split(".")
@@ -152,15 +157,16 @@ class LayerTable(DataTable):
             while shared < min(len(parents), len(open_path)) and parents[shared] == open_path[shared]:
                 shared += 1
             for depth in range(shared, len(parents)):  # a container entered: its name as a heading
-                self.add_row(_text("  " * depth + parents[depth], style="bold"), "", "", "")
+                self.add_row(_text("  " * depth + parents[depth], style="bold"), "", "", "", *(("",) if marked else ()))
             open_path = parents
             self.add_row(
                 _text("  " * len(parents) + parts[-1]),
                 _text(layer.kind, style="cyan"),
                 _text(describe(layer.output_shape)),
                 _number(layer.params, "" if layer.params else "dim"),
+                *((_text(layer.trains, style="" if "head" in layer.trains else "yellow"),) if marked else ()),
             )
-        self.add_row(_text("total", style="bold"), "", "", _number(total_params, "bold"))
+        self.add_row(_text("total", style="bold"), "", "", _number(total_params, "bold"), *(("",) if marked else ()))
         self.border_subtitle = f"{fmt.count(total_params)} parameters"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.content import Content
 from textual.widget import Widget
 
-from workbench.core.lifecycle.view import RunView
+from workbench.core.lifecycle.view import ACTIVE, RunView
 from workbench.core.shown import shown
 from workbench.ui import formatting as fmt
 
@@ -64,6 +64,7 @@ class TrainStatus(Widget):
                 f" {view.progress * 100:3.0f}%",
             ]
         details = [
+            shown(view.training_phase.split(" (")[0]) if view.training_phase and view.phase in ACTIVE else "",
             f"elapsed {fmt.duration(view.elapsed_s)}",
             f"ETA {fmt.duration(view.eta_s)}" if view.phase == "training" else "",
             fmt.rate(view.images_per_s) if view.images_per_s and view.phase == "training" else "",

@@ -1,0 +1,194 @@
+"""Where a new run's weights start: random, a network's trained weights (torchvision's ImageNet
+ones), a file (--weights), or another run (--init-from).
+
+`starting_point` reads and checks the source before anything is loaded or written (an unknown
+run, another architecture, a missing download: one line, no run folder); `resolved` fills in the
+preprocessing the weights were trained with where the config leaves it to them; `load_start`
+puts the weights into a freshly built model by name and shape and says what it loaded, what is
+new (a head for other classes) and what it skipped, and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from workbench.core.catalog import arch_label, is_pretrained
+from workbench.core.config import RunConfig
+from workbench.core.errors import ConfigError, WorkbenchError
+from workbench.core.models.pretrained import Preprocessing
+
+WEIGHTS_LIMIT = 4 * 1024**3  # a weights file beyond 4 GiB is not a classifier this tool trains
+
+
+@dataclass(frozen=True)
+class StartingPoint:
+    """The weights a new run starts from, and what they were trained with."""
+
+    kind: str  # "pretrained", "file" or "run"
+    source: str  # in words, e.g. "torchvision's ResNet18_Weights.IMAGENET1K_V1"
+    file: Path
+    preprocessing: Preprocessing | None  # None: a plain file says nothing about it
+
+
+def starting_point(config: RunConfig) -> StartingPoint | None:
+    """The run's starting weights, checked (and downloaded) now; None for random weights."""
+    if config.init_from and config.weights:
+        raise ConfigError("init_from", "give one starting point: --init-from RUN or --weights FILE, not both")
+    if config.init_from:
+        return _from_run(config)
+    if config.weights.lower() == "none":
+        if config.recipe == "finetune":
+            raise ConfigError("recipe", "the finetune recipe starts from trained weights, not --weights none")
+        return None
+    if config.weights:
+        file = Path(config.weights).expanduser()
+        if not file.is_file():
+            raise ConfigError("weights", f"{file} {'is not a file' if file.exists() else 'does not exist'}")
+        return StartingPoint("file", f"the file {file.name}", file.absolute(), None)
+    if config.recipe == "finetune" and not is_pretrained(config.arch):
+        raise ConfigError("recipe", "the finetune recipe starts from trained weights: choose a tv: network, "
+                                    "--weights FILE or --init-from RUN (or the standard recipe)")
+    if is_pretrained(config.arch):
+        from workbench.core.models.pretrained import fetch_weights, preprocessing, weights_enum
+
+        file = fetch_weights(config.arch)
+        return StartingPoint("pretrained", f"torchvision's {weights_enum(config.arch)}", file, preprocessing(config.arch))
+    return None
+
+
+def _from_run(config: RunConfig) -> StartingPoint:
+    from workbench.core import runs
+
+    text, _, which = config.init_from.rpartition(":") if config.init_from.endswith((":last", ":best")) \
+        else (config.init_from, "", "best")
+    try:
+        run_dir = runs.resolve_run(text, config.runs_dir)
+        info, source_config = runs.read_run_info(run_dir), runs.read_config(run_dir)
+    except WorkbenchError as error:
+        raise ConfigError("init_from", str(error)) from None
+    if arch_label(source_config.arch) != arch_label(config.arch):
+        raise ConfigError("init_from", f"{run_dir.name} trained {source_config.arch}, not {config.arch}: its weights "
+                                       f"fit only the same architecture; choose --arch {source_config.arch}")
+    folder = run_dir / "checkpoints"
+    file = folder / f"{which}.pt"
+    if which == "best" and not file.is_file():
+        file = folder / "last.pt"  # a run without validation keeps no best: its last model
+    if not file.is_file():
+        raise ConfigError("init_from", f"{run_dir.name} has no {file.name} to start from")
+    size, mean, std = info.get("image_size"), info.get("mean"), info.get("std")
+    shown = Preprocessing(int(size), tuple(mean), tuple(std), str(info.get("resize") or "stretch")) \
+        if isinstance(size, int) and isinstance(mean, list) and isinstance(std, list) else None
+    return StartingPoint("run", f"run {run_dir.name} ({file.name})", file.absolute(), shown)
+
+
+def resolved(config: RunConfig, start: StartingPoint | None, saved: dict[str, Any] | None = None) -> RunConfig:
+    """The config with its 'auto' choices made: the image size, resize and normalisation the starting
+    weights were trained with (a run records what it trained with, so export and predict apply it).
+    A resume's `saved` settings (its checkpoint's) make them as the run first made them."""
+    if saved:
+        kept = {key: saved[key] for key, auto in (("image_size", 0), ("resize", "auto"), ("normalize", "auto"))
+                if getattr(config, key) == auto and key in saved}
+        config = config.replace(**kept) if kept else config
+    known = start.preprocessing if start else None
+    changes: dict[str, Any] = {}
+    if config.image_size == 0 and known is not None:
+        changes["image_size"] = known.image_size
+    if config.resize == "auto":
+        changes["resize"] = known.resize if known is not None else "stretch"
+    if config.normalize == "auto":
+        changes["normalize"] = "weights" if known is not None else "train"
+    elif config.normalize == "weights" and known is None and not saved:  # a resume has the run's own
+        raise ConfigError("normalize", "weights: the starting weights carry no mean and std (a plain file, or "
+                                       "random weights); use train or none")
+    return config.replace(**changes) if changes else config
+
+
+def normalization(start: StartingPoint | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The starting weights' own mean and std (for --normalize weights)."""
+    return (start.preprocessing.mean, start.preprocessing.std) if start and start.preprocessing else None
+
+
+# ---- loading ---------------------------------------------------------------------------------------
+
+
+def load_start(model: nn.Module, start: StartingPoint, arch: str, image_size: int) -> dict[str, Any]:
+    """Load the starting weights into `model` by name and shape; returns the record run.json keeps:
+    the source, the file's sha256, and which layers were loaded, made new or skipped, and why."""
+    state = read_weights(start.file)
+    own = model.state_dict()
+    if start.kind == "pretrained":
+        from workbench.core.models.pretrained import adapt_state, stem_weights
+
+        state = adapt_state(arch, state, image_size)
+        for key, tensor in list(state.items()):  # grey (or 4-channel) images: the RGB stem adapted
+            if key in own and tensor.ndim == 4 and tensor.shape[1] == 3 and own[key].shape[1] != 3 \
+                    and tensor.shape[0] == own[key].shape[0]:
+                state[key] = stem_weights(tensor, own[key].shape[1])
+    loaded = [key for key in own if key in state and tuple(state[key].shape) == tuple(own[key].shape)]
+    new = {key: ("not in the weights" if key not in state else
+                 f"shape {_shape(state[key])} there, {_shape(own[key])} here") for key in own if key not in loaded}
+    skipped = {key: "not in this network" for key in state if key not in own}
+    if not loaded:
+        raise WorkbenchError(f"{start.source} holds no weights this {arch} can take (none of its "
+                             f"{len(state)} names and shapes match); is it another architecture?")
+    with torch.no_grad():
+        for key in loaded:
+            own[key].copy_(state[key].to(own[key].dtype))
+    return {"source": start.source, "kind": start.kind, "file": str(start.file), "sha256": sha256(start.file),
+            "loaded": loaded, "new": new, "skipped": skipped}
+
+
+def read_weights(file: Path) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors, or a torch file (a plain state dict, a workbench checkpoint's
+    'model', or a 'state_dict' entry), read as weights only; one line for anything else."""
+    from workbench.core.safe_read import NotReadable, open_regular
+
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load as load_safetensors
+
+            with open_regular(file, WEIGHTS_LIMIT) as handle:
+                state: Any = load_safetensors(handle.read())
+        else:
+            with open_regular(file, WEIGHTS_LIMIT) as handle:
+                state = torch.load(handle, map_location="cpu", weights_only=True)
+    except NotReadable as error:
+        raise WorkbenchError(f"weights {error}") from None
+    except Exception as error:  # unpickling refusals, a truncated zip, safetensors' header errors
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        raise WorkbenchError(f"cannot read weights from {file}: {first}") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WorkbenchError(f"{file} is not a state dict of tensors (names to weights)")
+    return {str(key).removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}
+
+
+def sha256(file: Path) -> str:
+    with open(file, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def start_summary(record: dict[str, Any]) -> str:
+    """One line for the log: where the weights came from and what became of each layer."""
+    layers = lambda keys: sorted({key.rsplit(".", 1)[0] for key in keys})  # noqa: E731
+    loaded, new = layers(record["loaded"]), layers(record["new"])
+    reasons = sorted(set(record["new"].values()))
+    text = f"starting from {record['source']}: {len(record['loaded'])} tensors of {len(loaded)} layers loaded"
+    if new:
+        text += f"; new (trained from random): {', '.join(new[:6])}{' …' if len(new) > 6 else ''} ({reasons[0]})"
+    if record["skipped"]:
+        text += f"; skipped {len(record['skipped'])} the network lacks: {', '.join(layers(record['skipped'])[:4])}"
+    return text
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return "x".join(map(str, tensor.shape)) or "scalar"
