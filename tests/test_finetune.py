@@ -149,6 +149,8 @@ def test_init_from_a_run_with_the_same_classes_and_with_other_classes(tmp_path, 
     assert record["kind"] == "run" and record["source"].endswith("(best.pt)") and not record["new"]
     assert runs.read_config(same).image_size == 16  # the size the starting run trained at
     assert runs.read_run_info(same)["mean"] == runs.read_run_info(first)["mean"]  # and its normalisation
+    after = last_weights(same)  # lr 1e-9: still the best epoch's weights of the first run
+    assert all(torch.allclose(after[key].float(), source[key].float(), atol=1e-6) for key in source)
 
     other = fit(folder_config(tmp_path, photos(tmp_path, ("owl", "elk", "fox", "yak")), arch="basic_cnn", image_size=0,
                               recipe="finetune", init_from=f"{first}:last"), lambda event: None)
