@@ -250,6 +250,22 @@ def test_a_two_rank_run_resumes_on_one_rank_and_exports(two_rank_run, data_dir, 
 
 
 @needs_gloo
+def test_a_two_rank_finetune_run_goes_from_the_head_to_every_layer(two_rank_run, data_dir, tmp_path):
+    """DistributedDataParallel learns which parameters train when it wraps the model: the engine
+    wraps again when the phase changes, or the first step of phase 2 would hang or fail."""
+    source = run_folders(two_rank_run[0])[0]
+    runs_dir = tmp_path / "runs"
+    done = subprocess.run(torchrun(*train_args(data_dir, runs_dir, "--epochs", "2", "--recipe", "finetune",
+                                               "--freeze-epochs", "1", "--init-from", str(source))),
+                          env=environment(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("epoch 1 on: head only") == 1 and done.stdout.count("epoch 2 on: every layer") == 1
+    (run_dir,) = run_folders(runs_dir)
+    assert (run_dir / "status").read_text().startswith("finished")
+    assert json.loads((run_dir / "run.json").read_text())["start"]["source"].startswith(f"run {source.name}")
+
+
+@needs_gloo
 def test_a_killed_rank_ends_the_job_with_a_sentence_within_a_bounded_time(data_dir, tmp_path):
     runs_dir = tmp_path / "runs"
     launcher = start(torchrun(*train_args(data_dir, runs_dir, "--epochs", "60")), tmp_path)

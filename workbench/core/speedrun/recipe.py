@@ -62,6 +62,7 @@ HYPERPARAMETERS: dict[str, Any] = {
 
 class SpeedrunRecipe(Recipe):
     name = "speedrun"
+    data_parallel = False  # its whitening, lookahead and per-1024 rate assume one process
     save_every_epoch = False  # a run is seconds long: the checkpoint is written when it ends
 
     def __init__(self, hyperparameters: dict[str, Any] | None = None) -> None:

@@ -137,7 +137,7 @@ class _Session:
         self.config = config = resolved(config, self.start, point.state.get("config") if point else None)
         self.recipe = recipe or recipe_for(config, point.state.get("recipe") if point else None)
         self.recipe.check(config)
-        if world.distributed and self.recipe.name != "standard":
+        if world.distributed and not self.recipe.data_parallel:
             raise ConfigError("recipe", f"the {self.recipe.name} recipe trains in one process (its whitening, "
                                         "lookahead and per-1024 learning rate are not data-parallel yet); train it "
                                         "without torchrun, or use the standard recipe")

@@ -75,6 +75,7 @@ class Recipe:
 
     name = ""
     save_every_epoch = True  # checkpoints after every epoch (else only when the run ends)
+    data_parallel = True  # trains under torchrun, each process a shard
     init_samples = 5000  # training images a data-dependent init (whitening) looks at
 
     @property

@@ -206,4 +206,5 @@ def prepare_trial(config: RunConfig, emit: EventSink, control: TrainControl, bat
     built = build_training(config, data, recipe, device, batch_size=batch_size, start=start)
     if built.start:
         emit(Notice(start_summary(built.start)))
+    recipe.begin_epoch(built.model, 1, config)  # as the run's first epoch: fine-tuning trains the head alone
     return Trial(config, device, amp_dtype, recipe, data, built)
