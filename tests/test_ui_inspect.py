@@ -128,6 +128,28 @@ async def test_per_class_model_and_data_tabs_then_escape_goes_back(run_dir):
 
 
 @asynchronous
+async def test_the_model_tab_of_a_finetuned_run_says_when_each_layer_trains(run_dir, tmp_path):
+    from workbench.core import runs
+    from workbench.core.training.engine import fit
+
+    config = runs.read_config(run_dir).replace(
+        runs_dir=str(tmp_path / "runs"), init_from=str(run_dir), recipe="finetune", freeze_epochs=2, epochs=1)
+    tuned = fit(config, lambda event: None)
+    async with InspectApp(tuned).run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("3")
+        layers = screen.query_one(LayerTable)
+        assert [str(column.label) for column in layers.columns.values()][-1] == "trains"
+        rows = {plain(layers.get_row_at(r)[0]).strip(): plain(layers.get_row_at(r)[-1]) for r in range(layers.row_count)}
+        assert rows["11"] == "every epoch (head)"  # basic_cnn's last Linear
+        assert rows["0"] == "from epoch 3, 0.1 x the lr" and rows["1"] == ""  # a conv; its ReLU has nothing to train
+    async with InspectApp(run_dir).run_test(size=SIZE) as pilot:  # a standard run: no such column
+        screen = await loaded(pilot)
+        await pilot.press("3")
+        assert "trains" not in [str(c.label) for c in screen.query_one(LayerTable).columns.values()]
+
+
+@asynchronous
 async def test_predict_lists_five_classes_and_says_why_it_cannot(run_dir, tmp_path):
     image = tmp_path / "some shape.png"
     Image.new("RGB", (32, 32), (200, 40, 40)).save(image)

@@ -126,3 +126,29 @@ async def test_checked_and_unchecked_boxes_differ_without_colour(tmp_path, data_
         off = app.setup_screen.query_one("#augment-rotate")
         assert on.value and not off.value
         assert "X" in on.render().plain and "X" not in off.render().plain
+
+
+@asynchronous
+async def test_the_form_starts_a_finetune_run_from_another_run_and_the_dashboard_shows_its_phase(tmp_path, data_dir):
+    import json
+
+    from workbench.core.training.engine import fit
+
+    source = fit(tiny_config(tmp_path, data_dir, arch="basic_cnn", runs_dir=str(tmp_path / "first")), lambda event: None)
+    app = app_for(tmp_path, data_dir, tiny_config(tmp_path, data_dir, arch="basic_cnn", epochs=2), tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: models_ready(app))
+        await type_into(pilot, "#init_from", str(source))
+        app.setup_screen.query_one("#recipe").value = "finetune"
+        await pilot.pause()
+        assert not app.setup_screen.query_one("#freeze_epochs").disabled  # the recipe's own fields wake up
+        app.setup_screen.query_one("#arch-table").focus()
+        await pilot.press("s")
+        dashboard = app.dashboard
+        assert await wait_until(pilot, lambda: dashboard.view.training_phase != "" or dashboard.outcome is not None, 120)
+        assert await wait_until(pilot, lambda: dashboard.outcome is not None, 120)
+        assert dashboard.view.training_phase.startswith("every layer")
+        log = " ".join(" ".join(line.text for line in dashboard.query_one("#log").lines).split())
+        assert "epoch 1 on: head only" in log and "starting from run" in log
+    (run_dir,) = run_folders(tmp_path)
+    assert json.loads((run_dir / "run.json").read_text())["start"]["source"].startswith(f"run {source.name}")
