@@ -121,7 +121,7 @@ def _factory(arch: str):
             patch = int(builder_name(arch).rsplit("_", 1)[-1])
             if image_size % patch:
                 raise ConfigError("image_size", f"{arch} cuts images into {patch} px patches: give a multiple of "
-                                                f"{patch} (224, its own, or {max(patch, image_size // patch * patch)})")
+                                                f"{patch} (224, its own, or {-(-image_size // patch) * patch})")
             extra = {"image_size": image_size}
         model = torchvision.models.get_model(builder_name(arch), weights=None, num_classes=num_classes, **extra)
         return model if in_channels == 3 else _with_stem_for(model, in_channels)

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from workbench.core.catalog import ARCHITECTURES, USER_ARCH_HINT, arch_label, parse_user_arch
-from workbench.core.errors import WorkbenchError
+from workbench.core.errors import ConfigError, WorkbenchError
 
 Factory = Callable[..., nn.Module]  # (in_channels, num_classes, image_size, **options)
 
@@ -96,9 +96,20 @@ def create(name: str, in_channels: int = 3, num_classes: int = 10, image_size: i
 def parameter_count(name: str, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, **options) -> int:
     """Parameters of an architecture, counted on a model of shapes only (the meta device): no
     memory, no time and, above all, no draws from the global random generator, which a run
-    training in another thread of the process relies on for its own init and dropout."""
+    training in another thread of the process relies on for its own init and dropout.
+    Remembered per shape for built-in networks (the app's list asks again on every data set)."""
+    key = (name, in_channels, num_classes, image_size)
+    if not options and key in _COUNTED:
+        return _COUNTED[key]
     with torch.device("meta"):
-        return count_parameters(create(name, in_channels, num_classes, image_size, **options))
+        counted = count_parameters(create(name, in_channels, num_classes, image_size, **options))
+    if not options and name in _REGISTRY:  # a user's file may change: never remembered
+        _COUNTED[key] = counted
+    return counted
+
+
+_COUNTED: dict[tuple[str, int, int, int], int] = {}
+_PROBLEMS: dict[tuple[str, int, int, int], str] = {}
 
 
 _SIZE_ERRORS = ("Kernel size", "Output size is too small", "input size", "shapes cannot be multiplied",
@@ -112,6 +123,10 @@ def input_problem(name: str, in_channels: int, num_classes: int, image_size: int
     user's own network is passed by: check_forward says what is wrong with it, naming its file."""
     if parse_user_arch(name):
         return ""
+    key = (name, in_channels, num_classes, image_size)
+    if not options and key in _PROBLEMS:
+        return _PROBLEMS[key]
+
     def fails(size: int) -> bool:
         try:
             with torch.device("meta"), warnings.catch_warnings():
@@ -122,12 +137,20 @@ def input_problem(name: str, in_channels: int, num_classes: int, image_size: int
         except RuntimeError as error:  # only a shape problem counts; anything else is not ours to judge
             return any(words in str(error) for words in _SIZE_ERRORS)
 
-    if not fails(image_size):
-        return ""
-    candidates = [*range(image_size + 1, 65), 96, 128, 192, 256, 384, 512]
-    smallest = next((size for size in candidates if size > image_size and not fails(size)), None)
-    need = f"at least {smallest} px a side" if smallest else "larger images"
-    return f"{name} cannot take {image_size}x{image_size} images (its layers shrink them to nothing); it needs {need}"
+    problem = ""
+    try:
+        with torch.device("meta"):
+            create(name, in_channels, num_classes, image_size, **options)
+    except ConfigError as error:  # the factory's own word on the size (a ViT's patches)
+        problem = error.problem
+    if not problem and fails(image_size):
+        candidates = [*range(image_size + 1, 65), 96, 128, 192, 256, 384, 512]
+        smallest = next((size for size in candidates if size > image_size and not fails(size)), None)
+        need = f"at least {smallest} px a side" if smallest else "larger images"
+        problem = f"{name} cannot take {image_size}x{image_size} images (its layers shrink them to nothing); it needs {need}"
+    if not options:
+        _PROBLEMS[key] = problem
+    return problem
 
 
 def with_weights(name: str, in_channels: int, num_classes: int, image_size: int, weights: dict, **options) -> nn.Module:
