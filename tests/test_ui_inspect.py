@@ -141,8 +141,8 @@ async def test_the_model_tab_of_a_finetuned_run_says_when_each_layer_trains(run_
         layers = screen.query_one(LayerTable)
         assert [str(column.label) for column in layers.columns.values()][-1] == "trains"
         rows = {plain(layers.get_row_at(r)[0]).strip(): plain(layers.get_row_at(r)[-1]) for r in range(layers.row_count)}
-        assert rows["11"] == "every epoch (head)"  # basic_cnn's last Linear
-        assert rows["0"] == "from epoch 3, 0.1 x the lr" and rows["1"] == ""  # a conv; its ReLU has nothing to train
+        assert rows["11"] == "always (head)"  # basic_cnn's last Linear
+        assert rows["0"] == "from epoch 3, 0.1× lr" and rows["1"] == ""  # a conv; its ReLU has nothing to train
     async with InspectApp(run_dir).run_test(size=SIZE) as pilot:  # a standard run: no such column
         screen = await loaded(pilot)
         await pilot.press("3")

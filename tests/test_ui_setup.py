@@ -112,6 +112,7 @@ async def test_tab_from_the_list_reaches_the_form_and_slash_filters(tmp_path, da
         await pilot.pause(0.2)
         assert isinstance(app.screen, SetupScreen)  # the letters filtered; r did not open the runs list
         names = setup.query_one("#arch-list").visible_names
+        assert setup.query_one("#arch-list").chosen == names[0]  # what is highlighted is what trains
         assert names and all("res" in name or "res" in desc for name, desc in
                              ((a.name, a.description.lower()) for a in setup.query_one("#arch-list").architectures
                               if a.name in names))

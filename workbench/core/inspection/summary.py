@@ -32,16 +32,16 @@ def mark_training(rows: list[LayerRow], model: nn.Module, freeze_epochs: int, ba
 
     head = next(name for name, module in model.named_modules() if module is head_module(model))
     later = f"from epoch {freeze_epochs + 1}, " if freeze_epochs else ""
-    backbone = f"{later}{backbone_lr_mult:g} x the lr"
+    backbone = f"{later}{backbone_lr_mult:g}× lr"
     norms = {name for name, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)}
 
     def trains(row: LayerRow) -> str:
         if not row.params:
             return ""
         if row.name == head:
-            return "every epoch (head)"
+            return "always (head)"
         if row.name in norms and batchnorm == "frozen":
-            return f"{backbone}; statistics frozen"
+            return f"{backbone}, stats kept"
         return backbone
 
     return [dataclasses.replace(row, trains=trains(row)) for row in rows]

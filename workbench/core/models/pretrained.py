@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from workbench.core.catalog import ARCHITECTURES, PRETRAINED_PREFIX
-from workbench.core.errors import ConfigError, WorkbenchError
+from workbench.core.errors import ConfigError
 from workbench.core.models.registry import register
 
 DOWNLOAD_TIMEOUT_S = 30  # a machine without a network says so in seconds, not minutes
@@ -71,9 +71,10 @@ def fetch_weights(arch: str) -> Path:
         torch.hub.download_url_to_file(weights.url, str(file), progress=False)
     except (OSError, ValueError) as error:  # URLError is an OSError: no network, a proxy, a full disk
         reason = getattr(error, "reason", None) or error.strerror or error
-        raise WorkbenchError(
-            f"the {arch} weights ({weights}) are not on this machine and could not be downloaded ({reason}); "
-            f"put {file.name} from {weights.url} into {file.parent}, or give --weights FILE, or --weights none"
+        raise ConfigError(
+            "weights", f"the ImageNet weights of {arch} ({weights}) are not on this machine and could not be "
+            f"downloaded ({reason}); put {file.name} from {weights.url} into {file.parent}, or give a weights "
+            "file of your own, or none"
         ) from None
     finally:
         socket.setdefaulttimeout(before)

@@ -45,7 +45,7 @@ from workbench.core.training.preparation import build_training, load_run_data, r
 from workbench.core.training.recipes import recipe_for
 from workbench.core.training.report import Meter, TrainTotals
 from workbench.core.training.run_folder import RunFolder, find_job_run
-from workbench.core.training.start import normalization, resolved, start_summary, starting_point
+from workbench.core.training.start import normalization, resolved, start_notices, starting_point
 from workbench.core.training.state import Progress, check_compatible, checkpoint_state
 from workbench.core.training.warmup import maybe_compile, warm_up
 
@@ -192,8 +192,8 @@ class _Session:
             recipe=self.recipe.name, batch_size=self.batch_size,
         ))
         self.emit(Notice(self.recipe.summary(config, steps, self.batch_size)))
-        if self.start_record:
-            self.emit(Notice(start_summary(self.start_record)))
+        for notice in start_notices(self.start_record, config):
+            self.emit(notice)
         self.emit(Notice(self.train_batches.placement_note))
         if self.world.distributed:
             self.emit(Notice(self.world.summary(self.batch_size, len(data.train))))

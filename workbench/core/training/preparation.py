@@ -31,7 +31,7 @@ from workbench.core.training.start import (
     load_start,
     normalization,
     resolved,
-    start_summary,
+    start_notices,
     starting_point,
 )
 from workbench.core.training.state import ResumePoint, restore
@@ -204,7 +204,7 @@ def prepare_trial(config: RunConfig, emit: EventSink, control: TrainControl, bat
     seed_everything(config.seed)
     data = data if data is not None else load_run_data(config, emit, control, normalization(start))
     built = build_training(config, data, recipe, device, batch_size=batch_size, start=start)
-    if built.start:
-        emit(Notice(start_summary(built.start)))
+    for notice in start_notices(built.start, config):
+        emit(notice)
     recipe.begin_epoch(built.model, 1, config)  # as the run's first epoch: fine-tuning trains the head alone
     return Trial(config, device, amp_dtype, recipe, data, built)

@@ -21,6 +21,7 @@ import torch.nn as nn
 from workbench.core.catalog import arch_label, is_pretrained
 from workbench.core.config import RunConfig
 from workbench.core.errors import ConfigError, WorkbenchError
+from workbench.core.events import Notice
 from workbench.core.models.pretrained import Preprocessing
 
 WEIGHTS_LIMIT = 4 * 1024**3  # a weights file beyond 4 GiB is not a classifier this tool trains
@@ -132,7 +133,8 @@ def load_start(model: nn.Module, start: StartingPoint, arch: str, image_size: in
                 state[key] = stem_weights(tensor, own[key].shape[1])
     loaded = [key for key in own if key in state and tuple(state[key].shape) == tuple(own[key].shape)]
     new = {key: ("not in the weights" if key not in state else
-                 f"shape {_shape(state[key])} there, {_shape(own[key])} here") for key in own if key not in loaded}
+                 f"shape {_shape(state[key])} there, {_shape(own[key])} here") for key in own
+           if key not in loaded and not (key.endswith("num_batches_tracked") and key not in state)}  # a counter
     skipped = {key: "not in this network" for key in state if key not in own}
     if not loaded:
         raise WorkbenchError(f"{start.source} holds no weights this {arch} can take (none of its "
@@ -141,7 +143,18 @@ def load_start(model: nn.Module, start: StartingPoint, arch: str, image_size: in
         for key in loaded:
             own[key].copy_(state[key].to(own[key].dtype))
     return {"source": start.source, "kind": start.kind, "file": str(start.file), "sha256": sha256(start.file),
-            "loaded": loaded, "new": new, "skipped": skipped}
+            "loaded": loaded, "new": new, "skipped": skipped, "untrained_norms": _untrained_norms(model, loaded)}
+
+
+def _untrained_norms(model: nn.Module, loaded: list[str]) -> int:
+    """BatchNorm layers whose loaded statistics are still their initial ones (mean 0, variance 1):
+    weights saved before any training step, or trained with the statistics frozen. Kept frozen,
+    they would not normalise anything."""
+    names = set(loaded)
+    return sum(1 for name, module in model.named_modules()
+               if isinstance(module, nn.modules.batchnorm._BatchNorm) and f"{name}.running_var" in names
+               and module.running_var is not None and bool((module.running_var == 1).all())
+               and bool((module.running_mean == 0).all()))
 
 
 def read_weights(file: Path) -> dict[str, torch.Tensor]:
@@ -188,6 +201,21 @@ def start_summary(record: dict[str, Any]) -> str:
     if record["skipped"]:
         text += f"; skipped {len(record['skipped'])} the network lacks: {', '.join(layers(record['skipped'])[:4])}"
     return text
+
+
+def start_notices(record: dict[str, Any] | None, config: RunConfig) -> list[Notice]:
+    """What the log says of the start: where the weights came from and what became of each layer;
+    a warning when their BatchNorm statistics were never learned (kept frozen, they normalise nothing)."""
+    if not record:
+        return []
+    notices = [Notice(start_summary(record))]
+    count = record.get("untrained_norms", 0)
+    if count:
+        advice = " and --batchnorm frozen would keep them so: use --batchnorm train" \
+            if config.recipe == "finetune" and config.batchnorm == "frozen" else ""
+        notices.append(Notice(f"{count} BatchNorm layer(s) of the starting weights hold their initial statistics "
+                              f"(mean 0, variance 1), never learned from data{advice}", "warning"))
+    return notices
 
 
 def _shape(tensor: torch.Tensor) -> str:

@@ -122,6 +122,10 @@ class ArchitectureList(Vertical):
                           Text("your own network: path/to/file.py:factory (enter)", style="dim"), key=ADD_FILE)
         if self.architectures:
             table.border_subtitle = f"{table.row_count - 1} of {len(self.architectures)}"
+        visible = self.visible_names
+        if words and visible and self.chosen not in visible:  # the highlighted row is the chosen one
+            self.chosen = visible[0]
+            self.post_message(self.Chosen(self.chosen))
         self._move_cursor_to_chosen()
         self._summarize()
 
