@@ -143,6 +143,8 @@ async def test_the_model_tab_of_a_finetuned_run_says_when_each_layer_trains(run_
         rows = {plain(layers.get_row_at(r)[0]).strip(): plain(layers.get_row_at(r)[-1]) for r in range(layers.row_count)}
         assert rows["11"] == "always (head)"  # basic_cnn's last Linear
         assert rows["0"] == "from epoch 3, 0.1× lr" and rows["1"] == ""  # a conv; its ReLU has nothing to train
+        await pilot.press("4")
+        assert "normalised with other values" not in text_of(screen, "#data-facts")  # the source run's: the same data
     async with InspectApp(run_dir).run_test(size=SIZE) as pilot:  # a standard run: no such column
         screen = await loaded(pilot)
         await pilot.press("3")
@@ -194,3 +196,16 @@ async def test_a_folder_that_is_not_a_run_is_a_sentence_not_a_crash(tmp_path):
         await pilot.press("enter")
         assert "could not be loaded" in text_of(screen, "#predict-message")
         assert app.is_running
+
+
+def test_the_data_facts_say_when_the_model_sees_other_normalisation_than_the_datas_own():
+    from types import SimpleNamespace
+
+    from workbench.core.inspection.summary import DatasetSummary
+    from workbench.ui.screens.inspect import _data_facts
+
+    data = DatasetSummary("photos", ["cat", "dog"], [10, 10], [3, 3], 3, 224, (0.76, 0.65, 0.63), (0.2, 0.2, 0.2), 0)
+    own = _data_facts(SimpleNamespace(data=data, mean=data.mean, std=data.std))
+    assert "normalised with other values" not in own
+    imagenet = _data_facts(SimpleNamespace(data=data, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+    assert "normalised with other values" in imagenet and "0.485  0.456  0.406" in imagenet

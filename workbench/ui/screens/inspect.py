@@ -361,6 +361,12 @@ def _data_facts(inspection: Inspection) -> str:
         "mean " + "  ".join(f"{m:.3f}" for m in data.mean),
         "std  " + "  ".join(f"{s:.3f}" for s in data.std),
     ]
+    own = [*data.mean, *data.std]
+    used = [*inspection.mean, *inspection.std]
+    if len(own) != len(used) or any(abs(a - b) > 1e-6 for a, b in zip(own, used)):  # not the data's own
+        lines += ["the model sees the images normalised with other values (its starting weights', or none):",
+                  "mean " + "  ".join(f"{m:.3f}" for m in inspection.mean),
+                  "std  " + "  ".join(f"{s:.3f}" for s in inspection.std)]
     if data.skipped:
         lines.append(f"{fmt.count(data.skipped)} unreadable files skipped")
     lines.append("g writes images/samples.png: the first training images of each class, raw pixels")
