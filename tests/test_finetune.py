@@ -209,3 +209,91 @@ def test_a_finetune_run_resumes_in_its_phase_and_exports_with_the_weights_prepro
         probs = model(normalize(load_images([str(wide)], 32, 3, "crop"), IMAGENET_MEAN, info["std"])).softmax(1)[0]
     assert name.strip() == info["classes"][int(probs.argmax())]
     assert float(percent) == pytest.approx(100 * float(probs.max()), abs=0.01)
+
+
+# ---- bad starting points: one line, exit 2, nothing written (the hostile pass's cases) ----------
+
+
+def test_the_same_number_of_other_classes_gets_a_new_head(tmp_path):
+    first = fit(folder_config(tmp_path, image_folder(tmp_path / "a", classes=("cat", "dog")), arch="basic_cnn",
+                              image_size=16), lambda event: None)
+    second = fit(folder_config(tmp_path, image_folder(tmp_path / "b", classes=("dog", "zebra")), arch="basic_cnn",
+                               image_size=0, init_from=str(first)), lambda event: None)
+    new = runs.read_run_info(second)["start"]["new"]
+    assert sorted(new) == ["11.bias", "11.weight"] and "[cat, dog] there, [dog, zebra] here" in new["11.weight"]
+
+
+def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    from workbench.core import models
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this would have run",))
+
+    state = models.create("basic_cnn", 3, 3, 16).state_dict()
+    files = {}
+    files["code"] = tmp_path / "code.pt"
+    torch.save({"w": Payload()}, files["code"])  # torch.save pickles the object: loading it would call print
+    files["garbage"] = tmp_path / "garbage.pth"
+    files["garbage"].write_bytes(b"\x00not weights at all" * 50)
+    files["nan"] = tmp_path / "nan.pt"
+    torch.save({key: torch.full_like(value, float("nan")) if value.is_floating_point() else value
+                for key, value in state.items()}, files["nan"])
+    files["ints"] = tmp_path / "ints.pt"
+    torch.save({key: value.to(torch.int32) for key, value in state.items()}, files["ints"])
+    return {"code": (files["code"], "holds Python objects"), "garbage": (files["garbage"], "not a weights file"),
+            "nan": (files["nan"], "not finite"), "ints": (files["ints"], "int32 values")}
+
+
+def test_weights_files_that_are_not_weights_are_refused_in_one_line_before_a_run_folder(tmp_path, capsys):
+    dataset = photos(tmp_path)
+    for name, (file, words) in _bad_files(tmp_path).items():
+        error = one_line_error(capsys, ["train", "--dataset", str(dataset), "--arch", "basic_cnn", "--image-size", "16",
+                                        "--weights", str(file), "--runs-dir", str(tmp_path / "runs"), "--device", "cpu"])
+        assert words in error, (name, error)
+        assert "Weights only load failed" not in error and not list((tmp_path / "runs").glob("*")), name
+
+
+def test_a_safetensors_file_is_known_by_its_header_whatever_its_name(tmp_path):
+    from safetensors.torch import save_file
+
+    from workbench.core import models
+    from workbench.core.training.start import read_weights
+
+    state = {key: value.contiguous() for key, value in models.create("basic_cnn", 3, 2, 16).state_dict().items()}
+    misnamed = tmp_path / "weights.pt"
+    save_file(state, misnamed)
+    assert sorted(read_weights(misnamed)) == sorted(state)
+
+
+def test_a_hand_edited_source_run_json_is_named_not_blamed_on_flags(tmp_path, capsys):
+    first = fit(folder_config(tmp_path, photos(tmp_path), arch="basic_cnn", image_size=16), lambda event: None)
+    info = json.loads((first / "run.json").read_text())
+    for key, value, words in (("mean", ["a", "b", "c"], "mean and std"), ("std", [0, 0, 0], "std"),
+                              ("image_size", True, "image_size")):
+        (first / "run.json").write_text(json.dumps({**info, key: value}))
+        error = one_line_error(capsys, ["train", "--dataset", str(tmp_path / "photos"), "--arch", "basic_cnn",
+                                        "--init-from", str(first), "--runs-dir", str(tmp_path / "new")])
+        assert str(first / "run.json") in error and words in error and not (tmp_path / "new").exists()
+
+
+def test_a_resume_keeps_where_the_run_started_and_head_only_cannot_outlast_the_run(tmp_path, capsys):
+    first = fit(folder_config(tmp_path, photos(tmp_path), arch="basic_cnn", image_size=16), lambda event: None)
+    error = one_line_error(capsys, ["train", "--resume", str(first), "--epochs", "2", "--weights", str(tmp_path / "x.pt")])
+    assert "--weights" in error
+    assert "weights = \"\"" in (first / "config.toml").read_text()  # nothing recorded
+    error = one_line_error(capsys, ["train", "--dataset", str(tmp_path / "photos"), "--arch", "basic_cnn",
+                                    "--init-from", str(first), "--recipe", "finetune", "--freeze-epochs", "3",
+                                    "--epochs", "2", "--runs-dir", str(tmp_path / "new")])
+    assert "--freeze-epochs: 3 is more than the run's 2 epochs" in error
+
+
+def test_queue_add_and_sweep_refuse_a_starting_point_train_would_refuse(tmp_path, capsys):
+    dataset = str(photos(tmp_path))
+    missing = str(tmp_path / "missing.pt")
+    error = one_line_error(capsys, ["queue", "add", "--dataset", dataset, "--arch", "basic_cnn", "--weights", missing,
+                                    "--runs-dir", str(tmp_path / "runs")])
+    assert "missing.pt does not exist" in error and not (tmp_path / "runs").exists()
+    error = one_line_error(capsys, ["sweep", "--dataset", dataset, "--arch", "basic_cnn", "--lr", "0.1,0.01",
+                                    "--weights", missing, "--runs-dir", str(tmp_path / "runs")])
+    assert "missing.pt does not exist" in error and not (tmp_path / "runs").exists()

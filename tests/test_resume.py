@@ -520,3 +520,19 @@ def test_files_read_back_a_relative_data_folder_is_recorded_whole(tmp_path, monk
     monkeypatch.chdir(elsewhere)
     assert main(["train", "--resume", str(run_dir), "--epochs", "2"]) == 0
     assert runs.read_status(run_dir)[0] == "finished"
+
+
+def test_a_resume_to_more_epochs_steps_at_the_new_schedules_rate_from_its_first_step(tmp_path):
+    """One step per epoch: a cosine run of 1 epoch ends at lr 0. Resumed to 2 epochs, its first step
+    must use the new schedule's rate (half the peak), not the old schedule's last 0."""
+    dataset = image_folder(tmp_path / "animals")
+    config = folder_config(tmp_path, dataset, arch="basic_cnn", image_size=16, batch_size=64, schedule="cosine",
+                           optimizer="adamw", weight_decay=0.0)
+    run_dir = fit(config, lambda event: None)
+    before = final_weights(run_dir)
+    fit(config.replace(epochs=2), lambda event: None, resume_dir=run_dir)
+    after = final_weights(run_dir)
+    assert any(not torch.equal(before[key], after[key]) for key in before if before[key].is_floating_point())
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    epoch_two = next(row for row in rows if row["type"] == "epoch" and row["epoch"] == 2)
+    assert epoch_two["lr"] == pytest.approx(0.5 * config.lr, rel=1e-6)  # cosine at half way: the step it took

@@ -153,3 +153,19 @@ async def test_the_form_starts_a_finetune_run_from_another_run_and_the_dashboard
         assert "epoch 1 on: head only" in log and "starting from run" in log
     (run_dir,) = run_folders(tmp_path)
     assert json.loads((run_dir / "run.json").read_text())["start"]["source"].startswith(f"run {source.name}")
+
+
+@asynchronous
+async def test_a_start_from_run_that_is_not_a_run_is_the_fields_own_error(tmp_path, data_dir):
+    app = app_for(tmp_path, data_dir, tiny_config(tmp_path, data_dir, arch="basic_cnn"), tmp_path / "runs")
+    notes = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: models_ready(app))
+        await type_into(pilot, "#init_from", str(tmp_path / "no such run"))
+        app.setup_screen.query_one("#arch-table").focus()
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: app.setup_screen.query_one("#row-init_from").has_class("error"), 30)
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, SetupScreen) and not app.training
+        assert not any("--init-from" in note for note in notes), notes  # the form's words, not the flag's
+    assert run_folders(tmp_path) == []

@@ -187,6 +187,12 @@ def _fits_checker():
     said: dict[tuple[str, int, str], str] = {}
 
     def fits(config: RunConfig) -> str:
+        from workbench.core.training.start import check_start
+
+        try:  # where the point's weights start: a file or a run that is not there, two starting points
+            check_start(config)
+        except WorkbenchError as error:
+            return str(error)
         key = (config.dataset, config.image_size, config.arch)
         if key not in said:
             try:

@@ -130,7 +130,10 @@ def _queue_add(queue, args: argparse.Namespace) -> int:
     from workbench.core.experiments.queue import args_for_config
     from workbench.options import config_from_args
 
+    from workbench.core.training.start import check_start
+
     config = config_from_args(args)
+    check_start(config)  # a weights file or a starting run that is not there is refused now, not at its turn
     [job_id] = queue.add([args_for_config(config.absolute())])  # the whole config, paths absolute
     print(f"queued job {job_id} in {shown(queue.path)}")
     return EXIT_OK

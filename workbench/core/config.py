@@ -57,11 +57,10 @@ class RunConfig:
     weights: str = setting(
         "", "the starting weights: a .safetensors/.pt/.pth file of this architecture, or none (random)",
         default_text="the architecture's own: ImageNet for tv: networks, random for the others",
-        resume="where a new run starts; a resume goes on from its checkpoint",
         form=Form("input", "weights", "file or none; empty = own", "run"))
     init_from: str = setting(
         "", "start from another run's weights: RUN (its best epoch) or RUN:last; a new head when the classes "
-        "differ", default_text="no run", resume="where a new run starts; a resume goes on from its checkpoint",
+        "differ", default_text="no run",
         sweep=False, form=Form("input", "start from run", "a run folder", "run"))
     epochs: int = setting(
         10, "passes over the training data", low=1, high=MAX_EPOCHS,
@@ -231,6 +230,9 @@ class RunConfig:
             item.check(getattr(self, item.name))
         if self.warmup_epochs > self.epochs:
             raise ConfigError("warmup_epochs", f"{self.warmup_epochs} is more than the run's {self.epochs} epochs")
+        if self.recipe == "finetune" and self.freeze_epochs > self.epochs:
+            raise ConfigError("freeze_epochs", f"{self.freeze_epochs} is more than the run's {self.epochs} epochs "
+                                               f"(head only throughout is {self.epochs})")
         if self.runs_dir.strip() == "":
             raise ConfigError("runs_dir", "give a folder for the run folders")
         _expand(self.runs_dir, "runs_dir")

@@ -118,7 +118,7 @@ class WorkbenchApp(WorkbenchActions, App[int]):
             self.notify(f"Finding the largest batch for {config.arch} (doubling until out of GPU memory)…")
             self._batch_find(config)
             return
-        if config.recipe != "standard":
+        if config.recipe == "speedrun":
             self.notify(f"The {config.recipe} recipe brings its own learning rate; the LR finder tunes the "
                         "standard recipe's.", severity="warning")
             return

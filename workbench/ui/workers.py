@@ -44,8 +44,12 @@ def validate_values(values: dict[str, Any]) -> tuple[RunConfig | None, dict[str,
             errors[error.field or key] = _problem(error)
     if errors:
         return None, errors
+    from workbench.core.training.start import check_start
+
     try:
-        return RunConfig.from_mapping(values), {}
+        config = RunConfig.from_mapping(values)
+        check_start(config)  # a weights file or starting run that is not there: the field says so
+        return config, {}
     except WorkbenchError as error:
         return None, {error.field or FORM_ERROR: _problem(error)}
 

@@ -135,7 +135,9 @@ def build_training(
         raise ConfigError("image_size", problem)
     model = create(arch, data.channels, data.num_classes, data.image_size, **options).to(device)
     check_forward(arch, model, data.channels, data.num_classes, data.image_size, device)
-    loaded = load_start(model, start, arch, data.image_size) if start is not None and point is None else None
+    loaded = None
+    if start is not None and point is None:  # a resume has its weights in the checkpoint
+        loaded = load_start(model, start, arch, data.image_size, data.classes)
     cuda = device.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)

@@ -209,9 +209,14 @@ def restore(point: ResumePoint, model: nn.Module, parts: TrainingParts, batches:
     or image size): nothing has been written by then.
     """
     state = point.state
+    scheduled = parts.scheduler.get_last_lr()  # this run's schedule at the resumed step
     try:
         model.load_state_dict(state["model"])
         parts.optimizer.load_state_dict(state["optimizer"])
+        # The saved groups carry the rate of the step they stopped at, under the schedule of then: a
+        # resume to more epochs goes on with the new schedule's rate from its first step.
+        for group, rate in zip(parts.optimizer.param_groups, scheduled, strict=True):
+            group["lr"] = rate
         if parts.averager is not None and state.get("averager") is not None:
             parts.averager.load_state_dict(state["averager"])
     except (RuntimeError, ValueError, KeyError) as error:
