@@ -311,3 +311,36 @@ def test_a_huge_learning_rate_with_clipping_stays_finite(tiny, recorder):
     assert not recorder.of(Failed) and recorder.of(Finished)
     epochs = recorder.of(EpochMetrics)
     assert epochs and all(math.isfinite(row.train_loss) for row in epochs)
+
+
+# ---- every training image in every epoch (issue: the last partial batch was dropped) -------------
+
+
+@pytest.mark.parametrize("count, batch, spans", [
+    (220, 128, [(0, 128), (128, 220)]),  # the remainder is a batch of its own
+    (129, 128, [(0, 129)]),  # a single leftover image rides with the batch before it (BatchNorm needs 2)
+    (256, 128, [(0, 128), (128, 256)]),
+    (92, 128, [(0, 92)]),  # a split smaller than a batch: one step of all of it
+])
+def test_an_epoch_takes_every_training_image_once(count, batch, spans):
+    images = torch.zeros(count, 3, 4, 4, dtype=torch.uint8)
+    batches = DeviceBatches(images, torch.zeros(count, dtype=torch.int64), (0.5,) * 3, (0.25,) * 3,
+                            torch.device("cpu"), batch, shuffle=True)
+    assert [batches.step_span(step) for step in range(len(batches))] == spans
+    order = batches.epoch_order()
+    seen = torch.cat([b.positions for b in batches.batches(order)])
+    assert sorted(seen.tolist()) == list(range(count))
+    assert ("more than the 92 training images" in batches.split_note()) == (count < batch)
+
+
+def test_a_folder_of_220_images_at_batch_128_trains_on_all_of_them_each_epoch(tmp_path):
+    from tests.support.folders import folder_config, image_folder
+
+    dataset = image_folder(tmp_path / "animals", classes=("ant", "bee"), per_class=110, size=8)
+    events = Recorder()
+    run_dir = fit(folder_config(tmp_path, dataset, batch_size=128, epochs=2, val_fraction=0), events)
+    started = events.last(RunStarted)
+    assert started.train_size == 220 and started.steps_per_epoch == 2
+    epochs = runs.epoch_records(runs.read_metrics(run_dir))
+    assert [row["global_step"] for row in epochs] == [2, 4]
+    assert runs.read_run_info(run_dir)["left_out_per_epoch"] == 0

@@ -111,7 +111,7 @@ def test_normalize_none_is_a_setting_with_one_line_refusals(tiny):
     from workbench.core.config import RunConfig
     from workbench.core.errors import ConfigError
 
-    assert RunConfig().normalize == "train"
+    assert RunConfig().normalize == "auto"  # train, unless the run starts from trained weights
     assert tiny(normalize="none").normalize == "none"
     try:
         RunConfig.from_mapping({"normalize": "per-image"})

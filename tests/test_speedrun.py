@@ -92,7 +92,8 @@ def trained(shapes, tmp_path_factory):
 def train_batches(data: Dataset, hyp: dict, batch_size: int, mean=None, std=None) -> DeviceBatches:
     recipe = sr.SpeedrunRecipe(hyp)
     return DeviceBatches(data.train.images, data.train.labels, mean or data.mean, std or data.std, CPU, batch_size,
-                         shuffle=True, augment_settings=recipe.augment_settings(config()), seed=3)
+                         shuffle=True, augment_settings=recipe.augment_settings(config()), seed=3,
+                         drop_last=recipe.drop_last)
 
 
 # ---- the whole run -----------------------------------------------------------------------------
@@ -467,7 +468,8 @@ def test_bf16_autocast_runs_on_the_cpu(tmp_path):
     assert weights["head.weight"].dtype == torch.float32
 
 
-def test_steps_per_epoch_uses_full_batches_only():
+def test_steps_per_epoch_uses_full_batches_only_and_says_what_it_leaves_out():
     data = random_data(train=100)
-    assert len(train_batches(data, {}, 32)) == 3
+    batches = train_batches(data, {}, 32)
+    assert len(batches) == 3 and "the last 4 images of each shuffled epoch" in batches.split_note()
     assert len(train_batches(data, {}, 1024)) == 1  # one ragged batch when the split is smaller

@@ -27,7 +27,7 @@ def test_streaming_and_resident_batches_cover_the_same_images(tmp_path):
     a = batches_for(resident.train.images, resident.train.labels, resident.mean, resident.std, cpu, 5, **options)
     b = batches_for(streamed.train.images, streamed.train.labels, resident.mean, resident.std, cpu, 5, workers=1, **options)
     assert type(a) is DeviceBatches and type(b) is StreamingBatches
-    assert len(a) == len(b) == 24 // 5
+    assert len(a) == len(b) == 5  # 24 images: four batches of 5 and one of 4, every image once
     batches_a = list(a.batches(a.epoch_order()))
     batches_b = list(b.batches(b.epoch_order()))
     labels_a = torch.cat([x.labels for x in batches_a])

@@ -133,7 +133,7 @@ async def test_the_model_tab_of_a_finetuned_run_says_when_each_layer_trains(run_
     from workbench.core.training.engine import fit
 
     config = runs.read_config(run_dir).replace(
-        runs_dir=str(tmp_path / "runs"), init_from=str(run_dir), recipe="finetune", freeze_epochs=2, epochs=1)
+        runs_dir=str(tmp_path / "runs"), init_from=str(run_dir), recipe="finetune", freeze_epochs=1, epochs=1)
     tuned = fit(config, lambda event: None)
     async with InspectApp(tuned).run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
@@ -142,7 +142,7 @@ async def test_the_model_tab_of_a_finetuned_run_says_when_each_layer_trains(run_
         assert [str(column.label) for column in layers.columns.values()][-1] == "trains"
         rows = {plain(layers.get_row_at(r)[0]).strip(): plain(layers.get_row_at(r)[-1]) for r in range(layers.row_count)}
         assert rows["11"] == "always (head)"  # basic_cnn's last Linear
-        assert rows["0"] == "from epoch 3, 0.1× lr" and rows["1"] == ""  # a conv; its ReLU has nothing to train
+        assert rows["0"] == "from epoch 2, 0.1× lr" and rows["1"] == ""  # a conv; its ReLU has nothing to train
         await pilot.press("4")
         assert "normalised with other values" not in text_of(screen, "#data-facts")  # the source run's: the same data
     async with InspectApp(run_dir).run_test(size=SIZE) as pilot:  # a standard run: no such column

@@ -63,6 +63,7 @@ HYPERPARAMETERS: dict[str, Any] = {
 class SpeedrunRecipe(Recipe):
     name = "speedrun"
     data_parallel = False  # its whitening, lookahead and per-1024 rate assume one process
+    drop_last = True  # airbench's fixed batches: a ragged end of each shuffled epoch is left out
     save_every_epoch = False  # a run is seconds long: the checkpoint is written when it ends
 
     def __init__(self, hyperparameters: dict[str, Any] | None = None) -> None:

@@ -58,6 +58,7 @@ class DeviceBatches:
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
         channels_last: bool = False,
+        drop_last: bool = False,
     ) -> None:
         self.device = device
         self.storage_device, self.placement_note = placement(images, device)
@@ -68,6 +69,7 @@ class DeviceBatches:
         self.normalize = Normalizer(mean, std, len(mean), device)  # per-channel values from the data set
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.drop_last = drop_last  # a recipe's choice (the speedrun's fixed batches); said in the note
         self.dtype = dtype
         self.channels_last = channels_last
         # Separate streams of randomness, so changing augmentation never changes the order.
@@ -77,7 +79,27 @@ class DeviceBatches:
         self.augmenter = Augmenter(settings, self.augment_generator, len(labels), seed)
 
     def __len__(self) -> int:
-        return steps_per_epoch(len(self.labels), self.batch_size, drop_last=self.shuffle)
+        return steps_per_epoch(len(self.labels), self.batch_size, drop_last=self.drop_last)
+
+    def step_span(self, step: int) -> tuple[int, int]:
+        """Where step `step`'s batch lies in the epoch's order: every image is in one batch (the
+        last takes the remainder) unless the recipe drops a ragged end on purpose."""
+        start = step * self.batch_size
+        if step == len(self) - 1 and not self.drop_last:
+            return start, len(self.labels)
+        return start, min(start + self.batch_size, len(self.labels))
+
+    def split_note(self) -> str:
+        """A sentence when a step is not `batch_size` images: a split smaller than one batch, or
+        the images a dropped ragged end leaves out of every epoch; "" otherwise."""
+        count, size = len(self.labels), self.batch_size
+        if count < size:
+            return f"the batch size {size} is more than the {count} training images: each step takes all {count}"
+        left_out = count - len(self) * size if self.drop_last else 0
+        if left_out:
+            return (f"the recipe trains on whole batches of {size}: the last {left_out} images of each shuffled "
+                    "epoch (a different few each time) are left out of it")
+        return ""
 
     def epoch_order(self) -> torch.Tensor:
         count = len(self.labels)
@@ -88,8 +110,8 @@ class DeviceBatches:
     def batches(self, order: torch.Tensor, start_step: int = 0, epoch: int = 1) -> Iterator[Batch]:
         """Yield epoch `epoch`'s batches from `start_step` on (a resumed epoch skips ahead)."""
         for step in range(start_step, len(self)):
-            positions = order[step * self.batch_size : (step + 1) * self.batch_size]
-            yield self.make_batch(positions, epoch)
+            start, end = self.step_span(step)
+            yield self.make_batch(order[start:end], epoch)
 
     def make_batch(self, positions: torch.Tensor, epoch: int = 1) -> Batch:
         if self.storage_device != self.device:
@@ -129,11 +151,14 @@ class DeviceBatches:
         self.augment_generator.set_state(state["augment"].cpu())
 
 
-def steps_per_epoch(count: int, batch_size: int, drop_last: bool) -> int:
-    """Training drops a ragged last batch (steady BatchNorm statistics) unless it is the only one."""
-    if drop_last and count >= batch_size:
-        return count // batch_size
-    return max(1, -(-count // batch_size))
+def steps_per_epoch(count: int, batch_size: int, drop_last: bool = False) -> int:
+    """Steps that take every image once: the last batch takes the remainder, and a remainder of a
+    single image rides with the batch before it (BatchNorm cannot train on one image). With
+    `drop_last` (a recipe's choice) a ragged end is left out, unless it is the only batch."""
+    if count <= batch_size:
+        return 1
+    full, rest = divmod(count, batch_size)
+    return full if drop_last else full + (rest > 1)
 
 
 class StreamingBatches(DeviceBatches):
@@ -169,10 +194,7 @@ class StreamingBatches(DeviceBatches):
 
     def batches(self, order: torch.Tensor, start_step: int = 0, epoch: int = 1) -> Iterator[Batch]:
         order = order.cpu()
-        plan = [
-            order[step * self.batch_size : (step + 1) * self.batch_size].tolist()
-            for step in range(start_step, len(self))
-        ]
+        plan = [order[slice(*self.step_span(step))].tolist() for step in range(start_step, len(self))]
         loader = torch.utils.data.DataLoader(
             _Positions(self.files), batch_sampler=plan, num_workers=self.workers,
             collate_fn=_stack_readable, pin_memory=self.device.type == "cuda",

@@ -76,6 +76,7 @@ class Recipe:
     name = ""
     save_every_epoch = True  # checkpoints after every epoch (else only when the run ends)
     data_parallel = True  # trains under torchrun, each process a shard
+    drop_last = False  # every training image in every epoch; True: whole batches only (said once, recorded)
     init_samples = 5000  # training images a data-dependent init (whitening) looks at
 
     @property

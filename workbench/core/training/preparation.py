@@ -95,6 +95,7 @@ def run_info(
         "params": count_parameters(model), "train_size": len(data.train),
         "val_size": len(data.val) if data.val is not None else 0, "test_size": len(data.test),
         "batch_size": batch_size, "skipped_files": data.skipped, "device": describe_device(device),
+        "left_out_per_epoch": len(data.train) % batch_size if recipe.drop_last and len(data.train) > batch_size else 0,
         "data_identity": dict(data.identity), "world_size": world.size,
         **({"job": world.job} if world.job else {}),  # torchrun's run id: a restarted job finds its run by it
         **({"run_id": run_id} if run_id else {}),  # the id the parent gave it (a queue job, the app's launcher)
@@ -147,6 +148,7 @@ def build_training(
     train = batches_for(
         *_take(data.train, shards["train"]), data.mean, data.std, device, local_size,
         shuffle=True, augment_settings=recipe.augment_settings(config), seed=config.seed, channels_last=cuda,
+        drop_last=recipe.drop_last,
     )
     eval_size = recipe.eval_batch_size(config, local_size)
     held_out = {}
