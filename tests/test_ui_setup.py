@@ -135,8 +135,8 @@ async def test_the_form_starts_a_finetune_run_from_another_run_and_the_dashboard
 
     from workbench.core.training.engine import fit
 
-    source = fit(tiny_config(tmp_path, data_dir, arch="basic_cnn", runs_dir=str(tmp_path / "first")), lambda event: None)
-    app = app_for(tmp_path, data_dir, tiny_config(tmp_path, data_dir, arch="basic_cnn", epochs=2), tmp_path / "runs")
+    source = fit(tiny_config(tmp_path, data_dir, runs_dir=str(tmp_path / "first")), lambda event: None)  # linear
+    app = app_for(tmp_path, data_dir, tiny_config(tmp_path, data_dir, epochs=2), tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:
         assert await wait_until(pilot, lambda: models_ready(app))
         await type_into(pilot, "#init_from", str(source))
@@ -157,7 +157,7 @@ async def test_the_form_starts_a_finetune_run_from_another_run_and_the_dashboard
 
 @asynchronous
 async def test_a_start_from_run_that_is_not_a_run_is_the_fields_own_error(tmp_path, data_dir):
-    app = app_for(tmp_path, data_dir, tiny_config(tmp_path, data_dir, arch="basic_cnn"), tmp_path / "runs")
+    app = app_for(tmp_path, data_dir, tiny_config(tmp_path, data_dir), tmp_path / "runs")
     notes = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         assert await wait_until(pilot, lambda: models_ready(app))
