@@ -515,3 +515,24 @@ def test_the_resize_mode_travels_with_the_run_to_predict(tmp_path, capsys):
     assert torch.equal(load_images([str(path)], 8, 3, "pad")[0, :, 0], torch.zeros(3, 8, dtype=torch.uint8))
     assert main(["predict", str(run_dir / "export"), str(path)]) == 0
     assert "%" in capsys.readouterr().out
+
+
+def test_exporting_a_run_stopped_inside_an_epoch_says_where_it_stopped(tiny):
+    from workbench.core import checkpoint as ckpt
+    from workbench.core.events import StepMetrics
+    from workbench.core.training.control import TrainControl
+
+    control = TrainControl()
+
+    def stop_in_epoch_two(event):
+        if isinstance(event, StepMetrics) and event.epoch == 2:
+            control.stop()
+
+    run_dir = fit(tiny(epochs=3, arch="convbn", image_size=12, batch_size=256, val_fraction=0), stop_in_epoch_two,
+                  control)
+    progress = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")["progress"]
+    assert progress["epoch"] == 1 and progress["epoch_step"] > 0
+    said = []
+    export_run(run_dir, log=said.append)
+    assert f"step {progress['epoch_step']} of epoch 2, where the run stopped" in said[0], said
+    assert "where the run stopped" in json.loads((run_dir / "export" / "model.json").read_text())["chosen_by"]

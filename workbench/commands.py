@@ -142,7 +142,7 @@ def run_runs(args: argparse.Namespace) -> int:
         for run in found
     ]
     if args.plain or not sys.stdout.isatty():  # whole names, one run per line, for scripts and copying
-        for row in rows:
+        for row in (columns, *rows):  # a header row first, as a spreadsheet or `column -t` expects
             print("\t".join(row))
         return EXIT_OK
     table = Table(title=Text(f"runs in {shown(args.runs_dir)}"))

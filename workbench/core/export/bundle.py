@@ -169,6 +169,10 @@ def _export_lock(run_dir: Path):
 def _export(run_dir: Path, formats: tuple[str, ...], which: str, log) -> list[Path]:
     path, chosen = checkpoint_for(run_dir, which)
     model, state, info = model_from_checkpoint(run_dir, which)
+    progress = state.get("progress") or {}
+    if path.name == ckpt.LAST and progress.get("epoch_step"):  # stopped inside an epoch: not an epoch's model
+        chosen = (f"step {progress['epoch_step']} of epoch {progress['epoch'] + 1}, where the run stopped "
+                  "(that epoch did not finish)")
     log(f"exporting {path.name}: the model of {chosen}")
     metadata = bundle_metadata(model, state, info, which, chosen)
     data, extra = weights.pack(model, {"arch": metadata["arch"]})  # refuses what it cannot hold, in memory
