@@ -200,3 +200,16 @@ def test_epoch_rows_from_a_run_replay_as_the_events_they_were(tmp_path, data_dir
     (row,) = runs.epoch_records(runs.read_metrics(run_dir))
     (event,) = [e for e in recorded if isinstance(e, EpochMetrics)]
     assert from_row(row) == event
+
+
+def test_the_epoch_line_names_weak_classes_only_when_they_are_weaker_than_the_best():
+    from workbench.ui.log_lines import log_line
+
+    def line(per_class):
+        return log_line(EpochMetrics(2, 3, 8, 0.4, 0.8, 0.5, 0.7, None, None, 2, 0.7, 0.01, 100.0, 1.0, 2.0, 1.0,
+                                     per_class_acc=per_class, per_class_split="val"))
+
+    assert "weakest" not in line({"cat": 1.0, "dog": 1.0})  # nobody is weakest when all are as good
+    mixed = line({"ant": 0.5, "bee": 0.9, "cow": 0.9})
+    assert "weakest: ant 50%" in mixed and "bee" not in mixed
+    assert "weakest: ant 20%, bee 60%" in line({"ant": 0.2, "bee": 0.6, "cow": 0.9, "doe": 0.95})

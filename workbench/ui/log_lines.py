@@ -51,7 +51,9 @@ def _epoch(epoch: EpochMetrics) -> str:
     if not epoch.evaluated:
         parts.append("[dim]not evaluated this epoch[/]")
     parts += [fmt.duration(epoch.epoch_s), fmt.rate(epoch.images_per_s)]
-    weakest = sorted(epoch.per_class_acc.items(), key=lambda item: item[1])[:2]
+    best = max(epoch.per_class_acc.values(), default=0.0)
+    # the two lowest classes, never one as good as the best (two classes at 100% are no one's weakest)
+    weakest = [item for item in sorted(epoch.per_class_acc.items(), key=lambda item: item[1])[:2] if item[1] < best]
     if weakest:
         parts.append("weakest: " + ", ".join(f"{escape(name)} {fmt.percent(acc, 0)}" for name, acc in weakest))
     return f"epoch {epoch.epoch}/{epoch.epochs}: " + " · ".join(parts)
