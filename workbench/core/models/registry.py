@@ -139,7 +139,8 @@ def input_problem(name: str, in_channels: int, num_classes: int, image_size: int
 
     problem = ""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "initializing zero-element tensors is a no-op"
             create(name, in_channels, num_classes, image_size, **options)
     except ConfigError as error:  # the factory's own word on the size (a ViT's patches)
         problem = error.problem
