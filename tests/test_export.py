@@ -536,3 +536,18 @@ def test_exporting_a_run_stopped_inside_an_epoch_says_where_it_stopped(tiny):
     export_run(run_dir, log=said.append)
     assert f"step {progress['epoch_step']} of epoch 2, where the run stopped" in said[0], said
     assert "where the run stopped" in json.loads((run_dir / "export" / "model.json").read_text())["chosen_by"]
+
+
+def test_predict_says_when_the_bundle_is_older_than_the_runs_model(tmp_path, capsys):
+    dataset = image_folder(tmp_path / "animals")
+    config = folder_config(tmp_path, dataset)
+    run_dir = fit(config, lambda event: None)
+    assert main(["export", str(run_dir), "--checkpoint", "last"]) == 0
+    image = next((dataset / "test" / "ant").iterdir())
+    capsys.readouterr()
+    assert main(["predict", str(run_dir / "export"), str(image)]) == 0
+    assert "warning" not in capsys.readouterr().err  # up to date: nothing to say
+    fit(config.replace(epochs=2), lambda event: None, resume_dir=run_dir)
+    assert main(["predict", str(run_dir), str(image)]) == 0
+    err = capsys.readouterr().err
+    assert "holds epoch 1 (last when it was exported); the run's last is now epoch 2" in err and "workbench export" in err

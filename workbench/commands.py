@@ -206,7 +206,12 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from workbench.core.export.loading import stale_bundle_note
     from workbench.core.export.predict import predict_files
+
+    stale = stale_bundle_note(Path(args.export_dir))
+    if stale:
+        print(f"warning: {shown(stale)}", file=sys.stderr)
 
     results = predict_files(
         Path(args.export_dir), args.images, top=args.top, mc_dropout=args.mc_dropout, device=args.device,

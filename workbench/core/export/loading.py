@@ -131,3 +131,30 @@ def bundle_problem(meta: Any) -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:200]
+
+
+def stale_bundle_note(export_dir: Path) -> str:
+    """A sentence when the bundle sits in a run folder whose model of the same kind has moved on
+    since it was exported (a resume trained more epochs, a better epoch became the best), or ""."""
+    import json
+
+    from workbench.core import runs
+    from workbench.core.safe_read import NotReadable, read_text
+
+    export_dir = Path(export_dir)
+    if is_regular(export_dir / EXPORT_DIR / "model.json"):
+        export_dir = export_dir / EXPORT_DIR
+    run_dir = export_dir.parent
+    try:
+        meta = json.loads(read_text(export_dir / "model.json", META_LIMIT))
+        summary = runs.summarize_run(run_dir) if (run_dir / "run.json").is_file() else None
+    except (NotReadable, OSError, ValueError, RecursionError, WorkbenchError):  # load_bundle says what is wrong
+        return ""
+    if summary is None or not isinstance(meta, dict):
+        return ""
+    which, epoch = meta.get("checkpoint"), meta.get("epoch")
+    now = {"best": summary.best_epoch, "last": summary.epochs_done}.get(which)
+    if not isinstance(epoch, int) or not isinstance(now, int) or now == epoch:
+        return ""
+    return (f"this bundle holds epoch {epoch} ({which} when it was exported); the run's {which} is now epoch {now}: "
+            f"`workbench export {run_dir}` brings it up to date")
