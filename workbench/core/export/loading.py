@@ -22,6 +22,12 @@ EXPORT_DIR = "export"
 META_LIMIT = 64 * MB  # model.json: classes and config, never this large
 
 
+def bundle_folder(path: Path) -> Path:
+    """The bundle a user named: an export folder, or a run folder holding one in export/."""
+    path = Path(path)
+    return path / EXPORT_DIR if is_regular(path / EXPORT_DIR / "model.json") else path
+
+
 def load_bundle(export_dir: Path, trust_code: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model from model.json + model.safetensors alone (no pickle); a damaged or
     hand-edited bundle is refused with one sentence. A bundle of a user's own network holds its
@@ -29,9 +35,7 @@ def load_bundle(export_dir: Path, trust_code: bool = False) -> tuple[nn.Module, 
     from safetensors import SafetensorError
     from safetensors.torch import load as load_weights
 
-    export_dir = Path(export_dir)
-    if is_regular(export_dir / EXPORT_DIR / "model.json"):
-        export_dir = export_dir / EXPORT_DIR
+    export_dir = bundle_folder(export_dir)
     meta_path, weights_path = export_dir / "model.json", export_dir / "model.safetensors"
     if not os.path.lexists(meta_path) or not os.path.lexists(weights_path):
         raise WorkbenchError(
@@ -141,9 +145,7 @@ def stale_bundle_note(export_dir: Path) -> str:
     from workbench.core import runs
     from workbench.core.safe_read import NotReadable, read_text
 
-    export_dir = Path(export_dir)
-    if is_regular(export_dir / EXPORT_DIR / "model.json"):
-        export_dir = export_dir / EXPORT_DIR
+    export_dir = bundle_folder(export_dir)
     run_dir = export_dir.parent
     try:
         meta = json.loads(read_text(export_dir / "model.json", META_LIMIT))

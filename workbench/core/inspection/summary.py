@@ -28,9 +28,9 @@ def mark_training(rows: list[LayerRow], model: nn.Module, freeze_epochs: int, ba
     backbone after --freeze-epochs at its share of the rate (BatchNorm statistics as chosen)."""
     import dataclasses
 
-    from workbench.core.models.head import head_module
+    from workbench.core.models.head import head_name
 
-    head = next(name for name, module in model.named_modules() if module is head_module(model))
+    head = head_name(model)
     later = f"from epoch {freeze_epochs + 1}, " if freeze_epochs else ""
     backbone = f"{later}{backbone_lr_mult:g}× lr"
     norms = {name for name, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)}

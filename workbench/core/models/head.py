@@ -14,6 +14,12 @@ def head_module(model: nn.Module) -> nn.Module:
     return owners[-1]
 
 
+def head_name(model: nn.Module) -> str:
+    """The head's dotted name in the model, e.g. "fc" or "classifier.3"."""
+    head = head_module(model)
+    return next(name for name, module in model.named_modules() if module is head)
+
+
 def split_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Module]]:
     """(head parameters, backbone parameters, the backbone's BatchNorm layers); see head_module."""
     head_layer = head_module(model)

@@ -127,28 +127,27 @@ def input_problem(name: str, in_channels: int, num_classes: int, image_size: int
     if not options and key in _PROBLEMS:
         return _PROBLEMS[key]
 
-    def fails(size: int) -> bool:
+    def problem_at(size: int) -> str | None:
+        """None when the network takes size x size images; else the factory's own sentence (a
+        ViT's patches), or "" for a shape error of its layers."""
         try:
             with torch.device("meta"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "initializing zero-element tensors is a no-op"
                 model = create(name, in_channels, num_classes, size, **options).eval()
                 model(torch.zeros(1, in_channels, size, size))
-            return False
+            return None
+        except ConfigError as error:
+            return error.problem
         except RuntimeError as error:  # only a shape problem counts; anything else is not ours to judge
-            return any(words in str(error) for words in _SIZE_ERRORS)
+            return "" if any(words in str(error) for words in _SIZE_ERRORS) else None
 
-    problem = ""
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "initializing zero-element tensors is a no-op"
-            create(name, in_channels, num_classes, image_size, **options)
-    except ConfigError as error:  # the factory's own word on the size (a ViT's patches)
-        problem = error.problem
-    if not problem and fails(image_size):
+    problem = problem_at(image_size)
+    if problem == "":  # the layers shrink the images to nothing: name the smallest size that fits
         candidates = [*range(image_size + 1, 65), 96, 128, 192, 256, 384, 512]
-        smallest = next((size for size in candidates if size > image_size and not fails(size)), None)
+        smallest = next((size for size in candidates if problem_at(size) is None), None)
         need = f"at least {smallest} px a side" if smallest else "larger images"
         problem = f"{name} cannot take {image_size}x{image_size} images (its layers shrink them to nothing); it needs {need}"
+    problem = problem or ""
     if not options:
         _PROBLEMS[key] = problem
     return problem

@@ -95,7 +95,7 @@ class DeviceBatches:
         count, size = len(self.labels), self.batch_size
         if count < size:
             return f"the batch size {size} is more than the {count} training images: each step takes all {count}"
-        left_out = count - len(self) * size if self.drop_last else 0
+        left_out = images_left_out(count, size, self.drop_last)
         if left_out:
             return (f"the recipe trains on whole batches of {size}: the last {left_out} images of each shuffled "
                     "epoch (a different few each time) are left out of it")
@@ -149,6 +149,11 @@ class DeviceBatches:
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.order_generator.set_state(state["order"].cpu())
         self.augment_generator.set_state(state["augment"].cpu())
+
+
+def images_left_out(count: int, batch_size: int, drop_last: bool) -> int:
+    """Training images an epoch leaves out: a ragged end, only when a recipe drops it on purpose."""
+    return count - steps_per_epoch(count, batch_size, drop_last) * batch_size if drop_last and count > batch_size else 0
 
 
 def steps_per_epoch(count: int, batch_size: int, drop_last: bool = False) -> int:

@@ -195,8 +195,8 @@ class _Session:
         for notice in start_notices(self.start_record, config):
             self.emit(notice)
         self.emit(Notice(self.train_batches.placement_note))
-        if self.train_batches.split_note():
-            self.emit(Notice(self.train_batches.split_note()))
+        if note := self.train_batches.split_note():
+            self.emit(Notice(note))
         if self.world.distributed:
             self.emit(Notice(self.world.summary(self.batch_size, len(data.train))))
         if data.val is None:

@@ -20,7 +20,7 @@ from workbench.core.data.types import Dataset
 from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.core.events import EventSink, Notice
 from workbench.core.models import check_forward, count_parameters, create, input_problem
-from workbench.core.training.batches import DeviceBatches, batches_for
+from workbench.core.training.batches import DeviceBatches, batches_for, images_left_out
 from workbench.core.training.control import TrainControl
 from workbench.core.training.device import describe_device
 from workbench.core.training.device_clock import DeviceClock
@@ -95,7 +95,7 @@ def run_info(
         "params": count_parameters(model), "train_size": len(data.train),
         "val_size": len(data.val) if data.val is not None else 0, "test_size": len(data.test),
         "batch_size": batch_size, "skipped_files": data.skipped, "device": describe_device(device),
-        "left_out_per_epoch": len(data.train) % batch_size if recipe.drop_last and len(data.train) > batch_size else 0,
+        "left_out_per_epoch": images_left_out(len(data.train), batch_size, recipe.drop_last),
         "data_identity": dict(data.identity), "world_size": world.size,
         **({"job": world.job} if world.job else {}),  # torchrun's run id: a restarted job finds its run by it
         **({"run_id": run_id} if run_id else {}),  # the id the parent gave it (a queue job, the app's launcher)

@@ -171,9 +171,9 @@ def load_start(model: nn.Module, start: StartingPoint, arch: str, image_size: in
            for key in own if key not in state or tuple(state[key].shape) != tuple(own[key].shape)}
     new = {key: why for key, why in new.items() if not (key.endswith("num_batches_tracked") and key not in state)}
     if start.classes is not None and list(start.classes) != list(classes):
-        from workbench.core.models.head import head_module
+        from workbench.core.models.head import head_name
 
-        head = next(name for name, module in model.named_modules() if module is head_module(model))
+        head = head_name(model)
         reason = f"other classes: {_few(start.classes)} there, {_few(classes)} here"
         new |= {key: new.get(key, reason) for key in own if key.rsplit(".", 1)[0] == head}
     loaded = [key for key in own if key in state and key not in new]
@@ -223,18 +223,17 @@ def read_weights(file: Path) -> dict[str, torch.Tensor]:
     only, never running code; one line that says what the file is for anything else."""
     import pickle
 
-    from workbench.core.safe_read import NotReadable, check_regular, open_regular
+    from workbench.core.safe_read import NotReadable, open_regular
 
     try:
-        check_regular(file, WEIGHTS_LIMIT)
-        with open_regular(file, WEIGHTS_LIMIT) as handle:
+        with open_regular(file, WEIGHTS_LIMIT) as handle:  # a regular file within the limit, or a sentence
             head = handle.read(9)
-        if len(head) == 9 and head[8:9] == b"{":  # safetensors: an 8-byte header length, then JSON
-            from safetensors.torch import load_file
+            if len(head) == 9 and head[8:9] == b"{":  # safetensors: an 8-byte header length, then JSON
+                from safetensors.torch import load_file
 
-            state: Any = load_file(str(file))  # reads the header first; tensors are mapped, not read
-        else:
-            with open_regular(file, WEIGHTS_LIMIT) as handle:
+                state: Any = load_file(str(file))  # checks the header before reading any tensor
+            else:
+                handle.seek(0)
                 state = torch.load(handle, map_location="cpu", weights_only=True)
     except NotReadable as error:
         raise WorkbenchError(f"weights {error}") from None
