@@ -15,6 +15,7 @@ from workbench.core.lifecycle.follow import RunFollower
 from workbench.ui.screens.compare import CompareScreen
 from workbench.ui.screens.dashboard import DashboardScreen
 from workbench.ui.screens.queue import QueueScreen
+from textual.widgets import DataTable
 
 NAMES = ("20250101-120000-basic_cnn", "20250101-130000-basic_cnn")
 
@@ -244,3 +245,58 @@ async def test_the_runs_list_opens_a_run_another_process_trains_in_watch(in_tmp)
             assert await wait_until(pilot, lambda: is_watching(app), 10)
     finally:
         lock.release()
+
+
+def fixed_study() -> str:
+    """A search study in the runs folder's journal: trial 0 finished, trial 1 pruned, both with run folders."""
+    import optuna
+
+    from workbench.core.experiments.search.space import parse_space
+    from workbench.core.experiments.search.study import create_search
+
+    base = RunConfig.from_mapping(dict(dataset="shapes", arch="basic_cnn", epochs=3, runs_dir="runs"))
+    space, _ = parse_space({"lr": "1e-4:1e-1"}, base)
+    url = str(Path("runs/search.journal").resolve())
+    search = create_search("demo", url, base, space, trials=3, prune="median", seed=0)
+    folders = [recorded_run(Path("runs"), NAMES[0], 0.003, 0.0),
+               recorded_run(Path("runs"), NAMES[1], 0.01, 0.3, status="pruned", rows=20)]
+    for number, (folder, lr) in enumerate(zip(folders, (0.003, 0.01))):
+        runs.write_run_info(folder, runs.read_run_info(folder) | {"trial": {"study": "demo", "number": number, "storage": url}})
+        pruned = number == 1
+        search.study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE,
+            value=None if pruned else 0.9, params={"lr": lr}, distributions=space.distributions(),
+            intermediate_values={1: 0.4} if pruned else {1: 0.8, 2: 0.85, 3: 0.9},
+            user_attrs={"run_dir": str(folder.resolve()), **({"pruned_because": "pruned after epoch 1 by the median "
+                        "pruner: validation accuracy 40.00%"} if pruned else {})}))
+    return url
+
+
+@asynchronous
+async def test_the_queue_and_compare_screens_show_a_search_studys_trials(in_tmp):
+    fixed_study()
+    app = app_in(in_tmp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: getattr(app.screen, "summaries", None), 20)
+        runs_table = app.screen.query_one(DataTable)
+        statuses = " ".join(str(cell) for row in range(runs_table.row_count) for cell in runs_table.get_row_at(row))
+        assert "pruned" in statuses
+        await pilot.press("u")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen)
+                                and app.screen.query_one("#trial-table").row_count == 2, 20)
+        table = app.screen.query_one("#trial-table")
+        rows = [[str(cell) for cell in table.get_row_at(row)] for row in range(2)]
+        assert rows[0][:4] == ["demo", "0", "finished", "90.00%"] and rows[0][4] == "lr 0.003"
+        assert rows[1][:4] == ["demo", "1", "pruned", "-"] and rows[1][6].startswith("pruned after epoch 1")
+        summary = str(app.screen.query_one("#study-summary").render())
+        assert "study demo: 1 of 3 finished, 1 pruned, 0 failed" in summary and "best: trial 0, validation 90.00%" in summary
+        table.focus()
+        table.move_cursor(row=1)
+        await pilot.press("enter")  # a trial's run on the dashboard
+        assert await wait_until(pilot, lambda: is_watching(app), 20)
+        await pilot.press("escape", "escape")
+        await pilot.pause(0.2)
+        await open_compare(pilot)
+        study = str(app.screen.query_one("#compare-study").render())
+        assert "study demo: 1 of 3 finished, 1 pruned" in study

@@ -58,10 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     typed = argv[1:]  # as typed, for a command that hands them on (train --gpus)
     argv = [argument for argument in argv if argument != ANSWER_FLAG]
     try:
-        if argv and argv[0] in BY_NAME:
-            args = build_command_parser(argv[0]).parse_args(argv[1:])
-            args.argv, args.answer = typed, answer
-            return BY_NAME[argv[0]].runner()(args)
+        words = 2 if " ".join(argv[:2]) in BY_NAME else 1  # `sweep join` is a command of two words
+        if argv and " ".join(argv[:words]) in BY_NAME:
+            name = " ".join(argv[:words])
+            args = build_command_parser(name).parse_args(argv[words:])
+            args.argv, args.answer = typed[words - 1:], answer
+            return BY_NAME[name].runner()(args)
         args = build_parser().parse_args(argv)
         return _open_app(args)
     except WorkbenchError as error:

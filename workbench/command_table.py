@@ -56,6 +56,8 @@ COMMANDS = (
             "workbench.experiment_commands:compare_options", "workbench.experiment_commands:run_compare"),
     Command("sweep", "queue a grid of runs from comma lists on train flags",
             "workbench.experiment_commands:sweep_options", "workbench.experiment_commands:run_sweep"),
+    Command("sweep join", "train the trials of a search study (sweep --search tpe), here or on any machine",
+            "workbench.search_commands:join_options", "workbench.search_commands:run_join"),
     Command("queue", "list, add to and work through (queue run [--parallel N]) the job queue",
             "workbench.queue_commands:queue_options", "workbench.queue_commands:run_queue"),
     Command("watch", "the live dashboard of a run another process trains",
@@ -84,6 +86,12 @@ def train_options(parser: argparse.ArgumentParser) -> None:
                              "torch.distributed.run (as torchrun does); --batch-size stays the global batch")
     parser.add_argument("--run-id", default="", metavar="ID",
                         help="an id to record in the run's run.json (a queue or a launcher finds the run by it)")
+    trial = parser.add_argument_group("a search's trial (`workbench sweep join` starts these)")
+    trial.add_argument("--study", metavar="NAME", help="train trial --trial of this search study, whose pruner "
+                                                       "may stop it after an epoch")
+    trial.add_argument("--trial", type=int, metavar="N", help="the trial's number in --study")
+    trial.add_argument("--storage", metavar="URL", help="the study's storage: an RDB URL or a journal file "
+                                                        "(default: WORKBENCH_SEARCH_STORAGE, set by sweep join)")
 
 
 def models_options(parser: argparse.ArgumentParser) -> None:

@@ -28,6 +28,7 @@ def run_train(args: argparse.Namespace) -> int:
         from workbench.launch import train_on_gpus
 
         return train_on_gpus(args.gpus, args.device, args.argv)
+    pruner = _trial_pruner(args)
     if args.resume:
         if args.config or args.preset:
             raise WorkbenchError("--resume continues a run with the settings in its config.toml; "
@@ -50,8 +51,20 @@ def run_train(args: argparse.Namespace) -> int:
                 f"(got --{changed[0].replace('_', '-')})"
             )
         return train_headless(config.replace(**overrides), resume_dir=run_dir, also=_notifier(args),
-                              answer=args.answer, run_id=args.run_id)
-    return train_headless(config_from_args(args), also=_notifier(args), answer=args.answer, run_id=args.run_id)
+                              answer=args.answer, run_id=args.run_id, pruner=pruner)
+    return train_headless(config_from_args(args), also=_notifier(args), answer=args.answer, run_id=args.run_id,
+                          pruner=pruner)
+
+
+def _trial_pruner(args: argparse.Namespace):
+    """--study NAME --trial N: the search trial this run is (None for a plain run)."""
+    if args.study is None and args.trial is None:
+        return None
+    if args.study is None or args.trial is None:
+        raise WorkbenchError("--study and --trial go together: the study's name and the trial's number")
+    from workbench.core.experiments.search.pruning import TrialPruner
+
+    return TrialPruner(args.study, args.trial, args.storage)
 
 
 def _notifier(args: argparse.Namespace):

@@ -25,7 +25,8 @@ def compare_options(parser: argparse.ArgumentParser) -> None:
     parser.description = "Compare runs: the settings that differ, best and final test accuracy, time, speed."
     parser.add_argument("runs", nargs="*", help="run folders (or names inside --runs-dir)")
     parser.add_argument("--runs-dir", default="runs", help="(default: runs)")
-    parser.add_argument("--sweep", metavar="ID", help="every run of this sweep (see `workbench queue`)")
+    parser.add_argument("--sweep", metavar="ID", help="every run of this sweep (see `workbench queue`) or search study")
+    parser.add_argument("--storage", metavar="URL", help="a search study's storage (default: RUNS_DIR/search.journal)")
     parser.add_argument("--sort", metavar="COLUMN", default="",
                         help="sort by a column: best-test, final-test, time, images/s, or a setting")
     parser.add_argument("--json", action="store_true", help="the comparison as JSON")
@@ -43,6 +44,9 @@ def sweep_options(parser: argparse.ArgumentParser) -> None:
                         help="queue N distinct points picked at random from the grid (seeded by --sweep-seed)")
     parser.add_argument("--sweep-seed", type=int, default=0, help="(default: 0)")
     parser.add_argument("--dry-run", action="store_true", help="list the points, queue nothing")
+    from workbench.search_commands import add_search_options
+
+    add_search_options(parser)
 
 
 def watch_options(parser: argparse.ArgumentParser) -> None:
@@ -70,21 +74,38 @@ def run_compare(args: argparse.Namespace) -> int:
 
     paths = [resolve_run(run, args.runs_dir) for run in args.runs]
     sweeps: dict[Path, str] = {}
+    study = None
     if args.sweep:
         jobs = JobQueue(args.runs_dir).jobs(sweep=args.sweep)
         if not jobs:
+            from workbench.search_commands import study_runs
+
+            study = study_runs(args.sweep, args.storage, args.runs_dir)
+        if study is not None:
+            jobs = []
+            sweeps = {path: args.sweep for path in study[1]}
+            paths += study[1]
+        elif not jobs:
             raise WorkbenchError(f"no jobs of sweep {args.sweep!r} in the queue of {args.runs_dir}")
         started = [Path(job.run_dir) for job in jobs if job.run_dir and Path(job.run_dir, "config.toml").is_file()]
         sweeps = {path: args.sweep for path in started}  # known from the queue: not looked up again per run
         paths += started
-        if not paths:
+        if not paths and study is None:
             raise WorkbenchError(f"no run of sweep {args.sweep!r} has started yet; `workbench queue run` trains them")
+    if study is not None and not paths:
+        raise WorkbenchError(f"no trial of study {args.sweep!r} has a run folder here yet; "
+                             f"`workbench sweep join {args.sweep}` trains them")
     result = compare(paths, sort_by=args.sort, sweeps=sweeps)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return EXIT_OK
     console = terminal_console()
-    for table in comparison_tables(result):
+    tables = comparison_tables(result)
+    if study is not None:
+        from workbench.search_commands import study_tables
+
+        tables += study_tables(study[0])
+    for table in tables:
         console.print(table)
     return EXIT_OK
 
@@ -137,7 +158,7 @@ def _cell(value, pattern: str) -> Text:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from workbench.core.experiments.queue import JobQueue
-    from workbench.core.experiments.sweep import expand
+    from workbench.core.experiments.sweep import expand, fits_checker
     from workbench.core.presets import preset_config
 
     base, fixed = RunConfig(), []
@@ -153,9 +174,15 @@ def run_sweep(args: argparse.Namespace) -> int:
     given = {item.name: value for item in SETTINGS  # an on/off flag takes no list: it went into `fixed` above
              if item.kind != "bool" and item.name != "runs_dir"
              and (value := getattr(args, item.name, None)) is not None}
+    if args.search != "grid":
+        from workbench.search_commands import make_study
+
+        return make_study(args, given, base)
+    if args.trials or args.prune != "none" or args.storage or args.study:
+        raise WorkbenchError("--trials, --prune, --storage and --study belong to a search: add --search tpe")
     if args.sweep_random < 0:
         raise WorkbenchError("--sweep-random takes a number of points, 1 or more")
-    sweep = expand(given, base, fixed, random_picks=args.sweep_random, seed=args.sweep_seed, check=_fits_checker())
+    sweep = expand(given, base, fixed, random_picks=args.sweep_random, seed=args.sweep_seed, check=fits_checker())
     runs_dir = args.runs_dir or "runs"
     if sweep.duplicates:
         print(shown(sweep.duplicates_line()))
@@ -176,35 +203,6 @@ def run_sweep(args: argparse.Namespace) -> int:
     print(f"train them with `workbench queue run --runs-dir {where}`; "
           f"then `workbench compare --sweep {sweep_id} --runs-dir {where}`")
     return EXIT_OK
-
-
-def _fits_checker():
-    """A check of why a point's network cannot take its images ("" when it can), known before
-    any job runs; asked once per (data set, image size, architecture) of the sweep, not per point."""
-    from workbench.core.data.load import dataset_shape
-    from workbench.core.models import input_problem
-
-    said: dict[tuple[str, int, str], str] = {}
-
-    def fits(config: RunConfig) -> str:
-        from workbench.core.training.start import check_start
-
-        try:  # where the point's weights start: a file or a run that is not there, two starting points
-            check_start(config)
-        except WorkbenchError as error:
-            return str(error)
-        key = (config.dataset, config.image_size, config.arch)
-        if key not in said:
-            try:
-                channels, size, classes = dataset_shape(config.dataset, config.image_size)
-            except WorkbenchError:
-                said[key] = ""  # a folder that is not there yet: its job will say so
-            else:
-                problem = input_problem(config.arch, channels, classes, size)
-                said[key] = f"{config.arch} at {size}x{size} px: {problem}" if problem else ""
-        return said[key]
-
-    return fits
 
 
 # ---- queue --------------------------------------------------------------------------------

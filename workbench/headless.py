@@ -156,7 +156,7 @@ class HeadlessReporter:
 
     def on_Finished(self, event: Finished) -> None:
         self._stop_progress()
-        if event.status == "finished":
+        if event.status in ("finished", "pruned"):  # a pruned trial ended as its search decided
             self.exit_code = EXIT_OK
         else:
             self.exit_code = EXIT_TERMINATED if event.reason == "SIGTERM" else EXIT_STOPPED
@@ -212,7 +212,7 @@ def finish_line(event: Finished) -> str:
 
 
 def train_headless(config: RunConfig, resume_dir: Path | None = None, also: EventSink | None = None,
-                   answer=None, run_id: str = "") -> int:
+                   answer=None, run_id: str = "", pruner=None) -> int:
     """Run fit() in this thread; Ctrl-C or SIGTERM asks for a clean stop, a second Ctrl-C aborts.
     `also` receives every event after the terminal output (e.g. to notify when the run ends);
     `answer` (launch.Answer, for a parent process) gets every event as its row, and the words
@@ -224,13 +224,14 @@ def train_headless(config: RunConfig, resume_dir: Path | None = None, also: Even
     sinks = [reporter, *([also] if also is not None else []),
              *([lambda event: answer.row(to_row(event))] if answer is not None and speaks else [])]
     sink = reporter if len(sinks) == 1 else (lambda event: [each(event) for each in sinks])
-    fit_stopping_on_signals(config, reporter, console, TrainControl(), resume_dir, events=sink, run_id=run_id)
+    fit_stopping_on_signals(config, reporter, console, TrainControl(), resume_dir, events=sink, run_id=run_id,
+                            pruner=pruner)
     return reporter.exit_code
 
 
 def fit_stopping_on_signals(config: RunConfig, reporter: HeadlessReporter, console: Console,
                             control: TrainControl, resume_dir: Path | None = None, events=None,
-                            data=None, run_id: str = "") -> Path | None:
+                            data=None, run_id: str = "", pruner=None) -> Path | None:
     """fit() with Ctrl-C and SIGTERM turned into a stop after the current step (a checkpoint is
     saved); a second Ctrl-C aborts. `events` (default: the reporter) receives the run's events;
     `data` is a data set already loaded for it (see fit)."""
@@ -257,7 +258,7 @@ def fit_stopping_on_signals(config: RunConfig, reporter: HeadlessReporter, conso
     previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, on_alarm)
     try:
-        return fit(config, events or reporter, control, resume_dir=resume_dir, data=data, run_id=run_id)
+        return fit(config, events or reporter, control, resume_dir=resume_dir, data=data, run_id=run_id, pruner=pruner)
     except Abandoned as abandoned:
         print(f"workbench: error: {abandoned}", file=sys.stderr, flush=True)
         reporter.exit_code = EXIT_TERMINATED if asked[-1:] == ["SIGTERM"] else EXIT_STOPPED

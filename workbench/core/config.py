@@ -71,12 +71,12 @@ class RunConfig:
         form=Form("input", "batch size", "images per step"))
     optimizer: str = setting("adamw", "the optimizer", choices=OPTIMIZERS, recipes=STANDARD,
                              form=Form("select", "optimizer"))
-    lr: float = setting(0.003, "peak learning rate", low=0, high=1e9, open_low=True, recipes=STANDARD,
+    lr: float = setting(0.003, "peak learning rate", low=0, high=1e9, open_low=True, recipes=STANDARD, log_scale=True,
                         form=Form("input", "learning rate", "peak"))
     momentum: float = setting(0.9, "SGD momentum or Adam beta1", low=0, high=1, open_high=True, recipes=STANDARD,
                               form=Form("input", "momentum", "SGD momentum / Adam β1"))
     weight_decay: float = setting(5e-4, "L2 penalty per step, decoupled for adamw", low=0, high=1,
-                                  recipes=STANDARD, form=Form("input", "weight decay"))
+                                  recipes=STANDARD, log_scale=True, form=Form("input", "weight decay"))
     schedule: str = setting("cosine", "learning-rate schedule", choices=SCHEDULES, recipes=STANDARD,
                             form=Form("select", "schedule"))
     warmup_epochs: float = setting(

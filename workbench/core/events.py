@@ -129,7 +129,7 @@ class PhaseChanged:
 @dataclass(frozen=True)
 class Finished:
     run_dir: Path | None  # None only when stopped while the data was prepared, before any run began
-    status: str  # "finished" or "stopped"
+    status: str  # "finished", "stopped", or "pruned" (a search's pruner stopped it; the reason says why)
     epochs_done: int
     elapsed_s: float  # wall time of this fit() call, pauses excluded
     best_epoch: int | None = None  # by validation accuracy; None: no validation split or no evaluation
@@ -150,8 +150,8 @@ class Finished:
         never evaluated says so instead of showing 0%."""
         if self.reason.startswith("early stop"):
             verb = "finished early"
-        elif self.status == "finished":
-            verb = "finished"
+        elif self.status in ("finished", "pruned"):
+            verb = self.status
         else:
             verb = "stopped by SIGTERM" if self.reason == "SIGTERM" else "stopped"
         plural = "" if self.epochs_done == 1 else "s"

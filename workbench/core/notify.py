@@ -84,8 +84,8 @@ def run_ended_message(status: str, reason: str, run_name: str) -> tuple[str, str
     """(title, message) for a run that ended: finished, stopped, failed (NaN, a crash), with why."""
     if status == "finished":
         title = f"workbench: {run_name} finished"
-    elif status == "stopped":
-        title = f"workbench: {run_name} stopped"
+    elif status in ("stopped", "pruned"):
+        title = f"workbench: {run_name} {status}"
     else:
         title = f"workbench: {run_name} failed"
     return title, reason or status

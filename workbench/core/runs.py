@@ -33,7 +33,7 @@ from workbench.core.network_copy import keep_copy
 from workbench.core.run_lock import LOCK_FILE, RunLock, is_locked
 from workbench.core.safe_read import KB, MB, read_text, text_or_none
 
-STATUSES = ("running", "finished", "stopped", "failed")
+STATUSES = ("running", "finished", "stopped", "pruned", "failed")  # pruned: a search stopped it early
 # The most each run file may hold: anything larger was not written by a run.
 STATUS_LIMIT, INFO_LIMIT, METRICS_LIMIT, CONFIG_LIMIT = 64 * KB, 64 * MB, 1024 * MB, 4 * MB
 

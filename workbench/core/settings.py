@@ -52,6 +52,7 @@ class Setting:
     default_text: str = ""  # the default in words, for the flag's help
     sweep: bool = True  # a sweep may give it a list of values
     compared: bool = True  # compare's "same for all" line shows it
+    log_scale: bool = False  # a search range over it is drawn on a log scale (rates, penalties)
     name: str = ""
     kind: str = ""  # one of KINDS
     default: Any = None

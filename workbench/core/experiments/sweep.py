@@ -155,3 +155,32 @@ def _distinct_indices(total: int, picks: int, seed: int) -> list[int]:
     while len(chosen) < picks:
         chosen.add(rng.randrange(total))
     return list(chosen)
+
+
+def fits_checker() -> Callable[[RunConfig], str]:
+    """A check of why a point's network cannot take its images ("" when it can), known before
+    any job runs; asked once per (data set, image size, architecture) of the sweep, not per point."""
+    from workbench.core.data.load import dataset_shape
+    from workbench.core.models import input_problem
+
+    said: dict[tuple[str, int, str], str] = {}
+
+    def fits(config: RunConfig) -> str:
+        from workbench.core.training.start import check_start
+
+        try:  # where the point's weights start: a file or a run that is not there, two starting points
+            check_start(config)
+        except WorkbenchError as error:
+            return str(error)
+        key = (config.dataset, config.image_size, config.arch)
+        if key not in said:
+            try:
+                channels, size, classes = dataset_shape(config.dataset, config.image_size)
+            except WorkbenchError:
+                said[key] = ""  # a folder that is not there yet: its job will say so
+            else:
+                problem = input_problem(config.arch, channels, classes, size)
+                said[key] = f"{config.arch} at {size}x{size} px: {problem}" if problem else ""
+        return said[key]
+
+    return fits

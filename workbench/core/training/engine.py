@@ -38,7 +38,7 @@ from workbench.core.training.device import (
     seed_everything,
 )
 from workbench.core.training.distributed import World, peer_failure, peer_sentence
-from workbench.core.training.early_stop import EarlyStopper
+from workbench.core.training.early_stop import EpochJudge, Pruner
 from workbench.core.training.loop import EvalResult, evaluate, train_one_epoch
 from workbench.core.training.parts import Recipe
 from workbench.core.training.preparation import build_training, load_run_data, run_info
@@ -62,16 +62,18 @@ def fit(
     recipe: Recipe | None = None,
     world: World | None = None,
     run_id: str = "",
+    pruner: Pruner | None = None,
 ) -> Path | None:
     """Train per `config` (or continue the run in `resume_dir`); returns the run folder.
 
     `data` (a Dataset already loaded) and `recipe` (e.g. the speedrun with other hyperparameters)
     are for tests and benchmarks; normally both follow from `config`, and `world` from torchrun's
-    environment. `run_id` is the id a parent process gave this run (recorded in run.json).
+    environment. `run_id` is the id a parent process gave this run (recorded in run.json);
+    `pruner` is a search trial's, which may end the run after an evaluated epoch.
     """
     world = world or World.from_env()
     config = config.absolute()  # the run records where its data is, not where it was started from
-    session = _Session(config, events, control or TrainControl(), world, run_id)
+    session = _Session(config, events, control or TrainControl(), world, run_id, pruner)
     try:
         session.run(resume_dir, data, recipe)
     except StopRequested:  # only raised while data is prepared, before a run folder exists
@@ -100,8 +102,9 @@ def fit(
 class _Session:
     """The state of one fit() call; split into methods so each step reads on its own."""
 
-    def __init__(self, config: RunConfig, events: EventSink, control: TrainControl, world: World, run_id: str) -> None:
-        self.config, self.send, self.world, self.run_id = config, events, world, run_id
+    def __init__(self, config: RunConfig, events: EventSink, control: TrainControl, world: World, run_id: str,
+                 pruner: Pruner | None) -> None:
+        self.config, self.send, self.world, self.run_id, self.pruner = config, events, world, run_id, pruner
         self.local_control, self.control = control, world.agreed(control)  # stop and pause agreed between ranks
         self.folder = RunFolder(writes=world.is_main)  # only rank 0 writes the run folder
         self.run_dir: Path | None = None  # the folder's path, known to every rank
@@ -170,15 +173,14 @@ class _Session:
     def _claim_folder(self, point, progress: Progress) -> None:
         """Everything checked: rank 0 takes the run folder (locks it, then writes to it)."""
         info = run_info(self.config, self.data, self.model, self.model_options, self.recipe, self.batch_size,
-                        self.device, self.world, self.run_id, self.start_record)
+                        self.device, self.world, self.run_id, self.start_record, self.pruner and self.pruner.record)
         self.run_dir = self.world.from_main(lambda: self.folder.take(self.config, point, progress, info, self.emit))
         if self.world.is_main:  # pause / stop from a watcher in another process; the ranks agree on them
             self.local_control.follow_file(self.run_dir / CONTROL_FILE)
         self.local_control.on_pause_change = lambda paused, why: self.emit(
             StatusChanged("paused" if paused else "running", why))
         split = "val" if self.data.val is not None else "test"
-        self.stopper = EarlyStopper.replay(self.config.early_stop, self.config.early_stop_on,
-                                           self.config.early_stop_delta, progress.history, split)
+        self.judge = EpochJudge.for_run(self.config, split, progress.history, self.pruner, self.world.is_main)
 
     def _announce(self, progress: Progress) -> None:
         config, data = self.config, self.data
@@ -315,15 +317,11 @@ class _Session:
         return results
 
     def _early_stop(self, epoch: int, evaluations: dict[str, EvalResult]) -> bool:
-        """Feed the epoch to the early stopper; True (and the reason noted) when the run ends here."""
-        split = "val" if "val" in evaluations else "test"
-        result = evaluations.get(split)
-        if not self.config.early_stop or result is None:
-            return False
-        reason = self.stopper.update(epoch, result.acc if self.config.early_stop_on == "acc" else result.loss)
+        """Early stopping and a search's pruner judge the epoch; True (the reason noted) when the run ends here."""
+        reason = self.judge.verdict(epoch, evaluations, self.config.early_stop_on, self.world.from_main)
         if reason:
-            self.stop_reason = reason.format(split="validation" if split == "val" else "test")
-            self.emit(Notice(self.stop_reason))
+            self.stop_reason = reason
+            self.emit(Notice(reason))
         return bool(reason)
 
     # ---- what an epoch leaves behind ------------------------------------------------
@@ -371,6 +369,7 @@ class _Session:
         final_test = last.get("test_acc") if last.get("epoch") == progress.epoch and not progress.epoch_step else None
         best_test = final_test if progress.best_epoch == progress.epoch else self._best_model_test_acc(progress)
         reason = self.control.reason or self.stop_reason
+        status = "pruned" if self.judge.pruned and status == "finished" else status
         self.folder.write_status(status, reason)
         event = Finished(
             run_dir=self.run_dir, status=status, epochs_done=progress.epoch, elapsed_s=self.elapsed_s(),

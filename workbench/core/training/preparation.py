@@ -83,7 +83,7 @@ def _refuse_empty_splits(data: Dataset, config: RunConfig) -> None:
 def run_info(
     config: RunConfig, data: Dataset, model: nn.Module, model_options: dict[str, Any], recipe: Recipe,
     batch_size: int, device: torch.device, world: World | None = None, run_id: str = "",
-    start: dict[str, Any] | None = None,
+    start: dict[str, Any] | None = None, trial: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """run.json: what export, predict, the runs list and a resume need to know without the data.
     `batch_size` is the global batch: in a data-parallel run, world_size processes share it."""
@@ -100,6 +100,7 @@ def run_info(
         **({"job": world.job} if world.job else {}),  # torchrun's run id: a restarted job finds its run by it
         **({"run_id": run_id} if run_id else {}),  # the id the parent gave it (a queue job, the app's launcher)
         **({"start": start} if start else {}),  # the weights it started from: source, sha256, layers loaded
+        **({"trial": trial} if trial else {}),  # a search's trial: its study, number and storage
     }
 
 

@@ -25,9 +25,10 @@ METRIC_COLUMNS = ("status", "best epoch", "best test", "final test", "time", "im
 
 
 class Compared(Message):
-    def __init__(self, comparison) -> None:
+    def __init__(self, comparison, study_lines: list[str] | None = None) -> None:
         super().__init__()
         self.comparison = comparison
+        self.study_lines = study_lines or []  # when the runs are the trials of one search study
 
 
 class CompareScreen(Screen):
@@ -45,6 +46,7 @@ class CompareScreen(Screen):
         yield Header()
         yield DataTable(cursor_type="row", zebra_stripes=True, id="compare-table")
         yield Static("reading the runs…", id="compare-same", markup=False)
+        yield Static("", id="compare-study", markup=False)
         with Horizontal(id="compare-charts"):
             yield PlotextPlot(id="compare-acc")
             yield PlotextPlot(id="compare-loss")
@@ -59,11 +61,17 @@ class CompareScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="compare", description="comparing runs")
     def _load(self) -> None:
         from workbench.core.experiments.compare import compare
+        from workbench.core.experiments.search.study import study_of_runs, summary_lines
 
-        self.post_message(Compared(compare(self.run_dirs)))
+        comparison = compare(self.run_dirs)
+        search = study_of_runs(self.run_dirs)
+        self.post_message(Compared(comparison, summary_lines(search) if search is not None else []))
 
     def on_compared(self, message: Compared) -> None:
         self.comparison = message.comparison
+        study = self.query_one("#compare-study", Static)
+        study.update(shown("\n".join(message.study_lines)))
+        study.display = bool(message.study_lines)
         # One colour per run, fixed by the order the runs were chosen in, whatever the sort.
         self.colours = {run.name: RUN_COLOURS[i % len(RUN_COLOURS)] for i, run in enumerate(self.comparison.runs)}
         self._show(list(self.comparison.runs))

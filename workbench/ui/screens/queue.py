@@ -1,6 +1,9 @@
 """QueueScreen: the jobs of the runs folder's queue; `a` adds the form as a job, `g` starts the
 queue (a `workbench queue run` process of its own), `G` stops it (its jobs save a checkpoint and
-go back to the queue). Jobs run as subprocesses, never in the app's process."""
+go back to the queue). Jobs run as subprocesses, never in the app's process. Below, the trials of
+the search studies in the runs folder's journal (`workbench sweep --search tpe`): each trial's
+state (finished, pruned, failed, training), its values and why it was pruned, and each study's
+counts, best trial and importances."""
 
 from __future__ import annotations
 
@@ -20,15 +23,17 @@ from textual.widgets import DataTable, Footer, Header, Static
 from workbench.core.errors import WorkbenchError
 from workbench.core.shown import shown
 
-STATE_STYLES = {"pending": "", "running": "cyan", "done": "green", "failed": "red", "stopped": "yellow"}
+STATE_STYLES = {"pending": "", "running": "cyan", "done": "green", "failed": "red", "stopped": "yellow",
+                "finished": "green", "pruned": "yellow", "training": "cyan", "waiting": ""}
 REFRESH_S = 1.0
 
 
 class JobsListed(Message):
-    def __init__(self, jobs: list, counts: dict[str, int] | None = None) -> None:
+    def __init__(self, jobs: list, counts: dict[str, int] | None = None, studies: list | None = None) -> None:
         super().__init__()
         self.jobs = jobs
         self.counts = counts if counts is not None else {}
+        self.studies = studies or []  # (summary lines, trial rows) per search study
 
 
 class QueueScreen(Screen):
@@ -56,12 +61,19 @@ class QueueScreen(Screen):
         yield Header()
         yield DataTable(cursor_type="row", zebra_stripes=True, id="queue-table")
         yield Static("", id="queue-hint", markup=False)
+        yield Static("", id="study-summary", markup=False)
+        yield DataTable(cursor_type="row", zebra_stripes=True, id="trial-table")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#queue-table", DataTable)
         for label in ("job", "state", "run", "note", "gpu", "sweep", "train flags"):
             table.add_column(label, key=label)
+        trials = self.query_one("#trial-table", DataTable)
+        for label in ("study", "trial", "state", "validation", "values", "run", "why"):
+            trials.add_column(label, key=label)
+        self.trials: dict[str, str] = {}  # row key -> run folder
+        self.query_one("#study-summary").display = trials.display = False
         table.focus()
         self._list()
         self.set_interval(REFRESH_S, self._list)
@@ -69,8 +81,10 @@ class QueueScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="queue", description="reading the queue")
     def _list(self) -> None:
         from workbench.core.experiments.queue import JobQueue
+        from workbench.core.experiments.search.study import local_searches, summary_lines, trial_rows
 
-        self.post_message(JobsListed(*JobQueue(self.runs_dir).listing()))  # the rows shown, not the whole queue
+        studies = [(summary_lines(search), search.name, trial_rows(search)) for search in local_searches(self.runs_dir)]
+        self.post_message(JobsListed(*JobQueue(self.runs_dir).listing(), studies))  # the rows shown, not all
 
     def on_jobs_listed(self, message: JobsListed) -> None:
         self._say_what_ended(message.jobs)
@@ -79,7 +93,8 @@ class QueueScreen(Screen):
             child.reported = True  # the runner's own sentence, once
             self.notify(f"The queue runner stopped: {child.failure()}", title="Queue", severity="error")
         self.jobs = {str(job.id): job for job in message.jobs}
-        table = self.query_one(DataTable)
+        self._show_studies(message.studies)
+        table = self.query_one("#queue-table", DataTable)
         row = table.cursor_row
         table.clear()
         for job in message.jobs:
@@ -98,6 +113,25 @@ class QueueScreen(Screen):
             f"{tally} · {running} · enter: watch a job's run · a: add the form · g: start · G: stop · "
             f"{shown(self.runs_dir)}/queue.sqlite")
 
+    def _show_studies(self, studies: list) -> None:
+        summary, table = self.query_one("#study-summary", Static), self.query_one("#trial-table", DataTable)
+        summary.display = table.display = bool(studies)
+        summary.update(shown("\n".join(line for lines, _, _ in studies for line in lines)))
+        row = table.cursor_row
+        table.clear()
+        self.trials = {}
+        for _, name, rows in studies:
+            for trial in rows:
+                key = f"{name}#{trial.number}"
+                self.trials[key] = trial.run_dir
+                state = Text(trial.state, style=STATE_STYLES.get(trial.state, ""))
+                table.add_row(Text(shown(name)), str(trial.number), state,
+                              "-" if trial.value is None else f"{trial.value:.2%}", Text(shown(trial.params or "-")),
+                              Text(shown(Path(trial.run_dir).name if trial.run_dir else "-")),
+                              Text(shown(trial.note or "-")), key=key)
+        if table.row_count:
+            table.move_cursor(row=min(row, table.row_count - 1))
+
     def _say_what_ended(self, jobs: list) -> None:
         """A line in the app (and the bell for a failure) when a job this screen saw waiting or running ends."""
         before, self._states = self._states, {job.id: job.state for job in jobs}
@@ -114,7 +148,14 @@ class QueueScreen(Screen):
                     self.app.bell()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        """Enter on a job: its run on the dashboard (the watch screen follows its folder)."""
+        """Enter on a job or a trial: its run on the dashboard (the watch screen follows its folder)."""
+        if event.data_table.id == "trial-table":
+            run_dir = self.trials.get(str(event.row_key.value))
+            if run_dir:
+                self.app.watch_run(Path(run_dir))
+            else:
+                self.notify("This trial has no run folder yet.", severity="warning")
+            return
         job = self.jobs.get(str(event.row_key.value))
         if job is None or not job.run_dir:
             self.notify("This job has no run folder yet.", severity="warning")

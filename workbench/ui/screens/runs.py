@@ -24,7 +24,8 @@ from workbench.ui import formatting as fmt
 from workbench.ui.widgets.charts import TrainingCharts
 from workbench.ui.widgets.class_table import ClassAccuracy
 
-STATUS_STYLES = {"finished": "green", "running": "cyan", "stopped": "yellow", "failed": "red", "interrupted": "magenta"}
+STATUS_STYLES = {"finished": "green", "running": "cyan", "stopped": "yellow", "pruned": "yellow", "failed": "red",
+                 "interrupted": "magenta"}
 
 
 class RunsListed(Message):

@@ -16,6 +16,7 @@ PHASE_STYLES = {
     "paused": ("⏸ paused", "bold $warning"),
     "finished": ("✔ finished", "bold $success"),
     "stopped": ("■ stopped", "bold $warning"),
+    "pruned": ("■ pruned", "bold $warning"),
     "failed": ("✖ failed", "bold $error"),
     "interrupted": ("■ interrupted", "bold $error"),
 }
@@ -76,7 +77,7 @@ class TrainStatus(Widget):
             if view.last_held_out and not view.best else "",
         ]
         parts += ["\n", (" · ".join(part for part in details if part), "$text-muted")]
-        if view.reason and view.phase in ("failed", "interrupted", "paused", "stopped", "finished"):
+        if view.reason and view.phase in ("failed", "interrupted", "paused", "stopped", "pruned", "finished"):
             colour = "$text-error" if view.phase in ("failed", "interrupted") else "$text-warning"
             parts += ["\n", (shown(view.reason), colour)]
         return tuple(parts)

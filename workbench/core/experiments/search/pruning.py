@@ -1,0 +1,76 @@
+"""The trainer's side of a search: each evaluated epoch's validation accuracy is reported to the
+trial, and the study's pruner says whether the trial stops there (with the reason, in words).
+
+fit() asks only on rank 0 (through World.from_main), so under torchrun one process talks to the
+storage and every rank gets the same answer at the same step. The storage is opened at the
+first report, never on the other ranks.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from typing import Any
+
+from workbench.core.errors import WorkbenchError
+from workbench.core.experiments.search.study import STORAGE_ENV, load_search, shown_storage
+
+PRUNER_WORDS = {"median": "the median pruner", "halving": "successive halving", "hyperband": "hyperband"}
+
+
+class TrialPruner:
+    """Reports a run's epochs to trial `number` of study `study` and asks its pruner."""
+
+    def __init__(self, study: str, number: int, storage: str | None = None) -> None:
+        self.study_name, self.number = study, number
+        self.url = storage or os.environ.get(STORAGE_ENV, "")
+        if not self.url:
+            raise WorkbenchError(f"--trial needs the study's storage: --storage URL (or {STORAGE_ENV})", field="trial")
+        self._trial: Any = None
+        self._search: Any = None
+        self.record = {"study": study, "number": number, "storage": shown_storage(self.url)}  # run.json's "trial"
+
+    def _open(self):
+        if self._trial is None:
+            import optuna
+
+            self._search = load_search(self.study_name, self.url)
+            study = self._search.study
+            storage = study._storage
+            trial_id = storage.get_trial_id_from_study_id_trial_number(
+                storage.get_study_id_from_name(self.study_name), self.number)
+            self._trial = optuna.trial.Trial(study, trial_id)
+        return self._trial
+
+    def replay(self, rows: list[dict[str, Any]]) -> None:
+        """A resumed run's earlier epochs, reported again (a step already reported is kept as it was)."""
+        for row in rows:
+            if isinstance(row.get("val_acc"), (int, float)):
+                self.judge(int(row["epoch"]), float(row["val_acc"]), ask=False)
+
+    def judge(self, epoch: int, val_acc: float, ask: bool = True) -> str:
+        """Report the epoch; the reason to stop the run here, or "" to go on."""
+        trial = self._open()
+        if epoch not in trial.storage.get_trial(trial._trial_id).intermediate_values:
+            trial.report(val_acc, epoch)
+        if not ask or not trial.should_prune():
+            return ""
+        return self._reason(epoch, val_acc)
+
+    def _reason(self, epoch: int, val_acc: float) -> str:
+        """The pruner's rule in words, with the numbers it compared."""
+        from optuna.trial import TrialState
+
+        kind, study = self._search.prune, self._search.study
+        said = f"pruned after epoch {epoch} by {PRUNER_WORDS.get(kind, kind)}: validation accuracy {val_acc:.2%}"
+        if kind == "median":  # Optuna's rule: this trial's best so far against finished trials at this epoch
+            best = max(study._storage.get_trial(self._trial._trial_id).intermediate_values.values())
+            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            finished = [trial.intermediate_values[epoch] for trial in done if epoch in trial.intermediate_values]
+            if finished:
+                return (f"{said} (best so far {best:.2%}), below the median {statistics.median(finished):.2%} of "
+                        f"{len(finished)} finished trials at epoch {epoch}")
+        reached = [trial for trial in study.get_trials(deepcopy=False) if epoch in trial.intermediate_values]
+        if not reached:
+            return said
+        return f"{said}, not in the top share of the {len(reached)} trials that reached epoch {epoch}"

@@ -1,0 +1,308 @@
+"""A search is an Optuna study: its storage, its sampler and pruner, and what it records.
+
+One machine: a journal file in the runs folder (Optuna's JournalStorage; several local workers
+share it through its file lock). Several machines: an RDB URL (`postgresql://...`; Optuna's
+heartbeat then hands a dead worker's trial back, wherever the worker ran) or a journal file on a
+shared disk. The study's user attributes keep what every worker needs: the base run config (TOML),
+the search space, how many trials to train, and the pruner, so `sweep join` needs only the name.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.core.config import RunConfig
+from workbench.core.errors import WorkbenchError
+from workbench.core.experiments.search.space import SearchSpace
+
+DEFAULT_STORAGE = "search.journal"  # inside the runs folder
+STORAGE_ENV = "WORKBENCH_SEARCH_STORAGE"  # how a trial's trainer learns the storage (no password on a command line)
+SAMPLERS = ("tpe",)
+PRUNERS = ("none", "median", "halving", "hyperband")
+HEARTBEAT_S, GRACE_S = 10, 60  # RDB storages: a trial whose worker has been silent this long goes back
+MAX_RETRIES = 2  # a trial whose worker died is tried again this many times, then left failed
+
+
+def require_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise WorkbenchError('a search needs Optuna, an optional extra: pip install -e ".[search]" '
+                             "(or pip install optuna)") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the retry callback's
+    return optuna
+
+
+def storage_url(given: str | None, runs_dir: str | Path) -> str:
+    """The storage as given (an RDB URL or a journal file), else the runs folder's journal file."""
+    if given:
+        return given if "://" in given else str(Path(given).expanduser().resolve())
+    return str(Path(runs_dir).expanduser().resolve() / DEFAULT_STORAGE)
+
+
+def shown_storage(url: str) -> str:
+    """The storage for people: an RDB URL without its password."""
+    if "://" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL sqlalchemy reads: Optuna will say so when it is opened
+        return url.split("@")[-1]
+
+
+def open_storage(url: str):
+    """Optuna's storage for `url`: RDB (with heartbeats and retries) or a journal file."""
+    optuna = require_optuna()
+    try:
+        if "://" in url:
+            from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
+        from optuna.storages.journal import JournalFileBackend
+
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    except WorkbenchError:
+        raise
+    except Exception as error:  # a server that is not there, a driver not installed, a folder not writable
+        raise WorkbenchError(f"the search storage {shown_storage(url)} cannot be opened: "
+                             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+
+
+def make_pruner(kind: str, epochs: int, trials: int):
+    """Optuna's pruner for --prune, sized to the study: a median needs a few finished trials to
+    compare with, halving and hyperband rungs run from epoch 1 to the last."""
+    import optuna.pruners as pruners
+
+    if kind == "median":
+        return pruners.MedianPruner(n_startup_trials=max(1, min(5, trials // 4)), n_warmup_steps=0)
+    if kind == "halving":
+        return pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if kind == "hyperband":
+        return pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+    return pruners.NopPruner()
+
+
+@dataclass(frozen=True)
+class Search:
+    """A study, opened with what its creator recorded."""
+
+    study: Any  # optuna.Study
+    url: str
+    base: RunConfig
+    space: SearchSpace
+    trials: int
+    prune: str
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+
+def create_search(name: str, url: str, base: RunConfig, space: SearchSpace, *, trials: int, prune: str,
+                  seed: int) -> Search:
+    optuna = require_optuna()
+    storage = open_storage(url)
+    if name in [summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)]:
+        raise WorkbenchError(f"a study named {name!r} is already in {shown_storage(url)}; "
+                             "join it with `workbench sweep join`, or give another --study")
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed))
+    for key, value in {"config": base.to_toml(), "space": space.to_json(), "trials": trials, "prune": prune,
+                       "seed": seed, "metric": "best validation accuracy"}.items():
+        study.set_user_attr(key, value)
+    return load_search(name, url)
+
+
+def load_search(name: str, url: str, *, seed: int | None = None) -> Search:
+    """The study `name` in the storage, with its sampler and pruner as its creator chose them."""
+    optuna = require_optuna()
+    storage = open_storage(url)
+    try:
+        bare = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        others = f"; it has {', '.join(known)}" if known else "; `workbench sweep --search tpe` makes one"
+        raise WorkbenchError(f"no study {name!r} in {shown_storage(url)}{others}") from None
+    attrs = bare.user_attrs
+    if not {"config", "space", "trials"} <= set(attrs):
+        raise WorkbenchError(f"study {name!r} in {shown_storage(url)} was not made by `workbench sweep --search`")
+    base = RunConfig.from_mapping(tomllib.loads(attrs["config"]), check_paths=False)
+    space = SearchSpace.from_json(attrs["space"])
+    trials, prune = int(attrs["trials"]), str(attrs.get("prune", "none"))
+    sampler = optuna.samplers.TPESampler(seed=attrs.get("seed") if seed is None else seed)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler,
+                              pruner=make_pruner(prune, base.epochs, trials))
+    return Search(study, url, base, space, trials, prune)
+
+
+# ---- what a study holds --------------------------------------------------------------------
+
+
+def counted_trials(study) -> list:
+    """The trials that take the study's places: not a surplus draw (a worker that asked after the
+    last place was taken), not a failure that was handed back (its retry counts instead)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {number for trial in trials for number in trial.system_attrs.get("retry_history", ())}
+    return [trial for trial in trials if not trial.user_attrs.get("surplus") and trial.number not in retried]
+
+
+@dataclass
+class Counts:
+    finished: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+    wanted: int = 0
+    reasons: dict[int, str] = field(default_factory=dict)  # failed trial number -> why
+
+    @property
+    def taken(self) -> int:
+        return self.finished + self.pruned + self.failed + self.running + self.waiting
+
+    def line(self) -> str:
+        parts = [f"{self.finished} of {self.wanted} finished", f"{self.pruned} pruned", f"{self.failed} failed"]
+        if self.running:
+            parts.append(f"{self.running} training")
+        return ", ".join(parts)
+
+
+def counts(search: Search) -> Counts:
+    from optuna.trial import TrialState
+
+    tally = Counts(wanted=search.trials)
+    for trial in counted_trials(search.study):
+        if trial.state == TrialState.COMPLETE:
+            tally.finished += 1
+        elif trial.state == TrialState.PRUNED:
+            tally.pruned += 1
+        elif trial.state == TrialState.FAIL:
+            tally.failed += 1
+            tally.reasons[trial.number] = str(trial.user_attrs.get("failed_because", ""))
+        elif trial.state == TrialState.RUNNING:
+            tally.running += 1
+        elif trial.state == TrialState.WAITING:
+            tally.waiting += 1
+    return tally
+
+
+MIN_FOR_IMPORTANCE = 3  # finished trials before importances mean anything (Optuna gives equal shares below 2)
+
+
+def importance(search: Search) -> dict[str, float]:
+    """Each searched setting's share of what makes a trial good: Optuna's default evaluator
+    (PED-ANOVA, which reads the study's direction) over finished trials; empty with too few."""
+    import optuna
+    from optuna.trial import TrialState
+
+    finished = search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not search.space.dimensions or len(finished) < MIN_FOR_IMPORTANCE:
+        return {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return dict(optuna.importance.get_param_importances(search.study))
+    except (ValueError, RuntimeError, ZeroDivisionError):
+        return {}
+
+
+def trial_runs(search: Search) -> dict[int, str]:
+    """Trial number -> the run folder its trainer wrote (as its worker recorded it)."""
+    return {trial.number: str(trial.user_attrs["run_dir"]) for trial in counted_trials(search.study)
+            if trial.user_attrs.get("run_dir")}
+
+
+def params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+                     for name, value in params.items())
+
+
+def summary_lines(search: Search) -> list[str]:
+    """The study in a few lines: its counts, its best trial, each setting's importance."""
+    lines = [f"study {search.name}: {counts(search).line()}"]
+    try:
+        best = search.study.best_trial
+    except ValueError:  # no trial finished yet
+        best = None
+    if best is not None:
+        where = f" in {best.user_attrs['run_dir']}" if best.user_attrs.get("run_dir") else ""
+        values = f" ({params_text(best.params)})" if best.params else ""
+        lines.append(f"best: trial {best.number}, validation {best.value:.2%}{values}{where}")
+    shares = importance(search)
+    if shares:
+        said = ", ".join(f"{name.replace('_', ' ')} {share:.0%}" for name, share in shares.items())
+        lines.append(f"importance (PED-ANOVA over finished trials): {said}")
+    return lines
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial as the app lists it."""
+
+    number: int
+    state: str  # finished, pruned, failed, training, waiting
+    value: float | None
+    run_dir: str
+    params: str
+    note: str  # why it was pruned or failed
+
+
+STATE_WORDS = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "training",
+               "WAITING": "waiting"}
+
+
+def trial_rows(search: Search) -> list[TrialRow]:
+    rows = []
+    for trial in counted_trials(search.study):
+        note = trial.user_attrs.get("pruned_because") or trial.user_attrs.get("failed_because") or ""
+        rows.append(TrialRow(trial.number, STATE_WORDS.get(trial.state.name, trial.state.name.lower()),
+                             trial.value if trial.state.name == "COMPLETE" else None,
+                             str(trial.user_attrs.get("run_dir", "")), params_text(trial.params),
+                             str(note) if trial.state.name in ("PRUNED", "FAIL") else ""))
+    return rows
+
+
+def local_searches(runs_dir: str | Path) -> list[Search]:
+    """The studies in the runs folder's own journal (none when it has no journal or Optuna is missing)."""
+    url = storage_url(None, runs_dir)
+    if not Path(url).is_file():
+        return []
+    try:
+        optuna = require_optuna()
+        summaries = optuna.get_all_study_summaries(open_storage(url), include_best_trial=False)
+        names = [summary.study_name for summary in summaries]
+        return [load_search(name, url) for name in names]
+    except WorkbenchError:
+        return []
+
+
+def study_of_runs(run_dirs: list[Path]) -> Search | None:
+    """The study whose trials these runs all are, when its storage is a journal file this machine
+    reads (an RDB storage's password is not kept in run.json); None otherwise."""
+    from workbench.core.runs import read_run_info
+
+    records = []
+    for run_dir in run_dirs:
+        try:
+            records.append(read_run_info(Path(run_dir)).get("trial") or {})
+        except Exception:  # an unreadable run.json: compare shows it with its problem
+            return None
+    names = {(record.get("study"), record.get("storage")) for record in records}
+    if len(names) != 1 or None in next(iter(names)):
+        return None
+    name, url = next(iter(names))
+    if "://" in str(url) or not Path(str(url)).is_file():
+        return None
+    try:
+        return load_search(str(name), str(url))
+    except WorkbenchError:
+        return None

@@ -1,0 +1,238 @@
+"""A search worker (`workbench sweep join`): asks the study for the next trial, trains it as a
+`workbench train` child (a normal run folder, through the one engine), and tells the study how
+it ended: finished (its best validation accuracy), pruned, or failed with the trainer's sentence.
+
+Several workers, on this machine or others, share one study through its storage: Optuna hands
+each ask a distinct trial, so no trial is trained twice. A worker that asks after the study's
+last place was taken marks that draw surplus and stops. A worker that dies leaves its trial
+RUNNING: the next worker on the same machine sees that its process is gone (an RDB storage's
+heartbeat does the same from any machine) and fails it with the reason, and Optuna's
+RetryHeartbeatStaleTrialCallback puts its values back as a new trial. Stopping a worker (Ctrl-C,
+SIGTERM) stops its trainers cleanly, each keeping its checkpoint, and hands their trials back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from workbench.core.errors import WorkbenchError
+from workbench.core.experiments.search.study import MAX_RETRIES, Search, counted_trials
+
+POLL_S = 0.3
+HEARTBEAT_EVERY_S = 5.0
+
+
+def worker_tag() -> str:
+    """This process, as a trial records who trains it: host, pid and the pid's start time (a reused pid differs)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid())}"
+
+
+def _started(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def tag_is_dead(tag: str) -> bool:
+    """Whether a worker tag of this machine names a process that is gone (another machine's: unknown, False)."""
+    host, _, rest = tag.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return bool(started) and _started(pid) not in ("", started)
+
+
+@dataclass
+class _Slot:
+    gpu: str
+    trial: Any = None  # optuna.Trial
+    child: Any = None  # the launcher's Child
+    stopping: bool = False
+    run_dir_noted: bool = False
+
+
+@dataclass
+class SearchWorker:
+    search: Search
+    runs_dir: Path
+    start_trial: Callable[[Any, int, str], Any]  # (config, trial number, gpu) -> a started Child
+    slots: int = 1
+    gpus: tuple[str, ...] = ()
+    on_event: Callable[[str], None] = lambda line: None
+    trained: list[int] = field(default_factory=list)  # trial numbers this worker trained to an end
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        """Train trials until the study has its number of them (or a stop); returns how many ended here."""
+        slots = [_Slot(self.gpus[i % len(self.gpus)] if self.gpus else "") for i in range(max(1, self.slots))]
+        tag, beat = worker_tag(), 0.0
+        exhausted = False
+        while True:
+            self.release_dead_trials()
+            if not self._stop.is_set() and not exhausted:
+                for slot in slots:
+                    if slot.child is None and not self._start_next(slot, tag):
+                        exhausted = True
+                        break
+            for slot in slots:
+                if slot.child is None:
+                    continue
+                if self._stop.is_set() and not slot.stopping:
+                    slot.stopping = True
+                    slot.child.process.send_signal(signal.SIGTERM)
+                self._note_run_dir(slot)
+                if slot.child.process.poll() is not None:
+                    self._end(slot)
+            if time.monotonic() - beat > HEARTBEAT_EVERY_S:
+                beat = time.monotonic()
+                self._heartbeat(slots)
+            if all(slot.child is None for slot in slots) and (exhausted or self._stop.is_set()):
+                return len(self.trained)
+            self._stop.wait(POLL_S)
+
+    # ---- taking a trial --------------------------------------------------------------
+
+    def _start_next(self, slot: _Slot, tag: str) -> bool:
+        """Ask for a trial and start its trainer in the slot; False when the study has no place left."""
+        study, wanted = self.search.study, self.search.trials
+        waiting = any(trial.state.name == "WAITING" for trial in study.get_trials(deepcopy=False))
+        if not waiting and len(counted_trials(study)) >= wanted:
+            return False
+        trial = study.ask(fixed_distributions=self.search.space.distributions())
+        retried = bool(self._system_attrs(trial).get("failed_trial") is not None)
+        if not retried and len([t for t in counted_trials(study) if t.number <= trial.number]) > wanted:
+            trial.set_user_attr("surplus", True)  # another worker took the last place first
+            study.tell(trial, state=_state("FAIL"))
+            return False
+        trial.set_user_attr("worker", tag)
+        try:
+            config = self.search.space.config(trial.params, self.search.base.replace(runs_dir=str(self.runs_dir)))
+            slot.child = self.start_trial(config, trial.number, slot.gpu)
+        except WorkbenchError as refused:
+            self._tell_failed(trial, f"its values make no run: {refused}")
+            return True
+        slot.trial, slot.stopping, slot.run_dir_noted = trial, False, False
+        values = ", ".join(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+                           for name, value in trial.params.items())
+        again = " (again: its first worker died)" if retried else ""
+        gpu = f" on GPU {slot.gpu}" if slot.gpu else ""
+        self.on_event(f"trial {trial.number}{gpu}: {values or 'the base run'}{again}")
+        return True
+
+    def _note_run_dir(self, slot: _Slot) -> None:
+        if slot.trial is not None and not slot.run_dir_noted:
+            found = slot.child.run_dir()
+            if found is not None:
+                slot.trial.set_user_attr("run_dir", str(Path(found).resolve()))
+                slot.run_dir_noted = True
+
+    # ---- a trial's end -----------------------------------------------------------------
+
+    def _end(self, slot: _Slot) -> None:
+        trial, child = slot.trial, slot.child
+        self._note_run_dir(slot)
+        child.rows()  # the rows written since the last look: the end row among them
+        end = next((row for row in reversed(child.seen) if row.get("type") == "end"), None)
+        status = end.get("status") if end else None
+        if status == "finished" and isinstance(end.get("best_val_acc"), (int, float)):
+            self.search.study.tell(trial, float(end["best_val_acc"]))
+            self.on_event(f"trial {trial.number}: finished, best validation accuracy {end['best_val_acc']:.2%}")
+            self.trained.append(trial.number)
+        elif status == "pruned":
+            trial.set_user_attr("pruned_because", str(end.get("reason") or "pruned"))
+            self.search.study.tell(trial, state=_state("PRUNED"))
+            self.on_event(f"trial {trial.number}: {end.get('reason') or 'pruned'}")
+            self.trained.append(trial.number)
+        elif status == "finished":
+            self._tell_failed(trial, "it finished without a validation accuracy (no epoch was evaluated)")
+        elif slot.stopping:
+            self._hand_back(trial, "its worker was stopped; the run kept its checkpoint")
+        elif child.process.returncode < 0:  # killed by a signal (the OOM killer, say)
+            self._hand_back(trial, f"its trainer was killed ({_signal_name(-child.process.returncode)})")
+        elif status == "stopped":
+            self._tell_failed(trial, "its run was stopped from outside the search (x in watch, its control file); "
+                                     "`workbench train --resume RUN` finishes it by hand")
+        else:
+            self._tell_failed(trial, child.failure())
+        slot.trial, slot.child = None, None
+
+    def _tell_failed(self, trial, reason: str) -> None:
+        trial.set_user_attr("failed_because", reason)
+        self.search.study.tell(trial, state=_state("FAIL"))
+        self.on_event(f"trial {trial.number}: failed ({reason})")
+
+    def _hand_back(self, trial, reason: str) -> None:
+        """Fail the trial with `reason` and put its values back as a new trial (Optuna's retry)."""
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        trial.set_user_attr("failed_because", reason)
+        self.search.study.tell(trial, state=_state("FAIL"))
+        frozen = self.search.study._storage.get_trial(trial._trial_id)
+        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(self.search.study, frozen)
+        self.on_event(f"trial {trial.number}: {reason}; its values go back to the study")
+
+    def release_dead_trials(self) -> None:
+        """Trials left RUNNING by a worker of this machine that is gone: failed with the reason, and
+        their values handed back; an RDB storage's heartbeat does this for every machine."""
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+
+        study = self.search.study
+        if isinstance(study._storage, RDBStorage):
+            fail_stale_trials(study)
+        for trial in study.get_trials(deepcopy=False, states=(_state("RUNNING"),)):
+            tag = str(trial.user_attrs.get("worker", ""))
+            if not (tag and tag_is_dead(tag)):
+                continue
+            storage = study._storage
+            try:
+                storage.set_trial_user_attr(trial._trial_id, "failed_because",
+                                            f"its worker (process {tag.split(':')[1]}) died")
+                storage.set_trial_state_values(trial._trial_id, state=_state("FAIL"))
+            except UpdateFinishedTrialError:  # another worker of this machine saw it first
+                continue
+            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, storage.get_trial(trial._trial_id))
+            self.on_event(f"trial {trial.number}: its worker died; its values go back to the study")
+
+    def _heartbeat(self, slots: list[_Slot]) -> None:
+        from optuna.storages import RDBStorage
+
+        storage = self.search.study._storage
+        if isinstance(storage, RDBStorage):
+            for slot in slots:
+                if slot.trial is not None:
+                    storage.record_heartbeat(slot.trial._trial_id)
+
+    def _system_attrs(self, trial) -> dict[str, Any]:
+        return self.search.study._storage.get_trial_system_attrs(trial._trial_id)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _state(name: str):
+    from optuna.trial import TrialState
+
+    return TrialState[name]
