@@ -192,3 +192,30 @@ def test_queue_lifecycle_compare_sweep_reads_each_shown_run_once(tmp_path, monke
         for name in ("config.toml", "status", "metrics.jsonl"):
             assert opened.count(str(folder / name)) == 1, (name, opened)
     assert not [path for path in opened if any(path.startswith(str(f)) for f in folders["sweep-b"])]
+
+
+def test_compare_during_a_sweep_says_how_much_has_finished_and_marks_incomplete_means(tmp_path, capsys):
+    from workbench.cli import main
+    from workbench.core import runs
+
+    runs_dir = tmp_path / "runs"
+    queue = JobQueue(runs_dir)
+    ids = queue.add([["--lr", lr] for lr in ("0.1", "0.1", "0.01", "0.001")], sweep="sweep-c")
+    done_a, running, done_b = (_small_run(runs_dir, job_id, lr) for job_id, lr in zip(ids, (0.1, 0.1, 0.01)))
+    runs.write_status(running, "running")  # its best so far (90%) must not move the mean of lr 0.1
+    (running / "metrics.jsonl").write_text(json.dumps({"type": "epoch", "epoch": 1, "test_acc": 0.9, "val_acc": 0.8}) + "\n")
+    for job_id, folder in zip(ids, (done_a, running, done_b)):
+        queue.set_run_dir(job_id, folder)
+    runs.write_run_info(done_a, {"image_size": 12})  # trained at 12 px with --image-size 0 (the data's own)
+    assert main(["compare", "--sweep", "sweep-c", "--runs-dir", str(runs_dir), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["by_value"]["lr"] == {"0.1": 0.5, "0.01": 0.5}
+    assert result["by_value_runs"]["lr"]["0.1"] == {"finished": 1, "runs": 2}
+    assert result["sweep_jobs"] == 4 and result["finished"] == 2
+    by_name = {run["path"]: run for run in result["runs"]}
+    assert by_name[str(done_a)]["settings"]["image_size"] == 12 and by_name[str(done_b)]["settings"]["image_size"] == 0
+    assert by_name[str(running)]["best_val_acc"] == 0.8
+    assert main(["compare", "--sweep", "sweep-c", "--runs-dir", str(runs_dir)]) == 0
+    table = capsys.readouterr().out
+    assert "sweep sweep-c: 2 of 4 finished, 1 not started; each mean is over finished runs only" in table
+    assert "50.00% *" in table and "1 of 2" in table and "best val" in table

@@ -74,28 +74,29 @@ def run_compare(args: argparse.Namespace) -> int:
 
     paths = [resolve_run(run, args.runs_dir) for run in args.runs]
     sweeps: dict[Path, str] = {}
-    study = None
+    study, sweep_jobs = None, 0
     if args.sweep:
         jobs = JobQueue(args.runs_dir).jobs(sweep=args.sweep)
         if not jobs:
             from workbench.search_commands import study_runs
 
             study = study_runs(args.sweep, args.storage, args.runs_dir)
-        if study is not None:
-            jobs = []
-            sweeps = {path: args.sweep for path in study[1]}
+        if study is not None:  # a search's trials: the study speaks for them (importances, not means per value)
+            if not study[1]:
+                raise WorkbenchError(f"no trial of study {args.sweep!r} has a run folder here yet; "
+                                     f"`workbench sweep join {args.sweep}` trains them")
             paths += study[1]
         elif not jobs:
             raise WorkbenchError(f"no jobs of sweep {args.sweep!r} in the queue of {args.runs_dir}")
-        started = [Path(job.run_dir) for job in jobs if job.run_dir and Path(job.run_dir, "config.toml").is_file()]
-        sweeps = {path: args.sweep for path in started}  # known from the queue: not looked up again per run
-        paths += started
-        if not paths and study is None:
-            raise WorkbenchError(f"no run of sweep {args.sweep!r} has started yet; `workbench queue run` trains them")
-    if study is not None and not paths:
-        raise WorkbenchError(f"no trial of study {args.sweep!r} has a run folder here yet; "
-                             f"`workbench sweep join {args.sweep}` trains them")
-    result = compare(paths, sort_by=args.sort, sweeps=sweeps)
+        else:
+            sweep_jobs = len(jobs)
+            started = [Path(job.run_dir) for job in jobs if job.run_dir and Path(job.run_dir, "config.toml").is_file()]
+            sweeps = {path: args.sweep for path in started}  # known from the queue: not looked up again per run
+            paths += started
+            if not paths:
+                raise WorkbenchError(f"no run of sweep {args.sweep!r} has started yet; "
+                                     "`workbench queue run` trains them")
+    result = compare(paths, sort_by=args.sort, sweeps=sweeps, sweep_jobs=sweep_jobs)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return EXIT_OK
@@ -117,19 +118,20 @@ def terminal_console() -> Console:
 
 def comparison_tables(result) -> list:
     """The runs table, the settings they share, and for a sweep each value's mean best test accuracy."""
-    from workbench.core.experiments.compare import format_setting, same_line
+    from workbench.core.experiments.compare import METRIC_COLUMNS, format_setting, same_line
 
     table = Table(title=Text(f"{counted(len(result.runs), 'run')} compared"))
     table.add_column("run", no_wrap=True)
     for key in result.differ:
         table.add_column(Text(shown(key.replace("_", " "))), justify="right" if _numeric(result, key) else "left")
-    for column in ("status", "best epoch", "best test", "final test", "time", "images/s"):
+    for column in METRIC_COLUMNS:
         table.add_column(column, justify="left" if column == "status" else "right")
     for run in result.runs:
         name = Text(shown(run.name + (f"  ! {run.problem}" if run.problem else "")), style="yellow" if run.problem else "")
         table.add_row(
             name, *(Text(shown(format_setting(run.settings.get(key, "?")))) for key in result.differ),
-            Text(shown(run.status)), _cell(run.best_epoch, "{}"), _cell(run.best_test_acc, "{:.2%}"),
+            Text(shown(run.status)), _cell(run.best_epoch, "{}"), _cell(run.best_val_acc, "{:.2%}"),
+            _cell(run.best_test_acc, "{:.2%}"),
             _cell(run.final_test_acc, "{:.2%}"), _cell(run.time_s, "{:.1f} s"), _cell(run.images_per_s, "{:,.0f}"),
         )
     tables: list = [table, Text(shown(same_line(result)))]
@@ -138,10 +140,13 @@ def comparison_tables(result) -> list:
         sweep.add_column("setting")
         sweep.add_column("value", justify="right")
         sweep.add_column("mean best test", justify="right")
+        sweep.add_column("finished", justify="right")
         for key, values in result.by_value.items():
             for value, score in values.items():
-                sweep.add_row(Text(shown(key.replace("_", " "))), Text(shown(value)), _cell(score, "{:.2%}"))
-        tables.append(sweep)
+                done, runs = result.by_value_counts[key][value]
+                mean = _cell(score, "{:.2%}") + Text(" *" if done < runs else "  ")
+                sweep.add_row(Text(shown(key.replace("_", " "))), Text(shown(value)), mean, f"{done} of {runs}")
+        tables += [sweep, Text(shown(result.progress_line()))]
     return tables
 
 

@@ -18,7 +18,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.safe_read import NotReadable, read_text
 
 DECLARED = {item.name: item for item in SETTINGS}
-METRIC_COLUMNS = ("status", "best epoch", "best test", "final test", "time", "images/s")
+METRIC_COLUMNS = ("status", "best epoch", "best val", "best test", "final test", "time", "images/s")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class RunFigures:
     def value(self, column: str) -> Any:
         """A column's value, for sorting by any column (settings included)."""
         return {"run": self.name, "status": self.status, "best epoch": self.best_epoch,
-                "best test": self.best_test_acc, "final test": self.final_test_acc, "time": self.time_s,
+                "best val": self.best_val_acc, "best test": self.best_test_acc, "final test": self.final_test_acc, "time": self.time_s,
                 "images/s": self.images_per_s}.get(column, self.settings.get(column))
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,11 +58,32 @@ class Comparison:
     differ: tuple[str, ...]  # settings whose values are not the same for every run
     same: dict[str, Any]  # the rest, with their one value
     sweep: str = ""  # set when every run came from one sweep
-    by_value: dict[str, dict[str, float | None]] = field(default_factory=dict)  # setting -> value -> mean best test
+    # setting -> value -> mean best test accuracy of its finished runs (None: none finished yet)
+    by_value: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    by_value_counts: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)  # (finished, started)
+    sweep_jobs: int = 0  # the sweep's jobs, started or not (0: not known)
+
+    @property
+    def finished(self) -> int:
+        return sum(run.status == "finished" for run in self.runs)
+
+    def progress_line(self) -> str:
+        """For a sweep: how much of it the means stand on ("3 of 4 finished; ...")."""
+        total = max(self.sweep_jobs, len(self.runs))
+        waiting = total - len(self.runs)
+        line = f"sweep {self.sweep}: {self.finished} of {total} finished"
+        if waiting:
+            line += f", {waiting} not started"
+        if self.finished < total:
+            line += "; each mean is over finished runs only, and * marks a value with runs still to finish"
+        return line
 
     def to_dict(self) -> dict[str, Any]:
         return {"runs": [run.to_dict() for run in self.runs], "differ": list(self.differ), "same": self.same,
-                "sweep": self.sweep or None, "by_value": self.by_value}
+                "sweep": self.sweep or None, "by_value": self.by_value,
+                "by_value_runs": {key: {value: {"finished": done, "runs": runs} for value, (done, runs) in values.items()}
+                                  for key, values in self.by_value_counts.items()},
+                "sweep_jobs": self.sweep_jobs or None, "finished": self.finished}
 
 
 def read_figures(run_dir: Path, sweep: str = "") -> RunFigures:
@@ -75,6 +96,11 @@ def read_figures(run_dir: Path, sweep: str = "") -> RunFigures:
     status, _ = runs.read_status(run_dir)
     if status == "running" and runs.is_interrupted(run_dir):
         status = "interrupted"
+    if settings.get("image_size") == 0:  # "the data set's own": the size it trained at is in run.json
+        try:
+            settings["image_size"] = int(runs.read_run_info(run_dir).get("image_size") or 0)
+        except (WorkbenchError, OSError, ValueError, TypeError, AttributeError):
+            pass
     rows, damaged = _read_rows(run_dir / "metrics.jsonl")
     if isinstance(damaged, str):
         problems.append(damaged)
@@ -106,9 +132,11 @@ def read_figures(run_dir: Path, sweep: str = "") -> RunFigures:
     )
 
 
-def compare(run_dirs: list[Path], sort_by: str = "", sweeps: dict[Path, str] | None = None) -> Comparison:
+def compare(run_dirs: list[Path], sort_by: str = "", sweeps: dict[Path, str] | None = None,
+            sweep_jobs: int = 0) -> Comparison:
     """`sweeps`: the sweep of run folders the caller knows (`compare --sweep` does); the rest are
-    looked up in their runs folder's queue, all of one queue in one query."""
+    looked up in their runs folder's queue, all of one queue in one query. `sweep_jobs`: how many
+    runs the sweep has in all, started or not (the queue knows)."""
     if not run_dirs:
         raise WorkbenchError("give at least one run folder to compare")
     run_dirs = [Path(path) for path in run_dirs]
@@ -125,7 +153,8 @@ def compare(run_dirs: list[Path], sort_by: str = "", sweeps: dict[Path, str] | N
         figures = sort_runs(figures, sort_by, differ)
     sweeps = {run.sweep for run in figures}
     sweep = sweeps.pop() if len(sweeps) == 1 else ""
-    return Comparison(tuple(figures), differ, same, sweep, _by_value(figures, differ) if sweep else {})
+    by_value, counts = _by_value(figures, differ) if sweep else ({}, {})
+    return Comparison(tuple(figures), differ, same, sweep, by_value, counts, sweep_jobs if sweep else 0)
 
 
 def _worth_showing(key: str, recipes: set[str]) -> bool:
@@ -148,7 +177,7 @@ def sort_runs(figures: list[RunFigures], column: str, differ: tuple[str, ...] = 
     if column not in known and column.replace(" ", "_") not in differ:
         raise WorkbenchError(f"cannot sort by {column!r}; choose one of {', '.join(known + differ)}")
     column = column if column in known else column.replace(" ", "_")
-    descending = column in ("best test", "final test", "images/s")
+    descending = column in ("best val", "best test", "final test", "images/s")
     present = [run for run in figures if run.value(column) is not None]
     missing = [run for run in figures if run.value(column) is None]
     return sorted(present, key=lambda run: _sort_key(run.value(column)), reverse=descending) + missing
@@ -158,18 +187,22 @@ def _sort_key(value: Any) -> Any:
     return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
 
 
-def _by_value(figures: list[RunFigures], differ: tuple[str, ...]) -> dict[str, dict[str, float | None]]:
-    """For a sweep: each swept setting's values with the mean best test accuracy of their runs."""
-    table: dict[str, dict[str, float | None]] = {}
+def _by_value(figures: list[RunFigures], differ: tuple[str, ...]):
+    """For a sweep: each swept setting's values with the mean best test accuracy of their finished
+    runs (a running run's best so far would move the mean as it trains), and (finished, started)."""
+    means: dict[str, dict[str, float | None]] = {}
+    counts: dict[str, dict[str, tuple[int, int]]] = {}
     for key in differ:
-        groups: dict[str, list[float]] = {}
+        groups: dict[str, list[RunFigures]] = {}
         for run in figures:
-            score = run.best_test_acc if run.best_test_acc is not None else run.final_test_acc
-            groups.setdefault(format_setting(run.settings.get(key)), [])
-            if score is not None:
-                groups[format_setting(run.settings.get(key))].append(score)
-        table[key] = {value: (sum(s) / len(s) if s else None) for value, s in groups.items()}
-    return table
+            groups.setdefault(format_setting(run.settings.get(key)), []).append(run)
+        means[key], counts[key] = {}, {}
+        for value, group in groups.items():
+            scores = [score for run in group if run.status == "finished"
+                      and (score := run.best_test_acc if run.best_test_acc is not None else run.final_test_acc) is not None]
+            means[key][value] = sum(scores) / len(scores) if scores else None
+            counts[key][value] = (sum(run.status == "finished" for run in group), len(group))
+    return means, counts
 
 
 def _read_rows(path: Path) -> tuple[list[dict[str, Any]], int | str | None]:

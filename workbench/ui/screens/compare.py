@@ -21,7 +21,6 @@ from textual_plotext import PlotextPlot
 from workbench.core.shown import shown
 
 RUN_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red", "orange", "white")
-METRIC_COLUMNS = ("status", "best epoch", "best test", "final test", "time", "images/s")
 
 
 class Compared(Message):
@@ -78,7 +77,7 @@ class CompareScreen(Screen):
         self._plot()
 
     def _show(self, figures: list) -> None:
-        from workbench.core.experiments.compare import format_setting, same_line
+        from workbench.core.experiments.compare import METRIC_COLUMNS, format_setting, same_line
 
         result = self.comparison
         table = self.query_one(DataTable)
@@ -95,7 +94,7 @@ class CompareScreen(Screen):
             table.add_row(
                 name, *(Text(shown(format_setting(run.settings.get(key, "?")))) for key in result.differ),
                 Text(shown(run.status)),
-                _cell(run.best_epoch, "{}"), _cell(run.best_test_acc, "{:.2%}"), _cell(run.final_test_acc, "{:.2%}"),
+                _cell(run.best_epoch, "{}"), _cell(run.best_val_acc, "{:.2%}"), _cell(run.best_test_acc, "{:.2%}"), _cell(run.final_test_acc, "{:.2%}"),
                 _cell(run.time_s, "{:.1f} s"), _cell(run.images_per_s, "{:,.0f}"), key=str(run.path),
             )
         sorted_note = f"sorted by {self.sorted_by} · " if self.sorted_by else ""
