@@ -35,9 +35,14 @@ def run_dir(tmp_path_factory, data_dir):
     return fit(config, lambda event: None)
 
 
-def test_all_formats_verify_within_tolerance(run_dir):
-    written = export_run(run_dir, ("safetensors", "pt2", "onnx"))
-    assert {p.name for p in written} == {"model.safetensors", "model.json", "model.pt2", "model.onnx"}
+@pytest.fixture(scope="module")
+def all_formats(run_dir):
+    """The run exported in every format, once for the module."""
+    return export_run(run_dir, ("safetensors", "pt2", "onnx"))
+
+
+def test_all_formats_verify_within_tolerance(run_dir, all_formats):
+    assert {p.name for p in all_formats} == {"model.safetensors", "model.json", "model.pt2", "model.onnx"}
     results, batch = verify_run_export(run_dir, ("safetensors", "pt2", "onnx"))
     assert "test images" in batch
     assert [r.format for r in results] == ["safetensors", "pt2", "onnx"]
@@ -551,3 +556,40 @@ def test_predict_says_when_the_bundle_is_older_than_the_runs_model(tmp_path, cap
     assert main(["predict", str(run_dir), str(image)]) == 0
     err = capsys.readouterr().err
     assert "holds epoch 1 (last when it was exported); the run's last is now epoch 2" in err and "workbench export" in err
+
+
+def test_predict_takes_folders_and_globs_skips_what_it_cannot_read_and_runs_every_format(run_dir, all_formats,
+                                                                                         tmp_path, capsys):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    (photos / "more").mkdir(parents=True)
+    generator = torch.Generator().manual_seed(0)
+    for name in ("a.png", "b.jpg", "more/c.png"):
+        pixels = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8, generator=generator).numpy()
+        Image.fromarray(pixels).save(photos / name)
+    (photos / "broken.png").write_bytes(b"not an image")
+    (photos / "notes.txt").write_text("not an image either")  # not an image extension: never tried
+    export = run_dir / "export"
+    csv_file, json_file = tmp_path / "out.csv", tmp_path / "out.json"
+    assert main(["predict", str(export), str(photos / "more"), str(photos / "*.png"), str(photos / "b.jpg"),
+                 str(tmp_path / "gone.png"), "--top", "2", "--csv", str(csv_file), "--json", str(json_file)]) == 0
+    out, err = capsys.readouterr()
+    assert f"skipped {photos / 'broken.png'}: cannot be read as an image" in err
+    assert f"skipped {tmp_path / 'gone.png'}: does not exist" in err and "classified 3 images; skipped 2" in err
+    shown = json.loads(json_file.read_text())
+    assert [p["path"] for p in shown["predictions"]] == [str(photos / n) for n in ("more/c.png", "a.png", "b.jpg")]
+    assert len(csv_file.read_text().splitlines()) == 1 + 3 * 2  # a header, then 2 ranked classes per image
+    assert str(photos / "a.png") in out
+    by_format = {}
+    for model_format in ("pt2", "onnx"):
+        assert main(["predict", str(export / f"model.{model_format}"), str(photos / "a.png"), str(photos / "b.jpg"),
+                     "--json", "-"]) == 0
+        by_format[model_format] = json.loads(capsys.readouterr().out)
+        assert by_format[model_format]["format"] == model_format
+    for model_format, result in by_format.items():
+        for mine, theirs in zip(result["predictions"], shown["predictions"][1:]):
+            assert mine["top"][0]["class"] == theirs["top"][0]["class"]
+            assert abs(mine["top"][0]["probability"] - theirs["top"][0]["probability"]) < 1e-4
+    line = one_line_error(capsys, ["predict", str(export), str(photos / "notes.txt"), str(tmp_path / "none-*.png")])
+    assert "no image could be classified" in line and "no file matches this pattern" in line

@@ -127,8 +127,15 @@ def export_options(parser: argparse.ArgumentParser) -> None:
 
 def predict_options(parser: argparse.ArgumentParser) -> None:
     parser.description = "Classify images with an exported model (no pickle is loaded)."
-    parser.add_argument("export_dir", help="a run's export/ folder (or the run folder)")
-    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("export_dir", help="a run's export/ folder, the run folder, or a bundle file "
+                                           "(model.pt2 or model.onnx runs that format)")
+    parser.add_argument("images", nargs="+", help="image files, folders (every image inside) or quoted globs "
+                                                  "('photos/**/*.jpg'); an unreadable file is skipped with a line")
+    parser.add_argument("--format", choices=("safetensors", "pt2", "onnx"),
+                        help="the bundle's file to run: safetensors (the network, default), pt2 (torch.export) or "
+                             "onnx (onnxruntime); pt2 and onnx need no --trust-code")
+    parser.add_argument("--csv", metavar="FILE", help="also write one row per image and class (- for stdout only)")
+    parser.add_argument("--json", metavar="FILE", help="also write the predictions as JSON (- for stdout only)")
     parser.add_argument("--top", type=int, default=5, help="classes to show per image (default: 5)")
     parser.add_argument("--mc-dropout", type=int, default=0, metavar="N",
                         help="N stochastic passes with dropout on: mean and spread per class")

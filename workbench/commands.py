@@ -222,19 +222,35 @@ def run_predict(args: argparse.Namespace) -> int:
     from workbench.core.export.loading import stale_bundle_note
     from workbench.core.export.predict import predict_files
 
-    stale = stale_bundle_note(Path(args.export_dir))
+    given = Path(args.export_dir)
+    model_format = args.format or {"model.pt2": "pt2", "model.onnx": "onnx"}.get(given.name, "safetensors")
+    if args.csv == "-" and args.json == "-":
+        raise WorkbenchError("--csv - and --json - both want stdout; write one of them to a file")
+    stale = stale_bundle_note(given.parent if given.name in ("model.pt2", "model.onnx", "model.json") else given)
     if stale:
         print(f"warning: {shown(stale)}", file=sys.stderr)
+    predicted = predict_files(given, args.images, top=args.top, mc_dropout=args.mc_dropout, device=args.device,
+                              trust_code=args.trust_code, model_format=model_format)
+    for path, why in predicted.skipped:
+        print(f"skipped {shown(path)}: {why}", file=sys.stderr)
+    if "-" not in (args.csv, args.json):
+        for result in predicted.results:
+            print(shown(result.path))
+            for name, prob, spread in result.top:
+                extra = f" ± {spread:.1%}" if args.mc_dropout else ""
+                print(f"  {prob:7.2%}{extra}  {shown(name)}")
+    from workbench.core.export.predict import as_csv, as_json
 
-    results = predict_files(
-        Path(args.export_dir), args.images, top=args.top, mc_dropout=args.mc_dropout, device=args.device,
-        trust_code=args.trust_code,
-    )
-    for result in results:
-        print(shown(result.path))
-        for name, prob, spread in result.top:
-            extra = f" ± {spread:.1%}" if args.mc_dropout else ""
-            print(f"  {prob:7.2%}{extra}  {shown(name)}")
+    for target, text in ((args.csv, as_csv), (args.json, as_json)):
+        if target == "-":
+            sys.stdout.write(text(predicted))
+        elif target:
+            from workbench.core.atomic import write_text_atomic
+
+            write_text_atomic(Path(target), text(predicted))
+            print(f"wrote {shown(target)}", file=sys.stderr)
+    if predicted.skipped:
+        print(f"classified {counted(len(predicted.results), 'image')}; skipped {len(predicted.skipped)}", file=sys.stderr)
     return EXIT_OK
 
 

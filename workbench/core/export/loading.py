@@ -20,11 +20,15 @@ from workbench.core.safe_read import MB, NotReadable, is_regular, read_bytes, re
 
 EXPORT_DIR = "export"
 META_LIMIT = 64 * MB  # model.json: classes and config, never this large
+BUNDLE_FILES = ("model.json", "model.safetensors", "model.pt2", "model.onnx")
 
 
 def bundle_folder(path: Path) -> Path:
-    """The bundle a user named: an export folder, or a run folder holding one in export/."""
+    """The bundle a user named: an export folder, a run folder holding one in export/, or a file
+    of the bundle (model.pt2, model.onnx, model.json: its folder)."""
     path = Path(path)
+    if path.name in BUNDLE_FILES and is_regular(path):
+        return path.parent
     return path / EXPORT_DIR if is_regular(path / EXPORT_DIR / "model.json") else path
 
 
@@ -36,21 +40,8 @@ def load_bundle(export_dir: Path, trust_code: bool = False) -> tuple[nn.Module, 
     from safetensors.torch import load as load_weights
 
     export_dir = bundle_folder(export_dir)
-    meta_path, weights_path = export_dir / "model.json", export_dir / "model.safetensors"
-    if not os.path.lexists(meta_path) or not os.path.lexists(weights_path):
-        raise WorkbenchError(
-            f"{export_dir} is not an export folder (needs model.json and model.safetensors); "
-            "run `workbench export RUN` first"
-        )
-    try:
-        meta = json.loads(read_text(meta_path, META_LIMIT))
-    except NotReadable:
-        raise
-    except (OSError, ValueError, RecursionError) as error:
-        raise WorkbenchError(f"{meta_path} is not readable JSON ({_first_line(error)}); export the run again") from None
-    problem = bundle_problem(meta)
-    if problem:
-        raise WorkbenchError(f"{meta_path} is damaged: {problem}; export the run again")
+    weights_path = export_dir / "model.safetensors"
+    meta = read_bundle_meta(export_dir, need=weights_path)
     arch = _bundle_arch(export_dir, meta, trust_code)
     data = read_bytes(weights_path, ckpt.CHECKPOINT_LIMIT)  # a pipe or a huge file: one sentence
     try:
@@ -66,6 +57,27 @@ def load_bundle(export_dir: Path, trust_code: bool = False) -> tuple[nn.Module, 
     return model.eval(), meta
 
 
+def read_bundle_meta(export_dir: Path, need: Path | None = None) -> dict[str, Any]:
+    """model.json of a bundle, checked (`need`: another file the caller reads, e.g. the weights)."""
+    export_dir = bundle_folder(export_dir)
+    meta_path = export_dir / "model.json"
+    if not os.path.lexists(meta_path) or (need is not None and not os.path.lexists(need)):
+        raise WorkbenchError(
+            f"{export_dir} is not an export folder (needs model.json and model.safetensors); "
+            "run `workbench export RUN` first"
+        )
+    try:
+        meta = json.loads(read_text(meta_path, META_LIMIT))
+    except NotReadable:
+        raise
+    except (OSError, ValueError, RecursionError) as error:
+        raise WorkbenchError(f"{meta_path} is not readable JSON ({_first_line(error)}); export the run again") from None
+    problem = bundle_problem(meta)
+    if problem:
+        raise WorkbenchError(f"{meta_path} is damaged: {problem}; export the run again")
+    return meta
+
+
 def _bundle_arch(export_dir: Path, meta: dict[str, Any], trust_code: bool) -> str:
     """The architecture to build; a user's network file only with trust_code."""
     if parse_user_arch(meta["arch"]) is None:
@@ -78,7 +90,7 @@ def _bundle_arch(export_dir: Path, meta: dict[str, Any], trust_code: bool) -> st
         raise WorkbenchError(
             f"this model's network is Python code ({network_copy.NETWORK_DIR}/{record['file']} in "
             f"{export_dir}, {record['factory']}); loading it runs that code, so pass --trust-code if "
-            "you trust who made this bundle (model.pt2 and model.onnx need no code)")
+            "you trust who made this bundle, or run its model.pt2 or model.onnx (--format pt2|onnx), which need no code")
     return network_copy.arch_in(export_dir, meta["arch"])
 
 

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from workbench.core import runs
 from workbench.core.errors import WorkbenchError
-from workbench.core.export.bundle import EXPORT_DIR, load_bundle, model_from_checkpoint
+from workbench.core.export.bundle import EXPORT_DIR, model_from_checkpoint
 
 TOLERANCE = 1e-4  # max |logit difference| accepted between the run's model and an export (fp32)
 
@@ -37,24 +37,11 @@ def verify_export(
 
 
 def _run_format(name: str, export_dir: Path, batch: torch.Tensor) -> torch.Tensor:
-    if name == "safetensors":
-        model, _ = load_bundle(export_dir, trust_code=True)  # the bundle export just wrote from its run
-        with torch.inference_mode():
-            return model(batch)
-    if name == "pt2":
-        program = torch.export.load(str(export_dir / "model.pt2"))
-        with torch.inference_mode():
-            return program.module()(batch)
-    if name == "onnx":
-        try:
-            import onnxruntime
-        except ImportError:
-            raise WorkbenchError("verifying ONNX needs onnxruntime: pip install 'workbench[onnx]'") from None
-        session = onnxruntime.InferenceSession(str(export_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-        input_name = session.get_inputs()[0].name
-        (logits,) = session.run(None, {input_name: batch.numpy()})
-        return torch.from_numpy(logits)
-    raise ValueError(name)
+    from workbench.core.export.runtimes import format_runner
+
+    logits_of = format_runner(name, export_dir, trust_code=True)  # the bundle export just wrote from its run
+    with torch.inference_mode():
+        return logits_of(batch)
 
 
 def held_out_batch(run_dir: Path, size: int = 64) -> tuple[torch.Tensor, str]:
