@@ -133,11 +133,11 @@ def test_a_trial_at_a_rate_that_cannot_learn_is_pruned_before_its_last_epoch(dat
     run_dir, status, reason = ended[float(DEAD_LR)]
     assert [ended[float(GOOD_LR)][1], ended[float(GOOD_LR) / 2][1]] == ["finished", "finished"]
     assert status == "pruned", reason
-    assert reason.startswith("pruned after epoch 1 by the median pruner") and "below the median" in reason
+    assert reason.startswith("the median pruner stopped it after epoch 2") and "below the median" in reason
     info = json.loads((run_dir / "run.json").read_text())
     assert info["trial"] == {"study": "prune", "number": 2, "storage": url}
     epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert max(row["epoch"] for row in epochs if row["type"] == "epoch") == 1 < 3
+    assert max(row["epoch"] for row in epochs if row["type"] == "epoch") == 2 < 3  # the median judges from epoch 2
     assert list(run_dir.glob("checkpoint*")), "a pruned trial keeps its checkpoint, as a stopped run does"
     listed = run_here("runs", "--runs-dir", runs_dir, "--plain")
     rows = [line.split("\t") for line in listed.stdout.splitlines()]
@@ -164,8 +164,10 @@ def test_two_workers_share_eight_trials_none_twice_and_compare_shows_the_study(d
     compared = run_here("compare", "--sweep", "shared", "--runs-dir", runs_dir)
     assert compared.returncode == 0, compared.stderr
     assert "8 runs compared" in compared.stdout
-    assert "study shared: 8 of 8 finished, 0 pruned, 0 failed" in compared.stdout
+    assert "study shared: complete: 8 trials (8 finished, 0 pruned, 0 failed)" in compared.stdout
     best = max(trials, key=lambda trial: trial.value)
+    where = {compared.stdout.index(Path(trial.user_attrs["run_dir"]).name): trial for trial in trials}
+    assert where[min(where)].value == best.value  # a study is listed best validation first
     assert f"best: trial {best.number}, validation {best.value:.2%}" in compared.stdout
     assert "importance" in compared.stdout and "batch size" in compared.stdout
 
@@ -221,10 +223,10 @@ def test_a_data_parallel_trial_is_pruned_on_every_rank_at_the_same_step(data_dir
     (run_dir,) = [path for path in runs_dir.iterdir() if path.is_dir()]
     assert (run_dir / "status").read_text().startswith("pruned")
     epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [row["epoch"] for row in epochs if row["type"] == "epoch"] == [1]
+    assert [row["epoch"] for row in epochs if row["type"] == "epoch"] == [1, 2]  # judged from epoch 2, of 3
     assert json.loads((run_dir / "run.json").read_text())["world_size"] == 2
     reported = load_search("ddp", url).study.get_trials()[trial.number].intermediate_values
-    assert list(reported) == [1]  # rank 0 alone reported, once
+    assert list(reported) == [1, 2]  # rank 0 alone reported, once an epoch
 
 
 # ---- several machines: PostgreSQL, opt-in ----------------------------------------------------------

@@ -267,8 +267,8 @@ def fixed_study() -> str:
             state=optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE,
             value=None if pruned else 0.9, params={"lr": lr}, distributions=space.distributions(),
             intermediate_values={1: 0.4} if pruned else {1: 0.8, 2: 0.85, 3: 0.9},
-            user_attrs={"run_dir": str(folder.resolve()), **({"pruned_because": "pruned after epoch 1 by the median "
-                        "pruner: validation accuracy 40.00%"} if pruned else {})}))
+            user_attrs={"run_dir": str(folder.resolve()), **({"pruned_because": "the median pruner stopped "
+                        "it after epoch 1: validation accuracy 40.00%"} if pruned else {})}))
     return url
 
 
@@ -287,10 +287,12 @@ async def test_the_queue_and_compare_screens_show_a_search_studys_trials(in_tmp)
                                 and app.screen.query_one("#trial-table").row_count == 2, 20)
         table = app.screen.query_one("#trial-table")
         rows = [[str(cell) for cell in table.get_row_at(row)] for row in range(2)]
-        assert rows[0][:4] == ["demo", "0", "finished", "90.00%"] and rows[0][4] == "lr 0.003"
-        assert rows[1][:4] == ["demo", "1", "pruned", "-"] and rows[1][6].startswith("pruned after epoch 1")
+        assert rows[0][:3] == ["0", "finished", "90.00%"] and rows[0][4] == "lr 0.003"
+        assert rows[1][:3] == ["1", "pruned", "40.00% (pruned)"] and rows[1][3].startswith("the median pruner stopped it")
+        assert not app.screen.query_one("#queue-table").display  # no jobs: the trials take the room
         summary = str(app.screen.query_one("#study-summary").render())
-        assert "study demo: 1 of 3 finished, 1 pruned, 0 failed" in summary and "best: trial 0, validation 90.00%" in summary
+        assert "study demo: 2 of 3 trials done (1 finished, 1 pruned, 0 failed)" in summary
+        assert "best: trial 0, validation 90.00%" in summary and "\\x0a" not in summary
         table.focus()
         table.move_cursor(row=1)
         await pilot.press("enter")  # a trial's run on the dashboard
@@ -299,4 +301,4 @@ async def test_the_queue_and_compare_screens_show_a_search_studys_trials(in_tmp)
         await pilot.pause(0.2)
         await open_compare(pilot)
         study = str(app.screen.query_one("#compare-study").render())
-        assert "study demo: 1 of 3 finished, 1 pruned" in study
+        assert "study demo: 2 of 3 trials done" in study and "\\x0a" not in study

@@ -28,7 +28,8 @@ def compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", metavar="ID", help="every run of this sweep (see `workbench queue`) or search study")
     parser.add_argument("--storage", metavar="URL", help="a search study's storage (default: RUNS_DIR/search.journal)")
     parser.add_argument("--sort", metavar="COLUMN", default="",
-                        help="sort by a column: best-test, final-test, time, images/s, or a setting")
+                        help="sort by a column: best-val, best-test, final-test, time, images/s, trial, or a "
+                             "setting (a search study: best-val unless given)")
     parser.add_argument("--json", action="store_true", help="the comparison as JSON")
 
 
@@ -96,9 +97,11 @@ def run_compare(args: argparse.Namespace) -> int:
             if not paths:
                 raise WorkbenchError(f"no run of sweep {args.sweep!r} has started yet; "
                                      "`workbench queue run` trains them")
-    result = compare(paths, sort_by=args.sort, sweeps=sweeps, sweep_jobs=sweep_jobs)
+    result = compare(paths, sort_by=args.sort or ("best val" if study else ""), sweeps=sweeps, sweep_jobs=sweep_jobs)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        from workbench.search_commands import study_record
+
+        print(json.dumps(result.to_dict() | ({"study": study_record(study[0])} if study else {}), indent=2))
         return EXIT_OK
     console = terminal_console()
     tables = comparison_tables(result)
@@ -122,6 +125,9 @@ def comparison_tables(result) -> list:
 
     table = Table(title=Text(f"{counted(len(result.runs), 'run')} compared"))
     table.add_column("run", no_wrap=True)
+    trials = any(run.trial is not None for run in result.runs)
+    if trials:
+        table.add_column("trial", justify="right")
     for key in result.differ:
         table.add_column(Text(shown(key.replace("_", " "))), justify="right" if _numeric(result, key) else "left")
     for column in METRIC_COLUMNS:
@@ -129,12 +135,15 @@ def comparison_tables(result) -> list:
     for run in result.runs:
         name = Text(shown(run.name + (f"  ! {run.problem}" if run.problem else "")), style="yellow" if run.problem else "")
         table.add_row(
-            name, *(Text(shown(format_setting(run.settings.get(key, "?")))) for key in result.differ),
+            name, *([_cell(run.trial, "{}")] if trials else []),
+            *(Text(shown(format_setting(run.settings.get(key, "?")))) for key in result.differ),
             Text(shown(run.status)), _cell(run.best_epoch, "{}"), _cell(run.best_val_acc, "{:.2%}"),
             _cell(run.best_test_acc, "{:.2%}"),
             _cell(run.final_test_acc, "{:.2%}"), _cell(run.time_s, "{:.1f} s"), _cell(run.images_per_s, "{:,.0f}"),
         )
     tables: list = [table, Text(shown(same_line(result)))]
+    tables += [Text(shown(f"{run.name} {run.status}: {run.reason}")) for run in result.runs
+               if run.reason and run.status in ("pruned", "stopped", "failed", "finished")]
     if result.by_value:
         sweep = Table(title=Text(shown(f"sweep {result.sweep}: mean best test accuracy per value")))
         sweep.add_column("setting")

@@ -166,3 +166,19 @@ def study_tables(search) -> list:
     out: list = [Text(shown(line)) for line in summary_lines(search)]
     out += [Text(shown(f"trial {number} failed: {reason}")) for number, reason in counts(search).reasons.items()]
     return out
+
+
+def study_record(search) -> dict:
+    """The study for `compare --json`: its counts, best trial and importances."""
+    from dataclasses import asdict
+
+    from workbench.core.experiments.search.study import counts, importance
+
+    try:
+        best = search.study.best_trial
+    except ValueError:
+        best = None
+    return {"name": search.name, "counts": asdict(counts(search)),
+            "best": None if best is None else {"trial": best.number, "best_val_acc": best.value, "params": best.params,
+                                               "run_dir": best.user_attrs.get("run_dir")},
+            "importance": importance(search)}

@@ -36,11 +36,13 @@ class RunFigures:
     images_per_s: float | None = None  # mean training speed over its epochs
     problem: str = ""  # what is wrong with its files ("" when nothing)
     sweep: str = ""
+    reason: str = ""  # why it stopped, was pruned or failed (its status file's second line)
+    trial: int | None = None  # its number in a search study (run.json's "trial")
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # per-epoch train/held-out loss and acc
 
     def value(self, column: str) -> Any:
         """A column's value, for sorting by any column (settings included)."""
-        return {"run": self.name, "status": self.status, "best epoch": self.best_epoch,
+        return {"run": self.name, "trial": self.trial, "status": self.status, "best epoch": self.best_epoch,
                 "best val": self.best_val_acc, "best test": self.best_test_acc, "final test": self.final_test_acc, "time": self.time_s,
                 "images/s": self.images_per_s}.get(column, self.settings.get(column))
 
@@ -49,7 +51,7 @@ class RunFigures:
                 "sweep": self.sweep, "epochs_done": self.epochs_done, "best_epoch": self.best_epoch,
                 "best_val_acc": self.best_val_acc, "best_test_acc": self.best_test_acc,
                 "final_test_acc": self.final_test_acc, "time_s": self.time_s, "images_per_s": self.images_per_s,
-                "settings": self.settings}
+                "reason": self.reason, "trial": self.trial, "settings": self.settings}
 
 
 @dataclass(frozen=True)
@@ -93,14 +95,13 @@ def read_figures(run_dir: Path, sweep: str = "") -> RunFigures:
         settings = runs.read_config(run_dir).to_dict()
     except WorkbenchError as error:
         settings, problems = {}, [f"config.toml unreadable ({error})"]
-    status, _ = runs.read_status(run_dir)
+    status, reason = runs.read_status(run_dir)
     if status == "running" and runs.is_interrupted(run_dir):
         status = "interrupted"
-    if settings.get("image_size") == 0:  # "the data set's own": the size it trained at is in run.json
-        try:
-            settings["image_size"] = int(runs.read_run_info(run_dir).get("image_size") or 0)
-        except (WorkbenchError, OSError, ValueError, TypeError, AttributeError):
-            pass
+    info = _run_info(run_dir)
+    if settings.get("image_size") == 0 and isinstance(info.get("image_size"), int):
+        settings["image_size"] = info["image_size"]  # "the data set's own": the size it trained at
+    trial = info.get("trial") if isinstance(info.get("trial"), dict) else {}
     rows, damaged = _read_rows(run_dir / "metrics.jsonl")
     if isinstance(damaged, str):
         problems.append(damaged)
@@ -128,8 +129,18 @@ def read_figures(run_dir: Path, sweep: str = "") -> RunFigures:
         best_val_acc=best_acc if split == "val" else None, best_test_acc=_number(best_test),
         final_test_acc=_number(final_test), time_s=time_s,
         images_per_s=sum(speeds) / len(speeds) if speeds else None,
-        problem="; ".join(problems), sweep=sweep, curves=_curves(epochs),
+        problem="; ".join(problems), sweep=sweep, curves=_curves(epochs), reason=reason,
+        trial=trial.get("number") if isinstance(trial.get("number"), int) else None,
     )
+
+
+def _run_info(run_dir: Path) -> dict[str, Any]:
+    """run.json, or {} when it is missing or unreadable (compare shows what it can)."""
+    try:
+        info = runs.read_run_info(run_dir)
+    except (WorkbenchError, OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def compare(run_dirs: list[Path], sort_by: str = "", sweeps: dict[Path, str] | None = None,
@@ -173,7 +184,7 @@ def same_line(result: Comparison) -> str:
 def sort_runs(figures: list[RunFigures], column: str, differ: tuple[str, ...] = ()) -> list[RunFigures]:
     """Best first for accuracies and speed, shortest first for time, in order otherwise; empty cells last."""
     column = column.replace("-", " ").replace("_", " ") if column not in differ else column
-    known = ("run",) + METRIC_COLUMNS
+    known = ("run", "trial") + METRIC_COLUMNS
     if column not in known and column.replace(" ", "_") not in differ:
         raise WorkbenchError(f"cannot sort by {column!r}; choose one of {', '.join(known + differ)}")
     column = column if column in known else column.replace(" ", "_")

@@ -69,7 +69,7 @@ class CompareScreen(Screen):
     def on_compared(self, message: Compared) -> None:
         self.comparison = message.comparison
         study = self.query_one("#compare-study", Static)
-        study.update(shown("\n".join(message.study_lines)))
+        study.update("\n".join(shown(line) for line in message.study_lines))
         study.display = bool(message.study_lines)
         # One colour per run, fixed by the order the runs were chosen in, whatever the sort.
         self.colours = {run.name: RUN_COLOURS[i % len(RUN_COLOURS)] for i, run in enumerate(self.comparison.runs)}

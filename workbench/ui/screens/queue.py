@@ -70,7 +70,7 @@ class QueueScreen(Screen):
         for label in ("job", "state", "run", "note", "gpu", "sweep", "train flags"):
             table.add_column(label, key=label)
         trials = self.query_one("#trial-table", DataTable)
-        for label in ("study", "trial", "state", "validation", "values", "run", "why"):
+        for label in ("trial", "state", "validation", "why", "values", "run"):
             trials.add_column(label, key=label)
         self.trials: dict[str, str] = {}  # row key -> run folder
         self.query_one("#study-summary").display = trials.display = False
@@ -95,6 +95,7 @@ class QueueScreen(Screen):
         self.jobs = {str(job.id): job for job in message.jobs}
         self._show_studies(message.studies)
         table = self.query_one("#queue-table", DataTable)
+        table.display = bool(message.jobs) or not message.studies  # an empty queue gives a study the room
         row = table.cursor_row
         table.clear()
         for job in message.jobs:
@@ -116,7 +117,7 @@ class QueueScreen(Screen):
     def _show_studies(self, studies: list) -> None:
         summary, table = self.query_one("#study-summary", Static), self.query_one("#trial-table", DataTable)
         summary.display = table.display = bool(studies)
-        summary.update(shown("\n".join(line for lines, _, _ in studies for line in lines)))
+        summary.update("\n".join(shown(line) for lines, _, _ in studies for line in lines))
         row = table.cursor_row
         table.clear()
         self.trials = {}
@@ -125,10 +126,11 @@ class QueueScreen(Screen):
                 key = f"{name}#{trial.number}"
                 self.trials[key] = trial.run_dir
                 state = Text(trial.state, style=STATE_STYLES.get(trial.state, ""))
-                table.add_row(Text(shown(name)), str(trial.number), state,
-                              "-" if trial.value is None else f"{trial.value:.2%}", Text(shown(trial.params or "-")),
-                              Text(shown(Path(trial.run_dir).name if trial.run_dir else "-")),
-                              Text(shown(trial.note or "-")), key=key)
+                number = key if len(studies) > 1 else str(trial.number)  # one study: its name is in the summary
+                value = "-" if trial.value is None else f"{trial.value:.2%}" + (" (pruned)" if trial.state == "pruned" else "")
+                table.add_row(Text(shown(number)), state, value, Text(shown(trial.note or "-")),
+                              Text(shown(trial.params or "-")),
+                              Text(shown(Path(trial.run_dir).name if trial.run_dir else "-")), key=key)
         if table.row_count:
             table.move_cursor(row=min(row, table.row_count - 1))
 

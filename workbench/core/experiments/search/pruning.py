@@ -13,6 +13,7 @@ import statistics
 from typing import Any
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.wording import count as counted
 from workbench.core.experiments.search.study import STORAGE_ENV, load_search, shown_storage
 
 PRUNER_WORDS = {"median": "the median pruner", "halving": "successive halving", "hyperband": "hyperband"}
@@ -62,14 +63,14 @@ class TrialPruner:
         from optuna.trial import TrialState
 
         kind, study = self._search.prune, self._search.study
-        said = f"pruned after epoch {epoch} by {PRUNER_WORDS.get(kind, kind)}: validation accuracy {val_acc:.2%}"
+        said = f"{PRUNER_WORDS.get(kind, kind)} stopped it after epoch {epoch}: validation accuracy {val_acc:.2%}"
         if kind == "median":  # Optuna's rule: this trial's best so far against finished trials at this epoch
             best = max(study._storage.get_trial(self._trial._trial_id).intermediate_values.values())
             done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             finished = [trial.intermediate_values[epoch] for trial in done if epoch in trial.intermediate_values]
             if finished:
                 return (f"{said} (best so far {best:.2%}), below the median {statistics.median(finished):.2%} of "
-                        f"{len(finished)} finished trials at epoch {epoch}")
+                        f"{counted(len(finished), 'finished trial')} at epoch {epoch}")
         reached = [trial for trial in study.get_trials(deepcopy=False) if epoch in trial.intermediate_values]
         if not reached:
             return said

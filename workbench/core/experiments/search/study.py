@@ -83,13 +83,20 @@ def startup_trials(trials: int) -> int:
     return max(3, min(10, trials // 3))
 
 
+def median_startup(trials: int) -> int:
+    """Finished trials the median pruner waits for: a median of one trial is that trial."""
+    return max(2, min(5, trials // 4))
+
+
 def make_pruner(kind: str, epochs: int, trials: int):
     """Optuna's pruner for --prune, sized to the study: a median needs a few finished trials to
-    compare with, halving and hyperband rungs run from epoch 1 to the last."""
+    compare with and judges from epoch 2 of a run of 3 or more; halving and hyperband rungs run
+    from epoch 1 to the last."""
     import optuna.pruners as pruners
 
-    if kind == "median":
-        return pruners.MedianPruner(n_startup_trials=max(1, min(5, trials // 4)), n_warmup_steps=0)
+    if kind == "median":  # epoch 1 says little (on shapes the grid's best point trailed the median there);
+        warmup = 2 if epochs >= 3 else 0  # steps are epochs counted from 1: judged from epoch 2
+        return pruners.MedianPruner(n_startup_trials=median_startup(trials), n_warmup_steps=warmup)
     if kind == "halving":
         return pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if kind == "hyperband":
@@ -177,9 +184,16 @@ class Counts:
         return self.finished + self.pruned + self.failed + self.running + self.waiting
 
     def line(self) -> str:
-        parts = [f"{self.finished} of {self.wanted} finished", f"{self.pruned} pruned", f"{self.failed} failed"]
+        """"5 of 8 trials done (3 finished, 2 pruned, 0 failed), 1 training" or "complete: 8 trials (...)"."""
+        done = self.finished + self.pruned + self.failed
+        detail = f"{self.finished} finished, {self.pruned} pruned, {self.failed} failed"
+        if done >= self.wanted and not self.running and not self.waiting:
+            return f"complete: {done} trials ({detail})"
+        parts = [f"{done} of {self.wanted} trials done ({detail})"]
         if self.running:
             parts.append(f"{self.running} training")
+        if self.waiting:
+            parts.append(f"{self.waiting} waiting to be trained again")
         return ", ".join(parts)
 
 
@@ -247,7 +261,9 @@ def summary_lines(search: Search) -> list[str]:
     shares = importance(search)
     if shares:
         said = ", ".join(f"{name.replace('_', ' ')} {share:.0%}" for name, share in shares.items())
-        lines.append(f"importance (PED-ANOVA over finished trials): {said}")
+        finished = counts(search).finished
+        rough = "; rough with so few" if finished < 10 else ""
+        lines.append(f"importance (PED-ANOVA over {finished} finished trials{rough}): {said}")
     return lines
 
 
@@ -257,7 +273,7 @@ class TrialRow:
 
     number: int
     state: str  # finished, pruned, failed, training, waiting
-    value: float | None
+    value: float | None  # the best validation accuracy (a pruned trial's: before it was stopped)
     run_dir: str
     params: str
     note: str  # why it was pruned or failed
@@ -271,8 +287,9 @@ def trial_rows(search: Search) -> list[TrialRow]:
     rows = []
     for trial in counted_trials(search.study):
         note = trial.user_attrs.get("pruned_because") or trial.user_attrs.get("failed_because") or ""
-        rows.append(TrialRow(trial.number, STATE_WORDS.get(trial.state.name, trial.state.name.lower()),
-                             trial.value if trial.state.name == "COMPLETE" else None,
+        value = trial.value if trial.state.name == "COMPLETE" else (
+            max(trial.intermediate_values.values()) if trial.state.name == "PRUNED" and trial.intermediate_values else None)
+        rows.append(TrialRow(trial.number, STATE_WORDS.get(trial.state.name, trial.state.name.lower()), value,
                              str(trial.user_attrs.get("run_dir", "")), params_text(trial.params),
                              str(note) if trial.state.name in ("PRUNED", "FAIL") else ""))
     return rows

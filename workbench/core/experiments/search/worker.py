@@ -154,12 +154,13 @@ class SearchWorker:
         status = end.get("status") if end else None
         if status == "finished" and isinstance(end.get("best_val_acc"), (int, float)):
             self.search.study.tell(trial, float(end["best_val_acc"]))
-            self.on_event(f"trial {trial.number}: finished, best validation accuracy {end['best_val_acc']:.2%}")
+            where = f" ({end.get('run_dir')})" if end.get("run_dir") else ""
+            self.on_event(f"trial {trial.number}: finished, best validation accuracy {end['best_val_acc']:.2%}{where}")
             self.trained.append(trial.number)
         elif status == "pruned":
             trial.set_user_attr("pruned_because", str(end.get("reason") or "pruned"))
             self.search.study.tell(trial, state=_state("PRUNED"))
-            self.on_event(f"trial {trial.number}: {end.get('reason') or 'pruned'}")
+            self.on_event(f"trial {trial.number}: pruned ({end.get('reason') or 'by its pruner'})")
             self.trained.append(trial.number)
         elif status == "finished":
             self._tell_failed(trial, "it finished without a validation accuracy (no epoch was evaluated)")
