@@ -189,3 +189,42 @@ def test_pipes_where_files_belong_are_refused_instead_of_blocking(finished_run, 
     pipe = tmp_path / "run.toml"
     os.mkfifo(pipe)
     assert "not a regular file" in one_line_error(capsys, ["train", "--config", str(pipe)])
+
+
+# ---- metrics out: CSV and TensorBoard ----------------------------------------------------------
+
+
+def test_runs_export_writes_csv_and_tensorboard_files_that_read_back_as_the_runs_rows(finished_run, tmp_path, capsys):
+    import csv
+    import io
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = finished_run
+    epochs = runs.epoch_records(runs.read_metrics(run_dir))
+    assert main(["runs", "export", str(run_dir)]) == 0  # no target: the epochs' CSV on stdout
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [int(row["epoch"]) for row in table] == [row["epoch"] for row in epochs]
+    assert float(table[-1]["val_acc"]) == pytest.approx(epochs[-1]["val_acc"])
+    classes = list(epochs[-1]["per_class_acc"])
+    assert float(table[-1][f"class_acc/{classes[0]}"]) == pytest.approx(epochs[-1]["per_class_acc"][classes[0]])
+    steps_file = tmp_path / "steps.csv"
+    assert main(["runs", "export", str(run_dir), "--steps", "--csv", str(steps_file)]) == 0
+    steps = list(csv.DictReader(steps_file.open()))
+    assert steps and {"global_step", "loss", "lr"} <= set(steps[0])
+    assert main(["runs", "export", str(run_dir), "--tensorboard", str(tmp_path / "tb")]) == 0
+    assert "tensorboard --logdir" in capsys.readouterr().err
+    events = EventAccumulator(str(tmp_path / "tb" / run_dir.name))
+    events.Reload()
+    val = events.Scalars("epoch/val_acc")
+    assert [point.step for point in val] == [row["global_step"] for row in epochs]
+    assert val[-1].value == pytest.approx(epochs[-1]["val_acc"], rel=1e-6)
+    assert "train/loss" in events.Tags()["scalars"]
+    line = one_line_error(capsys, ["runs", "export", str(run_dir), "--tensorboard", str(tmp_path / "tb")])
+    assert "already holds TensorBoard files of this run" in line
+
+
+def test_runs_export_without_tensorboard_says_how_to_install_it(finished_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    line = one_line_error(capsys, ["runs", "export", str(finished_run[0]), "--tensorboard", str(tmp_path / "tb")])
+    assert 'pip install -e ".[tensorboard]"' in line and not (tmp_path / "tb").exists()

@@ -40,6 +40,8 @@ COMMANDS = (
     Command("models", "list architectures with parameter counts for a data set",
             f"{HERE}:models_options", "workbench.commands:run_models"),
     Command("runs", "list runs in the runs folder", f"{HERE}:runs_options", "workbench.commands:run_runs"),
+    Command("runs export", "a run's metrics as CSV (--csv) or TensorBoard event files (--tensorboard DIR)",
+            f"{HERE}:runs_export_options", "workbench.commands:run_runs_export"),
     Command("export", "write a run's model as safetensors + model.json (and pt2/onnx)",
             f"{HERE}:export_options", "workbench.commands:run_export"),
     Command("predict", "classify image files with an exported model",
@@ -108,6 +110,17 @@ def runs_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="every run as JSON (full names and paths)")
     parser.add_argument("--plain", action="store_true",
                         help="one tab-separated line per run, names never cut (the default when piped)")
+
+
+def runs_export_options(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("A run's metrics in the formats other tools read: CSV, one row per epoch (or per step "
+                          "sample with --steps), and TensorBoard event files (pip install -e \".[tensorboard]\").")
+    parser.add_argument("run", help="run folder (or its name inside --runs-dir)")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--csv", metavar="FILE", help="write the CSV here (- or no --tensorboard: stdout)")
+    parser.add_argument("--steps", action="store_true", help="CSV of the step samples instead of the epochs")
+    parser.add_argument("--tensorboard", metavar="DIR",
+                        help="write TensorBoard event files to DIR/RUN_NAME; then `tensorboard --logdir DIR`")
 
 
 def export_options(parser: argparse.ArgumentParser) -> None:

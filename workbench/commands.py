@@ -218,6 +218,24 @@ def run_export(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
+def run_runs_export(args: argparse.Namespace) -> int:
+    from workbench.core import runs
+    from workbench.core.atomic import write_text_atomic
+    from workbench.core.export.metrics import metrics_csv, write_tensorboard
+
+    run_dir = runs.resolve_run(args.run, args.runs_dir)
+    if args.tensorboard:
+        folder, written = write_tensorboard(run_dir, Path(args.tensorboard))
+        print(f"wrote {written:,} scalars to {shown(folder)}; view them with `tensorboard --logdir "
+              f"{shown(args.tensorboard)}`", file=sys.stderr)
+    if args.csv and args.csv != "-":
+        write_text_atomic(Path(args.csv), metrics_csv(run_dir, steps=args.steps))
+        print(f"wrote {shown(args.csv)}", file=sys.stderr)
+    elif args.csv == "-" or not args.tensorboard:
+        sys.stdout.write(metrics_csv(run_dir, steps=args.steps))
+    return EXIT_OK
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from workbench.core.export.loading import stale_bundle_note
     from workbench.core.export.predict import predict_files
