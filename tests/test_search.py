@@ -77,6 +77,9 @@ def test_a_space_reads_log_ranges_for_rates_linear_ranges_choices_and_fixed_valu
     (["--momentum", "0.5:2"], "refused"),
     (["--arch", "linear,nope"], "nope"),
     (["--val-fraction", "0"], "validation accuracy"),
+    (["--val-fraction", "0,0.2"], "every value of a choice or range"),
+    (["--study", "a b"], "a study's name is 1 to 100 letters"),
+    (["--study", "$(touch x)"], "a study's name is 1 to 100 letters"),
     (["--lr", "1e-4:1e-2"], "--trials N"),
 ])
 def test_a_bad_search_is_one_line_and_makes_no_study(capsys, tmp_path, flags, words):
@@ -85,6 +88,52 @@ def test_a_bad_search_is_one_line_and_makes_no_study(capsys, tmp_path, flags, wo
     line = one_line_error(capsys, ["sweep", "--search", "tpe", *trials, "--runs-dir", str(runs_dir), *flags])
     assert words in line
     assert not runs_dir.exists()  # nothing written: no journal, no folder
+
+
+def test_a_storage_file_that_is_not_a_journal_is_refused_and_left_as_it_was(capsys, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    line = one_line_error(capsys, ["sweep", "--search", "tpe", "--trials", "2", "--lr", "1e-3:1e-1",
+                                   "--storage", str(notes), "--runs-dir", str(tmp_path / "runs")])
+    assert "is not an Optuna journal file" in line and notes.read_text() == "hello\n"
+
+
+def test_commands_that_refuse_or_only_read_make_no_storage(capsys, tmp_path):
+    for argv in (["sweep", "join", "nosuch", "--runs-dir", str(tmp_path / "empty")],
+                 ["compare", "--sweep", "nosuch", "--runs-dir", str(tmp_path / "empty"),
+                  "--storage", str(tmp_path / "new" / "x.journal")]):
+        assert "no search storage at" in one_line_error(capsys, argv)
+    assert not list(tmp_path.rglob("*.journal")) and not (tmp_path / "new").exists()
+
+
+def test_two_workers_draw_from_their_own_random_streams(tmp_path):
+    base = RunConfig.from_mapping({"dataset": "shapes", "arch": "linear"})
+    space, _ = parse_space({"lr": "1e-5:1e-1"}, base)
+    url = str(tmp_path / "study.journal")
+    create_search("streams", url, base, space, trials=8, prune="none", seed=0)
+    first, second = (load_search("streams", url, worker=tag).study for tag in ("host:b:1:9", "host:b:2:9"))
+    drawn = [study.ask(fixed_distributions=space.distributions()).params["lr"] for study in (first, second)]
+    assert drawn[0] != drawn[1]  # seeded alike, two joins would train the same values
+
+
+def test_a_trial_is_trained_only_while_it_runs_and_only_with_its_values(capsys, tmp_path, data_dir):
+    runs_dir, url = tmp_path / "runs", str(tmp_path / "study.journal")
+    base = RunConfig.from_mapping({"dataset": "shapes", "arch": "linear", "data_dir": str(data_dir)})
+    space, _ = parse_space({"lr": "1e-5:1e-1"}, base)
+    search = create_search("once", url, base, space, trials=4, prune="median", seed=0)
+    for lr in (0.02, 0.01):
+        search.study.enqueue_trial({"lr": lr})
+    ended = search.study.ask(fixed_distributions=space.distributions())
+    search.study.tell(ended, state=TrialState.PRUNED)
+    running = search.study.ask(fixed_distributions=space.distributions())
+    args = ["train", *tiny_args(data_dir, runs_dir, "--epochs", "1"), "--study", "once", "--storage", url, "--trial"]
+    cases = [(str(ended.number), "--lr", "0.02", "is pruned: a trial trains once"),
+             (str(running.number), "--lr", "0.003", "trains --lr 0.01, not 0.003"),
+             ("99", "--lr", "0.01", "has no trial 99"), ("-1", "--lr", "0.01", "is not a trial number")]
+    for number, *flags, words in cases:
+        assert words in one_line_error(capsys, [*args, number, *flags])
+    assert "--storage goes with --study" in one_line_error(capsys, ["train", "--storage", url, "--epochs", "1"])
+    assert not runs_dir.exists()  # every refusal came before a run folder
 
 
 def test_search_flags_without_a_search_are_refused(capsys, tmp_path):
@@ -111,6 +160,7 @@ def test_joining_a_study_that_is_not_there_names_those_that_are(capsys, data_dir
 def test_a_trial_at_a_rate_that_cannot_learn_is_pruned_before_its_last_epoch(data_dir, tmp_path, tiny):
     from workbench.core.experiments.search.pruning import TrialPruner
     from workbench.core.experiments.search.worker import SearchWorker  # noqa: F401  (the module imports)
+    from workbench.core import runs as runs_module
     from workbench.core.runs import read_status
     from workbench.core.training.engine import fit
 
@@ -139,6 +189,9 @@ def test_a_trial_at_a_rate_that_cannot_learn_is_pruned_before_its_last_epoch(dat
     epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert max(row["epoch"] for row in epochs if row["type"] == "epoch") == 2 < 3  # the median judges from epoch 2
     assert list(run_dir.glob("checkpoint*")), "a pruned trial keeps its checkpoint, as a stopped run does"
+    fit(base.replace(epochs=4), lambda event: None, resume_dir=run_dir)  # resumed by hand, past its pruning
+    assert json.loads((run_dir / "run.json").read_text())["trial"]["number"] == 2  # it stays the study's trial
+    runs_module.write_status(run_dir, "pruned", reason)  # the listing below is of the pruned run
     listed = run_here("runs", "--runs-dir", runs_dir, "--plain")
     rows = [line.split("\t") for line in listed.stdout.splitlines()]
     assert any(row[0] == run_dir.name and "pruned" in row for row in rows)
@@ -182,6 +235,10 @@ def test_a_worker_killed_mid_trial_leaves_the_study_consistent(data_dir, tmp_pat
         time.sleep(0.2)
     first.send_signal(signal.SIGKILL)  # no goodbye: its trainer gets SIGTERM from the kernel (PDEATHSIG)
     first.wait()
+    from workbench.core.experiments.search.study import counts
+
+    said = counts(load_search("killed", str(runs_dir / "search.journal"))).line()
+    assert "1 whose worker died (the next `sweep join` here hands it back)" in said
     second = join("killed", runs_dir, tmp_path / "second.txt")
     assert second.wait(timeout=240) == 0, (tmp_path / "second.txt").read_text()
     trials = study(runs_dir, "killed").get_trials()
@@ -244,3 +301,23 @@ def test_two_workers_share_a_study_in_postgresql(data_dir, tmp_path):
         assert worker.wait(timeout=240) == 0, (tmp_path / "w0.txt").read_text()
     trials = counted_trials(load_search(name, url).study)
     assert len(trials) == 4 and {trial.state for trial in trials} == {TrialState.COMPLETE}
+
+
+def test_a_trial_whose_values_failed_too_often_stays_failed_and_is_counted_once(tmp_path):
+    from workbench.core.experiments.search.study import counts
+    from workbench.core.experiments.search.worker import retry
+
+    base = RunConfig.from_mapping({"dataset": "shapes", "arch": "linear"})
+    space, _ = parse_space({"lr": "1e-5:1e-1"}, base)
+    search = create_search("limit", str(tmp_path / "s.journal"), base, space, trials=2, prune="none", seed=0)
+    params, spaces = {"lr": 0.01}, space.distributions()
+    for number, history in ((0, []), (1, [0])):  # trial 0 failed, trial 1 (its retry) failed too
+        search.study.add_trial(optuna.trial.create_trial(
+            state=TrialState.FAIL, params=params, distributions=spaces,
+            system_attrs={"failed_trial": 0, "retry_history": history} if history else {}))
+    said = retry(search.study, search.study.get_trials()[1]._trial_id, limit=1)
+    assert said == "its values were tried 2 times, so the trial stays failed"
+    assert len(search.study.get_trials()) == 2  # nothing put back
+    assert counts(search).failed == 1  # the first failure was superseded by its retry: one place, one failure
+    assert retry(search.study, search.study.get_trials()[1]._trial_id, limit=None) == "its values go back to the study"
+    assert search.study.get_trials()[2].state == TrialState.WAITING

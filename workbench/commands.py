@@ -50,15 +50,22 @@ def run_train(args: argparse.Namespace) -> int:
                 f"{', '.join('--' + a.replace('_', '-') for a in sorted(allowed))} may change "
                 f"(got --{changed[0].replace('_', '-')})"
             )
-        return train_headless(config.replace(**overrides), resume_dir=run_dir, also=_notifier(args),
-                              answer=args.answer, run_id=args.run_id, pruner=pruner)
-    return train_headless(config_from_args(args), also=_notifier(args), answer=args.answer, run_id=args.run_id,
-                          pruner=pruner)
+        config = config.replace(**overrides)
+        if pruner is not None:
+            pruner.check(config)
+        return train_headless(config, resume_dir=run_dir, also=_notifier(args), answer=args.answer,
+                              run_id=args.run_id, pruner=pruner)
+    config = config_from_args(args)
+    if pruner is not None:
+        pruner.check(config)
+    return train_headless(config, also=_notifier(args), answer=args.answer, run_id=args.run_id, pruner=pruner)
 
 
 def _trial_pruner(args: argparse.Namespace):
     """--study NAME --trial N: the search trial this run is (None for a plain run)."""
     if args.study is None and args.trial is None:
+        if args.storage is not None:
+            raise WorkbenchError("--storage goes with --study and --trial (a search's trial)")
         return None
     if args.study is None or args.trial is None:
         raise WorkbenchError("--study and --trial go together: the study's name and the trial's number")

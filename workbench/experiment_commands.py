@@ -88,7 +88,8 @@ def run_compare(args: argparse.Namespace) -> int:
                                      f"`workbench sweep join {args.sweep}` trains them")
             paths += study[1]
         elif not jobs:
-            raise WorkbenchError(f"no jobs of sweep {args.sweep!r} in the queue of {args.runs_dir}")
+            raise WorkbenchError(f"no jobs of sweep {args.sweep!r} in the queue of {args.runs_dir}, and no search study "
+                                 "of that name in its search.journal (a study elsewhere: give its --storage)")
         else:
             sweep_jobs = len(jobs)
             started = [Path(job.run_dir) for job in jobs if job.run_dir and Path(job.run_dir, "config.toml").is_file()]

@@ -58,7 +58,8 @@ def join_options(parser: argparse.ArgumentParser) -> None:
 
 def make_study(args: argparse.Namespace, given: dict[str, str], base: RunConfig) -> int:
     from workbench.core.experiments.search.space import parse_space
-    from workbench.core.experiments.search.study import create_search, require_optuna, shown_storage, storage_url
+    from workbench.core.experiments.search.study import (
+        check_study_name, create_search, require_optuna, shown_storage, storage_url)
     from workbench.core.experiments.sweep import fits_checker
 
     require_optuna()
@@ -68,8 +69,12 @@ def make_study(args: argparse.Namespace, given: dict[str, str], base: RunConfig)
         raise WorkbenchError("--search tpe needs --trials N, the number of trials to train (1 or more)")
     space, fixed = parse_space(given, base)
     base = RunConfig.from_mapping(fixed, base).absolute()
-    if base.val_fraction == 0:
-        raise WorkbenchError("a search judges each trial on its validation accuracy; give --val-fraction above 0")
+    searched = {dimension.name: dimension for dimension in space.dimensions}
+    if base.val_fraction == 0 or (searched.get("val_fraction") and (
+            any(float(choice) == 0 for choice in searched["val_fraction"].choices)
+            or searched["val_fraction"].low == 0)):
+        raise WorkbenchError("a search judges each trial on its validation accuracy; give --val-fraction above 0 "
+                             "(every value of a choice or range)")
     fits = fits_checker()
     for dimension in space.dimensions:  # every choice on its own, so a refusal names it
         for choice in dimension.choices or ():
@@ -80,10 +85,11 @@ def make_study(args: argparse.Namespace, given: dict[str, str], base: RunConfig)
         raise WorkbenchError(f"{problem}; no study was made")
     runs_dir = args.runs_dir or "runs"
     url = storage_url(args.storage, runs_dir)
-    name = args.study or time.strftime("search-%Y%m%d-%H%M%S")
+    name = check_study_name(args.study) if args.study is not None else time.strftime("search-%Y%m%d-%H%M%S")
     pruning = "no pruning" if args.prune == "none" else f"pruning: {args.prune}"
     said = f"{counted(args.trials, 'trial')} by TPE, {pruning}; searching {space.describe()}"
     if args.dry_run:
+        _check_name_is_free(name, url)
         print(shown(f"study {name}: {said}; nothing made (--dry-run)"))
         return EXIT_OK
     create_search(name, url, base.replace(runs_dir=str(Path(runs_dir).expanduser().resolve())), space,
@@ -95,6 +101,20 @@ def make_study(args: argparse.Namespace, given: dict[str, str], base: RunConfig)
                 f"--gpus 0,1 for several at once; on another machine give --storage with a shared storage); "
                 f"then `workbench compare --sweep {name} --runs-dir {where}{storage}`"))
     return EXIT_OK
+
+
+def _check_name_is_free(name: str, url: str) -> None:
+    """--dry-run says what the real command would refuse: a name its journal already has (an RDB
+    is not opened: that would create its tables)."""
+    from workbench.core.experiments.search.study import open_storage, require_optuna, shown_storage
+
+    if "://" in url or not Path(url).exists():
+        return
+    names = [summary.study_name for summary in
+             require_optuna().get_all_study_summaries(open_storage(url), include_best_trial=False)]
+    if name in names:
+        raise WorkbenchError(f"a study named {name!r} is already in {shown_storage(url)}; "
+                             "join it with `workbench sweep join`, or give another --study")
 
 
 # ---- joining one ------------------------------------------------------------------------------
@@ -111,7 +131,9 @@ def run_join(args: argparse.Namespace) -> int:
         raise WorkbenchError("--gpus takes a comma list of GPU numbers, e.g. 0,1")
     runs_dir = Path(args.runs_dir).expanduser().resolve()
     url = storage_url(args.storage, runs_dir)
-    search = load_search(args.study, url)
+    from workbench.core.experiments.search.liveness import worker_tag
+
+    search = load_search(args.study, url, worker=worker_tag())
     worker = SearchWorker(search, runs_dir, _trial_starter(search, url, runs_dir, args.processes_per_trial),
                           slots=len(gpus) or args.workers, gpus=gpus,
                           on_event=lambda line: print(shown(line), flush=True))

@@ -78,7 +78,10 @@ def distinct_values(field: str, values: list[str], base: RunConfig) -> tuple[lis
         try:
             config = RunConfig.from_mapping({field: value}, base).absolute()  # ./data and data are one folder
         except WorkbenchError as error:
-            raise WorkbenchError(f"sweep value {value!r} of {flag(field)} refused ({error}); nothing was queued") from None
+            hint = ("; a range LOW:HIGH is searched with --search tpe"
+                    if ":" in value and DECLARED[field].kind in ("int", "float") else "")
+            raise WorkbenchError(f"sweep value {value!r} of {flag(field)} refused ({error}){hint}; "
+                                 "nothing was queued") from None
         key = DECLARED[field].normal_form(getattr(config, field))
         if key in kept:
             duplicates.append(Duplicate(field, value, kept[key]))

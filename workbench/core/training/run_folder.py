@@ -70,8 +70,8 @@ class RunFolder:
         self.keeper = CheckpointKeeper(run_dir / "checkpoints", config.keep_best, progress.history,
                                        best=(progress.best_val_acc, progress.best_epoch))
         runs.write_status(run_dir, "running")
-        if point is not None and "start" not in info:  # where the run once started from stays on record
-            info = {**info, **_recorded_start(run_dir)}
+        if point is not None:  # where the run once started from, and the search trial it was, stay on record
+            info = {**_recorded(run_dir, [key for key in ("start", "trial") if key not in info]), **info}
         runs.write_run_info(run_dir, info)
         return run_dir
 
@@ -154,9 +154,10 @@ def runs_recording(runs_dir: Path, key: str, value: str) -> list[Path]:
     return found
 
 
-def _recorded_start(run_dir: Path) -> dict[str, Any]:
+def _recorded(run_dir: Path, keys: list[str]) -> dict[str, Any]:
+    """Those of `keys` the run's run.json records (each a table), for a resume to keep."""
     try:
-        start = runs.read_run_info(run_dir).get("start")
+        info = runs.read_run_info(run_dir)
     except (WorkbenchError, OSError, ValueError):
         return {}
-    return {"start": start} if isinstance(start, dict) else {}
+    return {key: info[key] for key in keys if isinstance(info.get(key), dict)}

@@ -14,7 +14,7 @@ from typing import Any
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.wording import count as counted
-from workbench.core.experiments.search.study import STORAGE_ENV, load_search, shown_storage
+from workbench.core.experiments.search.study import STORAGE_ENV, load_search, shown_storage, storage_url
 
 PRUNER_WORDS = {"median": "the median pruner", "halving": "successive halving", "hyperband": "hyperband"}
 
@@ -24,12 +24,33 @@ class TrialPruner:
 
     def __init__(self, study: str, number: int, storage: str | None = None) -> None:
         self.study_name, self.number = study, number
-        self.url = storage or os.environ.get(STORAGE_ENV, "")
+        self.url = storage_url(storage, ".") if storage else os.environ.get(STORAGE_ENV, "")
         if not self.url:
             raise WorkbenchError(f"--trial needs the study's storage: --storage URL (or {STORAGE_ENV})", field="trial")
         self._trial: Any = None
         self._search: Any = None
         self.record = {"study": study, "number": number, "storage": shown_storage(self.url)}  # run.json's "trial"
+
+    def check(self, config) -> None:
+        """Before anything is written: the trial is there, running (a worker asked for it), and this
+        run trains its values; a trial trains once."""
+        from workbench.core.config import SETTINGS
+
+        if self.number < 0:
+            raise WorkbenchError(f"--trial {self.number} is not a trial number (0 or more)", field="trial")
+        search = load_search(self.study_name, self.url)
+        frozen = next((trial for trial in search.study.get_trials(deepcopy=False) if trial.number == self.number), None)
+        if frozen is None:
+            raise WorkbenchError(f"study {self.study_name!r} has no trial {self.number}", field="trial")
+        if frozen.state.name != "RUNNING":
+            raise WorkbenchError(f"trial {self.number} of study {self.study_name!r} is {frozen.state.name.lower()}: a "
+                                 "trial trains once, while it runs (`workbench sweep join` starts it)", field="trial")
+        declared = {item.name: item for item in SETTINGS}
+        for name, value in frozen.params.items():
+            item = declared.get(name)
+            if item is not None and item.normal_form(getattr(config, name)) != item.normal_form(item.coerce(str(value))):
+                raise WorkbenchError(f"trial {self.number} trains {item.option} {value}, not {getattr(config, name)}",
+                                     field=name)
 
     def _open(self):
         if self._trial is None:

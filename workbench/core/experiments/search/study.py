@@ -9,6 +9,7 @@ the search space, how many trials to train, and the pruner, so `sweep join` need
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 import warnings
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
+from workbench.core.experiments.search.liveness import tag_is_dead
 from workbench.core.experiments.search.space import SearchSpace
 
 DEFAULT_STORAGE = "search.journal"  # inside the runs folder
@@ -57,9 +59,12 @@ def shown_storage(url: str) -> str:
         return url.split("@")[-1]
 
 
-def open_storage(url: str):
-    """Optuna's storage for `url`: RDB (with heartbeats and retries) or a journal file."""
+def open_storage(url: str, create: bool = False):
+    """Optuna's storage for `url`: RDB (with heartbeats and retries) or a journal file, which
+    only `create` makes (a command that refuses or reads writes nothing) and which must be one."""
     optuna = require_optuna()
+    if "://" not in url:
+        _check_journal(Path(url), create)
     try:
         if "://" in url:
             from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -68,13 +73,43 @@ def open_storage(url: str):
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
         from optuna.storages.journal import JournalFileBackend
 
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(url))
     except WorkbenchError:
         raise
     except Exception as error:  # a server that is not there, a driver not installed, a folder not writable
         raise WorkbenchError(f"the search storage {shown_storage(url)} cannot be opened: "
                              f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+
+
+def _check_journal(path: Path, create: bool) -> None:
+    """A journal file that is there must be one (Optuna appends to whatever it is given); one
+    that is not there is made only by a command that makes a study."""
+    if not path.exists():
+        if not create:
+            raise WorkbenchError(f"no search storage at {path}: `workbench sweep --search tpe` makes one "
+                                 "(give --storage where the study is)")
+        return
+    if not path.is_file():
+        raise WorkbenchError(f"the search storage {path} is not a file")
+    try:
+        with path.open("rb") as file:
+            first = file.readline(4096)
+    except OSError as error:
+        raise WorkbenchError(f"the search storage {path} cannot be read: {error.strerror or error}") from None
+    if first and not first.lstrip().startswith(b'{"op_code"'):
+        raise WorkbenchError(f"{path} is not an Optuna journal file; give --storage a new file or an existing journal")
+
+
+STUDY_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def check_study_name(name: str) -> str:
+    """A study's name goes into commands to paste: letters, digits, '-', '_' and '.', 1 to 100 of them."""
+    if not name or len(name) > 100 or not set(name) <= STUDY_NAME_CHARACTERS:
+        raise WorkbenchError(f"--study {name!r}: a study's name is 1 to 100 letters, digits, '-', '_' or '.'")
+    return name
 
 
 def startup_trials(trials: int) -> int:
@@ -88,19 +123,30 @@ def median_startup(trials: int) -> int:
     return max(2, min(5, trials // 4))
 
 
-def make_pruner(kind: str, epochs: int, trials: int):
+def epochs_bounds(space: SearchSpace, base: RunConfig) -> tuple[int, int]:
+    """The fewest and most epochs a trial trains (--epochs may itself be searched)."""
+    for dimension in space.dimensions:
+        if dimension.name == "epochs":
+            if dimension.choices:
+                values = [int(choice) for choice in dimension.choices]
+                return min(values), max(values)
+            return int(dimension.low or 1), int(dimension.high or 1)
+    return base.epochs, base.epochs
+
+
+def make_pruner(kind: str, fewest_epochs: int, most_epochs: int, trials: int):
     """Optuna's pruner for --prune, sized to the study: a median needs a few finished trials to
     compare with and judges from epoch 2 of a run of 3 or more; halving and hyperband rungs run
     from epoch 1 to the last."""
     import optuna.pruners as pruners
 
     if kind == "median":  # epoch 1 says little (on shapes the grid's best point trailed the median there);
-        warmup = 2 if epochs >= 3 else 0  # steps are epochs counted from 1: judged from epoch 2
+        warmup = 2 if fewest_epochs >= 3 else 0  # steps are epochs counted from 1: judged from epoch 2
         return pruners.MedianPruner(n_startup_trials=median_startup(trials), n_warmup_steps=warmup)
     if kind == "halving":
         return pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if kind == "hyperband":
-        return pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+        return pruners.HyperbandPruner(min_resource=1, max_resource=max(most_epochs, 1), reduction_factor=3)
     return pruners.NopPruner()
 
 
@@ -123,20 +169,27 @@ class Search:
 def create_search(name: str, url: str, base: RunConfig, space: SearchSpace, *, trials: int, prune: str,
                   seed: int) -> Search:
     optuna = require_optuna()
-    storage = open_storage(url)
+    check_study_name(name)
+    storage = open_storage(url, create=True)
     if name in [summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)]:
         raise WorkbenchError(f"a study named {name!r} is already in {shown_storage(url)}; "
                              "join it with `workbench sweep join`, or give another --study")
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed))
-    for key, value in {"config": base.to_toml(), "space": space.to_json(), "trials": trials, "prune": prune,
-                       "seed": seed, "metric": "best validation accuracy"}.items():
-        study.set_user_attr(key, value)
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                    sampler=optuna.samplers.TPESampler(seed=seed))
+        for key, value in {"config": base.to_toml(), "space": space.to_json(), "trials": trials, "prune": prune,
+                           "seed": seed, "metric": "best validation accuracy"}.items():
+            study.set_user_attr(key, value)
+    except Exception as error:  # the storage's own failure (a full disk, a server that went away)
+        raise WorkbenchError(f"the study could not be written to {shown_storage(url)}: {type(error).__name__}: "
+                             f"{str(error).splitlines()[0][:200] if str(error) else ''}") from None
     return load_search(name, url)
 
 
-def load_search(name: str, url: str, *, seed: int | None = None) -> Search:
-    """The study `name` in the storage, with its sampler and pruner as its creator chose them."""
+def load_search(name: str, url: str, *, worker: str = "") -> Search:
+    """The study `name` in the storage, with its sampler and pruner as its creator chose them.
+    A `worker` draws from its own random stream (the study's seed and the worker's tag): two
+    workers seeded alike would draw the same values."""
     optuna = require_optuna()
     storage = open_storage(url)
     try:
@@ -151,10 +204,12 @@ def load_search(name: str, url: str, *, seed: int | None = None) -> Search:
     base = RunConfig.from_mapping(tomllib.loads(attrs["config"]), check_paths=False)
     space = SearchSpace.from_json(attrs["space"])
     trials, prune = int(attrs["trials"]), str(attrs.get("prune", "none"))
-    sampler = optuna.samplers.TPESampler(seed=attrs.get("seed") if seed is None else seed,
-                                         n_startup_trials=startup_trials(trials))
+    seed = attrs.get("seed") if isinstance(attrs.get("seed"), int) else 0
+    if worker:
+        seed = int.from_bytes(hashlib.sha256(f"{seed}:{worker}".encode()).digest()[:4], "big")
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(trials))
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler,
-                              pruner=make_pruner(prune, base.epochs, trials))
+                              pruner=make_pruner(prune, *epochs_bounds(space, base), trials))
     return Search(study, url, base, space, trials, prune)
 
 
@@ -175,23 +230,26 @@ class Counts:
     pruned: int = 0
     failed: int = 0
     running: int = 0
+    orphaned: int = 0  # running, by the trial's record, but its worker (of this machine) is gone
     waiting: int = 0
     wanted: int = 0
     reasons: dict[int, str] = field(default_factory=dict)  # failed trial number -> why
 
     @property
     def taken(self) -> int:
-        return self.finished + self.pruned + self.failed + self.running + self.waiting
+        return self.finished + self.pruned + self.failed + self.running + self.orphaned + self.waiting
 
     def line(self) -> str:
         """"5 of 8 trials done (3 finished, 2 pruned, 0 failed), 1 training" or "complete: 8 trials (...)"."""
         done = self.finished + self.pruned + self.failed
         detail = f"{self.finished} finished, {self.pruned} pruned, {self.failed} failed"
-        if done >= self.wanted and not self.running and not self.waiting:
+        if done >= self.wanted and not self.running and not self.orphaned and not self.waiting:
             return f"complete: {done} trials ({detail})"
         parts = [f"{done} of {self.wanted} trials done ({detail})"]
         if self.running:
             parts.append(f"{self.running} training")
+        if self.orphaned:
+            parts.append(f"{self.orphaned} whose worker died (the next `sweep join` here hands it back)")
         if self.waiting:
             parts.append(f"{self.waiting} waiting to be trained again")
         return ", ".join(parts)
@@ -209,6 +267,8 @@ def counts(search: Search) -> Counts:
         elif trial.state == TrialState.FAIL:
             tally.failed += 1
             tally.reasons[trial.number] = str(trial.user_attrs.get("failed_because", ""))
+        elif trial.state == TrialState.RUNNING and tag_is_dead(str(trial.user_attrs.get("worker", ""))):
+            tally.orphaned += 1
         elif trial.state == TrialState.RUNNING:
             tally.running += 1
         elif trial.state == TrialState.WAITING:

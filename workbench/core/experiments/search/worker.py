@@ -13,9 +13,8 @@ SIGTERM) stops its trainers cleanly, each keeping its checkpoint, and hands thei
 
 from __future__ import annotations
 
-import os
+import copy
 import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,38 +22,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.experiments.search.liveness import tag_is_dead, tag_pid, worker_tag
 from workbench.core.experiments.search.study import MAX_RETRIES, Search, counted_trials
 
 POLL_S = 0.3
 HEARTBEAT_EVERY_S = 5.0
-
-
-def worker_tag() -> str:
-    """This process, as a trial records who trains it: host, pid and the pid's start time (a reused pid differs)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid())}"
-
-
-def _started(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def tag_is_dead(tag: str) -> bool:
-    """Whether a worker tag of this machine names a process that is gone (another machine's: unknown, False)."""
-    host, _, rest = tag.partition(":")
-    pid_text, _, started = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return bool(started) and _started(pid) not in ("", started)
 
 
 @dataclass
@@ -117,12 +89,15 @@ class SearchWorker:
         if not waiting and len(counted_trials(study)) >= wanted:
             return False
         trial = study.ask(fixed_distributions=self.search.space.distributions())
-        retried = bool(self._system_attrs(trial).get("failed_trial") is not None)
+        first = self._system_attrs(trial).get("failed_trial")  # a retry: the values of a trial that did not end
+        retried = first is not None
         if not retried and len([t for t in counted_trials(study) if t.number <= trial.number]) > wanted:
             trial.set_user_attr("surplus", True)  # another worker took the last place first
             study.tell(trial, state=_state("FAIL"))
             return False
-        trial.set_user_attr("worker", tag)
+        before = str(trial.user_attrs.get("failed_because", ""))  # a retry carries its first trial's attributes
+        for key, value in (("worker", tag), ("run_dir", ""), ("failed_because", "")):
+            trial.set_user_attr(key, value)
         try:
             config = self.search.space.config(trial.params, self.search.base.replace(runs_dir=str(self.runs_dir)))
             slot.child = self.start_trial(config, trial.number, slot.gpu)
@@ -132,7 +107,7 @@ class SearchWorker:
         slot.trial, slot.stopping, slot.run_dir_noted = trial, False, False
         values = ", ".join(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
                            for name, value in trial.params.items())
-        again = " (again: its first worker died)" if retried else ""
+        again = f" (again: trial {first} {before})" if retried and before else (f" (again: trial {first})" if retried else "")
         gpu = f" on GPU {slot.gpu}" if slot.gpu else ""
         self.on_event(f"trial {trial.number}{gpu}: {values or 'the base run'}{again}")
         return True
@@ -164,8 +139,8 @@ class SearchWorker:
             self.trained.append(trial.number)
         elif status == "finished":
             self._tell_failed(trial, "it finished without a validation accuracy (no epoch was evaluated)")
-        elif slot.stopping:
-            self._hand_back(trial, "its worker was stopped; the run kept its checkpoint")
+        elif slot.stopping:  # the user stopped the worker: the trial goes back however often that happens
+            self._hand_back(trial, "its worker was stopped; the run kept its checkpoint", limit=None)
         elif child.process.returncode < 0:  # killed by a signal (the OOM killer, say)
             self._hand_back(trial, f"its trainer was killed ({_signal_name(-child.process.returncode)})")
         elif status == "stopped":
@@ -180,21 +155,17 @@ class SearchWorker:
         self.search.study.tell(trial, state=_state("FAIL"))
         self.on_event(f"trial {trial.number}: failed ({reason})")
 
-    def _hand_back(self, trial, reason: str) -> None:
+    def _hand_back(self, trial, reason: str, limit: int | None = MAX_RETRIES) -> None:
         """Fail the trial with `reason` and put its values back as a new trial (Optuna's retry)."""
-        from optuna.storages import RetryHeartbeatStaleTrialCallback
-
         trial.set_user_attr("failed_because", reason)
         self.search.study.tell(trial, state=_state("FAIL"))
-        frozen = self.search.study._storage.get_trial(trial._trial_id)
-        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(self.search.study, frozen)
-        self.on_event(f"trial {trial.number}: {reason}; its values go back to the study")
+        self.on_event(f"trial {trial.number}: {reason}; {retry(self.search.study, trial._trial_id, limit)}")
 
     def release_dead_trials(self) -> None:
         """Trials left RUNNING by a worker of this machine that is gone: failed with the reason, and
         their values handed back; an RDB storage's heartbeat does this for every machine."""
         from optuna.exceptions import UpdateFinishedTrialError
-        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+        from optuna.storages import RDBStorage, fail_stale_trials
 
         study = self.search.study
         if isinstance(study._storage, RDBStorage):
@@ -205,13 +176,11 @@ class SearchWorker:
                 continue
             storage = study._storage
             try:
-                storage.set_trial_user_attr(trial._trial_id, "failed_because",
-                                            f"its worker (process {tag.split(':')[1]}) died")
+                storage.set_trial_user_attr(trial._trial_id, "failed_because", f"its worker (process {tag_pid(tag)}) died")
                 storage.set_trial_state_values(trial._trial_id, state=_state("FAIL"))
             except UpdateFinishedTrialError:  # another worker of this machine saw it first
                 continue
-            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, storage.get_trial(trial._trial_id))
-            self.on_event(f"trial {trial.number}: its worker died; its values go back to the study")
+            self.on_event(f"trial {trial.number}: its worker died; {retry(study, trial._trial_id, MAX_RETRIES)}")
 
     def _heartbeat(self, slots: list[_Slot]) -> None:
         from optuna.storages import RDBStorage
@@ -224,6 +193,19 @@ class SearchWorker:
 
     def _system_attrs(self, trial) -> dict[str, Any]:
         return self.search.study._storage.get_trial_system_attrs(trial._trial_id)
+
+
+def retry(study, trial_id: int, limit: int | None) -> str:
+    """Put a failed trial's values back as a new trial (Optuna's retry callback, on a copy: it
+    appends to the trial's retry history in place); says what happened."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    frozen = copy.deepcopy(study._storage.get_trial(trial_id))
+    tried = len(frozen.system_attrs.get("retry_history", ())) + 1
+    if limit is not None and tried > limit:
+        return f"its values were tried {tried} times, so the trial stays failed"
+    RetryHeartbeatStaleTrialCallback(max_retry=limit)(study, frozen)
+    return "its values go back to the study"
 
 
 def _signal_name(number: int) -> str:
