@@ -17,6 +17,7 @@ from workbench.core.events import (
     ROW_TYPES,
     CheckpointSaved,
     EpochMetrics,
+    Evaluating,
     Failed,
     Finished,
     ImagesSaved,
@@ -50,6 +51,7 @@ def one_of_each(run_dir: Path) -> list:
         Notice("something to know", "warning"),
         StatusChanged("paused", "asked through the control file"),
         PhaseChanged(2, "every layer (the backbone at 0.1 x the learning rate, frozen BatchNorm statistics)"),
+        Evaluating("test", 512, 2000),
         Finished(run_dir, "stopped", 2, 3.0, steps_done=8, reason="SIGTERM"),
         Failed(run_dir, "the disk is full", bad_input=True, field="runs_dir"),
     ]

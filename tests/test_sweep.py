@@ -96,7 +96,7 @@ def test_queue_lifecycle_sweep_cli_says_how_many_duplicates_it_dropped(tmp_path)
     runs_dir = tmp_path / "runs"
     result = run_here("sweep", "--arch", "linear", "--lr", "0.1,0.10,1e-1", "--epochs", "1", "--runs-dir", runs_dir)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    lines = result.stdout.splitlines()[1:]  # after the line saying what it checks
     assert lines[0] == "dropped 2 duplicate points: --lr 0.10, 1e-1 (the same as 0.1)"
     assert lines[1].startswith("queued 1 job of sweep-")
     [job] = JobQueue(runs_dir).jobs()

@@ -12,7 +12,7 @@ from tests.support.events import Recorder
 from workbench.cli import main
 from workbench.core import checkpoint as ckpt
 from workbench.core import runs
-from workbench.core.events import Finished, Notice
+from workbench.core.events import EpochMetrics, Finished, Notice
 from workbench.core.training.control import TrainControl
 from workbench.core.training.early_stop import EarlyStopper
 from workbench.core.training.engine import fit
@@ -121,7 +121,9 @@ def test_an_early_stopped_run_says_why_in_the_log_the_status_and_the_metrics(tin
     run_dir = fit(tiny(arch="linear", epochs=6, lr=1e-9, early_stop=1), recorder)  # nothing improves
     finished = recorder.last(Finished)
     assert finished.status == "finished" and finished.epochs_done == 2 and finished.final_test_acc is not None
-    assert any(n.message.startswith("early stop after epoch 2") for n in recorder.of(Notice))
+    said = next(n for n in recorder.of(Notice) if n.message.startswith("early stop after epoch 2"))
+    epoch_two = next(e for e in recorder.of(EpochMetrics) if e.epoch == 2)
+    assert recorder.events.index(epoch_two) < recorder.events.index(said)  # said after the epoch it concerns
     status, reason = runs.read_status(run_dir)
     assert status == "finished" and reason.startswith("early stop after epoch 2")
     assert runs.read_metrics(run_dir)[-1]["reason"] == reason
@@ -194,3 +196,32 @@ def test_lr_find_bounds_every_range_flag_in_one_line_writing_nothing(flags, tmp_
                                     "--runs-dir", str(runs_dir), "--data-dir", str(tmp_path / "data"), *flags])
     assert any(flag in error for flag in flags if flag.startswith("--"))
     assert not runs_dir.exists() and not (tmp_path / "data").exists()
+
+
+# ---- progress through a held-out pass -------------------------------------------------------------
+
+
+def test_a_long_held_out_pass_reports_its_progress_and_a_short_one_says_nothing(monkeypatch):
+    import workbench.core.training.report as report
+    from workbench.core.events import Evaluating, StepMetrics
+    from workbench.core.lifecycle.view import RunView
+    from workbench.core.training.control import TrainControl
+
+    clock = [0.0]
+    monkeypatch.setattr(report.time, "perf_counter", lambda: clock[0])
+    sent = []
+    meter = report.Meter(sent.append, torch.device("cpu"), TrainControl(), steps_per_epoch=1, total_steps=1,
+                         lr=lambda: 0.1, batch_size=10)
+    for at, done in ((0.0, 10), (0.1, 20), (0.2, 30)):  # 0.2 s in all: nothing to follow
+        clock[0] = at
+        meter.evaluating("val", done, 30)
+    assert sent == []
+    for at, done in ((1.0, 10), (1.6, 20), (1.8, 25), (2.5, 30)):
+        clock[0] = at
+        meter.evaluating("test", done, 30)
+    assert sent == [Evaluating("test", 20, 30), Evaluating("test", 30, 30)]  # half a second in, then its end
+    view = RunView()
+    view.apply(sent[0])
+    assert view.evaluating == ("test", 20 / 30)
+    view.apply(StepMetrics(1, 1, 1, 1, 1.0, 0.5, 0.1, 100.0, 1.0, 0.0))
+    assert view.evaluating is None  # training rows again: the pass is over

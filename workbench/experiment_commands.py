@@ -189,6 +189,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     given = {item.name: value for item in SETTINGS  # an on/off flag takes no list: it went into `fixed` above
              if item.kind != "bool" and item.name != "runs_dir"
              and (value := getattr(args, item.name, None)) is not None}
+    print("checking every value and point before anything is written…", flush=True)  # the checks build networks
     if args.search != "grid":
         from workbench.search_commands import make_study
 

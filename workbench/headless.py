@@ -15,6 +15,7 @@ from workbench.core.config import RunConfig
 from workbench.core.events import (
     CheckpointSaved,
     EpochMetrics,
+    Evaluating,
     Event,
     EventSink,
     Failed,
@@ -103,6 +104,7 @@ class HeadlessReporter:
                 TextColumn("loss {task.fields[loss]} acc {task.fields[acc]} | {task.fields[speed]}"),
                 TextColumn("{task.fields[elapsed]} ETA {task.fields[eta]}"),  # the engine's clock: pauses excluded
                 console=self.console,
+                transient=True,  # the epoch lines and the summary stay; the bar leaves with the run
             )
             total = event.epochs * event.steps_per_epoch
             self.task = self.progress.add_task(
@@ -124,6 +126,11 @@ class HeadlessReporter:
                 elapsed=clock(event.elapsed_s),
                 eta=clock(event.eta_s),
             )
+
+    def on_Evaluating(self, event: Evaluating) -> None:
+        if self.progress is not None:
+            split = "validation" if event.split == "val" else event.split
+            self.progress.update(self.task, eta=f"- (evaluating {split}: {event.images_done:,}/{event.images:,})")
 
     def on_EpochMetrics(self, event: EpochMetrics) -> None:
         self._print(epoch_line(event))

@@ -119,6 +119,16 @@ class StatusChanged:
 
 
 @dataclass(frozen=True)
+class Evaluating:
+    """Progress through a held-out split (a few times a second at most): the end of a run can
+    spend many seconds on validation and test after its last step."""
+
+    split: str  # "val" or "test"
+    images_done: int  # on this process (a data-parallel run: rank 0's shard)
+    images: int
+
+
+@dataclass(frozen=True)
 class PhaseChanged:
     """The recipe's phase from this epoch on (fine-tuning: the head alone, then every layer)."""
 
@@ -185,6 +195,7 @@ EventSink = Callable[[Event], None]
 ROW_TYPES: dict[type, str] = {
     RunStarted: "start", StepMetrics: "step", EpochMetrics: "epoch", CheckpointSaved: "checkpoint",
     ImagesSaved: "images", Notice: "notice", StatusChanged: "status", PhaseChanged: "phase", Finished: "end",
+    Evaluating: "eval",
     Failed: "failed",
 }
 _EVENT_OF = {name: kind for kind, name in ROW_TYPES.items()}

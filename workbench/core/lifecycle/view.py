@@ -15,6 +15,7 @@ from pathlib import Path
 from workbench.core.events import (
     CheckpointSaved,
     EpochMetrics,
+    Evaluating,
     Event,
     Failed,
     Finished,
@@ -77,6 +78,7 @@ class RunView:
     batch_size: int = 0
     recipe: str = ""
     training_phase: str = ""  # the recipe's phase (fine-tuning: head only, then every layer); "" for none
+    evaluating: tuple[str, float] | None = None  # (split, share done) while a held-out pass reports progress
     epoch: int = 0  # the epoch being trained (1-based), or the last one done
     epochs: int = 0
     step: int = 0
@@ -129,6 +131,8 @@ class RunView:
     # ---- the fold ----------------------------------------------------------------------
 
     def apply(self, event: Event) -> None:
+        if not isinstance(event, Evaluating):
+            self.evaluating = None  # any other row: the pass is over (or was cut off)
         handler = getattr(self, "_" + type(event).__name__, None)
         if handler is not None:
             handler(event)
@@ -212,6 +216,10 @@ class RunView:
 
     def _Notice(self, event: Notice) -> None:
         self.log.append(event)
+
+    def _Evaluating(self, event: Evaluating) -> None:
+        done = event.images_done / event.images if event.images else 1.0
+        self.evaluating = (event.split, done) if done < 1 else None
 
     def _PhaseChanged(self, event: PhaseChanged) -> None:
         self.training_phase = event.phase

@@ -250,6 +250,8 @@ class _Session:
                     last = save = True
                     evaluations |= self._evaluate(True, only="test")  # the run ends here: test it
                 self._record_epoch(epoch, totals, evaluations, progress, save, result.first_batch)
+                if last and self.stop_reason:
+                    self.emit(Notice(self.stop_reason))
             else:  # nothing to wait for: the epoch's numbers arrive while the next one trains
                 self.meter.end_epoch(on_done=lambda totals, e=epoch: self._record_epoch(e, totals, {}, progress, False))
             if last:
@@ -311,7 +313,7 @@ class _Session:
             if (name == "test" and "val" in self.held_out and not last) or (only and name != only):
                 continue
             result = evaluate(self.eval_model, batches, self.data.num_classes, views=self.views,
-                              amp_dtype=self.amp_dtype, split=name)
+                              amp_dtype=self.amp_dtype, split=name, progress=self.meter.evaluating)
             results[name] = self.world.merge_eval(result, self.shards[name])  # this rank's shard -> the split
             self.train_s += results[name].seconds
         return results
@@ -319,9 +321,7 @@ class _Session:
     def _early_stop(self, epoch: int, evaluations: dict[str, EvalResult]) -> bool:
         """Early stopping and a search's pruner judge the epoch; True (the reason noted) when the run ends here."""
         reason = self.judge.verdict(epoch, evaluations, self.config.early_stop_on, self.world.from_main)
-        if reason:
-            self.stop_reason = reason
-            self.emit(Notice(reason))
+        self.stop_reason = reason or self.stop_reason  # said after the epoch's own line (_train)
         return bool(reason)
 
     # ---- what an epoch leaves behind ------------------------------------------------
@@ -387,7 +387,7 @@ class _Session:
         if not self.world.share_weights(best, self.folder.best_weights()):  # rank 0 read it; every rank evaluates its shard
             return None
         result = evaluate(best, self.held_out["test"], self.data.num_classes, views=self.views,
-                          amp_dtype=self.amp_dtype, split="test")
+                          amp_dtype=self.amp_dtype, split="test", progress=self.meter.evaluating)
         return self.world.merge_eval(result, self.shards["test"]).acc
 
     def fail(self, reason: str, details: str = "", bad_input: bool = False, field: str | None = None) -> None:

@@ -7,6 +7,7 @@ test-time views) arrives in TrainingParts and the views, never as another loop.
 from __future__ import annotations
 
 import time
+from typing import Callable
 from dataclasses import dataclass
 
 import torch
@@ -96,15 +97,18 @@ def evaluate(
     views: tuple[View, ...] = PLAIN,
     amp_dtype: torch.dtype | None = None,
     split: str = "test",
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> EvalResult:
     """Metrics in eval mode without autograd, over the weighted mean of the views' logits.
 
     The model's mode comes back as it was. Everything stays on the device until one copy at the end.
+    `progress(split, images done, images)` hears of each batch (it reads nothing from the device).
     """
     was_training = model.training
     model.eval()
     started = time.perf_counter()
     probs, losses, labels, plain, positions = [], [], [], [], []
+    done, total = 0, len(batches.labels)
     try:
         for batch in batches.batches(batches.epoch_order()):
             combined = None
@@ -122,6 +126,9 @@ def evaluate(
             probs.append(combined.softmax(dim=1))
             labels.append(batch.labels)
             positions.append(batch.positions)
+            done += len(batch.labels)
+            if progress is not None:
+                progress(split, done, total)
     finally:
         model.train(was_training)
     all_labels = torch.cat(labels)

@@ -18,12 +18,13 @@ from typing import Any, Callable
 import torch
 
 from workbench.core.errors import NonFiniteLoss
-from workbench.core.events import EventSink, StepMetrics
+from workbench.core.events import Evaluating, EventSink, StepMetrics
 from workbench.core.training.control import TrainControl
 from workbench.core.training.device import gpu_memory_mb
 from workbench.core.training.device_clock import DeviceClock, Readout
 
 SAMPLE_INTERVAL_S = 0.3  # at most ~3 step samples a second reach the UI
+EVAL_EVERY_S = 0.5  # a held-out pass reports its progress this often, once it has taken this long
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Meter:
         self.epoch_starts: dict[int, _Mark] = {}
         self.previous: _Mark | None = None
         self.epoch = self.epoch_step = self.global_step = self.images = 0
+        self._eval_started = self._eval_sent = 0.0  # the held-out pass under way, and its last row
 
     # ---- the loop's side: device work only ------------------------------------------------
 
@@ -133,6 +135,20 @@ class Meter:
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.host_started - (self.control.paused_s - self.paused_at_start)
+
+    def evaluating(self, split: str, done: int, total: int) -> None:
+        """Progress through a held-out split: nothing for a pass shorter than EVAL_EVERY_S, then a
+        row at most that often, and one at its end to close what was shown."""
+        now = time.perf_counter()
+        if not self._eval_started:
+            self._eval_started, self._eval_sent = now, 0.0
+        if done >= total:
+            if self._eval_sent:
+                self.emit(Evaluating(split, total, total))
+            self._eval_started = 0.0
+        elif now - max(self._eval_started, self._eval_sent) >= EVAL_EVERY_S:
+            self._eval_sent = now
+            self.emit(Evaluating(split, done, total))
 
     # ---- host side ---------------------------------------------------------------------
 

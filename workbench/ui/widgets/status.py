@@ -67,6 +67,8 @@ class TrainStatus(Widget):
         details = [
             shown(view.training_phase.split(" (")[0]) if view.training_phase and view.phase in ACTIVE else "",
             f"elapsed {fmt.duration(view.elapsed_s)}",
+            f"evaluating {'validation' if view.evaluating[0] == 'val' else view.evaluating[0]} "
+            f"{view.evaluating[1]:.0%}" if view.evaluating and view.phase == "training" else
             f"ETA {fmt.duration(view.eta_s)}" if view.phase == "training" else "",
             fmt.rate(view.images_per_s) if view.images_per_s and view.phase == "training" else "",
             shown(view.device_name),
