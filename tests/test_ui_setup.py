@@ -119,6 +119,31 @@ async def test_tab_from_the_list_reaches_the_form_and_slash_filters(tmp_path, da
 
 
 @asynchronous
+async def test_slash_filters_from_a_number_field_and_escape_leaves_a_field(tmp_path, data_dir):
+    app = app_for(tmp_path, data_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert await wait_until(pilot, lambda: models_ready(app))
+        setup = app.setup_screen
+        epochs = setup.query_one("#epochs")
+        epochs.focus()
+        epochs.value = "3"
+        await pilot.press("slash", "c", "o", "n", "v")  # was: epochs "3/conv"
+        await pilot.pause(0.2)
+        assert epochs.value == "3" and setup.query_one("#arch-filter").value == "conv"
+        assert setup.focused.id == "arch-filter"
+        dataset = setup.query_one("#dataset")
+        dataset.focus()
+        await pilot.pause()
+        dataset.value = ""
+        await pilot.press("~", "slash", "d")  # a folder's path keeps its slashes
+        assert dataset.value == "~/d" and setup.focused is dataset
+        await pilot.press("escape")  # leaves the field; what was typed stays
+        assert setup.focused.id == "arch-table" and dataset.value == "~/d"
+        await pilot.press("r")  # a letter is the app's key again: the runs list
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen))
+
+
+@asynchronous
 async def test_checked_and_unchecked_boxes_differ_without_colour(tmp_path, data_dir):
     app = app_for(tmp_path, data_dir)
     async with app.run_test(size=SIZE) as pilot:

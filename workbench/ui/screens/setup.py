@@ -7,6 +7,7 @@ from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
@@ -14,7 +15,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, Select
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from workbench.core.config import RunConfig
+from workbench.core.config import SETTINGS, RunConfig
 from workbench.core.errors import WorkbenchError
 from workbench.core.wording import count as counted
 from workbench.ui import workers
@@ -24,6 +25,7 @@ from workbench.ui.widgets.arch_list import ArchitectureList
 from workbench.ui.widgets.form import LABELS, HyperparameterForm
 
 DEBOUNCE_S = 0.2  # wait for typing to pause before validating or recounting
+NUMBER_FIELDS = {item.name for item in SETTINGS if item.kind in ("int", "float")} | {"devices"}  # no "/" in them
 
 
 class ModelsDescribed(Message):
@@ -54,6 +56,11 @@ class SetupScreen(Screen):
 
     TITLE = "workbench"
     SUB_TITLE = "set up a run"
+    BINDINGS = [
+        # `/` from anywhere but a field that takes text with slashes (a data set folder, a weights file)
+        Binding("slash", "filter_architectures", "Filter", show=False, priority=True),
+        Binding("escape", "leave_field", "Leave the field", show=False),
+    ]
 
     class StartRequested(Message):
         """The form holds a valid run; the app starts it."""
@@ -95,6 +102,21 @@ class SetupScreen(Screen):
             self.query_one(HyperparameterForm).load(self.initial_values)
         self.query_one("#arch-table").focus()
         self.call_after_refresh(self._after_edit)  # torch loads in a worker once the screen is up
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "filter_architectures":  # False: the key goes on to the focused field as typing
+            focused = self.focused
+            return not isinstance(focused, Input) or (focused.id or "") in NUMBER_FIELDS
+        return True
+
+    def action_filter_architectures(self) -> None:
+        self.query_one("#arch-filter", Input).focus()
+
+    def action_leave_field(self) -> None:
+        """Escape in a form field leaves it for the architecture list (as on the inspect screen), so the
+        letters are the app's keys again; what was typed stays."""
+        if isinstance(self.focused, Input):
+            self.query_one("#arch-table").focus()
 
     # ---- values -----------------------------------------------------------------------
 
