@@ -92,7 +92,7 @@ def test_runs_lists_the_run(trained_run):
     result = run_here("runs", "--runs-dir", work / "runs")
     assert run_dir.name[:15] in result.stdout and "finished" in result.stdout
     header, row = result.stdout.splitlines()  # not a terminal: a header row, then one tab-separated run
-    assert header.split("\t") == ["run", "arch", "dataset", "epochs", "best acc", "status"] and row.count("\t") == 5
+    assert header.split("\t") == ["run", "arch", "lr", "dataset", "epochs", "best acc", "status"] and row.count("\t") == 6
 
 
 def test_mc_dropout_does_not_apply_without_dropout(trained_run, tmp_path):

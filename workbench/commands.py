@@ -155,10 +155,10 @@ def run_runs(args: argparse.Namespace) -> int:
     if not found:
         print(f"no runs in {shown(args.runs_dir)}")
         return EXIT_OK
-    columns = ("run", "arch", "dataset", "epochs", "best acc", "status")
+    columns = ("run", "arch", "lr", "dataset", "epochs", "best acc", "status")
     rows = [
-        tuple(shown(cell) for cell in (run.name, run.arch, run.dataset, f"{run.epochs_done}/{run.epochs}",
-                                       _best_text(run), run.status))
+        tuple(shown(cell) for cell in (run.name, run.arch, "-" if run.lr is None else f"{run.lr:g}", run.dataset,
+                                       f"{run.epochs_done}/{run.epochs}", _best_text(run), run.status))
         for run in found
     ]
     if args.plain or not sys.stdout.isatty():  # whole names, one run per line, for scripts and copying
@@ -167,7 +167,7 @@ def run_runs(args: argparse.Namespace) -> int:
         return EXIT_OK
     table = Table(title=Text(f"runs in {shown(args.runs_dir)}"))
     for column in columns:
-        table.add_column(column, justify="right" if column in ("epochs", "best acc") else "left",
+        table.add_column(column, justify="right" if column in ("lr", "epochs", "best acc") else "left",
                          no_wrap=column == "run", overflow="fold")
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))  # names and paths are shown literally, never as markup
@@ -185,7 +185,7 @@ def _run_record(run) -> dict:
     return {
         "name": run.name, "path": str(run.path), "arch": run.arch, "dataset": run.dataset,
         "epochs": run.epochs, "epochs_done": run.epochs_done, "best_acc": run.best_acc,
-        "best_split": run.best_split, "best_epoch": run.best_epoch, "status": run.status,
+        "best_split": run.best_split, "best_epoch": run.best_epoch, "status": run.status, "lr": run.lr,
         "started": run.started.isoformat() if run.started else None,
     }
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from workbench.core.atomic import write_json_atomic, write_text_atomic
 from workbench.core.catalog import arch_label
-from workbench.core.config import RunConfig
+from workbench.core.config import SETTING_BY_NAME, RunConfig
 from workbench.core.errors import WorkbenchError
 from workbench.core.lifecycle.tail import rows_of
 from workbench.core.network_copy import keep_copy
@@ -217,6 +217,7 @@ class RunSummary:
     best_epoch: int | None
     status: str
     started: datetime | None
+    lr: float | None = None  # the peak learning rate set; None when its recipe sets its own (the speedrun)
 
 
 _STAMP = re.compile(r"^(\d{8}-\d{6})")
@@ -239,8 +240,9 @@ def summarize_run(run_dir: Path) -> RunSummary | None:
     try:
         config = read_config(run_dir)
         arch, dataset, epochs = config.arch, config.dataset, config.epochs
+        lr = config.lr if SETTING_BY_NAME["lr"].reads(config.recipe) else None
     except WorkbenchError:
-        arch, dataset, epochs = "?", "?", 0
+        arch, dataset, epochs, lr = "?", "?", 0, None
     rows = epoch_records(read_metrics(run_dir))
     best, split, best_epoch = best_of(rows)
     match = _STAMP.match(run_dir.name)
@@ -252,7 +254,7 @@ def summarize_run(run_dir: Path) -> RunSummary | None:
     return RunSummary(
         path=run_dir, name=run_dir.name, arch=arch, dataset=dataset, epochs=max(epochs, done),
         epochs_done=done, best_acc=best, best_split=split, best_epoch=best_epoch,
-        status=status, started=started,
+        status=status, started=started, lr=lr,
     )
 
 

@@ -60,7 +60,7 @@ class RunsScreen(Screen):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         # The columns a narrow terminal must not lose come first: which run, how it ended, how good.
-        for label in ("run", "status", "best", "epochs", "arch", "data set", "started"):
+        for label in ("run", "status", "best", "epochs", "arch", "lr", "data set", "started"):
             table.add_column(label, key=label)
         table.border_title = escape(shown(f"runs in {fmt.short_path(self.runs_dir)}/"))
         table.focus()
@@ -93,7 +93,8 @@ class RunsScreen(Screen):
             table.add_row(
                 self._name_cell(summary), Text(shown(summary.status), style=STATUS_STYLES.get(summary.status, "")),
                 Text(_best(summary), justify="right"), f"{summary.epochs_done}/{summary.epochs}",
-                Text(shown(summary.arch)), Text(shown(_short_dataset(summary.dataset))), started,
+                Text(shown(summary.arch)), Text("-" if summary.lr is None else f"{summary.lr:g}", justify="right"),
+                Text(shown(_short_dataset(summary.dataset))), started,
                 key=str(summary.path),
             )
         keys = [str(s.path) for s in message.summaries]

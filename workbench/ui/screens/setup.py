@@ -58,7 +58,7 @@ class SetupScreen(Screen):
     SUB_TITLE = "set up a run"
     BINDINGS = [
         # `/` from anywhere but a field that takes text with slashes (a data set folder, a weights file)
-        Binding("slash", "filter_architectures", "Filter", show=False, priority=True),
+        Binding("slash", "filter_architectures", "Filter", tooltip="Type to filter the architectures", priority=True),
         Binding("escape", "leave_field", "Leave the field", show=False),
     ]
 
