@@ -201,6 +201,35 @@ async def test_interrupted_run_is_offered_and_resumed(tmp_path, data_dir):
 
 
 @asynchronous
+async def test_a_finished_run_trains_on_from_the_runs_list_to_more_epochs(tmp_path, data_dir):
+    from workbench.core import runs
+    from workbench.core.training.engine import fit
+    from workbench.ui.screens.modals import TrainOnQuestion
+    from workbench.ui.screens.runs import RunsScreen
+
+    run_dir = fit(tiny_config(tmp_path, data_dir, epochs=1), lambda event: None)
+    app = make_app(tmp_path, data_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries, 30)
+        await pilot.press("t")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, TrainOnQuestion), 10)
+        field = app.screen.query_one("#train-on-epochs")
+        assert field.value == "2"  # a finished run: twice its epochs, to start with
+        field.value = "1"
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, TrainOnQuestion)  # no more than it has done: said, nothing started
+        assert "more than the 1 epochs" in str(app.screen.query_one("#train-on-error").render())
+        field.value = "3"
+        await pilot.press("enter")
+        assert await wait_until(pilot, lambda: app.dashboard.outcome is not None, 120)
+        outcome = app.dashboard.outcome
+        assert isinstance(outcome, Finished) and outcome.epochs_done == 3
+    assert runs.read_status(run_dir)[0] == "finished" and len(run_folders(tmp_path)) == 1
+
+
+@asynchronous
 async def test_background_failures_become_messages(tmp_path, data_dir):
     """A run folder without checkpoints cannot be exported: the worker fails, the app says why."""
     broken = tmp_path / "runs" / "20250101-120000-linear"

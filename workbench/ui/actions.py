@@ -12,6 +12,9 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 
+from workbench.core.config import RunConfig
+from workbench.core.errors import WorkbenchError
+from workbench.core.shown import shown
 from workbench.core.wording import count as counted
 from workbench.ui import formatting as fmt
 from workbench.ui import workers
@@ -253,11 +256,21 @@ class WorkbenchActions:
 
         self.push_screen(offer_resume(summary.name, detail), answered)
 
+    def train_on(self: WorkbenchApp, run_dir: Path, epochs: int) -> None:
+        """Resume a run from the runs list to `epochs` in all, on the dashboard."""
+        self._prepare_resume(run_dir, epochs)
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="resume", description="resuming the run")
-    def _prepare_resume(self: WorkbenchApp, run_dir: Path) -> None:
+    def _prepare_resume(self: WorkbenchApp, run_dir: Path, epochs: int | None = None) -> None:
         from workbench.core.runs import read_metrics
 
-        config = workers.resume_config(run_dir)
+        try:
+            config = workers.resume_config(run_dir)
+            if epochs is not None:
+                config = RunConfig.from_mapping({"epochs": epochs}, config, check_paths=False)  # bounded as a flag
+        except WorkbenchError as error:
+            self.call_from_thread(self.notify, escape(shown(f"Cannot resume {run_dir.name}: {error}")), severity="error")
+            return
         self.post_message(ResumeReady(run_dir, config, read_metrics(run_dir)))
 
     def on_resume_ready(self: WorkbenchApp, message: ResumeReady) -> None:

@@ -88,3 +88,40 @@ class TooSmall(ModalScreen[None]):
 
     def action_ignore(self) -> None:
         pass
+
+
+class TrainOnQuestion(ModalScreen[int | None]):
+    """How many epochs a run from the runs list should reach when it trains on; enter starts, escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
+
+    def __init__(self, name: str, status: str, done: int, target: int) -> None:
+        super().__init__(id="train-on")
+        self.run_name, self.status, self.done, self.target = name, status, done, target
+
+    def compose(self) -> ComposeResult:
+        from textual.widgets import Input
+
+        with Vertical(classes="question"):
+            yield Static(f"Train [b]{escape(self.run_name)}[/b] on from its last checkpoint ({escape(self.status)}, "
+                         f"{self.done} epochs done).\nTrain it to how many epochs in all? (enter starts, escape "
+                         "cancels)", classes="question-text")
+            yield Input(str(self.target), id="train-on-epochs", type="integer", compact=True)
+            yield Static("", id="train-on-error", classes="field-error")
+
+    def on_mount(self) -> None:
+        self.query_one("#train-on-epochs").focus()
+
+    def on_input_submitted(self, event) -> None:
+        try:
+            epochs = int(event.value)
+        except ValueError:
+            epochs = 0
+        if epochs <= self.done:
+            self.query_one("#train-on-error", Static).update(
+                f"give more than the {self.done} epochs it has done (a resume continues to a larger target)")
+            return
+        self.dismiss(epochs)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

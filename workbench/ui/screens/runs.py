@@ -43,6 +43,7 @@ class RunsScreen(Screen):
         Binding("space", "select_run", "Select", tooltip="Select runs to compare"),
         Binding("c", "compare", "Compare", tooltip="Compare the selected runs (or all, when none is)"),
         Binding("u", "queue", "Queue", tooltip="The job queue of this runs folder"),
+        Binding("t", "train_on", "Train on", tooltip="Resume the run from its checkpoint (a finished one to more epochs)"),
     ]
 
     def __init__(self, runs_dir: Path) -> None:
@@ -139,6 +140,32 @@ class RunsScreen(Screen):
             self.notify("No runs to compare yet.", severity="warning")
             return
         self.app.push_screen(CompareScreen(chosen))
+
+    def action_train_on(self) -> None:
+        """Resume the highlighted run here: a stopped or failed run to its target, a finished or pruned
+        one to a larger one the user gives."""
+        from workbench.ui.screens.modals import TrainOnQuestion
+
+        summary = next((s for s in self.summaries if s.path == self.current_run), None)
+        if summary is None:
+            return
+        if self.app.training:
+            self.notify("A run is training in this app; train this one on when it ends.", severity="warning")
+            return
+        if summary.status == "running":
+            self.notify("Another process trains this run now (enter follows it).", severity="warning")
+            return
+        if not any((summary.path / "checkpoints").glob("last*.pt")):
+            self.notify("This run has no checkpoint to go on from.", severity="warning")
+            return
+        more = summary.epochs_done >= summary.epochs
+        target = summary.epochs * 2 if more else summary.epochs
+
+        def answered(epochs: int | None) -> None:
+            if epochs is not None:
+                self.app.train_on(summary.path, epochs)
+
+        self.app.push_screen(TrainOnQuestion(summary.name, summary.status, summary.epochs_done, target), answered)
 
     def action_queue(self) -> None:
         from workbench.ui.screens.queue import QueueScreen
