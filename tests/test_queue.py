@@ -586,4 +586,4 @@ def test_control_sequences_in_a_runs_folder_name_are_shown_as_text_when_queueing
     assert main(["sweep", "--lr", "0.1,0.2", "--arch", "linear", "--runs-dir", str(runs_dir)]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\\x1b[2J" in out and "runs\\x0amade" in out
-    assert out.count("\n") == 3  # queue add says one line, sweep two
+    assert out.count("\n") == 4  # queue add says one line, sweep three (the first: what it checks)

@@ -180,7 +180,7 @@ def test_resume_export_and_predict_work_for_a_speedrun_run(trained, tmp_path):
     assert meta["recipe"] == "speedrun" and meta["model_options"]["widths"] == [16, 32, 32]
     image = tmp_path / "one.png"
     Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
-    (prediction,) = predict_files(run_dir / "export", [str(image)], top=3)
+    (prediction,) = predict_files(run_dir / "export", [str(image)], top=3).results
     assert len(prediction.top) == 3 and abs(sum(p for _, p, _ in prediction.top)) <= 1.0 + 1e-6
 
 
