@@ -547,10 +547,14 @@ def test_predict_says_when_the_bundle_is_older_than_the_runs_model(tmp_path, cap
     capsys.readouterr()
     assert main(["predict", str(run_dir / "export"), str(image)]) == 0
     assert "warning" not in capsys.readouterr().err  # up to date: nothing to say
+    from workbench.ui.screens.runs import read_run_details  # the app's run screen says the same
+
+    assert "export/ holds epoch 1 (last), up to date" in read_run_details(run_dir).summary
     fit(config.replace(epochs=2), lambda event: None, resume_dir=run_dir)
     assert main(["predict", str(run_dir), str(image)]) == 0
     err = capsys.readouterr().err
     assert "holds epoch 1 (last when it was exported); the run's last is now epoch 2" in err and "workbench export" in err
+    assert "export/ is out of date: this bundle holds epoch 1" in read_run_details(run_dir).summary
 
 
 def test_predict_takes_folders_and_globs_skips_what_it_cannot_read_and_runs_every_format(run_dir, tmp_path, capsys):
