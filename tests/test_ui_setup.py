@@ -144,6 +144,23 @@ async def test_slash_filters_from_a_number_field_and_escape_leaves_a_field(tmp_p
 
 
 @asynchronous
+async def test_the_form_says_what_image_size_0_means_for_a_folder_and_for_a_named_set(tmp_path, data_dir):
+    from tests.support.folders import image_folder
+
+    photos = image_folder(tmp_path / "photos")
+    app = app_for(tmp_path, data_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert await wait_until(pilot, lambda: models_ready(app))
+        note = app.setup_screen.query_one("#error-image_size")
+        assert await wait_until(pilot, lambda: "the data set's own size" in str(note.render()))
+        app.setup_screen.set_value("dataset", str(photos))
+        assert await wait_until(pilot, lambda: "a folder's photos are resized to 32 px unless you give a size"
+                                in str(note.render()), 30)
+        app.setup_screen.set_value("image_size", "48")
+        assert await wait_until(pilot, lambda: str(note.render()).strip() == "", 30)  # a size given: nothing to explain
+
+
+@asynchronous
 async def test_checked_and_unchecked_boxes_differ_without_colour(tmp_path, data_dir):
     app = app_for(tmp_path, data_dir)
     async with app.run_test(size=SIZE) as pilot:

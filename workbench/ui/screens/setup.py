@@ -29,10 +29,11 @@ NUMBER_FIELDS = {item.name for item in SETTINGS if item.kind in ("int", "float")
 
 
 class ModelsDescribed(Message):
-    def __init__(self, architectures: list[workers.Architecture], shape_text: str) -> None:
+    def __init__(self, architectures: list[workers.Architecture], shape_text: str, size_note: str = "") -> None:
         super().__init__()
         self.architectures = architectures
         self.shape_text = shape_text
+        self.size_note = size_note  # what image size 0 means for this data set ("" when a size is given)
 
 
 class ParamsCounted(Message):
@@ -225,7 +226,8 @@ class SetupScreen(Screen):
             self.post_message(ModelsDescribed(architectures, f"(no counts: {reason})"))
             return
         channels, size, classes = shape
-        self.post_message(ModelsDescribed(architectures, f"{dataset} ({channels}×{size}×{size}, {counted(classes, 'class')})"))
+        self.post_message(ModelsDescribed(architectures, f"{dataset} ({channels}×{size}×{size}, {counted(classes, 'class')})",
+                                          _size_note(dataset, image_size, size, chosen)))
         order = sorted(architectures, key=lambda arch: arch.name != chosen)
         for arch in order:
             if worker.is_cancelled:
@@ -251,6 +253,7 @@ class SetupScreen(Screen):
     # ---- worker results ---------------------------------------------------------------
 
     def on_models_described(self, message: ModelsDescribed) -> None:
+        self.query_one(HyperparameterForm).show_note("image_size", message.size_note)
         arch_list = self.query_one(ArchitectureList)
         arch_list.shape_text = message.shape_text
         arch_list.params = {}
@@ -288,3 +291,17 @@ class SetupScreen(Screen):
         problem = write_last_values(self.config_dir, config)
         if problem:
             self.app.call_from_thread(self.notify, problem, severity="warning")
+
+
+def _size_note(dataset: str, image_size: str, size: int, arch: str) -> str:
+    """What image size 0 trains at for this data set and network, in words ("" for a size given)."""
+    from workbench.core.catalog import is_pretrained
+    from workbench.core.config import DATASET_NAMES
+
+    if str(image_size or "0").strip() not in ("0", ""):
+        return ""
+    if is_pretrained(arch):
+        return "0: the size its ImageNet weights were trained at (224 px), resized from the data"
+    if dataset in DATASET_NAMES:
+        return f"0: {size}×{size} px, the data set's own size"
+    return f"0: {size}×{size} px; a folder's photos are resized to {size} px unless you give a size"

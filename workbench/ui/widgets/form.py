@@ -179,8 +179,9 @@ class HyperparameterForm(VerticalScroll):
         for name in FIELD_NAMES:
             message = errors.get(name, "")
             note = self.query_one(f"#error-{name}", Static)
-            if not message and name == "recipe" and getattr(self, "_unused_note", ""):
-                note.update(getattr(self, "_unused_note", ""))
+            said = getattr(self, "_unused_note", "") if name == "recipe" else getattr(self, "_notes", {}).get(name, "")
+            if not message and said:  # no problem: what the value means, muted
+                note.update(said)
                 note.set_class(True, "shown")
                 note.set_class(True, "muted")
             else:
@@ -188,6 +189,11 @@ class HyperparameterForm(VerticalScroll):
                 note.set_class(bool(message), "shown")
                 note.set_class(False, "muted")
             self.query_one(f"#row-{name}").set_class(bool(message), "error")
+
+    def show_note(self, name: str, text: str) -> None:
+        """A muted line under a field saying what its value means here ("" clears it); an error wins."""
+        self._notes = {**getattr(self, "_notes", {}), name: text}
+        self.show_errors(getattr(self, "_errors", {}))
 
     # ---- events up -------------------------------------------------------------------
 
