@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
+from textual.app import App
+
 from tests.support.ui import SIZE, asynchronous, models_ready, tiny_config, wait_until
+from workbench.core.config import RunConfig
 from workbench.ui.app import build_app
 from workbench.ui.screens.lr_find import LrFindScreen
 
@@ -40,3 +46,47 @@ async def test_the_charts_mark_the_best_epoch(tmp_path, data_dir):
         best = dashboard.outcome.best_epoch
         assert best is not None and dashboard.charts.accuracy.mark == best == dashboard.charts.loss.mark
         assert "best" in dashboard.charts.accuracy.border_subtitle
+
+
+class RecordedCurve(LrFindScreen):
+    """The LR finder's screen fed a recorded curve (not a child process): a loss that dips near 1e-2
+    and explodes past 0.1, over seven decades of learning rate."""
+
+    def _run(self, config) -> None:
+        from workbench.ui.screens.lr_find import CurveDone, CurvePoint
+
+        smoothed = 2.3
+        for i in range(71):
+            lr = 1e-7 * 10 ** (i / 10)
+            loss = 2.3 - 1.5 * math.exp(-((math.log10(lr) + 2) ** 2)) + 40 * lr ** 2
+            smoothed = 0.8 * smoothed + 0.2 * loss
+            self.post_message(CurvePoint(lr, loss, smoothed))
+        self.post_message(CurveDone({"suggestion": 1e-3, "rule": "lowest smoothed loss / 10",
+                                     "ended": "the loss exploded", "steepest": 3e-3}))
+
+
+class CurveHost(App):
+    def on_mount(self) -> None:
+        self.push_screen(RecordedCurve(RunConfig()))
+
+
+@asynchronous
+async def test_the_lr_finder_draws_the_whole_curve_on_log_axes_with_readable_ticks():
+    from textual_plotext import PlotextPlot
+
+    app = CurveHost()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        plot = app.screen.query_one(PlotextPlot)
+        drawn = plot.plt.build()  # twice, as renders do: the same picture each time
+        assert drawn == plot.plt.build()
+        assert "1e-07" in drawn and "1e+00" in drawn and "0.000000" not in drawn  # decades, written as such
+        assert "1e+01" in drawn  # the loss spans more than a decade: a log loss axis reaching the explosion
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+def test_lr_finder_curve_snapshot(snap_compare, size):
+    async def ready(pilot):
+        await pilot.pause(0.3)
+
+    assert snap_compare(CurveHost(), terminal_size=size, run_before=ready)

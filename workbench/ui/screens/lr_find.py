@@ -6,6 +6,8 @@ trains (a throwaway copy), so it must not share torch's global state with a run 
 
 from __future__ import annotations
 
+import math
+
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -110,24 +112,35 @@ class LrFindScreen(ModalScreen[float | None]):
         )
 
     def _draw(self) -> None:
+        """Both curves whole (nothing clipped at the frame), on a log loss axis when the loss spans
+        more than a decade, with ticks written as numbers a reader can use (1e-05, not 0.000010).
+        The logarithms are taken here: plotext's own log axes take them again at every render."""
         plot = self.query_one(PlotextPlot)
         plt = plot.plt
         plt.clear_data()
-        plt.title("loss by learning rate (grey: per step, blue: smoothed; green: suggested)")
-        plt.xscale("log" if self.lrs else "linear")  # plotext's log axis needs data to place its ticks
-        if self.lrs:
-            # The axis spans the smoothed curve (its minimum to its start), never less than a few
-            # percent of the loss; points beyond are drawn at the frame, as plotext does not clip.
-            low, first = min(self.smoothed), self.smoothed[0]
-            span = max(first - low, 0.05 * abs(first), 1e-3)
-            bottom, top = low - 0.1 * span, first + 0.3 * span
-            raw = [min(max(loss, bottom), top) for loss in self.losses]
-            smooth = [min(max(loss, bottom), top) for loss in self.smoothed]
-            plt.ylim(bottom, top)
-            plt.plot(self.lrs, raw, color=(150, 150, 150), marker="braille")
-            plt.plot(self.lrs, smooth, color=(80, 170, 255), marker="braille")
-        if self.suggestion is not None:
-            plt.vline(self.suggestion, color=(60, 200, 80))
+        plt.title("loss by learning rate: grey per step, blue smoothed, green the suggestion")
+        points = [(lr, raw, smooth) for lr, raw, smooth in zip(self.lrs, self.losses, self.smoothed)
+                  if lr > 0 and math.isfinite(raw) and math.isfinite(smooth)]
+        if points:
+            xs = [math.log10(lr) for lr, _, _ in points]
+            values = [v for _, raw, smooth in points for v in (raw, smooth)]
+            low, high = min(values), max(values)
+            plt.xticks(*_decades(min(xs), max(xs)))
+            plt.xlim(min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1)
+            log_y = low > 0 and high / low > 10
+            y_of = (lambda v: math.log10(v)) if log_y else (lambda v: v)  # noqa: E731
+            if log_y:
+                plt.yticks(*_decades(y_of(low), y_of(high)))
+                plt.ylim(y_of(low) - 0.05, y_of(high) + 0.05)
+            else:
+                pad = max(high - low, 1e-3) * 0.08
+                ticks = [low + (high - low) * i / 4 for i in range(5)]
+                plt.yticks(ticks, [f"{tick:.3g}" for tick in ticks])
+                plt.ylim(low - pad, high + pad)
+            plt.plot(xs, [y_of(raw) for _, raw, _ in points], color=(150, 150, 150), marker="braille")
+            plt.plot(xs, [y_of(smooth) for _, _, smooth in points], color=(80, 170, 255), marker="braille")
+            if self.suggestion is not None:
+                plt.vline(math.log10(self.suggestion), color=(60, 200, 80))
         plot.refresh()
 
     # ---- answers -----------------------------------------------------------------------
@@ -141,3 +154,12 @@ class LrFindScreen(ModalScreen[float | None]):
     def action_close(self) -> None:
         self.workers.cancel_group(self, "lr-find")  # the child is stopped when the worker sees it
         self.dismiss(None)
+
+
+def _decades(low: float, high: float) -> tuple[list[float], list[str]]:
+    """Ticks at whole powers of ten between two log10 values (every other one on a long axis,
+    so labels never touch), written as 1e-05."""
+    first, last = math.floor(low), math.ceil(high)
+    step = 2 if last - first > 8 else 1
+    ticks = [float(k) for k in range(first - first % step, last + 1, step)]
+    return ticks, [f"{10.0 ** k:.0e}" for k in ticks]
