@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.support.recorded import recorded_events
 from tests.support.ui import app_in, asynchronous, record_notifications, settle, wait_until
 from workbench.core import runs
@@ -80,14 +82,15 @@ async def test_compare_screen_from_the_runs_list(in_tmp):
         assert str(table.get_row_at(0)[1]) == "0.003" and screen.sorted_by == "lr"
 
 
-def test_compare_screen_snapshot(snap_compare, in_tmp):
+@pytest.mark.parametrize("size", [(120, 36), (80, 24)])
+def test_compare_screen_snapshot(snap_compare, in_tmp, size):
     two_recorded_runs()
 
     async def ready(pilot):
         await open_compare(pilot)
         await settle(pilot)
 
-    assert snap_compare(app_in(in_tmp), terminal_size=(120, 36), run_before=ready)
+    assert snap_compare(app_in(in_tmp), terminal_size=size, run_before=ready)
 
 
 def fixed_queue() -> JobQueue:
