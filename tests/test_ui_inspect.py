@@ -177,6 +177,8 @@ async def test_predict_lists_five_classes_and_says_why_it_cannot(run_dir, tmp_pa
         await predict(str(image), "5")  # basic_cnn has no dropout layers
         assert await wait_until(pilot, lambda: "does not apply" in text_of(screen, "#predict-message"))
         assert "no dropout layers" in text_of(screen, "#predict-message") and top.row_count == 0
+        assert "--mc-dropout" not in text_of(screen, "#predict-message")  # the app's words, not a flag's
+        assert "Set passes to 0" in text_of(screen, "#predict-message")
 
         await predict(str(tmp_path / "missing.png"), "0")
         assert await wait_until(pilot, lambda: "does not exist" in text_of(screen, "#predict-message"))

@@ -51,7 +51,7 @@ def probabilities(model: nn.Module, images: torch.Tensor, passes: int = 0) -> tu
     """
     model.eval()
     if passes and not has_dropout(model):
-        raise WorkbenchError("--mc-dropout does not apply: this model has no dropout layers")
+        raise WorkbenchError("Monte-Carlo dropout does not apply: this model has no dropout layers", field="mc_dropout")
     dropouts = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
     try:
         for layer in dropouts if passes else []:

@@ -345,7 +345,7 @@ class InspectScreen(Screen):
         message = self.query_one("#predict-message", Static)
         if error and not text.rstrip().endswith((".", "!", "?")):
             text += "."
-        if error and "mc-dropout does not apply" in text:
+        if error and "Monte-Carlo dropout does not apply" in text:
             text += " Set passes to 0 for a plain prediction."
         message.update(shown(text))
         message.set_class(error, "error")
