@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from workbench.core.data.normalize import normalize, to_uint8
+from workbench.core.errors import WorkbenchError
 from workbench.core.inspection.grids import Cell, save_confusion, save_grid
 from workbench.core.inspection.predictions import (
     Predictions,
@@ -257,3 +258,24 @@ def test_the_confusion_legend_always_fits(tmp_path):
     grids.save_confusion(tmp_path / "c.png", torch.tensor([[3, 1], [0, 4]]), ["x", "y"])
     with Image.open(tmp_path / "c.png") as image:
         assert image.width >= 2 * grids.MARGIN_PX + grids._legend_width(grids._font(grids.TEXT_PX))
+
+
+def test_the_tiles_of_a_grid_read_back_as_the_exact_images_with_what_was_said_of_them(tmp_path):
+    from workbench.core.inspection.tiles import has_tiles, read_tiles
+
+    images = random_images(6, 3, 20, seed=7)
+    cells = [Cell(index=40 + i, label=i, prediction=(i + i % 2) % 10, confidence=0.5 + i / 20, source=f"/photos/{i}.png")
+             for i in range(6)]
+    save_grid(tmp_path / "grid.png", images, cells, CLASSES, title="exact")
+    assert has_tiles(tmp_path / "grid.png") and not has_tiles(tmp_path / "nothing.png")
+    tiles = read_tiles(tmp_path / "grid.png")
+    assert len(tiles) == 6
+    for number, tile in enumerate(tiles):
+        assert (tile.width, tile.height) == (20, 20)
+        assert torch.equal(torch.frombuffer(bytearray(tile.rgb), dtype=torch.uint8).view(20, 20, 3).permute(2, 0, 1),
+                           images[number])  # every pixel as the model was given it
+        assert tile.source == f"/photos/{number}.png" and tile.label == CLASSES[number] and tile.index == 40 + number
+    assert tiles[1].describe() == f"true {CLASSES[1]} · split index 41 · predicted {CLASSES[2]} 55.0% (wrong)"
+    (tmp_path / "grid.json").write_text(json.dumps({"scale": 2, "cell_size": [20, 20], "cells": [{"box": [9999, 0]}]}))
+    with pytest.raises(WorkbenchError, match="lies outside grid.png"):
+        read_tiles(tmp_path / "grid.png")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+from textual.app import App
+
 from tests.support.folders import image_folder
 from tests.support.ui import SIZE, app_for, asynchronous, record_notifications, tiny_config, wait_until
 from workbench.core.config import RunConfig
@@ -86,3 +91,63 @@ async def test_app_shows_control_characters_in_run_data_as_text(tmp_path):
     assert "\\x1b]0;title" in listed and "\\x1b]52" in detail
     for text in (listed, detail):
         assert not any(character in text for character in ("\x1b", "\x07", "\x9b")), repr(text)
+
+
+def fixed_grid(folder: Path) -> Path:
+    """A small grid of predictions with its sidecar, as the engine writes them."""
+    import torch
+
+    from workbench.core.inspection.grids import Cell, save_grid
+
+    generator = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (4, 3, 12, 12), dtype=torch.uint8, generator=generator)
+    cells = [Cell(index=i, label=i % 2, prediction=0, confidence=0.9 - i / 10, source=f"/photos/cat{i}.jpg")
+             for i in range(4)]
+    folder.mkdir(parents=True, exist_ok=True)
+    save_grid(folder / "predictions_epoch001.png", images, cells, ["cat", "dog"], title="predictions")
+    return folder / "predictions_epoch001.png"
+
+
+@asynchronous
+async def test_a_tile_of_a_grid_opens_alone_with_its_file_label_prediction_and_the_rgb_under_the_cursor(tmp_path):
+    from workbench.core.inspection.tiles import read_tiles
+    from workbench.ui.screens.tiles import TileScreen
+
+    png = fixed_grid(tmp_path / "runs" / "20250101-000000-linear" / "images")
+    tiles = read_tiles(png)
+    app = build_app(None, runs_dir=tmp_path / "runs", config_dir=tmp_path / "config", data_dir=tmp_path / "data")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(ImagesScreen(png.parent.parent, tmp_path / "runs"))
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ImagesScreen) and app.screen.selected == png, 20)
+        await pilot.press("t")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, TileScreen) and app.screen.tiles, 20)
+        screen = app.screen
+        info = str(screen.query_one("#tile-info").render())
+        assert "true cat · split index 0 · predicted cat 90.0% (right)" in info and "/photos/cat0.jpg" in info
+        await pilot.press("n", "right", "down", "down")
+        assert screen.number == 1 and screen.cursor == (1, 2)
+        r, g, b = tiles[1].pixel(1, 2)
+        assert f"pixel (1, 2): RGB ({r}, {g}, {b})" in str(screen.query_one("#tile-pixel").render())
+        assert "predicted cat 80.0% (wrong)" in str(screen.query_one("#tile-info").render())
+        preview = screen.query_one("#tile-image")
+        assert preview.scale.enlarge >= 2 and preview.image.width == 12  # the 12 px image alone, whole-number zoom
+        await pilot.press("escape")
+        assert isinstance(app.screen, ImagesScreen)
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+def test_tile_screen_snapshot(snap_compare, tmp_path, size):
+    from workbench.ui.screens.tiles import TileScreen
+
+    png = fixed_grid(tmp_path / "images")
+
+    class Host(App):
+        def on_mount(self) -> None:
+            self.push_screen(TileScreen(png, start=1))
+
+    async def ready(pilot):
+        await pilot.pause(0.5)
+        await pilot.press("right", "down")
+        await pilot.pause(0.2)
+
+    assert snap_compare(Host(), terminal_size=size, run_before=ready)

@@ -46,6 +46,8 @@ class ImagesScreen(Screen):
         Binding("plus,equals_sign", "zoom(1)", "Zoom", id="zoom-in", key_display="+ -", tooltip="Zoom in (whole-number steps)"),
         Binding("minus", "zoom(-1)", "Zoom out", id="zoom-out", show=False),
         Binding("0", "zoom(0)", "Fit", id="zoom-fit", show=False, tooltip="Fit the image to the panel"),
+        Binding("t", "tiles", "Tiles", id="tiles", tooltip="Each image of the grid alone: zoom, its file, label, "
+                                                           "prediction and the RGB under a cursor"),
     ]
 
     def __init__(self, run_dir: Path | None, runs_dir: Path) -> None:
@@ -155,6 +157,15 @@ class ImagesScreen(Screen):
 
     def action_zoom(self, step: int) -> None:
         self.query_one(ImagePreview).zoom(step)
+
+    def action_tiles(self) -> None:
+        from workbench.core.inspection.tiles import has_tiles
+        from workbench.ui.screens.tiles import TileScreen
+
+        if self.selected is None or not has_tiles(self.selected):
+            self.notify("This image is not a grid of images (no tiles to show).", severity="warning")
+            return
+        self.app.push_screen(TileScreen(self.selected))
 
     def action_open(self) -> None:
         if self.selected is None:

@@ -46,7 +46,7 @@ TAB_FOCUS = {
     "confusion": "#confusion-table", "per-class": "#class-scores", "model": "#layers",
     "data": "#class-counts", "predict": "#predict-path",
 }
-TAB_ACTIONS = {"sort": ("per-class",), "samples": ("data",), "zoom": ("confusion", "data")}
+TAB_ACTIONS = {"sort": ("per-class",), "samples": ("data",), "zoom": ("confusion", "data"), "tiles": ("confusion", "data")}
 
 
 class InspectionLoaded(Message):
@@ -99,6 +99,7 @@ class InspectScreen(Screen):
         Binding("plus,equals_sign", "zoom(1)", "Zoom", id="inspect-zoom-in", key_display="+ -", tooltip="Zoom in"),
         Binding("minus", "zoom(-1)", "Zoom out", id="inspect-zoom-out", show=False),
         Binding("0", "zoom(0)", "Fit", id="inspect-zoom-fit", show=False, tooltip="Fit the image to the panel"),
+        Binding("t", "tiles", "Tiles", id="inspect-tiles", tooltip="Each image of the gallery alone, at a zoom"),
         Binding("escape", "back", "Back", id="inspect-back", tooltip="Leave the text field, else close this screen"),
     ]
 
@@ -194,6 +195,16 @@ class InspectScreen(Screen):
     def action_zoom(self, step: int) -> None:
         preview_id = "#cell-preview" if self.active_tab == "confusion" else "#samples-preview"
         self.query_one(preview_id, ImagePreview).zoom(step)
+
+    def action_tiles(self) -> None:
+        from workbench.core.inspection.tiles import has_tiles
+        from workbench.ui.screens.tiles import TileScreen
+
+        image = self.query_one("#cell-preview" if self.active_tab == "confusion" else "#samples-preview", ImagePreview).image
+        if image is None or not has_tiles(image.path):
+            self.notify("No gallery shown yet: enter on a cell (or g) writes one.", severity="warning")
+            return
+        self.app.push_screen(TileScreen(image.path))
 
     def action_samples(self) -> None:
         if self.inspection is None:
