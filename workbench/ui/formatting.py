@@ -34,6 +34,17 @@ def count(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
+def compact(value: int | None) -> str:
+    """A count in at most 5 characters, 3 significant digits: 62,958 -> 63.0k, 11,173,962 -> 11.2M."""
+    if value is None:
+        return "-"
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= limit:
+            scaled = value / limit
+            return f"{scaled:.3g}{suffix}" if scaled < 100 else f"{scaled:.0f}{suffix}"
+    return str(value)
+
+
 def rate(images_per_s: float | None) -> str:
     if not images_per_s:
         return "-"

@@ -69,7 +69,7 @@ class ArchitectureList(Vertical):
         table.border_title = "architecture"
         table.border_subtitle = "loading PyTorch…"
         table.add_column("architecture", key="name")
-        table.add_column("params", key="params", width=10)
+        table.add_column("params", key="params", width=6)
         table.add_column("description", key="description")
         self._rebuild()
 
@@ -138,7 +138,7 @@ class ArchitectureList(Vertical):
     def _params_cell(self, name: str) -> Text:
         if name not in self.params:
             return Text("…", justify="right", style="dim")
-        return Text(fmt.count(self.params[name]), justify="right")
+        return Text(fmt.compact(self.params[name]), justify="right")  # the exact count: in the summary below
 
     def _summarize(self) -> None:
         summary = self.query_one("#arch-summary", Static)
