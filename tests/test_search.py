@@ -80,6 +80,7 @@ def test_a_space_reads_log_ranges_for_rates_linear_ranges_choices_and_fixed_valu
     (["--val-fraction", "0,0.2"], "every value of a choice or range"),
     (["--study", "a b"], "a study's name is 1 to 100 letters"),
     (["--study", "$(touch x)"], "a study's name is 1 to 100 letters"),
+    (["--study=-x"], "starting with a letter or digit"),
     (["--lr", "1e-4:1e-2"], "--trials N"),
 ])
 def test_a_bad_search_is_one_line_and_makes_no_study(capsys, tmp_path, flags, words):
@@ -126,10 +127,15 @@ def test_a_trial_is_trained_only_while_it_runs_and_only_with_its_values(capsys, 
     ended = search.study.ask(fixed_distributions=space.distributions())
     search.study.tell(ended, state=TrialState.PRUNED)
     running = search.study.ask(fixed_distributions=space.distributions())
+    owned = search.study.ask(fixed_distributions=space.distributions())
+    from workbench.core.experiments.search.liveness import worker_tag
+
+    owned.set_user_attr("worker", worker_tag())  # a live `sweep join` worker's trial
     args = ["train", *tiny_args(data_dir, runs_dir, "--epochs", "1"), "--study", "once", "--storage", url, "--trial"]
     cases = [(str(ended.number), "--lr", "0.02", "is pruned: a trial trains once"),
              (str(running.number), "--lr", "0.003", "trains --lr 0.01, not 0.003"),
-             ("99", "--lr", "0.01", "has no trial 99"), ("-1", "--lr", "0.01", "is not a trial number")]
+             ("99", "--lr", "0.01", "has no trial 99"), ("-1", "--lr", "0.01", "is not a trial number"),
+             (str(owned.number), "--lr", str(owned.params["lr"]), "is trained by a `sweep join` worker")]
     for number, *flags, words in cases:
         assert words in one_line_error(capsys, [*args, number, *flags])
     assert "--storage goes with --study" in one_line_error(capsys, ["train", "--storage", url, "--epochs", "1"])
@@ -238,7 +244,7 @@ def test_a_worker_killed_mid_trial_leaves_the_study_consistent(data_dir, tmp_pat
     from workbench.core.experiments.search.study import counts
 
     said = counts(load_search("killed", str(runs_dir / "search.journal"))).line()
-    assert "1 whose worker died (the next `sweep join` here hands it back)" in said
+    assert "1 whose worker died (the next `sweep join` on its machine hands it back)" in said
     second = join("killed", runs_dir, tmp_path / "second.txt")
     assert second.wait(timeout=240) == 0, (tmp_path / "second.txt").read_text()
     trials = study(runs_dir, "killed").get_trials()
@@ -319,5 +325,5 @@ def test_a_trial_whose_values_failed_too_often_stays_failed_and_is_counted_once(
     assert said == "its values were tried 2 times, so the trial stays failed"
     assert len(search.study.get_trials()) == 2  # nothing put back
     assert counts(search).failed == 1  # the first failure was superseded by its retry: one place, one failure
-    assert retry(search.study, search.study.get_trials()[1]._trial_id, limit=None) == "its values go back to the study"
+    assert retry(search.study, search.study.get_trials()[1]._trial_id, limit=None).startswith("its values go back")
     assert search.study.get_trials()[2].state == TrialState.WAITING

@@ -90,7 +90,11 @@ def entry() -> None:
     import os
     import threading
 
-    code = main()
+    try:
+        code = main()
+    except BrokenPipeError:  # `workbench runs | head`: the reader left; what it read was complete lines
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        code = exit_codes.OK
     if "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun rank: its files are closed; C++ teardown of the
         sys.stdout.flush()                  # process group's threads can abort a finished rank, so skip it
         sys.stderr.flush()

@@ -155,10 +155,12 @@ def run_join(args: argparse.Namespace) -> int:
 
 def _trial_starter(search, url: str, runs_dir: Path, processes: int):
     from workbench import launch
-    from workbench.core.experiments.search.study import STORAGE_ENV
+    from workbench.core.experiments.search.liveness import worker_tag
+    from workbench.core.experiments.search.study import STORAGE_ENV, WORKER_ENV
 
     def start(config: RunConfig, number: int, gpu: str):
-        env = {**os.environ, STORAGE_ENV: url, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu else {})}
+        env = {**os.environ, STORAGE_ENV: url, WORKER_ENV: worker_tag(),
+               **({"CUDA_VISIBLE_DEVICES": gpu} if gpu else {})}
         return launch.start("train", args=["--study", search.name, "--trial", str(number)], config=config,
                             folder=runs_dir / ".launch", run_id=launch.new_run_id(f"trial{number}"),
                             processes=processes, env=env, die_with_parent=True)

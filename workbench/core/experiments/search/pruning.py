@@ -8,13 +8,15 @@ first report, never on the other ranks.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 from typing import Any
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.wording import count as counted
-from workbench.core.experiments.search.study import STORAGE_ENV, load_search, shown_storage, storage_url
+from workbench.core.experiments.search.liveness import tag_pid
+from workbench.core.experiments.search.study import STORAGE_ENV, WORKER_ENV, load_search, shown_storage, storage_url
 
 PRUNER_WORDS = {"median": "the median pruner", "halving": "successive halving", "hyperband": "hyperband"}
 
@@ -45,10 +47,14 @@ class TrialPruner:
         if frozen.state.name != "RUNNING":
             raise WorkbenchError(f"trial {self.number} of study {self.study_name!r} is {frozen.state.name.lower()}: a "
                                  "trial trains once, while it runs (`workbench sweep join` starts it)", field="trial")
+        owner = str(frozen.user_attrs.get("worker", ""))
+        if owner and owner != os.environ.get(WORKER_ENV, ""):  # a worker's trial: only the trainer it started
+            raise WorkbenchError(f"trial {self.number} of study {self.study_name!r} is trained by a `sweep join` worker "
+                                 f"(process {tag_pid(owner)}); a trial trains once", field="trial")
         declared = {item.name: item for item in SETTINGS}
         for name, value in frozen.params.items():
             item = declared.get(name)
-            if item is not None and item.normal_form(getattr(config, name)) != item.normal_form(item.coerce(str(value))):
+            if item is not None and not _same(item.normal_form(getattr(config, name)), item.normal_form(item.coerce(str(value)))):
                 raise WorkbenchError(f"trial {self.number} trains {item.option} {value}, not {getattr(config, name)}",
                                      field=name)
 
@@ -96,3 +102,10 @@ class TrialPruner:
         if not reached:
             return said
         return f"{said}, not in the top share of the {len(reached)} trials that reached epoch {epoch}"
+
+
+def _same(given, drawn) -> bool:
+    """A value given by hand and the trial's: floats to 6 significant digits (as `sweep join` prints them)."""
+    if isinstance(given, float) and isinstance(drawn, float):
+        return math.isclose(given, drawn, rel_tol=1e-5)
+    return given == drawn

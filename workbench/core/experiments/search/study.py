@@ -23,6 +23,7 @@ from workbench.core.experiments.search.space import SearchSpace
 
 DEFAULT_STORAGE = "search.journal"  # inside the runs folder
 STORAGE_ENV = "WORKBENCH_SEARCH_STORAGE"  # how a trial's trainer learns the storage (no password on a command line)
+WORKER_ENV = "WORKBENCH_SEARCH_WORKER"  # the worker that started a trial's trainer (its tag): the trial's owner
 SAMPLERS = ("tpe",)
 PRUNERS = ("none", "median", "halving", "hyperband")
 HEARTBEAT_S, GRACE_S = 10, 60  # RDB storages: a trial whose worker has been silent this long goes back
@@ -69,7 +70,10 @@ def open_storage(url: str, create: bool = False):
         if "://" in url:
             from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-            return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+            if url.startswith("sqlite:///") and not create and not Path(url.removeprefix("sqlite:///")).is_file():
+                raise WorkbenchError(f"no search storage at {url.removeprefix('sqlite:///')}: `workbench sweep "
+                                     "--search tpe` makes one (give --storage where the study is)")
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, skip_table_creation=not create,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
         from optuna.storages.journal import JournalFileBackend
 
@@ -107,8 +111,9 @@ STUDY_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS
 
 def check_study_name(name: str) -> str:
     """A study's name goes into commands to paste: letters, digits, '-', '_' and '.', 1 to 100 of them."""
-    if not name or len(name) > 100 or not set(name) <= STUDY_NAME_CHARACTERS:
-        raise WorkbenchError(f"--study {name!r}: a study's name is 1 to 100 letters, digits, '-', '_' or '.'")
+    if not name or len(name) > 100 or not set(name) <= STUDY_NAME_CHARACTERS or not name[0].isalnum():
+        raise WorkbenchError(f"--study {name!r}: a study's name is 1 to 100 letters, digits, '-', '_' or '.', "
+                             "starting with a letter or digit")
     return name
 
 
@@ -141,7 +146,7 @@ def make_pruner(kind: str, fewest_epochs: int, most_epochs: int, trials: int):
     import optuna.pruners as pruners
 
     if kind == "median":  # epoch 1 says little (on shapes the grid's best point trailed the median there);
-        warmup = 2 if fewest_epochs >= 3 else 0  # steps are epochs counted from 1: judged from epoch 2
+        warmup = 2 if most_epochs >= 3 else 0  # steps are epochs counted from 1: judged from epoch 2
         return pruners.MedianPruner(n_startup_trials=median_startup(trials), n_warmup_steps=warmup)
     if kind == "halving":
         return pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
@@ -249,7 +254,8 @@ class Counts:
         if self.running:
             parts.append(f"{self.running} training")
         if self.orphaned:
-            parts.append(f"{self.orphaned} whose worker died (the next `sweep join` here hands it back)")
+            parts.append(f"{self.orphaned} whose worker died (the next `sweep join` on its machine hands "
+                         f"{'it' if self.orphaned == 1 else 'them'} back)")
         if self.waiting:
             parts.append(f"{self.waiting} waiting to be trained again")
         return ", ".join(parts)

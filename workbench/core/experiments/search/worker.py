@@ -89,7 +89,8 @@ class SearchWorker:
         if not waiting and len(counted_trials(study)) >= wanted:
             return False
         trial = study.ask(fixed_distributions=self.search.space.distributions())
-        first = self._system_attrs(trial).get("failed_trial")  # a retry: the values of a trial that did not end
+        history = self._system_attrs(trial).get("retry_history") or []  # a retry: values of trials that did not end
+        first = history[-1] if history else None  # the trial that failed last with these values
         retried = first is not None
         if not retried and len([t for t in counted_trials(study) if t.number <= trial.number]) > wanted:
             trial.set_user_attr("surplus", True)  # another worker took the last place first
@@ -107,7 +108,8 @@ class SearchWorker:
         slot.trial, slot.stopping, slot.run_dir_noted = trial, False, False
         values = ", ".join(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
                            for name, value in trial.params.items())
-        again = f" (again: trial {first} {before})" if retried and before else (f" (again: trial {first})" if retried else "")
+        again = f" (again, after trial {first}: {before})" if retried and before else (
+            f" (again, after trial {first})" if retried else "")
         gpu = f" on GPU {slot.gpu}" if slot.gpu else ""
         self.on_event(f"trial {trial.number}{gpu}: {values or 'the base run'}{again}")
         return True
@@ -140,7 +142,8 @@ class SearchWorker:
         elif status == "finished":
             self._tell_failed(trial, "it finished without a validation accuracy (no epoch was evaluated)")
         elif slot.stopping:  # the user stopped the worker: the trial goes back however often that happens
-            self._hand_back(trial, "its worker was stopped; the run kept its checkpoint", limit=None)
+            self._hand_back(trial, "its worker was stopped (its run kept a checkpoint: `workbench train --resume RUN` "
+                                   "goes on with it by hand)", limit=None)
         elif child.process.returncode < 0:  # killed by a signal (the OOM killer, say)
             self._hand_back(trial, f"its trainer was killed ({_signal_name(-child.process.returncode)})")
         elif status == "stopped":
@@ -205,7 +208,7 @@ def retry(study, trial_id: int, limit: int | None) -> str:
     if limit is not None and tried > limit:
         return f"its values were tried {tried} times, so the trial stays failed"
     RetryHeartbeatStaleTrialCallback(max_retry=limit)(study, frozen)
-    return "its values go back to the study"
+    return "its values go back to the study, to train again from the start"
 
 
 def _signal_name(number: int) -> str:
