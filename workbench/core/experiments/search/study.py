@@ -20,6 +20,7 @@ from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
 from workbench.core.experiments.search.liveness import tag_is_dead
 from workbench.core.experiments.search.space import SearchSpace
+from workbench.core.wording import count as counted_words
 
 DEFAULT_STORAGE = "search.journal"  # inside the runs folder
 STORAGE_ENV = "WORKBENCH_SEARCH_STORAGE"  # how a trial's trainer learns the storage (no password on a command line)
@@ -249,7 +250,7 @@ class Counts:
         done = self.finished + self.pruned + self.failed
         detail = f"{self.finished} finished, {self.pruned} pruned, {self.failed} failed"
         if done >= self.wanted and not self.running and not self.orphaned and not self.waiting:
-            return f"complete: {done} trials ({detail})"
+            return f"complete: {counted_words(done, 'trial')} ({detail})"
         parts = [f"{done} of {self.wanted} trials done ({detail})"]
         if self.running:
             parts.append(f"{self.running} training")
