@@ -111,13 +111,13 @@ class SetupScreen(Screen):
         return True
 
     def action_filter_architectures(self) -> None:
-        self.query_one("#arch-filter", Input).focus()
+        self.set_focus(self.query_one("#arch-filter", Input))  # at once: the keys typed next are already on their way
 
     def action_leave_field(self) -> None:
         """Escape in a form field leaves it for the architecture list (as on the inspect screen), so the
         letters are the app's keys again; what was typed stays."""
         if isinstance(self.focused, Input):
-            self.query_one("#arch-table").focus()
+            self.set_focus(self.query_one("#arch-table"))
 
     # ---- values -----------------------------------------------------------------------
 
