@@ -130,7 +130,7 @@ class LrFindScreen(ModalScreen[float | None]):
             log_y = low > 0 and high / low > 10
             y_of = (lambda v: math.log10(v)) if log_y else (lambda v: v)  # noqa: E731
             if log_y:
-                plt.yticks(*_decades(y_of(low), y_of(high)))
+                plt.yticks(*_one_two_five(low, high))
                 plt.ylim(y_of(low) - 0.05, y_of(high) + 0.05)
             else:
                 pad = max(high - low, 1e-3) * 0.08
@@ -163,3 +163,14 @@ def _decades(low: float, high: float) -> tuple[list[float], list[str]]:
     step = 2 if last - first > 8 else 1
     ticks = [float(k) for k in range(first - first % step, last + 1, step)]
     return ticks, [f"{10.0 ** k:.0e}" for k in ticks]
+
+
+def _one_two_five(low: float, high: float) -> tuple[list[float], list[str]]:
+    """Loss ticks on a log axis at 1, 2 and 5 of each decade within [low, high], written plainly (2, 5, 10, 20)."""
+    ticks = []
+    for k in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1):
+        for step in (1, 2, 5):
+            value = step * 10.0 ** k
+            if low <= value <= high:
+                ticks.append(value)
+    return [math.log10(tick) for tick in ticks], [f"{tick:g}" for tick in ticks]
