@@ -266,7 +266,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 print(f"  {prob:7.2%}{extra}  {shown(name)}")
     from workbench.core.export.predict import as_csv, as_json
 
-    for target, text in ((args.csv, as_csv), (args.json, as_json)):
+    for target, text in ((args.csv, lambda found: as_csv(found, spread=bool(args.mc_dropout))), (args.json, as_json)):
         if target == "-":
             sys.stdout.write(text(predicted))
         elif target:

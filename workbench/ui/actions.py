@@ -234,6 +234,10 @@ class WorkbenchActions:
         self.notify(text, title="Export", severity="information" if report.passed else "error", timeout=10)
         if self.dashboard.run_dir == report.run_dir and self.dashboard.is_mounted:
             self.dashboard.note(f"[b]{escape(text)}[/b]")
+        from workbench.ui.screens.runs import RunScreen
+
+        if isinstance(self.screen, RunScreen) and self.screen.run_dir == report.run_dir:
+            self.screen.reload()  # its line about export/ is out of date now
 
     # ---- interrupted runs -----------------------------------------------------------
 

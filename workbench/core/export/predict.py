@@ -126,7 +126,9 @@ def predict_files(
                     chunk.append(path)
                     continue
                 except (OSError, ValueError) as error:
-                    why = f"cannot be read as an image ({str(error).splitlines()[0][:200] if str(error) else 'unreadable'})"
+                    text = str(error).splitlines()[0][:200] if str(error) else ""
+                    why = "cannot be read as an image (" + (
+                        "not an image Pillow can read" if "cannot identify image file" in text or not text else text) + ")"
             skipped.append((path, why))
         if not chunk:
             continue
@@ -156,17 +158,18 @@ def _network_failure(error: BaseException, meta: dict, export_dir: Path, count: 
     return failure_in(str(Path(export_dir) / "network" / Path(user_file[0]).name), error, f"on a batch of {images}")
 
 
-def as_csv(predicted: Predicted) -> str:
-    """One row per image and ranked class: path, rank, class, probability, spread (MC dropout's std)."""
+def as_csv(predicted: Predicted, spread: bool = False) -> str:
+    """One row per image and ranked class: path, rank, class, probability (and with Monte-Carlo
+    dropout, `spread`: the std over passes)."""
     import csv
     import io
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["path", "rank", "class", "probability", "spread"])
+    writer.writerow(["path", "rank", "class", "probability", *(["spread"] if spread else [])])
     for result in predicted.results:
-        for rank, (name, prob, spread) in enumerate(result.top, 1):
-            writer.writerow([result.path, rank, name, f"{prob:.6f}", f"{spread:.6f}"])
+        for rank, (name, prob, std) in enumerate(result.top, 1):
+            writer.writerow([result.path, rank, name, f"{prob:.6f}", *([f"{std:.6f}"] if spread else [])])
     return out.getvalue()
 
 

@@ -221,6 +221,9 @@ class RunScreen(Screen):
     def current_run(self) -> Path | None:
         return self.run_dir
 
+    def reload(self) -> None:
+        self._load(self.run_dir)
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="run", description="reading the run")
     def _load(self, run_dir: Path) -> None:
         self.post_message(RunLoaded(read_run_details(run_dir)))

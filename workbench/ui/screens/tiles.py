@@ -10,6 +10,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.geometry import Region
 from textual.markup import escape
 from textual.message import Message
 from textual.screen import ModalScreen
@@ -93,6 +94,9 @@ class TileScreen(ModalScreen[None]):
         if not keep_zoom:
             preview.fixed_scale = None
         preview.show(DecodedImage(self.png, tile.width, tile.height, _with_cursor(tile, x, y)))
+        scale = preview.scale  # zoomed past the panel: keep the cursor in view
+        column, row = x * scale.enlarge // scale.shrink, y * scale.enlarge // scale.shrink // 2
+        preview.scroll_to_region(Region(column, row, max(1, scale.enlarge), max(1, scale.enlarge // 2)), animate=False)
         preview.border_title = escape(f"tile {tile.number + 1} of {len(self.tiles)} · {tile.width}×{tile.height}")
         where = f"source {tile.source}" if tile.source else "from a built-in data set (no file)"
         self.query_one("#tile-info", Static).update(f"{shown(tile.describe())}\n{shown(where)}")
