@@ -50,6 +50,19 @@ def test_dashboard_after_a_finished_run(snap_compare, in_tmp, size):
     assert snap_compare(app_in(in_tmp), terminal_size=size, run_before=replay)
 
 
+def test_dashboard_at_80x24_swaps_in_the_panels_it_hides(snap_compare, in_tmp):
+    async def replay(pilot):
+        app = pilot.app
+        await app.push_screen("dashboard")
+        app.dashboard.show(recorded_events(Path("runs") / RUN_NAME))
+        await pilot.press("o")  # the lr chart and the per-class table, in place of the loss chart and the log
+        app.dashboard.charts.redraw_now()
+        await settle(pilot)
+        assert app.dashboard.query_one("#classes").display and app.dashboard.query_one("#lr-chart").display
+
+    assert snap_compare(app_in(in_tmp), terminal_size=(80, 24), run_before=replay)
+
+
 # ---- images, runs and the small-terminal notice ---------------------------------------------
 
 

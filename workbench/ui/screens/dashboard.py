@@ -14,6 +14,7 @@ from rich.markup import escape
 from textual import work
 from textual.markup import escape as escape_title
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header
@@ -39,6 +40,8 @@ class DashboardScreen(Screen):
 
     TITLE = "workbench"
     SUB_TITLE = "dashboard"
+    BINDINGS = [Binding("o", "other_panels", "Panels", tooltip="A small terminal: the learning-rate chart and the "
+                                                             "per-class table in place of the loss chart and the log")]
 
     def __init__(self, run_dir: Path | None = None) -> None:
         super().__init__()
@@ -67,7 +70,18 @@ class DashboardScreen(Screen):
             yield ClassAccuracy(id="classes")
         yield Footer(compact=True)
 
+    def action_other_panels(self) -> None:
+        """Swap the panels a small terminal hides (lr chart, per class) with the loss chart and the log."""
+        self.toggle_class("-panels")
+        self._say_hidden()
+
+    def _say_hidden(self) -> None:
+        swapped = self.has_class("-panels")
+        self.query_one("#log").border_subtitle = "" if swapped else "o: the lr chart and per-class table, on a small terminal"
+        self.query_one("#classes").border_subtitle = "o: back to the loss chart and the log" if swapped else ""
+
     def on_mount(self) -> None:
+        self._say_hidden()
         self.query_one("#log").border_title = "log"
         self.query_one("#classes").border_title = "per class"
         self._redraw(reset=True)
