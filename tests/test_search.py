@@ -21,7 +21,8 @@ from optuna.trial import TrialState  # noqa: E402
 
 from workbench.core.config import RunConfig  # noqa: E402
 from workbench.core.experiments.search.space import parse_space  # noqa: E402
-from workbench.core.experiments.search.study import counted_trials, create_search, load_search  # noqa: E402
+from workbench.core.experiments.search.results import counted_trials  # noqa: E402
+from workbench.core.experiments.search.study import create_search, load_search  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD_LR, DEAD_LR = "0.02", "1e-7"  # linear on 12 px shapes: ~45% validation after 1 epoch at 0.02; chance at 1e-7
@@ -241,7 +242,7 @@ def test_a_worker_killed_mid_trial_leaves_the_study_consistent(data_dir, tmp_pat
         time.sleep(0.2)
     first.send_signal(signal.SIGKILL)  # no goodbye: its trainer gets SIGTERM from the kernel (PDEATHSIG)
     first.wait()
-    from workbench.core.experiments.search.study import counts
+    from workbench.core.experiments.search.results import counts
 
     said = counts(load_search("killed", str(runs_dir / "search.journal"))).line()
     assert "1 whose worker died (the next `sweep join` on its machine hands it back)" in said
@@ -310,7 +311,7 @@ def test_two_workers_share_a_study_in_postgresql(data_dir, tmp_path):
 
 
 def test_a_trial_whose_values_failed_too_often_stays_failed_and_is_counted_once(tmp_path):
-    from workbench.core.experiments.search.study import counts
+    from workbench.core.experiments.search.results import counts
     from workbench.core.experiments.search.worker import retry
 
     base = RunConfig.from_mapping({"dataset": "shapes", "arch": "linear"})

@@ -106,22 +106,18 @@ def make_study(args: argparse.Namespace, given: dict[str, str], base: RunConfig)
 def _check_name_is_free(name: str, url: str) -> None:
     """--dry-run says what the real command would refuse: a name its journal already has (an RDB
     is not opened: that would create its tables)."""
-    from workbench.core.experiments.search.study import open_storage, require_optuna, shown_storage
+    from workbench.core.experiments.search.study import open_storage, refuse_taken_name
 
-    if "://" in url or not Path(url).exists():
-        return
-    names = [summary.study_name for summary in
-             require_optuna().get_all_study_summaries(open_storage(url), include_best_trial=False)]
-    if name in names:
-        raise WorkbenchError(f"a study named {name!r} is already in {shown_storage(url)}; "
-                             "join it with `workbench sweep join`, or give another --study")
+    if "://" not in url and Path(url).exists():
+        refuse_taken_name(name, open_storage(url), url)
 
 
 # ---- joining one ------------------------------------------------------------------------------
 
 
 def run_join(args: argparse.Namespace) -> int:
-    from workbench.core.experiments.search.study import counts, load_search, storage_url
+    from workbench.core.experiments.search.results import counts
+    from workbench.core.experiments.search.study import load_search, storage_url
     from workbench.core.experiments.search.worker import SearchWorker
 
     if args.workers < 1 or args.processes_per_trial < 1:
@@ -173,7 +169,8 @@ def _trial_starter(search, url: str, runs_dir: Path, processes: int):
 
 def study_runs(name: str, storage: str | None, runs_dir: str):
     """The search `name` if the storage has it, with its trials' run folders; None when it has none."""
-    from workbench.core.experiments.search.study import load_search, storage_url, trial_runs
+    from workbench.core.experiments.search.results import trial_runs
+    from workbench.core.experiments.search.study import load_search, storage_url
 
     url = storage_url(storage, runs_dir)
     if storage is None and not Path(url).exists():
@@ -185,7 +182,7 @@ def study_runs(name: str, storage: str | None, runs_dir: str):
 
 def study_tables(search) -> list:
     """The study's counts, its best trial and each searched setting's importance."""
-    from workbench.core.experiments.search.study import counts, summary_lines
+    from workbench.core.experiments.search.results import counts, summary_lines
 
     out: list = [Text(shown(line)) for line in summary_lines(search)]
     out += [Text(shown(f"trial {number} failed: {reason}")) for number, reason in counts(search).reasons.items()]
@@ -196,12 +193,9 @@ def study_record(search) -> dict:
     """The study for `compare --json`: its counts, best trial and importances."""
     from dataclasses import asdict
 
-    from workbench.core.experiments.search.study import counts, importance
+    from workbench.core.experiments.search.results import best_trial, counts, importance
 
-    try:
-        best = search.study.best_trial
-    except ValueError:
-        best = None
+    best = best_trial(search)
     return {"name": search.name, "counts": asdict(counts(search)),
             "best": None if best is None else {"trial": best.number, "best_val_acc": best.value, "params": best.params,
                                                "run_dir": best.user_attrs.get("run_dir")},

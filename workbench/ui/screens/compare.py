@@ -60,7 +60,7 @@ class CompareScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="compare", description="comparing runs")
     def _load(self) -> None:
         from workbench.core.experiments.compare import compare
-        from workbench.core.experiments.search.study import study_of_runs, summary_lines
+        from workbench.core.experiments.search.results import study_of_runs, summary_lines
 
         comparison = compare(self.run_dirs)
         search = study_of_runs(self.run_dirs)

@@ -50,6 +50,7 @@ class QueueScreen(Screen):
         self.runs_dir = Path(runs_dir)
         self.jobs: dict[str, object] = {}  # by row key, as last listed
         self._states: dict[int, str] | None = None  # each job's state when last listed
+        self._searches: dict = {}  # the runs folder's search studies, by name, as last listed
 
     @property
     def runner(self) -> subprocess.Popen | None:
@@ -81,9 +82,11 @@ class QueueScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="queue", description="reading the queue")
     def _list(self) -> None:
         from workbench.core.experiments.queue import JobQueue
-        from workbench.core.experiments.search.study import local_searches, summary_lines, trial_rows
+        from workbench.core.experiments.search.results import local_searches, summary_lines, trial_rows
 
-        studies = [(summary_lines(search), search.name, trial_rows(search)) for search in local_searches(self.runs_dir)]
+        searches = local_searches(self.runs_dir, self._searches)  # kept: each refresh reads what the journal gained
+        self._searches = {search.name: search for search in searches}
+        studies = [(summary_lines(search), search.name, trial_rows(search)) for search in searches]
         self.post_message(JobsListed(*JobQueue(self.runs_dir).listing(), studies))  # the rows shown, not all
 
     def on_jobs_listed(self, message: JobsListed) -> None:

@@ -40,7 +40,7 @@ class TrialPruner:
 
         if self.number < 0:
             raise WorkbenchError(f"--trial {self.number} is not a trial number (0 or more)", field="trial")
-        search = load_search(self.study_name, self.url)
+        search = self._search = load_search(self.study_name, self.url)  # kept for the reports that follow
         frozen = next((trial for trial in search.study.get_trials(deepcopy=False) if trial.number == self.number), None)
         if frozen is None:
             raise WorkbenchError(f"study {self.study_name!r} has no trial {self.number}", field="trial")
@@ -62,7 +62,7 @@ class TrialPruner:
         if self._trial is None:
             import optuna
 
-            self._search = load_search(self.study_name, self.url)
+            self._search = self._search or load_search(self.study_name, self.url)
             study = self._search.study
             storage = study._storage
             trial_id = storage.get_trial_id_from_study_id_trial_number(

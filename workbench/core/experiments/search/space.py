@@ -9,7 +9,7 @@ study as plain JSON (`to_json`), so a worker on another machine draws from the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from workbench.core.config import SETTINGS, RunConfig
@@ -58,8 +58,7 @@ class SearchSpace:
         return "; ".join(dimension.describe() for dimension in self.dimensions) or "nothing (every trial the same)"
 
     def to_json(self) -> list[dict[str, Any]]:
-        return [{key: value for key, value in vars(dimension).items()} | {"choices": list(dimension.choices)}
-                for dimension in self.dimensions]
+        return [asdict(dimension) | {"choices": list(dimension.choices)} for dimension in self.dimensions]
 
     @classmethod
     def from_json(cls, rows: list[dict[str, Any]]) -> SearchSpace:

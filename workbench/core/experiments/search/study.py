@@ -12,15 +12,13 @@ from __future__ import annotations
 import hashlib
 import tomllib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
-from workbench.core.experiments.search.liveness import tag_is_dead
 from workbench.core.experiments.search.space import SearchSpace
-from workbench.core.wording import count as counted_words
 
 DEFAULT_STORAGE = "search.journal"  # inside the runs folder
 STORAGE_ENV = "WORKBENCH_SEARCH_STORAGE"  # how a trial's trainer learns the storage (no password on a command line)
@@ -129,18 +127,15 @@ def median_startup(trials: int) -> int:
     return max(2, min(5, trials // 4))
 
 
-def epochs_bounds(space: SearchSpace, base: RunConfig) -> tuple[int, int]:
-    """The fewest and most epochs a trial trains (--epochs may itself be searched)."""
+def longest_epochs(space: SearchSpace, base: RunConfig) -> int:
+    """The most epochs a trial trains (--epochs may itself be searched)."""
     for dimension in space.dimensions:
         if dimension.name == "epochs":
-            if dimension.choices:
-                values = [int(choice) for choice in dimension.choices]
-                return min(values), max(values)
-            return int(dimension.low or 1), int(dimension.high or 1)
-    return base.epochs, base.epochs
+            return max(int(choice) for choice in dimension.choices) if dimension.choices else int(dimension.high or 1)
+    return base.epochs
 
 
-def make_pruner(kind: str, fewest_epochs: int, most_epochs: int, trials: int):
+def make_pruner(kind: str, most_epochs: int, trials: int):
     """Optuna's pruner for --prune, sized to the study: a median needs a few finished trials to
     compare with and judges from epoch 2 of a run of 3 or more; halving and hyperband rungs run
     from epoch 1 to the last."""
@@ -172,14 +167,22 @@ class Search:
         return self.study.study_name
 
 
+def study_names(storage) -> list[str]:
+    return [summary.study_name for summary in require_optuna().get_all_study_summaries(storage, include_best_trial=False)]
+
+
+def refuse_taken_name(name: str, storage, url: str) -> None:
+    if name in study_names(storage):
+        raise WorkbenchError(f"a study named {name!r} is already in {shown_storage(url)}; "
+                             "join it with `workbench sweep join`, or give another --study")
+
+
 def create_search(name: str, url: str, base: RunConfig, space: SearchSpace, *, trials: int, prune: str,
                   seed: int) -> Search:
     optuna = require_optuna()
     check_study_name(name)
     storage = open_storage(url, create=True)
-    if name in [summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)]:
-        raise WorkbenchError(f"a study named {name!r} is already in {shown_storage(url)}; "
-                             "join it with `workbench sweep join`, or give another --study")
+    refuse_taken_name(name, storage, url)
     try:
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                     sampler=optuna.samplers.TPESampler(seed=seed))
@@ -189,19 +192,19 @@ def create_search(name: str, url: str, base: RunConfig, space: SearchSpace, *, t
     except Exception as error:  # the storage's own failure (a full disk, a server that went away)
         raise WorkbenchError(f"the study could not be written to {shown_storage(url)}: {type(error).__name__}: "
                              f"{str(error).splitlines()[0][:200] if str(error) else ''}") from None
-    return load_search(name, url)
+    return load_search(name, url, storage=storage)
 
 
-def load_search(name: str, url: str, *, worker: str = "") -> Search:
-    """The study `name` in the storage, with its sampler and pruner as its creator chose them.
-    A `worker` draws from its own random stream (the study's seed and the worker's tag): two
-    workers seeded alike would draw the same values."""
+def load_search(name: str, url: str, *, worker: str = "", storage=None) -> Search:
+    """The study `name` in the storage (`storage`: one already open for `url`), with its sampler and
+    pruner as its creator chose them. A `worker` draws from its own random stream (the study's
+    seed and the worker's tag): two workers seeded alike would draw the same values."""
     optuna = require_optuna()
-    storage = open_storage(url)
+    storage = storage if storage is not None else open_storage(url)
     try:
         bare = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        known = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        known = study_names(storage)
         others = f"; it has {', '.join(known)}" if known else "; `workbench sweep --search tpe` makes one"
         raise WorkbenchError(f"no study {name!r} in {shown_storage(url)}{others}") from None
     attrs = bare.user_attrs
@@ -215,185 +218,5 @@ def load_search(name: str, url: str, *, worker: str = "") -> Search:
         seed = int.from_bytes(hashlib.sha256(f"{seed}:{worker}".encode()).digest()[:4], "big")
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(trials))
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler,
-                              pruner=make_pruner(prune, *epochs_bounds(space, base), trials))
+                              pruner=make_pruner(prune, longest_epochs(space, base), trials))
     return Search(study, url, base, space, trials, prune)
-
-
-# ---- what a study holds --------------------------------------------------------------------
-
-
-def counted_trials(study) -> list:
-    """The trials that take the study's places: not a surplus draw (a worker that asked after the
-    last place was taken), not a failure that was handed back (its retry counts instead)."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {number for trial in trials for number in trial.system_attrs.get("retry_history", ())}
-    return [trial for trial in trials if not trial.user_attrs.get("surplus") and trial.number not in retried]
-
-
-@dataclass
-class Counts:
-    finished: int = 0
-    pruned: int = 0
-    failed: int = 0
-    running: int = 0
-    orphaned: int = 0  # running, by the trial's record, but its worker (of this machine) is gone
-    waiting: int = 0
-    wanted: int = 0
-    reasons: dict[int, str] = field(default_factory=dict)  # failed trial number -> why
-
-    @property
-    def taken(self) -> int:
-        return self.finished + self.pruned + self.failed + self.running + self.orphaned + self.waiting
-
-    def line(self) -> str:
-        """"5 of 8 trials done (3 finished, 2 pruned, 0 failed), 1 training" or "complete: 8 trials (...)"."""
-        done = self.finished + self.pruned + self.failed
-        detail = f"{self.finished} finished, {self.pruned} pruned, {self.failed} failed"
-        if done >= self.wanted and not self.running and not self.orphaned and not self.waiting:
-            return f"complete: {counted_words(done, 'trial')} ({detail})"
-        parts = [f"{done} of {self.wanted} trials done ({detail})"]
-        if self.running:
-            parts.append(f"{self.running} training")
-        if self.orphaned:
-            parts.append(f"{self.orphaned} whose worker died (the next `sweep join` on its machine hands "
-                         f"{'it' if self.orphaned == 1 else 'them'} back)")
-        if self.waiting:
-            parts.append(f"{self.waiting} waiting to be trained again")
-        return ", ".join(parts)
-
-
-def counts(search: Search) -> Counts:
-    from optuna.trial import TrialState
-
-    tally = Counts(wanted=search.trials)
-    for trial in counted_trials(search.study):
-        if trial.state == TrialState.COMPLETE:
-            tally.finished += 1
-        elif trial.state == TrialState.PRUNED:
-            tally.pruned += 1
-        elif trial.state == TrialState.FAIL:
-            tally.failed += 1
-            tally.reasons[trial.number] = str(trial.user_attrs.get("failed_because", ""))
-        elif trial.state == TrialState.RUNNING and tag_is_dead(str(trial.user_attrs.get("worker", ""))):
-            tally.orphaned += 1
-        elif trial.state == TrialState.RUNNING:
-            tally.running += 1
-        elif trial.state == TrialState.WAITING:
-            tally.waiting += 1
-    return tally
-
-
-MIN_FOR_IMPORTANCE = 3  # finished trials before importances mean anything (Optuna gives equal shares below 2)
-
-
-def importance(search: Search) -> dict[str, float]:
-    """Each searched setting's share of what makes a trial good: Optuna's default evaluator
-    (PED-ANOVA, which reads the study's direction) over finished trials; empty with too few."""
-    import optuna
-    from optuna.trial import TrialState
-
-    finished = search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not search.space.dimensions or len(finished) < MIN_FOR_IMPORTANCE:
-        return {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return dict(optuna.importance.get_param_importances(search.study))
-    except (ValueError, RuntimeError, ZeroDivisionError):
-        return {}
-
-
-def trial_runs(search: Search) -> dict[int, str]:
-    """Trial number -> the run folder its trainer wrote (as its worker recorded it)."""
-    return {trial.number: str(trial.user_attrs["run_dir"]) for trial in counted_trials(search.study)
-            if trial.user_attrs.get("run_dir")}
-
-
-def params_text(params: dict[str, Any]) -> str:
-    return ", ".join(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
-                     for name, value in params.items())
-
-
-def summary_lines(search: Search) -> list[str]:
-    """The study in a few lines: its counts, its best trial, each setting's importance."""
-    lines = [f"study {search.name}: {counts(search).line()}"]
-    try:
-        best = search.study.best_trial
-    except ValueError:  # no trial finished yet
-        best = None
-    if best is not None:
-        where = f" in {best.user_attrs['run_dir']}" if best.user_attrs.get("run_dir") else ""
-        values = f" ({params_text(best.params)})" if best.params else ""
-        lines.append(f"best: trial {best.number}, validation {best.value:.2%}{values}{where}")
-    shares = importance(search)
-    if shares:
-        said = ", ".join(f"{name.replace('_', ' ')} {share:.0%}" for name, share in shares.items())
-        finished = counts(search).finished
-        rough = "; rough with so few" if finished < 10 else ""
-        lines.append(f"importance (PED-ANOVA over {finished} finished trials{rough}): {said}")
-    return lines
-
-
-@dataclass(frozen=True)
-class TrialRow:
-    """One trial as the app lists it."""
-
-    number: int
-    state: str  # finished, pruned, failed, training, waiting
-    value: float | None  # the best validation accuracy (a pruned trial's: before it was stopped)
-    run_dir: str
-    params: str
-    note: str  # why it was pruned or failed
-
-
-STATE_WORDS = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "training",
-               "WAITING": "waiting"}
-
-
-def trial_rows(search: Search) -> list[TrialRow]:
-    rows = []
-    for trial in counted_trials(search.study):
-        note = trial.user_attrs.get("pruned_because") or trial.user_attrs.get("failed_because") or ""
-        value = trial.value if trial.state.name == "COMPLETE" else (
-            max(trial.intermediate_values.values()) if trial.state.name == "PRUNED" and trial.intermediate_values else None)
-        rows.append(TrialRow(trial.number, STATE_WORDS.get(trial.state.name, trial.state.name.lower()), value,
-                             str(trial.user_attrs.get("run_dir", "")), params_text(trial.params),
-                             str(note) if trial.state.name in ("PRUNED", "FAIL") else ""))
-    return rows
-
-
-def local_searches(runs_dir: str | Path) -> list[Search]:
-    """The studies in the runs folder's own journal (none when it has no journal or Optuna is missing)."""
-    url = storage_url(None, runs_dir)
-    if not Path(url).is_file():
-        return []
-    try:
-        optuna = require_optuna()
-        summaries = optuna.get_all_study_summaries(open_storage(url), include_best_trial=False)
-        names = [summary.study_name for summary in summaries]
-        return [load_search(name, url) for name in names]
-    except WorkbenchError:
-        return []
-
-
-def study_of_runs(run_dirs: list[Path]) -> Search | None:
-    """The study whose trials these runs all are, when its storage is a journal file this machine
-    reads (an RDB storage's password is not kept in run.json); None otherwise."""
-    from workbench.core.runs import read_run_info
-
-    records = []
-    for run_dir in run_dirs:
-        try:
-            records.append(read_run_info(Path(run_dir)).get("trial") or {})
-        except Exception:  # an unreadable run.json: compare shows it with its problem
-            return None
-    names = {(record.get("study"), record.get("storage")) for record in records}
-    if len(names) != 1 or None in next(iter(names)):
-        return None
-    name, url = next(iter(names))
-    if "://" in str(url) or not Path(str(url)).is_file():
-        return None
-    try:
-        return load_search(str(name), str(url))
-    except WorkbenchError:
-        return None

@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.experiments.search.liveness import tag_is_dead, tag_pid, worker_tag
-from workbench.core.experiments.search.study import MAX_RETRIES, Search, counted_trials
+from workbench.core.experiments.search.results import counted_trials
+from workbench.core.experiments.search.study import MAX_RETRIES, Search
 
 POLL_S = 0.3
 HEARTBEAT_EVERY_S = 5.0
