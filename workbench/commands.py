@@ -251,7 +251,7 @@ def run_predict(args: argparse.Namespace) -> int:
     model_format = args.format or {"model.pt2": "pt2", "model.onnx": "onnx"}.get(given.name, "safetensors")
     if args.csv == "-" and args.json == "-":
         raise WorkbenchError("--csv - and --json - both want stdout; write one of them to a file")
-    stale = stale_bundle_note(given.parent if given.name in ("model.pt2", "model.onnx", "model.json") else given)
+    stale = stale_bundle_note(given)  # a bundle file names its folder
     if stale:
         print(f"warning: {shown(stale)}", file=sys.stderr)
     predicted = predict_files(given, args.images, top=args.top, mc_dropout=args.mc_dropout, device=args.device,

@@ -152,6 +152,31 @@ def _first_line(error: BaseException) -> str:
 def stale_bundle_note(export_dir: Path) -> str:
     """A sentence when the bundle sits in a run folder whose model of the same kind has moved on
     since it was exported (a resume trained more epochs, a better epoch became the best), or ""."""
+    found = _exported_and_now(export_dir)
+    return _moved_on(*found) if found is not None else ""
+
+
+def export_line(run_dir: Path) -> str:
+    """What a run's export/ holds, for the app's run screen, and whether the run has moved on since."""
+    found = _exported_and_now(Path(run_dir) / EXPORT_DIR)
+    if found is None:
+        return ""
+    moved_on = _moved_on(*found)
+    if moved_on:
+        return f"export/ is out of date: {moved_on} (or press e)"
+    return f"export/ holds epoch {found[0]} ({found[1]}), up to date"
+
+
+def _moved_on(epoch: int, which: str, now: int, run_dir: Path) -> str:
+    if now == epoch:
+        return ""
+    return (f"this bundle holds epoch {epoch} ({which} when it was exported); the run's {which} is now epoch {now}: "
+            f"`workbench export {run_dir}` brings it up to date")
+
+
+def _exported_and_now(export_dir: Path) -> tuple[int, str, int, Path] | None:
+    """(the bundle's epoch, best or last, the run's epoch of that kind now, the run folder), or None
+    when there is no readable bundle in a run folder (load_bundle says what is wrong)."""
     import json
 
     from workbench.core import runs
@@ -162,13 +187,12 @@ def stale_bundle_note(export_dir: Path) -> str:
     try:
         meta = json.loads(read_text(export_dir / "model.json", META_LIMIT))
         summary = runs.summarize_run(run_dir) if (run_dir / "run.json").is_file() else None
-    except (NotReadable, OSError, ValueError, RecursionError, WorkbenchError):  # load_bundle says what is wrong
-        return ""
+    except (NotReadable, OSError, ValueError, RecursionError, WorkbenchError):
+        return None
     if summary is None or not isinstance(meta, dict):
-        return ""
+        return None
     which, epoch = meta.get("checkpoint"), meta.get("epoch")
     now = {"best": summary.best_epoch, "last": summary.epochs_done}.get(which)
-    if not isinstance(epoch, int) or not isinstance(now, int) or now == epoch:
-        return ""
-    return (f"this bundle holds epoch {epoch} ({which} when it was exported); the run's {which} is now epoch {now}: "
-            f"`workbench export {run_dir}` brings it up to date")
+    if not isinstance(epoch, int) or not isinstance(now, int):
+        return None
+    return epoch, which, now, run_dir

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +15,6 @@ from workbench.core.data.normalize import normalize
 from workbench.core.errors import WorkbenchError
 from workbench.core.export.bundle import load_bundle
 from workbench.core.models import has_dropout
-from workbench.core.safe_read import is_regular
 
 
 MOST_PASSES = 10_000  # Monte-Carlo dropout: the spread settles long before; more would run for hours
@@ -30,12 +28,12 @@ class Prediction:
 
 def load_images(paths: Sequence[str], image_size: int, channels: int, resize: str = "stretch") -> torch.Tensor:
     """uint8 (N, C, H, W) with the same decoding and resizing as training folders."""
+    from workbench.core.export.inputs import unreadable_reason
+
     decoded = []
     for path in paths:
-        if not os.path.lexists(path):
-            raise WorkbenchError(f"image {path} does not exist")
-        if not is_regular(path):
-            raise WorkbenchError(f"image {path} is not a regular file (a folder, a pipe or a device)")
+        if why := unreadable_reason(path):
+            raise WorkbenchError(f"image {path} {why}")
         try:
             decoded.append(decode_image(Path(path), image_size, channels, resize))
         except (OSError, ValueError) as error:

@@ -276,28 +276,11 @@ def read_run_details(run_dir: Path) -> RunDetails:
     best_text = f"best {fmt.SPLITS[split]} {fmt.percent(best)} (epoch {best_epoch})" if split else "not evaluated yet"
     done = max((r["epoch"] for r in epoch_rows), default=0)
     summary = f"{shown(settings)}\n{shown(outcome)} · {done}/{counted(max(epochs, done), 'epoch')} · {best_text}"
-    if export := _export_line(run_dir):
+    from workbench.core.export.loading import export_line
+
+    if export := export_line(run_dir):
         summary += f"\n{shown(export)}"
     return RunDetails(records, max(epochs, done), summary)
-
-
-def _export_line(run_dir: Path) -> str:
-    """What export/ holds, and whether the run has moved on since (the same sentence predict warns with)."""
-    import json
-
-    from workbench.core.export.loading import stale_bundle_note
-
-    meta_path = run_dir / "export" / "model.json"
-    if not meta_path.is_file():
-        return ""
-    stale = stale_bundle_note(run_dir)
-    if stale:
-        return f"export/ is out of date: {stale} (or press e)"
-    try:
-        meta = json.loads(meta_path.read_text(errors="replace"))
-        return f"export/ holds epoch {meta['epoch']} ({meta['checkpoint']}), up to date"
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
 
 
 def _best(summary) -> str:
