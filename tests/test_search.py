@@ -226,7 +226,8 @@ def test_two_workers_share_eight_trials_none_twice_and_compare_shows_the_study(d
     assert "8 runs compared" in compared.stdout
     assert "study shared: complete: 8 trials (8 finished, 0 pruned, 0 failed)" in compared.stdout
     best = max(trials, key=lambda trial: trial.value)
-    where = {compared.stdout.index(Path(trial.user_attrs["run_dir"]).name): trial for trial in trials}
+    rows = [line.split()[1] for line in compared.stdout.splitlines() if line.startswith("│ 2")]  # run names, in order
+    where = {rows.index(Path(trial.user_attrs["run_dir"]).name): trial for trial in trials}  # two may share a second
     assert where[min(where)].value == best.value  # a study is listed best validation first
     assert f"best: trial {best.number}, validation {best.value:.2%}" in compared.stdout
     assert "importance" in compared.stdout and "batch size" in compared.stdout
