@@ -336,10 +336,13 @@ def test_resuming_a_run_this_process_is_training_is_refused_before_its_first_che
     thread.start()
     try:
         (run_dir,) = [p for p in (tmp_path / "runs").iterdir()] if wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir())) else []
-        assert wait_for(lambda: runs.is_locked(run_dir))
+        # The trainer takes the lock, then names itself in .lock: until then the sentence can only
+        # say "another process".
+        named = run_dir / ".lock"
+        assert wait_for(lambda: runs.is_locked(run_dir) and named.is_file() and f'"pid": {os.getpid()}' in named.read_text())
         recorder = Recorder()
         fit(folder_config(tmp_path, dataset, epochs=3), recorder, resume_dir=run_dir)
-        assert "being trained by process" in recorder.last(Failed).reason
+        assert f"being trained by process {os.getpid()}" in recorder.last(Failed).reason
         assert runs.read_status(run_dir)[0] == "running"  # the live run was not marked failed
     finally:
         control.stop()

@@ -9,18 +9,17 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
-from tests.support.cli import REPO, one_line_error
+from tests.support.cli import one_line_error, run_here
 from tests.support.folders import folder_config, image_folder
 from workbench.cli import main
 from workbench.core import runs
 from workbench.core.errors import RunBusy, WorkbenchError
 from workbench.core.training.engine import fit
 
-# A reader that blocks on a FIFO never returns: the subprocess's timeout turns that hang into a failure.
+# A reader that blocks on a FIFO never returns: run_here's alarm turns that hang into a failure.
 PROMPT_S = 120
 
 
@@ -35,9 +34,7 @@ def exported_run(tmp_path_factory):
 
 
 def _cli(cwd, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "workbench", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=PROMPT_S, env=env)
+    return run_here(*args, cwd=cwd, within=PROMPT_S)
 
 
 def _copy_with_pipe(base, run, name: str, copy: str):
@@ -158,21 +155,17 @@ def test_runs_shows_done_and_target_after_a_resume_with_more_epochs(finished_run
     assert runs.read_config(run_dir).epochs == 3  # a later plain resume continues to 3, not 1
 
 
-def test_files_a_run_writes_follow_the_umask(tmp_path):
-    code = textwrap.dedent(
-        f"""
-        import os, sys
-        os.umask(0o027)
-        sys.argv = ["workbench"]
-        from workbench.cli import main
-        assert main(["train", "--dataset", "shapes", "--arch", "linear", "--epochs", "1", "--device", "cpu",
-                     "--runs-dir", {str(tmp_path / 'runs')!r}, "--data-dir", {str(tmp_path / 'data')!r}]) == 0
-        (run_dir,) = os.scandir({str(tmp_path / 'runs')!r})
-        raise SystemExit(main(["export", run_dir.path]))
-        """
-    )
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True)
-    (run_dir,) = (tmp_path / "runs").iterdir()
+def test_files_a_run_writes_follow_the_umask(tmp_path, data_dir):
+    before = os.umask(0o027)  # this process's own: put back below, whatever happens
+    try:
+        trained = run_here("train", "--dataset", "shapes", "--arch", "linear", "--epochs", "1", "--image-size", "12",
+                           "--device", "cpu", "--runs-dir", tmp_path / "runs", "--data-dir", data_dir)
+        assert trained.returncode == 0, trained.stderr
+        (run_dir,) = (tmp_path / "runs").iterdir()
+        exported = run_here("export", run_dir)
+        assert exported.returncode == 0, exported.stderr
+    finally:
+        os.umask(before)
     for relative in ("status", "run.json", "config.toml", "metrics.jsonl", "checkpoints/last.pt",
                      "images/confusion.png", "images/confusion.json", "export/model.json", "export/model.safetensors"):
         assert oct((run_dir / relative).stat().st_mode & 0o777) == oct(0o640), relative

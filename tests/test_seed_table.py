@@ -13,16 +13,16 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from tests.support.cli import run_here
 from workbench.core import seed_table
 from workbench.core.seed_table import class_sorted, shuffled, train_mode_accuracy
 
 TINY = ["--dataset", "shapes", "--epochs", "1", "--image-size", "16", "--device", "cpu"]
 
 
-def _reproduce(tmp_path: Path, data_dir: Path, *args: str, **popen) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "workbench", "reproduce", "seed-table", *TINY,
-               "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path, **popen)
+def _reproduce(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_here("reproduce", "seed-table", *TINY, "--runs-dir", tmp_path / "runs", "--data-dir", data_dir, *args,
+                    cwd=tmp_path)
 
 
 def test_the_table_has_both_conditions_the_seed_figure_and_the_seed_mistake(tmp_path, data_dir):

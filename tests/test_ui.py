@@ -397,7 +397,7 @@ async def test_the_event_log_rewraps_its_lines_when_it_gets_wider():
 
 @asynchronous
 async def test_export_during_training_leaves_the_run_as_it_would_have_been(tmp_path, data_dir):
-    config = tiny_config(tmp_path, data_dir, arch="basic_cnn", epochs=2, batch_size=64, optimizer="adamw")
+    config = tiny_config(tmp_path, data_dir, arch="basic_cnn", image_size=16, epochs=2, batch_size=64, optimizer="adamw")
     app = app_for(tmp_path, data_dir, config, runs_dir=tmp_path / "runs")
     notes = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:

@@ -84,6 +84,15 @@ class HyperparameterForm(VerticalScroll):
     def on_mount(self) -> None:
         self.border_title = "hyperparameters"
 
+    # A class, not the :focus-within pseudo-class: with :focus-within, Textual restyles every widget
+    # of the form on each move between its fields (0.3 s a Tab key); a class changes only when the
+    # focus enters or leaves the form.
+    def on_descendant_focus(self) -> None:
+        self.set_class(self.has_focus_within, "-focus-within")
+
+    def on_descendant_blur(self) -> None:
+        self.set_class(self.has_focus_within, "-focus-within")
+
     def compose(self) -> ComposeResult:
         with Horizontal(classes="form-row"):
             yield Label("preset", classes="field-label")
