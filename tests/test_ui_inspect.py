@@ -93,6 +93,26 @@ async def test_confusion_counts_match_the_review_and_enter_drills_into_a_cell(ru
         assert png.is_file() and png.parent == run_dir / "images"
         assert png.name.startswith("confusion_") and "_as_" in png.name
         assert png.name in text_of(screen, "#cell-path")
+        await pilot.pause(0.2)
+        assert app.screen is screen  # room for the gallery: it is shown here
+
+
+@asynchronous
+async def test_on_a_short_terminal_a_cells_images_open_one_by_one(run_dir):
+    from workbench.ui.screens.tiles import TileScreen
+
+    app = InspectApp(run_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await loaded(pilot)
+        table = screen.query_one(ConfusionTable)
+        await pilot.press("enter")  # true class 0 predicted as 0: never empty on a trained run
+        assert await wait_until(pilot, lambda: isinstance(app.screen, TileScreen), 30)
+        assert table.matrix[0][0] > 0
+        assert await wait_until(pilot, lambda: str(app.screen.query_one("#tile-image").border_title).startswith(
+            "tile 1 of "), 30)
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: app.screen is screen, 5)
+        assert screen.cell_path is not None and screen.cell_path.name in text_of(screen, "#cell-path")
 
 
 @asynchronous

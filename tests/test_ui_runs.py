@@ -151,3 +151,46 @@ def test_tile_screen_snapshot(snap_compare, tmp_path, size):
         await pilot.pause(0.2)
 
     assert snap_compare(Host(), terminal_size=size, run_before=ready)
+
+
+@asynchronous
+async def test_footers_at_80_columns_leave_keys_out_rather_than_cut_them(tmp_path, data_dir):
+    from textual.widgets._footer import FooterKey
+
+    from workbench.ui.screens.queue import QueueScreen
+    from workbench.ui.screens.setup import SetupScreen
+
+    def keys_fit(screen) -> list[str]:
+        footer = screen.query_one("FittedFooter")
+        keys = [key for key in footer.query(FooterKey) if key.display]
+        for key in keys:  # every key shown whole: none runs past the footer's edge
+            assert key.region.right <= footer.region.right, (key.action, key.region, footer.region)
+        return [key.action for key in keys]
+
+    config = tiny_config(tmp_path, data_dir, image_size=12)
+    app = app_for(tmp_path, data_dir, config, runs_dir=tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: app.dashboard.outcome is not None, 60)
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, SetupScreen), 5)
+        await pilot.pause(0.3)
+        shown = keys_fit(app.screen)  # a run trained: export and the dashboard join the setup keys
+        assert {"start", "export", "dashboard", "quit"} <= set(shown) and "images" not in shown, shown
+        await pilot.press("i")  # left out of the footer, the key still works
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ImagesScreen), 10)
+        await pilot.press("escape", "r")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.summaries, 30)
+        await pilot.pause(0.3)
+        assert "quit" in keys_fit(app.screen)
+        await pilot.press("enter")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), 30)
+        await pilot.pause(0.3)
+        assert {"export", "back", "quit"} <= set(keys_fit(app.screen))
+        await pilot.press("escape", "u")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen), 10)
+        await pilot.pause(0.3)
+        assert {"back", "quit"} <= set(keys_fit(app.screen))
+    async with app_for(tmp_path, data_dir, config, runs_dir=tmp_path / "runs").run_test(size=(160, 40)) as pilot:
+        await pilot.pause(0.5)
+        assert {"images", "inspect", "runs", "lr_find"} <= set(keys_fit(pilot.app.screen))  # room for all

@@ -15,10 +15,11 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 from textual_plotext import PlotextPlot
 
 from workbench.core.shown import shown
+from workbench.ui.widgets.footer import FittedFooter
 
 RUN_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red", "orange", "white")
 
@@ -49,7 +50,7 @@ class CompareScreen(Screen):
         with Horizontal(id="compare-charts"):
             yield PlotextPlot(id="compare-acc")
             yield PlotextPlot(id="compare-loss")
-        yield Footer(compact=True)
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         self.query_one("#compare-acc").border_title = "held-out accuracy % by epoch"

@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Header
+from textual.widgets import Header
 from textual.worker import Worker, WorkerState
 
 from workbench.core.config import RunConfig
@@ -31,6 +31,7 @@ from workbench.ui.widgets.charts import TrainingCharts
 from workbench.ui.widgets.class_table import ClassAccuracy
 from workbench.ui.widgets.event_log import EventLog
 from workbench.ui.widgets.status import TrainStatus
+from workbench.ui.widgets.footer import FittedFooter
 
 FOLLOW_POLL_S = 0.5  # how often a followed run folder is read
 
@@ -68,7 +69,7 @@ class DashboardScreen(Screen):
         with Horizontal(id="train-bottom"):
             yield EventLog(id="log")
             yield ClassAccuracy(id="classes")
-        yield Footer(compact=True)
+        yield FittedFooter()
 
     def action_other_panels(self) -> None:
         """Swap the panels a small terminal hides (lr chart, per class) with the loss chart and the log."""

@@ -12,12 +12,13 @@ from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from workbench.core.shown import shown
 from workbench.ui import formatting as fmt
 from workbench.ui import workers
 from workbench.ui.widgets.preview import ImagePreview
+from workbench.ui.widgets.footer import FittedFooter
 
 RESCAN_EVERY_S = 3.0  # training writes new images at epoch ends
 
@@ -64,7 +65,7 @@ class ImagesScreen(Screen):
                 yield DataTable(cursor_type="row", zebra_stripes=True, id="image-table")
                 yield Static("", id="image-path", markup=False)
             yield ImagePreview(id="preview")
-        yield Footer(compact=True)
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#image-table", DataTable)

@@ -13,7 +13,6 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import (
     DataTable,
-    Footer,
     Header,
     Input,
     Label,
@@ -31,6 +30,7 @@ from workbench.ui import inspect_workers
 from workbench.ui.inspect_workers import Guess, Inspection
 from workbench.ui.workers import DecodedImage
 from workbench.ui.widgets.preview import ImagePreview
+from workbench.ui.widgets.footer import FittedFooter
 from workbench.ui.widgets.review_tables import (
     ClassCounts,
     ClassScores,
@@ -40,6 +40,7 @@ from workbench.ui.widgets.review_tables import (
 )
 
 TABS = ("confusion", "per-class", "model", "data", "predict")
+GALLERY_MIN_ROWS = 12  # a cell's gallery in fewer rows is unreadable: its images open one by one
 TAB_KEYS = Binding.Group("Tabs", compact=True)
 # what gets the focus when a tab is shown
 TAB_FOCUS = {
@@ -143,7 +144,7 @@ class InspectScreen(Screen):
                 with Horizontal(id="predict-body"):
                     yield TopClasses(id="predict-table")
                     yield ImagePreview(id="predict-preview")
-        yield Footer(compact=True)
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         self.sub_title = escape(shown(f"inspect · {self.run_dir.name}"))
@@ -306,6 +307,10 @@ class InspectScreen(Screen):
         preview.border_title = escape(shown(message.image.path.name))
         preview.show(message.image)
         self.query_one("#cell-path", Static).update(f"written to {fmt.short_path(message.image.path)}")
+        if preview.content_size.height < GALLERY_MIN_ROWS:
+            # A short terminal leaves the gallery a few rows, a character or so per image: show
+            # each image alone at a zoom instead (escape comes back here).
+            self.action_tiles()
 
     def on_samples_written(self, message: SamplesWritten) -> None:
         preview = self.query_one("#samples-preview", ImagePreview)

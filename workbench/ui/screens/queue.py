@@ -18,10 +18,11 @@ from textual.binding import Binding
 from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.shown import shown
+from workbench.ui.widgets.footer import FittedFooter
 
 STATE_STYLES = {"pending": "", "running": "cyan", "done": "green", "failed": "red", "stopped": "yellow",
                 "finished": "green", "pruned": "yellow", "training": "cyan", "waiting": ""}
@@ -64,7 +65,7 @@ class QueueScreen(Screen):
         yield Static("", id="queue-hint", markup=False)
         yield Static("", id="study-summary", markup=False)
         yield DataTable(cursor_type="row", zebra_stripes=True, id="trial-table")
-        yield Footer(compact=True)
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#queue-table", DataTable)

@@ -14,7 +14,7 @@ from textual.containers import Horizontal
 from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from workbench.core.events import from_row
 from workbench.core.lifecycle.view import RunView
@@ -23,6 +23,7 @@ from workbench.core.wording import count as counted
 from workbench.ui import formatting as fmt
 from workbench.ui.widgets.charts import TrainingCharts
 from workbench.ui.widgets.class_table import ClassAccuracy
+from workbench.ui.widgets.footer import FittedFooter
 
 STATUS_STYLES = {"finished": "green", "running": "cyan", "stopped": "yellow", "pruned": "yellow", "failed": "red",
                  "interrupted": "magenta"}
@@ -56,7 +57,7 @@ class RunsScreen(Screen):
         yield Header()
         yield DataTable(cursor_type="row", zebra_stripes=True, id="runs-table")
         yield Static("", id="runs-hint", markup=False)
-        yield Footer(compact=True)
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -207,7 +208,7 @@ class RunScreen(Screen):
         with Horizontal(id="run-bottom"):
             yield DataTable(cursor_type="row", zebra_stripes=True, id="epochs")
             yield ClassAccuracy(id="classes")
-        yield Footer(compact=True)
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         self.query_one(ClassAccuracy).border_title = "per class (last evaluation)"

@@ -12,7 +12,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Header, Input, Select
+from textual.widgets import Header, Input, Select
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from workbench.core.config import SETTINGS, RunConfig
@@ -23,6 +23,7 @@ from workbench.ui.screens.network_file import NetworkFileScreen
 from workbench.ui.settings import write_last_values
 from workbench.ui.widgets.arch_list import ArchitectureList
 from workbench.ui.widgets.form import LABELS, HyperparameterForm
+from workbench.ui.widgets.footer import FittedFooter
 
 DEBOUNCE_S = 0.2  # wait for typing to pause before validating or recounting
 NUMBER_FIELDS = {item.name for item in SETTINGS if item.kind in ("int", "float")} | {"devices"}  # no "/" in them
@@ -96,7 +97,7 @@ class SetupScreen(Screen):
             yield ArchitectureList(chosen, workers.architectures(extra=[chosen]), id="arch-list"
             )
             yield HyperparameterForm(id="form")
-        yield Footer(compact=True)
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         with self.prevent(HyperparameterForm.Changed):

@@ -14,11 +14,12 @@ from textual.geometry import Region
 from textual.markup import escape
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from workbench.core.shown import shown
 from workbench.ui.widgets.preview import ImagePreview
 from workbench.ui.workers import DecodedImage
+from workbench.ui.widgets.footer import FittedFooter
 
 
 class TilesRead(Message):
@@ -58,7 +59,7 @@ class TileScreen(ModalScreen[None]):
             yield Static(f"reading the tiles of {shown(self.png.name)}…", id="tile-info", markup=False)
             yield ImagePreview(id="tile-image")
             yield Static("", id="tile-pixel", markup=False)
-        yield Footer(compact=True)
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         self._read(self.png)
