@@ -211,3 +211,47 @@ async def test_a_start_from_run_that_is_not_a_run_is_the_fields_own_error(tmp_pa
         assert isinstance(app.screen, SetupScreen) and not app.training
         assert not any("--init-from" in note for note in notes), notes  # the form's words, not the flag's
     assert run_folders(tmp_path) == []
+
+
+@asynchronous
+async def test_a_filter_only_looks_emptying_it_gives_the_choice_back_unless_a_row_was_picked(tmp_path, data_dir):
+    app = app_for(tmp_path, data_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: models_ready(app))
+        setup = app.setup_screen
+        arch_list, field = setup.query_one("#arch-list"), setup.query_one("#arch-filter")
+        before = arch_list.chosen
+        await pilot.press("slash", "v", "g", "g")
+        await pilot.pause(0.2)
+        assert arch_list.chosen == "vgg11_bn" and setup.form_values()["arch"] == "vgg11_bn"  # what trains is shown
+        await pilot.press("backspace", "backspace", "backspace")
+        await pilot.pause(0.2)
+        assert field.value == "" and arch_list.chosen == before and setup.form_values()["arch"] == before
+        await pilot.press("r", "e", "s", "n", "e", "t", "enter", "down")  # to the list, then a row of its own
+        await pilot.pause(0.2)
+        picked = arch_list.chosen
+        assert picked != before and "resnet" in picked
+        field.focus()
+        await pilot.press("backspace", "backspace", "backspace", "backspace", "backspace", "backspace")
+        await pilot.pause(0.2)
+        assert field.value == "" and arch_list.chosen == picked  # a row picked while filtering stays chosen
+
+
+@asynchronous
+async def test_the_summary_says_whole_sentences_when_nothing_can_be_counted(tmp_path, data_dir):
+    (tmp_path / "empty").mkdir()
+    app = app_for(tmp_path, data_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: models_ready(app))
+        summary = app.setup_screen.query_one("#arch-summary")
+
+        def said() -> str:
+            return " ".join(str(summary.render()).split())
+
+        app.setup_screen.set_value("dataset", str(tmp_path / "empty"))
+        assert await wait_until(pilot, lambda: "no parameter counts: folder" in said(), 30), said()
+        assert "has no class subfolders" in said() and "counting" not in said() and "(no counts" not in said()
+        app.setup_screen.set_value("dataset", "shapes")
+        app.setup_screen.set_value("image_size", "8")  # basic_cnn's layers shrink 8 px to nothing
+        assert await wait_until(pilot, lambda: "no parameter count: it cannot take the images of shapes (3×8×8"
+                                in said(), 30), said()

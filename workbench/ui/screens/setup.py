@@ -30,11 +30,13 @@ NUMBER_FIELDS = {item.name for item in SETTINGS if item.kind in ("int", "float")
 
 
 class ModelsDescribed(Message):
-    def __init__(self, architectures: list[workers.Architecture], shape_text: str, size_note: str = "") -> None:
+    def __init__(self, architectures: list[workers.Architecture], shape_text: str, size_note: str = "",
+                 no_counts: str = "") -> None:
         super().__init__()
         self.architectures = architectures
         self.shape_text = shape_text
         self.size_note = size_note  # what image size 0 means for this data set ("" when a size is given)
+        self.no_counts = no_counts  # why nothing can be counted: the data set's own sentence
 
 
 class ParamsCounted(Message):
@@ -224,7 +226,7 @@ class SetupScreen(Screen):
             shape = workers.data_shape(dataset, int(image_size or 0))
         except (WorkbenchError, ValueError) as error:
             reason = str(error) if isinstance(error, WorkbenchError) else "image size is not a number"
-            self.post_message(ModelsDescribed(architectures, f"(no counts: {reason})"))
+            self.post_message(ModelsDescribed(architectures, "", no_counts=reason))
             return
         channels, size, classes = shape
         self.post_message(ModelsDescribed(architectures, f"{dataset} ({channels}×{size}×{size}, {counted(classes, 'class')})",
@@ -256,7 +258,7 @@ class SetupScreen(Screen):
     def on_models_described(self, message: ModelsDescribed) -> None:
         self.query_one(HyperparameterForm).show_note("image_size", message.size_note)
         arch_list = self.query_one(ArchitectureList)
-        arch_list.shape_text = message.shape_text
+        arch_list.shape_text, arch_list.no_counts = message.shape_text, message.no_counts
         arch_list.params = {}
         arch_list.set_architectures(message.architectures)
 

@@ -56,8 +56,13 @@ class ArchitectureList(Vertical):
         super().__init__(id=id)
         self.chosen = chosen
         self.architectures = architectures
+        # The choice when a filter was typed, given back when the filter is emptied again unless
+        # the user picked a row meanwhile: a filter only looks, it does not choose.
+        self._chosen_before_filter: str | None = None
+        self._picked_while_filtering = False
         self.params: dict[str, int | None] = {}
         self.shape_text = ""
+        self.no_counts = ""  # why no parameters can be counted (a data set that cannot be read)
 
     def compose(self) -> ComposeResult:
         yield FilterInput(placeholder="/ to filter architectures", id="arch-filter", compact=True)
@@ -123,6 +128,13 @@ class ArchitectureList(Vertical):
         if self.architectures:
             table.border_subtitle = f"{table.row_count - 1} of {len(self.architectures)}"
         visible = self.visible_names
+        if words and self._chosen_before_filter is None:
+            self._chosen_before_filter, self._picked_while_filtering = self.chosen, False
+        elif not words and self._chosen_before_filter is not None:
+            before, self._chosen_before_filter = self._chosen_before_filter, None
+            if not self._picked_while_filtering and before != self.chosen and before in visible:
+                self.chosen = before
+                self.post_message(self.Chosen(before))
         if words and visible and self.chosen not in visible:  # the highlighted row is the chosen one
             self.chosen = visible[0]
             self.post_message(self.Chosen(self.chosen))
@@ -150,8 +162,15 @@ class ArchitectureList(Vertical):
             summary.update(f"[b]{escape(shown(self.chosen))}[/b] is not an architecture; choose one above")
             return
         params = self.params.get(self.chosen, None)
-        count = f"{params:,} params" if params else "counting parameters…"
         on = f" for {escape(self.shape_text)}" if self.shape_text else ""
+        if self.no_counts:
+            count, on = "no parameter counts: ", escape(self.no_counts)
+        elif params:
+            count = f"{params:,} params"
+        elif self.chosen in self.params:  # counted as None: it cannot be built for these images
+            count, on = "no parameter count: it cannot take ", escape(f"the images of {self.shape_text}")
+        else:
+            count = "counting parameters…"
         description = next(a.description for a in self.architectures if a.name == self.chosen)
         summary.update(f"[b]{escape(shown(arch_label(self.chosen)))}[/b]: {escape(shown(description))}\n{count}{on}")
 
@@ -173,6 +192,7 @@ class ArchitectureList(Vertical):
             return
         if name != self.chosen:
             self.chosen = name
+            self._picked_while_filtering = self._chosen_before_filter is not None
             self._summarize()
             self.post_message(self.Chosen(name))
 
