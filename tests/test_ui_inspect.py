@@ -105,6 +105,7 @@ async def test_on_a_short_terminal_a_cells_images_open_one_by_one(run_dir):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await loaded(pilot)
         table = screen.query_one(ConfusionTable)
+        assert screen.query_one("#inspect-status").size.height == 1  # the run's name is in the header
         await pilot.press("enter")  # true class 0 predicted as 0: never empty on a trained run
         assert await wait_until(pilot, lambda: isinstance(app.screen, TileScreen), 30)
         assert table.matrix[0][0] > 0

@@ -260,8 +260,8 @@ class InspectScreen(Screen):
         correct = sum(row[i] for i, row in enumerate(found.confusion))
         total = sum(sum(row) for row in found.confusion)
         accuracy = fmt.percent(correct / total) if total else "-"
-        self._status(
-            f"{self.run_dir.name} · {found.arch} on {found.data.name} · best checkpoint · "
+        self._status(  # the run's name is in the header already: one line at 80 columns
+            f"{found.arch} on {found.data.name} · best checkpoint · "
             f"test accuracy {accuracy} ({fmt.count(correct)} of {fmt.count(total)})"
         )
         table = self.query_one(ConfusionTable)
