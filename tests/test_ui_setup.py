@@ -10,6 +10,7 @@ from tests.support.ui import (
     asynchronous,
     make_app,
     models_ready,
+    paste_into,
     record_notifications,
     run_folders,
     tiny_config,
@@ -181,7 +182,7 @@ async def test_the_form_starts_a_finetune_run_from_another_run_and_the_dashboard
     app = app_for(tmp_path, data_dir, tiny_config(tmp_path, data_dir, epochs=2), tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:
         assert await wait_until(pilot, lambda: models_ready(app))
-        await type_into(pilot, "#init_from", str(source))
+        await paste_into(pilot, "#init_from", str(source))
         app.setup_screen.query_one("#recipe").value = "finetune"
         await pilot.pause()
         assert not app.setup_screen.query_one("#freeze_epochs").disabled  # the recipe's own fields wake up
@@ -203,7 +204,7 @@ async def test_a_start_from_run_that_is_not_a_run_is_the_fields_own_error(tmp_pa
     notes = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         assert await wait_until(pilot, lambda: models_ready(app))
-        await type_into(pilot, "#init_from", str(tmp_path / "no such run"))
+        await paste_into(pilot, "#init_from", str(tmp_path / "no such run"))
         app.setup_screen.query_one("#arch-table").focus()
         await pilot.press("s")
         assert await wait_until(pilot, lambda: app.setup_screen.query_one("#row-init_from").has_class("error"), 30)

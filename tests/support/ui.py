@@ -89,6 +89,19 @@ async def type_into(pilot, selector: str, text: str) -> None:
     await pilot.press("end", *["backspace"] * (len(widget.value) + 1), *text)
 
 
+async def paste_into(pilot, selector: str, text: str) -> None:
+    """Empty a field and paste `text` into it, as a user pastes a path (typing one key at a time
+    costs a tenth of a second a character)."""
+    from textual import events
+
+    widget = pilot.app.screen.query_one(selector)
+    widget.focus()
+    await pilot.pause()
+    await pilot.press("end", *["backspace"] * (len(widget.value) + 1))
+    widget.post_message(events.Paste(text))
+    await pilot.pause()
+
+
 
 def write_test_pngs(run_dir: Path) -> list[Path]:
     """Three PNGs with known pixels and distinct modification times (oldest first)."""
