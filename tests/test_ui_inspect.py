@@ -97,6 +97,18 @@ async def test_confusion_counts_match_the_review_and_enter_drills_into_a_cell(ru
         assert app.screen is screen  # room for the gallery: it is shown here
 
 
+@pytest.mark.parametrize("width, longest", [(80, 7), (240, 18)])
+@asynchronous
+async def test_the_confusion_columns_name_the_classes_as_fully_as_the_width_allows(run_dir, width, longest):
+    app = InspectApp(run_dir)
+    async with app.run_test(size=(width, 40)) as pilot:
+        screen = await loaded(pilot)
+        table = screen.query_one(ConfusionTable)
+        names = [plain(column.label).strip() for column in list(table.columns.values())[:10]]
+        assert max(len(name) for name in names) == longest, names  # "horizontal stripes": 18 characters
+        assert all(name == full or name.endswith("…") for name, full in zip(names, screen.inspection.classes))
+
+
 @asynchronous
 async def test_on_a_short_terminal_a_cells_images_open_one_by_one(run_dir):
     from workbench.ui.screens.tiles import TileScreen

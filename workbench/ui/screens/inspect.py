@@ -265,7 +265,7 @@ class InspectScreen(Screen):
             f"test accuracy {accuracy} ({fmt.count(correct)} of {fmt.count(total)})"
         )
         table = self.query_one(ConfusionTable)
-        table.show(found.classes, found.confusion)
+        table.show(found.classes, found.confusion, room=self.size.width)
         self._describe_cell()
         self.query_one(ClassScores).show(found.scores)
         self.query_one(LayerTable).show(found.layers, found.total_params)

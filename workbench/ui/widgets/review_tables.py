@@ -38,11 +38,16 @@ class ConfusionTable(DataTable):
         self.class_names: list[str] = []
         self.matrix: list[list[int]] = []
 
-    def show(self, classes: list[str], matrix: list[list[int]]) -> None:
+    def show(self, classes: list[str], matrix: list[list[int]], room: int = 0) -> None:
+        """`room`: the columns the table may take; its class columns share what the row labels and
+        the accuracy leave (each at least 7 characters, a count's width)."""
         self.class_names, self.matrix = classes, matrix
         self.clear(columns=True)
-        for index, name in enumerate(classes):  # columns named like the rows, cut to fit a count
-            self.add_column(_text(short_name(name), justify="right"), key=str(index))
+        labels = max((len(f"{index} {name}") for index, name in enumerate(classes)), default=0)
+        share = (room - labels - 4 - 8) // max(len(classes), 1) - 2  # borders and padding, "acc", padding
+        width = max(7, min(share, max((len(name) for name in classes), default=0)))
+        for index, name in enumerate(classes):  # columns named like the rows, cut to fit
+            self.add_column(_text(short_name(name, width), justify="right"), key=str(index))
         self.add_column(_text("acc", "", "right"), key=ACCURACY_KEY)
         for true, row in enumerate(matrix):
             total = sum(row)
