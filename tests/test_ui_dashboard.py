@@ -198,3 +198,24 @@ async def test_a_failed_run_says_training_failed_once(tmp_path, data_dir):
         lines = [line.text for line in app.dashboard.query_one("#log").lines]
         failed = [line for line in lines if "training failed" in line.lower()]
         assert failed and all(line.lower().count("training failed") == 1 for line in failed), failed
+
+
+@asynchronous
+async def test_panels_swapped_in_on_a_small_terminal_show_this_runs_curve_and_lines_at_their_width(tmp_path, data_dir):
+    app = app_for(tmp_path, data_dir, tiny_config(tmp_path, data_dir, epochs=2, image_size=12), runs_dir=tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        dashboard = app.dashboard
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: dashboard.outcome is not None, 120)
+        await pilot.press("o")  # the lr chart and the per-class table take the loss chart's and the log's places
+        await pilot.pause(0.3)
+        lr = dashboard.charts.lr
+        assert lr.region.area > 0 and lr._drawn_version == lr.version  # this run's curve, not an empty frame
+        first = dashboard.outcome
+        await pilot.press("s")  # a second run trains while the log is hidden
+        assert await wait_until(pilot, lambda: dashboard.outcome not in (None, first) and not dashboard.busy, 120)
+        assert await wait_until(pilot, lambda: lr._drawn_version == lr.version, 5)  # shown: the timer draws it
+        await pilot.press("o")  # the log back: its lines use its whole width, not the 20 columns of a hidden log
+        await pilot.pause(0.3)
+        log = dashboard.query_one("#log")
+        assert max(len(line.text) for line in log.lines) > 40, [line.text for line in log.lines][:5]

@@ -75,6 +75,13 @@ class DashboardScreen(Screen):
         """Swap the panels a small terminal hides (lr chart, per class) with the loss chart and the log."""
         self.toggle_class("-panels")
         self._say_hidden()
+        self.call_after_refresh(self._draw_what_was_hidden)
+
+    def _draw_what_was_hidden(self) -> None:
+        """A hidden chart is not drawn and a hidden log wraps at its smallest width: now that they
+        show, draw them at their size."""
+        self.query_one("#log", EventLog).rewrap()
+        self.query_one(TrainingCharts).redraw_now()
 
     def _say_hidden(self) -> None:
         swapped = self.has_class("-panels")

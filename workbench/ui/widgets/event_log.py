@@ -32,8 +32,13 @@ class EventLog(RichLog):
         # RichLog's own handler (which runs too) flushes lines written before any size was known.
         width = event.size.width
         if width and self._wrapped_at and width != self._wrapped_at:
-            self.clear()
-            for markup in self._markup:
-                self.write(markup)
+            self.rewrap()
         if width:
             self._wrapped_at = width
+
+    def rewrap(self) -> None:
+        """Write every line again at the width the log has now: lines that arrived while it was
+        hidden were wrapped at its smallest width, and showing it again is no resize."""
+        self.clear()
+        for markup in self._markup:
+            self.write(markup)
