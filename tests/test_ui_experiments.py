@@ -75,11 +75,13 @@ async def test_compare_screen_from_the_runs_list(in_tmp):
         assert [run.name for run in screen.comparison.runs] == [NAMES[1], NAMES[0]]
         assert screen.comparison.differ == ("lr",)
         table = screen.query_one("#compare-table")
-        assert [str(c.label) for c in table.columns.values()][:2] == ["run", "lr"]
+        # the result first, then what differs, then the rest; the run's name stays when scrolled
+        assert [str(c.label) for c in table.columns.values()][:4] == ["run", "best val", "best test", "lr"]
+        assert table.fixed_columns == 1
         assert len({screen.colours[name] for name in NAMES}) == 2
         screen._sort(type("Header", (), {"column_key": type("Key", (), {"value": "lr"})()})())
         await pilot.pause(0.1)
-        assert str(table.get_row_at(0)[1]) == "0.003" and screen.sorted_by == "lr"
+        assert str(table.get_row_at(0)[3]) == "0.003" and screen.sorted_by == "lr"
 
 
 @pytest.mark.parametrize("size", [(120, 36), (80, 24)])

@@ -83,19 +83,26 @@ class CompareScreen(Screen):
         result = self.comparison
         table = self.query_one(DataTable)
         table.clear(columns=True)
+        # The run and its result first, then what differs: at 80 columns the figures that matter
+        # are on screen without scrolling, and the run's name stays as the table scrolls right.
+        leading = ("best val", "best test")
+        trailing = tuple(column for column in METRIC_COLUMNS if column not in leading)  # status, best epoch, ...
         table.add_column("run", key="run")
+        for column in leading:
+            table.add_column(column, key=column)
         for key in result.differ:
             table.add_column(Text(shown(key.replace("_", " "))), key=key)
-        for column in METRIC_COLUMNS:
+        for column in trailing:
             table.add_column(column, key=column)
+        table.fixed_columns = 1
         for run in figures:
             name = Text("● ", style=self.colours[run.name]) + Text(shown(run.name))
             if run.problem:
                 name += Text(shown(f"  ! {run.problem}"), style="yellow")
             table.add_row(
-                name, *(Text(shown(format_setting(run.settings.get(key, "?")))) for key in result.differ),
-                Text(shown(run.status)),
-                _cell(run.best_epoch, "{}"), _cell(run.best_val_acc, "{:.2%}"), _cell(run.best_test_acc, "{:.2%}"), _cell(run.final_test_acc, "{:.2%}"),
+                name, _cell(run.best_val_acc, "{:.2%}"), _cell(run.best_test_acc, "{:.2%}"),
+                *(Text(shown(format_setting(run.settings.get(key, "?")))) for key in result.differ),
+                Text(shown(run.status)), _cell(run.best_epoch, "{}"), _cell(run.final_test_acc, "{:.2%}"),
                 _cell(run.time_s, "{:.1f} s"), _cell(run.images_per_s, "{:,.0f}"), key=str(run.path),
             )
         sorted_note = f"sorted by {self.sorted_by} · " if self.sorted_by else ""
