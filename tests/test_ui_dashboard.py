@@ -207,6 +207,9 @@ async def test_panels_swapped_in_on_a_small_terminal_show_this_runs_curve_and_li
         dashboard = app.dashboard
         await pilot.press("s")
         assert await wait_until(pilot, lambda: dashboard.outcome is not None, 120)
+        status = dashboard.query_one("#status")
+        details = str(status.render()).splitlines()[1]  # the device and the lr leave before the best is cut
+        assert details.startswith("elapsed") and "best val" in details and len(details) <= status.size.width, details
         await pilot.press("o")  # the lr chart and the per-class table take the loss chart's and the log's places
         await pilot.pause(0.3)
         lr = dashboard.charts.lr
@@ -219,3 +222,16 @@ async def test_panels_swapped_in_on_a_small_terminal_show_this_runs_curve_and_li
         await pilot.pause(0.3)
         log = dashboard.query_one("#log")
         assert max(len(line.text) for line in log.lines) > 40, [line.text for line in log.lines][:5]
+
+
+def test_the_status_details_leave_out_the_device_and_lr_before_the_time_or_the_best():
+    from workbench.ui.widgets.status import _fitted
+
+    details = {"phase": "", "elapsed": "elapsed 1m 05s", "eta": "ETA 2m 10s", "speed": "9,317 img/s",
+               "device": "NVIDIA GeForce RTX 4090", "memory": "", "lr": "lr 0.00213",
+               "best": "best val 61.20% (epoch 3)", "last": ""}
+    everything = " · ".join(text for text in details.values() if text)
+    assert " · ".join(_fitted(details, 0)) == everything == " · ".join(_fitted(details, 200))  # room: all of it
+    fitted = " · ".join(_fitted(details, 78))  # an 80-column terminal, less the padding
+    assert fitted == "elapsed 1m 05s · ETA 2m 10s · 9,317 img/s · best val 61.20% (epoch 3)"
+    assert " · ".join(_fitted(details, 50)) == "elapsed 1m 05s · ETA 2m 10s · best val 61.20% (epoch 3)"

@@ -48,6 +48,10 @@ class TrainStatus(Widget):
     def render(self) -> Content:
         return Content.assemble(*(self._lines or self._parts()))
 
+    def on_resize(self) -> None:
+        self._lines = self._parts()  # what fits on the details line depends on the width
+        self.refresh()
+
     def _parts(self) -> tuple:
         view = self.view
         label, style = PHASE_STYLES.get(view.phase, (view.phase, "bold"))
@@ -64,22 +68,37 @@ class TrainStatus(Widget):
                 ("─" * (BAR_WIDTH - done), "$text-disabled"),
                 f" {view.progress * 100:3.0f}%",
             ]
-        details = [
-            shown(view.training_phase.split(" (")[0]) if view.training_phase and view.phase in ACTIVE else "",
-            f"elapsed {fmt.duration(view.elapsed_s)}",
-            f"evaluating {'validation' if view.evaluating[0] == 'val' else view.evaluating[0]} "
+        details = {  # what the details line says, by name (see _LEAVE_OUT_FIRST)
+            "phase": shown(view.training_phase.split(" (")[0]) if view.training_phase and view.phase in ACTIVE else "",
+            "elapsed": f"elapsed {fmt.duration(view.elapsed_s)}",
+            "eta": f"evaluating {'validation' if view.evaluating[0] == 'val' else view.evaluating[0]} "
             f"{view.evaluating[1]:.0%}" if view.evaluating and view.phase == "training" else
             f"ETA {fmt.duration(view.eta_s)}" if view.phase == "training" else "",
-            fmt.rate(view.images_per_s) if view.images_per_s and view.phase == "training" else "",
-            shown(view.device_name),
-            f"GPU mem {view.gpu_memory_mb / 1024:.1f} GB" if view.gpu_memory_mb else "",
-            f"lr {view.lr:.3g}" if view.lr is not None else "",
-            f"best val {fmt.percent(view.best[0])} (epoch {view.best[1]})" if view.best else "",
-            f"last {view.last_held_out[0]} {fmt.percent(view.last_held_out[1])}"
+            "speed": fmt.rate(view.images_per_s) if view.images_per_s and view.phase == "training" else "",
+            "device": shown(view.device_name),
+            "memory": f"GPU mem {view.gpu_memory_mb / 1024:.1f} GB" if view.gpu_memory_mb else "",
+            "lr": f"lr {view.lr:.3g}" if view.lr is not None else "",
+            "best": f"best val {fmt.percent(view.best[0])} (epoch {view.best[1]})" if view.best else "",
+            "last": f"last {view.last_held_out[0]} {fmt.percent(view.last_held_out[1])}"
             if view.last_held_out and not view.best else "",
-        ]
-        parts += ["\n", (" · ".join(part for part in details if part), "$text-muted")]
+        }
+        parts += ["\n", (" · ".join(_fitted(details, self.size.width)), "$text-muted")]
         if view.reason and view.phase in ("failed", "interrupted", "paused", "stopped", "pruned", "finished"):
             colour = "$text-error" if view.phase in ("failed", "interrupted") else "$text-warning"
             parts += ["\n", (shown(view.reason), colour)]
         return tuple(parts)
+
+
+# Left out of the details line, in this order, when it is wider than the terminal: the device, the
+# learning rate, the GPU memory and the speed (the log and the charts have them); never the time or the best.
+_LEAVE_OUT_FIRST = ("device", "lr", "memory", "speed", "phase")
+
+
+def _fitted(details: dict[str, str], width: int) -> list[str]:
+    """The details that fit in `width` columns (all of them before the width is known)."""
+    kept = {name: text for name, text in details.items() if text}
+    for name in _LEAVE_OUT_FIRST:
+        if not width or len(" · ".join(kept.values())) <= width:
+            break
+        kept.pop(name, None)
+    return list(kept.values())
