@@ -126,6 +126,10 @@ async def test_on_a_short_terminal_a_cells_images_open_one_by_one(run_dir):
         await pilot.press("escape")
         assert await wait_until(pilot, lambda: app.screen is screen, 5)
         assert screen.cell_path is not None and screen.cell_path.name in text_of(screen, "#cell-path")
+        await pilot.press("2")
+        await pilot.pause(0.3)
+        scores = screen.query_one(ClassScores)  # every column, F1 the last, fits at 80 columns
+        assert sum(column.get_render_width(scores) for column in scores.columns.values()) <= scores.size.width
 
 
 @asynchronous

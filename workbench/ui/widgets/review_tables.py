@@ -98,7 +98,7 @@ class ClassScores(DataTable):
 
     def on_mount(self) -> None:
         self.add_column("class", key="class")
-        self.add_column(_text("test images", "", "right"), key="images")
+        self.add_column(_text("images", "", "right"), key="images")
         self.add_column(_text("correct", "", "right"), key="correct")
         self.add_column(_text("accuracy", "", "right"), key="accuracy")
         self.add_column("", key="bar")
