@@ -191,6 +191,14 @@ async def test_footers_at_80_columns_leave_keys_out_rather_than_cut_them(tmp_pat
         assert await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen), 10)
         await pilot.pause(0.3)
         assert {"back", "quit"} <= set(keys_fit(app.screen))
+        for width in (56, 64):  # narrower still: other keys leave too, from the right; never back and quit
+            await pilot.resize_terminal(width, 24)
+            await pilot.pause(0.5)
+            assert {"back", "quit"} <= set(keys_fit(app.screen)), width
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), 10)
+        await pilot.pause(0.5)
+        assert {"back", "quit"} <= set(keys_fit(app.screen))
     async with app_for(tmp_path, data_dir, config, runs_dir=tmp_path / "runs").run_test(size=(160, 40)) as pilot:
         await pilot.pause(0.5)
         assert {"images", "inspect", "runs", "lr_find"} <= set(keys_fit(pilot.app.screen))  # room for all

@@ -233,9 +233,20 @@ async def test_a_filter_only_looks_emptying_it_gives_the_choice_back_unless_a_ro
         picked = arch_list.chosen
         assert picked != before and "resnet" in picked
         field.focus()
-        await pilot.press("backspace", "backspace", "backspace", "backspace", "backspace", "backspace")
+        await pilot.press(*["backspace"] * 6, "n", "e", "t", "5")  # another filter picks lenet5 for the moment
         await pilot.pause(0.2)
-        assert field.value == "" and arch_list.chosen == picked  # a row picked while filtering stays chosen
+        assert arch_list.chosen == "lenet5"
+        await pilot.press(*["backspace"] * 4)
+        await pilot.pause(0.2)
+        assert field.value == "" and arch_list.chosen == picked  # the row the user picked, not the filter's
+        await pilot.press("q", "q", "q")  # nothing matches: the user's choice stays, and the summary says so
+        await pilot.pause(0.2)
+        assert arch_list.chosen == picked and setup.form_values()["arch"] == picked
+        said = " ".join(str(setup.query_one("#arch-summary").render()).split())
+        assert "no architecture matches qqq" in said and f"{picked} stays chosen" in said, said
+        setup.query_one("#preset").value = "shapes-quick"  # a preset's network, hidden by the filter
+        await pilot.pause(0.5)
+        assert field.value == "" and arch_list.chosen == setup.form_values()["arch"] == "basic_cnn"
 
 
 @asynchronous

@@ -22,6 +22,7 @@ from textual.widgets import (
 )
 from textual.worker import Worker, WorkerState
 
+from workbench.core.catalog import arch_label
 from workbench.core.shown import shown
 from workbench.core.errors import WorkbenchError
 from workbench.core.wording import count as counted
@@ -260,8 +261,9 @@ class InspectScreen(Screen):
         correct = sum(row[i] for i, row in enumerate(found.confusion))
         total = sum(sum(row) for row in found.confusion)
         accuracy = fmt.percent(correct / total) if total else "-"
+        data_name = Path(found.data.name).name or found.data.name  # a folder by its own name, not its path
         self._status(  # the run's name is in the header already: one line at 80 columns
-            f"{found.arch} on {found.data.name} · best checkpoint · "
+            f"{arch_label(found.arch)} on {data_name} · best checkpoint · "
             f"test accuracy {accuracy} ({fmt.count(correct)} of {fmt.count(total)})"
         )
         table = self.query_one(ConfusionTable)
@@ -307,10 +309,13 @@ class InspectScreen(Screen):
         preview.border_title = escape(shown(message.image.path.name))
         preview.show(message.image)
         self.query_one("#cell-path", Static).update(f"written to {fmt.short_path(message.image.path)}")
-        if preview.content_size.height < GALLERY_MIN_ROWS:
+        if preview.content_size.height < GALLERY_MIN_ROWS and self.is_current and self.active_tab == "confusion":
             # A short terminal leaves the gallery a few rows, a character or so per image: show
-            # each image alone at a zoom instead (escape comes back here).
-            self.action_tiles()
+            # each image alone at a zoom instead (escape comes back here). Not when the user has
+            # moved on (another tab, or the tiles of an earlier enter already open).
+            from workbench.ui.screens.tiles import TileScreen
+
+            self.app.push_screen(TileScreen(message.image.path))
 
     def on_samples_written(self, message: SamplesWritten) -> None:
         preview = self.query_one("#samples-preview", ImagePreview)

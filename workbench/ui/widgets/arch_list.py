@@ -56,10 +56,10 @@ class ArchitectureList(Vertical):
         super().__init__(id=id)
         self.chosen = chosen
         self.architectures = architectures
-        # The choice when a filter was typed, given back when the filter is emptied again unless
-        # the user picked a row meanwhile: a filter only looks, it does not choose.
-        self._chosen_before_filter: str | None = None
-        self._picked_while_filtering = False
+        # The user's last own choice (a row picked, a preset, a file added), never a filter's
+        # automatic pick: given back when the filter is emptied or matches nothing. A filter only looks.
+        self._own_choice = chosen
+        self._filtered_for: list[str] = []
         self.params: dict[str, int | None] = {}
         self.shape_text = ""
         self.no_counts = ""  # why no parameters can be counted (a data set that cannot be read)
@@ -97,11 +97,20 @@ class ArchitectureList(Vertical):
         if arch.name not in {a.name for a in self.architectures}:
             self.architectures = [*self.architectures, arch]
         self.params[arch.name] = params
-        self.chosen = arch.name
+        self.chosen = self._own_choice = arch.name
         self._rebuild()
+        self._show_chosen()
+
+    def _show_chosen(self) -> None:
+        """A choice made elsewhere (a preset, a file) that the filter hides empties the filter, so
+        that the highlighted row is still what trains."""
+        field = self.query_one(FilterInput)
+        if field.value.strip() and self.chosen not in self.visible_names:
+            field.value = ""
 
     def choose(self, name: str) -> None:
-        self.chosen = name
+        self.chosen = self._own_choice = name
+        self._show_chosen()
         self._move_cursor_to_chosen()
         self._summarize()
 
@@ -128,16 +137,12 @@ class ArchitectureList(Vertical):
         if self.architectures:
             table.border_subtitle = f"{table.row_count - 1} of {len(self.architectures)}"
         visible = self.visible_names
-        if words and self._chosen_before_filter is None:
-            self._chosen_before_filter, self._picked_while_filtering = self.chosen, False
-        elif not words and self._chosen_before_filter is not None:
-            before, self._chosen_before_filter = self._chosen_before_filter, None
-            if not self._picked_while_filtering and before != self.chosen and before in visible:
-                self.chosen = before
-                self.post_message(self.Chosen(before))
-        if words and visible and self.chosen not in visible:  # the highlighted row is the chosen one
-            self.chosen = visible[0]
-            self.post_message(self.Chosen(self.chosen))
+        typed, self._filtered_for = words != self._filtered_for, words
+        if typed:  # the filter's text changed (not a recount): the highlighted row is the chosen one
+            pick = visible[0] if words and visible and self._own_choice not in visible else self._own_choice
+            if pick != self.chosen:
+                self.chosen = pick
+                self.post_message(self.Chosen(pick))
         self._move_cursor_to_chosen()
         self._summarize()
 
@@ -160,6 +165,11 @@ class ArchitectureList(Vertical):
         known = self.chosen in {a.name for a in self.architectures}
         if not known:
             summary.update(f"[b]{escape(shown(self.chosen))}[/b] is not an architecture; choose one above")
+            return
+        typed = self.query_one(FilterInput).value.strip()
+        if typed and not self.visible_names:
+            summary.update(f"no architecture matches {escape(shown(typed))}; "
+                           f"[b]{escape(shown(arch_label(self.chosen)))}[/b] stays chosen (empty the filter to see it)")
             return
         params = self.params.get(self.chosen, None)
         on = f" for {escape(self.shape_text)}" if self.shape_text else ""
@@ -191,8 +201,7 @@ class ArchitectureList(Vertical):
                 "make_net(in_channels, num_classes, image_size) that returns a torch.nn.Module")
             return
         if name != self.chosen:
-            self.chosen = name
-            self._picked_while_filtering = self._chosen_before_filter is not None
+            self.chosen = self._own_choice = name
             self._summarize()
             self.post_message(self.Chosen(name))
 

@@ -1,6 +1,7 @@
 """The footer: Textual's, less the keys a narrow terminal has no room for, instead of cutting the
-last one mid-word ("q Qu"). Keys that only open another screen leave first, in a fixed order;
-they still work, and the command palette (ctrl+p) lists every action."""
+last one mid-word ("q Qu"). Keys that only open another screen leave first, in a fixed order,
+then on a very narrow terminal the others from the right, never back and quit; every key still
+works, and the command palette (ctrl+p) lists every action."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from textual.widgets._footer import FooterKey
 
 # Actions that only open another screen: the first to leave a footer that is too narrow.
 NAVIGATION = ("images", "inspect", "lr_find", "runs", "dashboard")
+KEPT = ("back", "quit")  # always shown: how to leave
 PALETTE_WIDTH = 12  # "▏^p palette", docked right
 
 
@@ -28,15 +30,26 @@ class FittedFooter(Footer):
             yield widget
 
     def _left_out(self, room: int) -> set[str]:
-        """The navigation actions to leave out so that the rest fits in `room` columns."""
+        """The actions to leave out so that the rest fits in `room` columns: screen-opening ones
+        first, then, on a very narrow terminal, the others from the right; never back or quit."""
         widths: dict[str, int] = {}
+        groups: set[str] = set()
+        grouped: set[str] = set()  # shown together under one label: never left out one by one
         for _, binding, _, _ in self.screen.active_bindings.values():
-            if binding.show and binding.action not in widths:  # one key per action, as the footer shows
-                label = binding.description or (binding.group.description if binding.group else "")
-                widths[binding.action] = len(self.app.get_key_display(binding)) + 1 + len(label) + 1
+            if not binding.show or binding.action in widths:  # one key per action, as the footer shows
+                continue
+            widths[binding.action] = len(self.app.get_key_display(binding)) + 1
+            if binding.group is not None:  # a group's keys share one label ("12345 Tabs")
+                grouped.add(binding.action)
+                if binding.group.description not in groups:
+                    groups.add(binding.group.description)
+                    widths[binding.action] += len(binding.group.description) + 1
+            elif binding.description:
+                widths[binding.action] += len(binding.description) + 1
         spare = room - PALETTE_WIDTH - sum(widths.values())
+        last_resort = [action for action in reversed(widths) if action not in (*NAVIGATION, *KEPT, *grouped)]
         left_out: set[str] = set()
-        for action in NAVIGATION:
+        for action in (*NAVIGATION, *last_resort):
             if spare >= 0:
                 break
             if action in widths:
