@@ -126,7 +126,11 @@ async def test_on_a_short_terminal_a_cells_images_open_one_by_one(run_dir):
         await pilot.press("escape")
         assert await wait_until(pilot, lambda: app.screen is screen, 5)
         assert screen.cell_path is not None and screen.cell_path.name in text_of(screen, "#cell-path")
-        await pilot.press("enter", "enter")  # twice, before the first gallery is written: one tile screen
+        from workbench.ui.screens.inspect import CellWritten
+
+        image = screen.query_one("#cell-preview").image  # enter twice, both galleries written at once:
+        screen.post_message(CellWritten(screen.selected_cell, image))  # one tile screen (two crashed the app)
+        screen.post_message(CellWritten(screen.selected_cell, image))
         assert await wait_until(pilot, lambda: isinstance(app.screen, TileScreen), 30)
         await pilot.pause(1.0)
         assert sum(isinstance(s, TileScreen) for s in app.screen_stack) == 1 and app.return_code is None

@@ -113,6 +113,7 @@ class InspectScreen(Screen):
         self.cell_path: Path | None = None  # the drill-down PNG on show
         self.samples_path: Path | None = None
         self.load_problem = ""  # why the run could not be loaded, once that is known
+        self.tiles_opened = False  # a tile screen pushed and not yet closed (pushing is not immediate)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -309,13 +310,15 @@ class InspectScreen(Screen):
         preview.border_title = escape(shown(message.image.path.name))
         preview.show(message.image)
         self.query_one("#cell-path", Static).update(f"written to {fmt.short_path(message.image.path)}")
-        if preview.content_size.height < GALLERY_MIN_ROWS and self.is_current and self.active_tab == "confusion":
+        if (preview.content_size.height < GALLERY_MIN_ROWS and self.is_current and not self.tiles_opened
+                and self.active_tab == "confusion"):
             # A short terminal leaves the gallery a few rows, a character or so per image: show
             # each image alone at a zoom instead (escape comes back here). Not when the user has
             # moved on (another tab, or the tiles of an earlier enter already open).
             from workbench.ui.screens.tiles import TileScreen
 
-            self.app.push_screen(TileScreen(message.image.path))
+            self.tiles_opened = True
+            self.app.push_screen(TileScreen(message.image.path), lambda _: setattr(self, "tiles_opened", False))
 
     def on_samples_written(self, message: SamplesWritten) -> None:
         preview = self.query_one("#samples-preview", ImagePreview)
