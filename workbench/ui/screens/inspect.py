@@ -201,13 +201,20 @@ class InspectScreen(Screen):
 
     def action_tiles(self) -> None:
         from workbench.core.inspection.tiles import has_tiles
-        from workbench.ui.screens.tiles import TileScreen
 
         image = self.query_one("#cell-preview" if self.active_tab == "confusion" else "#samples-preview", ImagePreview).image
         if image is None or not has_tiles(image.path):
             self.notify("No gallery shown yet: enter on a cell (or g) writes one.", severity="warning")
             return
-        self.app.push_screen(TileScreen(image.path))
+        self._open_tiles(image.path)
+
+    def _open_tiles(self, png: Path) -> None:
+        """The tile screen for a gallery, once (a push takes effect later: two crashed the app)."""
+        from workbench.ui.screens.tiles import TileScreen
+
+        if not self.tiles_opened:
+            self.tiles_opened = True
+            self.app.push_screen(TileScreen(png), lambda _: setattr(self, "tiles_opened", False))
 
     def action_samples(self) -> None:
         if self.inspection is None:
@@ -310,15 +317,10 @@ class InspectScreen(Screen):
         preview.border_title = escape(shown(message.image.path.name))
         preview.show(message.image)
         self.query_one("#cell-path", Static).update(f"written to {fmt.short_path(message.image.path)}")
-        if (preview.content_size.height < GALLERY_MIN_ROWS and self.is_current and not self.tiles_opened
-                and self.active_tab == "confusion"):
-            # A short terminal leaves the gallery a few rows, a character or so per image: show
-            # each image alone at a zoom instead (escape comes back here). Not when the user has
-            # moved on (another tab, or the tiles of an earlier enter already open).
-            from workbench.ui.screens.tiles import TileScreen
-
-            self.tiles_opened = True
-            self.app.push_screen(TileScreen(message.image.path), lambda _: setattr(self, "tiles_opened", False))
+        if preview.content_size.height < GALLERY_MIN_ROWS and self.is_current and self.active_tab == "confusion":
+            # A short terminal leaves the gallery a character or so per image: show each image
+            # alone at a zoom instead (escape comes back here), unless the user moved to another tab.
+            self._open_tiles(message.image.path)
 
     def on_samples_written(self, message: SamplesWritten) -> None:
         preview = self.query_one("#samples-preview", ImagePreview)
