@@ -82,11 +82,18 @@ def run_folders(tmp_path: Path) -> list[Path]:
     return sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
 
 
-async def type_into(pilot, selector: str, text: str) -> None:
+async def _emptied(pilot, selector: str):
+    """The field, focused and emptied with the keys a user would press."""
     widget = pilot.app.screen.query_one(selector)
     widget.focus()
     await pilot.pause()
-    await pilot.press("end", *["backspace"] * (len(widget.value) + 1), *text)
+    await pilot.press("end", *["backspace"] * (len(widget.value) + 1))
+    return widget
+
+
+async def type_into(pilot, selector: str, text: str) -> None:
+    await _emptied(pilot, selector)
+    await pilot.press(*text)
 
 
 async def paste_into(pilot, selector: str, text: str) -> None:
@@ -94,11 +101,7 @@ async def paste_into(pilot, selector: str, text: str) -> None:
     costs a tenth of a second a character)."""
     from textual import events
 
-    widget = pilot.app.screen.query_one(selector)
-    widget.focus()
-    await pilot.pause()
-    await pilot.press("end", *["backspace"] * (len(widget.value) + 1))
-    widget.post_message(events.Paste(text))
+    (await _emptied(pilot, selector)).post_message(events.Paste(text))
     await pilot.pause()
 
 
