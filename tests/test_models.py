@@ -206,3 +206,23 @@ def test_images_too_small_for_the_architecture_are_refused_before_a_run_folder(t
     assert not runs_dir.exists() or not list(runs_dir.iterdir())
     assert "-5" not in str(main(["models", "--image-size", "-5"]))  # refused (exit 2), not drawn as 3x-5x-5
     assert "image-size" in capsys.readouterr().err
+
+
+def test_a_list_asks_whether_a_network_fits_with_one_forward_pass_and_counts_that_model(monkeypatch):
+    from workbench.core.models import registry
+
+    passes = []
+    real = registry._problem_at
+    monkeypatch.setattr(registry, "_problem_at", lambda *args: passes.append(args[3]) or real(*args))
+    monkeypatch.setattr(registry, "_FITS", {})
+    monkeypatch.setattr(registry, "_PROBLEMS", {})
+    monkeypatch.setattr(registry, "_COUNTED", {})
+    assert not models.fits("basic_cnn", 3, 5, 9) and passes == [9]  # no search for the size that would fit
+    assert models.fits("basic_cnn", 3, 5, 16) and passes == [9, 16]
+    assert models.parameter_count("basic_cnn", 3, 5, 16) == models.count_parameters(models.create("basic_cnn", 3, 5, 16))
+    assert passes == [9, 16]  # counted on the model the check built
+    assert models.fits("basic_cnn", 3, 5, 9) is False and len(passes) == 2  # remembered
+    said = models.input_problem("basic_cnn", 3, 5, 9)
+    assert "at least 16 px" in said and passes[2:] == [9, *range(10, 17)]  # the sentence searches
+    assert not models.fits("tv:vit_b_16", 3, 5, 20)  # the factory's own refusal: 20 px is not a multiple of 16
+    assert "16 px patches" in models.input_problem("tv:vit_b_16", 3, 5, 20)

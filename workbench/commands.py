@@ -87,7 +87,7 @@ def _notifier(args: argparse.Namespace):
 def run_models(args: argparse.Namespace) -> int:
     from workbench.core.config import RunConfig
     from workbench.core.data.load import dataset_shape
-    from workbench.core.models import input_problem, parameter_count, specs
+    from workbench.core.models import fits, parameter_count, specs
     from workbench.core.presets import PRESETS
 
     given = {"image_size": args.image_size, "dataset": args.dataset, **({"arch": args.arch} if args.arch else {})}
@@ -98,8 +98,8 @@ def run_models(args: argparse.Namespace) -> int:
     table.add_column("description")
     table.add_column("params", justify="right")
     for spec in specs():
-        fits = not input_problem(spec.name, channels, classes, size)
-        params = f"{parameter_count(spec.name, channels, classes, size):,}" if fits else "- (images too small)"
+        takes = fits(spec.name, channels, classes, size)
+        params = f"{parameter_count(spec.name, channels, classes, size):,}" if takes else "- (images too small)"
         table.add_row(Text(shown(spec.name)), Text(shown(spec.description)), params)
     console = Console()
     layers = _layers_table(checked.arch, channels, classes, size) if args.arch else None  # refused before printing

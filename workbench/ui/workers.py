@@ -129,11 +129,11 @@ def data_shape(dataset: str, image_size: int) -> tuple[int, int, int]:
 
 def parameter_count(arch: str, shape: tuple[int, int, int]) -> int | None:
     """Parameters of `arch` for a (channels, size, classes) shape; None when it cannot be built."""
-    from workbench.core.models import input_problem, parameter_count
+    from workbench.core.models import fits, parameter_count
 
     channels, size, classes = shape
     try:
-        if input_problem(arch, channels, classes, size):
+        if not fits(arch, channels, classes, size):
             return None  # shown as '-': this architecture cannot take images this small
         return parameter_count(arch, channels, classes, size)
     except Exception:  # an architecture that does not fit this shape: show '-' in its row

@@ -126,31 +126,48 @@ def input_problem(name: str, in_channels: int, num_classes: int, image_size: int
     key = (name, in_channels, num_classes, image_size)
     if not options and key in _PROBLEMS:
         return _PROBLEMS[key]
-
-    def problem_at(size: int) -> str | None:
-        """None when the network takes size x size images; else the factory's own sentence (a
-        ViT's patches), or "" for a shape error of its layers."""
-        try:
-            with torch.device("meta"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "initializing zero-element tensors is a no-op"
-                model = create(name, in_channels, num_classes, size, **options).eval()
-                model(torch.zeros(1, in_channels, size, size))
-            return None
-        except ConfigError as error:
-            return error.problem
-        except RuntimeError as error:  # only a shape problem counts; anything else is not ours to judge
-            return "" if any(words in str(error) for words in _SIZE_ERRORS) else None
-
-    problem = problem_at(image_size)
+    problem = _problem_at(name, in_channels, num_classes, image_size, options)
     if problem == "":  # the layers shrink the images to nothing: name the smallest size that fits
         candidates = [*range(image_size + 1, 65), 96, 128, 192, 256, 384, 512]
-        smallest = next((size for size in candidates if problem_at(size) is None), None)
+        smallest = next((size for size in candidates if _problem_at(name, in_channels, num_classes, size, options) is None), None)
         need = f"at least {smallest} px a side" if smallest else "larger images"
         problem = f"{name} cannot take {image_size}x{image_size} images (its layers shrink them to nothing); it needs {need}"
     problem = problem or ""
     if not options:
         _PROBLEMS[key] = problem
     return problem
+
+
+def fits(name: str, in_channels: int, num_classes: int, image_size: int) -> bool:
+    """Whether input_problem would find nothing to say, from one forward pass: what a list of every
+    network needs, without the search for the size that would fit (up to 60 passes a network)."""
+    key = (name, in_channels, num_classes, image_size)
+    if parse_user_arch(name) or key in _PROBLEMS:
+        return not _PROBLEMS.get(key)
+    if key not in _FITS:
+        _FITS[key] = _problem_at(name, in_channels, num_classes, image_size, {}) is None
+    return _FITS[key]
+
+
+_FITS: dict[tuple[str, int, int, int], bool] = {}
+
+
+def _problem_at(name: str, in_channels: int, num_classes: int, size: int, options: dict) -> str | None:
+    """None when the network takes size x size images; else the factory's own sentence (a ViT's
+    patches), or "" for a shape error of its layers. A built-in network that fits is counted on
+    the way, so that listing it costs one model, not two."""
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "initializing zero-element tensors is a no-op"
+            model = create(name, in_channels, num_classes, size, **options).eval()
+            model(torch.zeros(1, in_channels, size, size))
+    except ConfigError as error:
+        return error.problem
+    except RuntimeError as error:  # only a shape problem counts; anything else is not ours to judge
+        return "" if any(words in str(error) for words in _SIZE_ERRORS) else None
+    if not options and name in _REGISTRY:
+        _COUNTED.setdefault((name, in_channels, num_classes, size), count_parameters(model))
+    return None
 
 
 def with_weights(name: str, in_channels: int, num_classes: int, image_size: int, weights: dict, **options) -> nn.Module:
