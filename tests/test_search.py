@@ -204,27 +204,27 @@ def test_a_trial_at_a_rate_that_cannot_learn_is_pruned_before_its_last_epoch(dat
     assert any(row[0] == run_dir.name and "pruned" in row for row in rows)
 
 
-def test_two_workers_share_four_trials_none_twice_and_compare_shows_the_study(data_dir, tmp_path):
+def test_two_workers_share_three_trials_none_twice_and_compare_shows_the_study(data_dir, tmp_path):
     runs_dir = tmp_path / "runs"
-    make_study(data_dir, runs_dir, "shared", "--trials", "4", "--epochs", "1", "--lr", "1e-3:1e-1",
+    make_study(data_dir, runs_dir, "shared", "--trials", "3", "--epochs", "1", "--lr", "1e-3:1e-1",
                "--batch-size", "64,128")
     workers = [join("shared", runs_dir, tmp_path / f"worker{i}.txt") for i in range(2)]
     for worker in workers:
         assert worker.wait(timeout=240) == 0, (tmp_path / "worker0.txt").read_text()
     trials = counted_trials(study(runs_dir, "shared"))
-    assert len(trials) == 4 and {trial.state for trial in trials} == {TrialState.COMPLETE}
+    assert len(trials) == 3 and {trial.state for trial in trials} == {TrialState.COMPLETE}
     folders = [Path(trial.user_attrs["run_dir"]) for trial in trials]
-    assert len(set(folders)) == 4  # one run folder per trial
+    assert len(set(folders)) == 3  # one run folder per trial
     numbers = sorted(json.loads((folder / "run.json").read_text())["trial"]["number"] for folder in folders)
     assert numbers == [trial.number for trial in trials]  # each trial trained once, by one worker
     said = [(tmp_path / f"worker{i}.txt").read_text() for i in range(2)]
     lines = [line for text in said for line in text.splitlines()]
     started = [line.split(":")[0] for line in lines if line.startswith("trial ") and "lr" in line]
-    assert len(started) == len(set(started)) == 4, said
+    assert len(started) == len(set(started)) == 3, said
     compared = run_here("compare", "--sweep", "shared", "--runs-dir", runs_dir)
     assert compared.returncode == 0, compared.stderr
-    assert "4 runs compared" in compared.stdout
-    assert "study shared: complete: 4 trials (4 finished, 0 pruned, 0 failed)" in compared.stdout
+    assert "3 runs compared" in compared.stdout
+    assert "study shared: complete: 3 trials (3 finished, 0 pruned, 0 failed)" in compared.stdout
     best = max(trials, key=lambda trial: trial.value)
     rows = [line.split()[1] for line in compared.stdout.splitlines() if line.startswith("│ 2")]  # run names, in order
     where = {rows.index(Path(trial.user_attrs["run_dir"]).name): trial for trial in trials}  # two may share a second
