@@ -157,6 +157,20 @@ def test_the_models_registry_builds_and_counts_a_network_file(tmp_path):
         models.create(f"{tmp_path / 'none.py'}:make_net")
 
 
+def test_loading_a_network_file_writes_nothing_beside_it(tmp_path, monkeypatch):
+    """Python caches a module it imports in __pycache__ beside it; a network file is run from its
+    source, so a run folder's copy (or the user's tree) stays byte for byte as it was."""
+    from tests.support.folders import snapshot
+    from workbench.core import models
+
+    monkeypatch.setattr("sys.dont_write_bytecode", False)  # Python's default, whatever this shell says
+    (tmp_path / "mine").mkdir()
+    path = _write(tmp_path / "mine", "nets.py", NETWORK.format(width=5))
+    before = snapshot(tmp_path / "mine")
+    assert models.parameter_count(f"{path}:make_net", 3, 10, 32) == 5 * 27 + 5 + 5 * 10 + 10
+    assert snapshot(tmp_path / "mine") == before
+
+
 def test_models_shows_a_network_file_s_layers_and_count(tmp_path, data_dir):
     _write(tmp_path, "nets.py", NETWORK.format(width=4))
     shown = _cli(tmp_path, "models", "--dataset", "shapes", "--arch", "nets.py:make_net")

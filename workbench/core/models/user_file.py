@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.machinery
 import importlib.util
 import signal
 import sys
@@ -70,7 +71,7 @@ def load_factory(file: str, factory: str) -> Callable[..., nn.Module]:
 
 def _run_file(path: Path, digest: str):
     name = f"workbench_user_network_{digest[:16]}"
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=_SourceOnly(name, str(path)))
     if spec is None or spec.loader is None:
         raise WorkbenchError(f"{path} cannot be loaded as Python")
     module = importlib.util.module_from_spec(spec)
@@ -85,6 +86,14 @@ def _run_file(path: Path, digest: str):
         sys.modules.pop(name, None)
         raise WorkbenchError(f"{_where(path, error)}: {_short(error)} while loading the file") from None
     return module
+
+
+class _SourceOnly(importlib.machinery.SourceFileLoader):
+    """Runs a network file from its source and writes no __pycache__ beside it: the file may be the
+    copy in a run folder (which an export that refuses must leave as it was) or in the user's tree."""
+
+    def set_data(self, path, data, *, _mode=0o666) -> None:  # where the compiled file would be cached
+        return None
 
 
 @contextlib.contextmanager
