@@ -17,6 +17,14 @@ from tests.support.folders import folder_config, image_folder, snapshot
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
+# The suite starts about 60 `workbench` processes besides its workers. Where the environment says
+# PYTHONDONTWRITEBYTECODE, each compiled the package's modules again (and each worker the tests'):
+# about 40 CPU-s a run on 2 cores. The compiled files go to __pycache__ folders, which git ignores.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+    import sys
+
+    sys.dont_write_bytecode = False
+
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
