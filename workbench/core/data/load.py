@@ -66,11 +66,13 @@ def load_dataset(
 
 
 def _with_identity(dataset: Dataset, scan) -> Dataset:
+    if scan is None:  # a named set: nothing to import (scan brings in torchvision, ~0.3 CPU-s)
+        return dataset
     from dataclasses import replace
 
     from workbench.core.data.scan import class_digests
 
-    return replace(dataset, identity=class_digests(scan)) if scan is not None else dataset
+    return replace(dataset, identity=class_digests(scan))
 
 
 def _load(name_or_path, data_dir, image_size, seed, test_fraction, download, log, warn, stream_over_mb, should_stop,

@@ -228,7 +228,9 @@ def _stack_readable(items):
 
 def batches_for(images, labels, mean, std, device, batch_size, **options) -> DeviceBatches:
     """Streaming batches for a split of files decoded on demand, device-resident otherwise."""
-    from workbench.core.data.streaming import FileImages
+    if not isinstance(images, torch.Tensor):  # decoded tensors never need the streaming module (nor torchvision)
+        from workbench.core.data.streaming import FileImages
 
-    kind = StreamingBatches if isinstance(images, FileImages) else DeviceBatches
-    return kind(images, labels, mean, std, device, batch_size, **options)
+        if isinstance(images, FileImages):
+            return StreamingBatches(images, labels, mean, std, device, batch_size, **options)
+    return DeviceBatches(images, labels, mean, std, device, batch_size, **options)
