@@ -17,13 +17,27 @@ from tests.support.folders import folder_config, image_folder, snapshot
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
-# The suite starts about 60 `workbench` processes besides its workers. Where the environment says
-# PYTHONDONTWRITEBYTECODE, each compiled the package's modules again (and each worker the tests'):
-# about 40 CPU-s a run on 2 cores. The compiled files go to __pycache__ folders, which git ignores.
-if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+_BYTECODE_SETTING: list[tuple[str | None, bool]] = []
+
+
+def pytest_configure(config) -> None:
+    """The suite starts about 60 `workbench` processes besides its workers (which xdist starts
+    after this). Where the environment says PYTHONDONTWRITEBYTECODE, each compiled the package's
+    modules again, and each worker the tests': ~40 CPU-s a run on 2 cores. Compiled files go to
+    __pycache__ folders, which git ignores; the setting is put back when the session ends."""
     import sys
 
+    _BYTECODE_SETTING.append((os.environ.pop("PYTHONDONTWRITEBYTECODE", None), sys.dont_write_bytecode))
     sys.dont_write_bytecode = False
+
+
+def pytest_unconfigure(config) -> None:
+    import sys
+
+    if _BYTECODE_SETTING:
+        variable, sys.dont_write_bytecode = _BYTECODE_SETTING.pop()
+        if variable is not None:
+            os.environ["PYTHONDONTWRITEBYTECODE"] = variable
 
 
 @pytest.fixture(scope="session")

@@ -243,7 +243,7 @@ def test_a_two_rank_run_resumes_on_one_rank_and_exports(two_rank_run, data_dir, 
     run_dir = tmp_path / "copy"
     shutil.copytree(run_folders(runs_dir)[0], run_dir)
     assert main(["train", "--resume", str(run_dir), "--epochs", "3", "--data-dir", str(data_dir)]) == 0
-    assert [row["epoch"] for row in epoch_rows(run_dir)] == [1, 2, 3]
+    assert [row["epoch"] for row in epoch_rows(run_dir)] == list(range(1, 6))
     assert (run_dir / "status").read_text().startswith("finished")
     assert main(["export", str(run_dir)]) == 0
     assert (run_dir / "export" / "model.safetensors").is_file()
@@ -286,7 +286,7 @@ def test_a_killed_rank_ends_the_job_with_a_sentence_within_a_bounded_time(data_d
 @needs_gloo
 def test_max_restarts_resumes_the_run_from_its_last_checkpoint(data_dir, tmp_path):
     runs_dir = tmp_path / "runs"
-    launcher = start(torchrun(*train_args(data_dir, runs_dir, "--epochs", "3"), restarts=1), tmp_path)
+    launcher = start(torchrun(*train_args(data_dir, runs_dir, "--epochs", "5"), restarts=1), tmp_path)
     try:
         wait_for("*/checkpoints/last.pt", runs_dir, launcher)
         os.kill(rank_pid(launcher, 1), signal.SIGKILL)
@@ -297,7 +297,7 @@ def test_max_restarts_resumes_the_run_from_its_last_checkpoint(data_dir, tmp_pat
     assert "resuming from last.pt" in (tmp_path / "out.txt").read_text()
     (run_dir,) = run_folders(runs_dir)  # the restarted workers went on in the same folder
     assert (run_dir / "status").read_text().startswith("finished")
-    assert [row["epoch"] for row in epoch_rows(run_dir)] == [1, 2, 3]
+    assert [row["epoch"] for row in epoch_rows(run_dir)] == list(range(1, 6))
 
 
 @needs_gloo

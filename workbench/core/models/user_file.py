@@ -89,11 +89,12 @@ def _run_file(path: Path, digest: str):
 
 
 class _SourceOnly(importlib.machinery.SourceFileLoader):
-    """Runs a network file from its source and writes no __pycache__ beside it: the file may be the
-    copy in a run folder (which an export that refuses must leave as it was) or in the user's tree."""
+    """Runs a network file from its source, never from a __pycache__ file (whose check is its
+    mtime to the second and its size), and writes none beside it: the file may be the copy in a
+    run folder (which an export that refuses must leave as it was) or in the user's tree."""
 
-    def set_data(self, path, data, *, _mode=0o666) -> None:  # where the compiled file would be cached
-        return None
+    def get_code(self, fullname: str):
+        return self.source_to_code(self.get_data(self.path), self.path)
 
 
 @contextlib.contextmanager
