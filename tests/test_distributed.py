@@ -243,7 +243,7 @@ def test_a_two_rank_run_resumes_on_one_rank_and_exports(two_rank_run, data_dir, 
     run_dir = tmp_path / "copy"
     shutil.copytree(run_folders(runs_dir)[0], run_dir)
     assert main(["train", "--resume", str(run_dir), "--epochs", "3", "--data-dir", str(data_dir)]) == 0
-    assert [row["epoch"] for row in epoch_rows(run_dir)] == list(range(1, 6))
+    assert [row["epoch"] for row in epoch_rows(run_dir)] == [1, 2, 3]
     assert (run_dir / "status").read_text().startswith("finished")
     assert main(["export", str(run_dir)]) == 0
     assert (run_dir / "export" / "model.safetensors").is_file()
