@@ -17,7 +17,7 @@ from tests.support.folders import folder_config, image_folder, snapshot
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
-_BYTECODE_SETTING: list[tuple[str | None, bool]] = []
+_BYTECODE_SETTING = pytest.StashKey[tuple[str | None, bool]]()
 
 
 def pytest_configure(config) -> None:
@@ -27,17 +27,16 @@ def pytest_configure(config) -> None:
     __pycache__ folders, which git ignores; the setting is put back when the session ends."""
     import sys
 
-    _BYTECODE_SETTING.append((os.environ.pop("PYTHONDONTWRITEBYTECODE", None), sys.dont_write_bytecode))
+    config.stash[_BYTECODE_SETTING] = (os.environ.pop("PYTHONDONTWRITEBYTECODE", None), sys.dont_write_bytecode)
     sys.dont_write_bytecode = False
 
 
 def pytest_unconfigure(config) -> None:
     import sys
 
-    if _BYTECODE_SETTING:
-        variable, sys.dont_write_bytecode = _BYTECODE_SETTING.pop()
-        if variable is not None:
-            os.environ["PYTHONDONTWRITEBYTECODE"] = variable
+    variable, sys.dont_write_bytecode = config.stash[_BYTECODE_SETTING]
+    if variable is not None:
+        os.environ["PYTHONDONTWRITEBYTECODE"] = variable
 
 
 @pytest.fixture(scope="session")

@@ -126,6 +126,8 @@ def input_problem(name: str, in_channels: int, num_classes: int, image_size: int
     key = (name, in_channels, num_classes, image_size)
     if not options and key in _PROBLEMS:
         return _PROBLEMS[key]
+    if not options and _FITS.get(key):  # a list already found that it fits: nothing to say
+        return ""
     problem = _problem_at(name, in_channels, num_classes, image_size, options)
     if problem == "":  # the layers shrink the images to nothing: name the smallest size that fits
         candidates = [*range(image_size + 1, 65), 96, 128, 192, 256, 384, 512]

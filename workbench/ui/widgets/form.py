@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
@@ -87,10 +88,9 @@ class HyperparameterForm(VerticalScroll):
     # A class, not the :focus-within pseudo-class: with :focus-within, Textual restyles every widget
     # of the form on each move between its fields (0.3 s a Tab key); a class changes only when the
     # focus enters or leaves the form.
-    def on_descendant_focus(self) -> None:
-        self.set_class(self.has_focus_within, "-focus-within")
-
-    def on_descendant_blur(self) -> None:
+    @on(events.DescendantFocus)
+    @on(events.DescendantBlur)
+    def _mark_focus_within(self) -> None:
         self.set_class(self.has_focus_within, "-focus-within")
 
     def compose(self) -> ComposeResult:
