@@ -48,9 +48,10 @@ async def test_keys_move_through_the_form_and_the_palette_reaches_every_screen(t
     app = make_app(tmp_path, data_dir)
     async with app.run_test(size=SIZE) as pilot:
         setup = app.setup_screen
+        form = setup.query_one("#form")
         setup.query_one("#epochs").focus()
         await pilot.press("down")
-        assert setup.focused.id == "batch_size"
+        assert setup.focused.id == "batch_size" and form.has_class("-focus-within")  # the form is highlighted
         await pilot.press("up", "up")
         assert setup.focused.id == "init_from"  # the run group's last field: where the weights start
         await pilot.press("up", "up")
@@ -59,6 +60,9 @@ async def test_keys_move_through_the_form_and_the_palette_reaches_every_screen(t
         assert setup.focused.id == "dataset"
         await pilot.press("enter")
         assert setup.focused.id == "recipe"
+        setup.query_one("#arch-table").focus()
+        await pilot.pause()
+        assert not form.has_class("-focus-within")  # the focus left the form: so did its highlight
         await pilot.press("ctrl+p")
         await pilot.pause(0.3)
         await pilot.press(*"show runs", "enter")
