@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
@@ -29,14 +28,12 @@ from workbench.core.events import (
     to_row,
 )
 from workbench.core.shown import shown
-from workbench.core.training.control import TrainControl
+from workbench.core.training.control import TrainControl, stop_grace_s
 from workbench.core.training.distributed import World
 from workbench.core.training.engine import fit
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = exit_codes.OK, exit_codes.FAILED, exit_codes.BAD_INPUT
 EXIT_STOPPED, EXIT_TERMINATED = exit_codes.STOPPED, exit_codes.TERMINATED
-STOP_GRACE_S = 30.0  # the longest a stop may take (the step, the checkpoint) before the run is abandoned
-GRACE_VARIABLE = "WORKBENCH_STOP_GRACE_S"
 
 
 class Abandoned(BaseException):
@@ -50,22 +47,6 @@ def _what_is_left(run_dir: Path | None) -> str:
     if not any((Path(run_dir) / "checkpoints").glob("last*.pt")):
         return f"{shown(run_dir)} has no checkpoint yet, so there is nothing to resume"
     return f"resume it from its last checkpoint with workbench train --resume {shown(run_dir)}"
-
-
-def stop_grace_s() -> float:
-    """STOP_GRACE_S, or the environment's WORKBENCH_STOP_GRACE_S (seconds, 0.1 to 3600)."""
-    from workbench.core.errors import WorkbenchError
-
-    text = os.environ.get(GRACE_VARIABLE, "").strip()
-    if not text:
-        return STOP_GRACE_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.1 <= value <= 3600:
-        raise WorkbenchError(f"{GRACE_VARIABLE}={text!r} is not a number of seconds in 0.1..3600")
-    return value
 
 
 class HeadlessReporter:

@@ -146,7 +146,7 @@ def _queue_run(queue, args: argparse.Namespace) -> int:
     most = 4 * (os.cpu_count() or 1)  # each job is a training process: more would only thrash
     if not 1 <= args.parallel <= most:
         raise WorkbenchError(f"--parallel takes 1 to {most} jobs at once (4 per CPU core of this machine)")
-    from workbench.headless import stop_grace_s
+    from workbench.core.training.control import stop_grace_s
 
     stop_grace_s()  # a bad WORKBENCH_STOP_GRACE_S is this command's mistake, not every job's
     notify = Notifier(parse_channels(args.notify), sys.stderr if sys.stderr.isatty() else None) if args.notify else None

@@ -281,3 +281,19 @@ def resolve_run(path_or_name: str, runs_dir: str = "runs") -> Path:
         if (option / "config.toml").is_file():
             return option
     raise WorkbenchError(f"{path_or_name} is not a run folder (no config.toml found)")
+
+
+def folders_recording(runs_dir: Path, key: str, value: str) -> list[Path]:
+    """The run folders whose run.json records `key` = `value` (a torchrun job's id, or the
+    run_id a parent process gave its trainer): how a run is found by the id it was given."""
+    if not value or not Path(runs_dir).is_dir():
+        return []
+    found = []
+    for info in Path(runs_dir).glob("*/run.json"):
+        try:
+            recorded = json.loads(info.read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if recorded == value:
+            found.append(info.parent)
+    return found

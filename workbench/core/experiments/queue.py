@@ -244,8 +244,6 @@ class JobQueue:
         Returns the jobs it changed. Jobs of runners on other hosts are left alone."""
         from workbench.core import runs
 
-        from workbench.core.training.run_folder import runs_recording
-
         host = socket.gethostname()
         changed = []
         with self._write(create=True) as db:
@@ -255,7 +253,7 @@ class JobQueue:
                 if runner_host != host or self._runner_alive(job.runner, rest.partition(":")[0]):
                     continue
                 if not job.run_dir:  # its runner died before it learnt the folder: find it by the job's run id
-                    found = runs_recording(self.runs_dir, "run_id", job_run_id(job.id))
+                    found = runs.folders_recording(self.runs_dir, "run_id", job_run_id(job.id))
                     if found:
                         job = _job({**dict(row), "run_dir": same_path(found[0])})
                         db.execute("UPDATE jobs SET run_dir = ? WHERE id = ?", (job.run_dir, job.id))

@@ -9,10 +9,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from workbench.core.errors import WorkbenchError
+
 CONTROL_FILE = "control"  # in the run folder: one word, "pause", "run" or "stop", written by a watcher
 COMMANDS = ("pause", "run", "stop")
 FILE_POLL_S = 0.25  # how often, at most, the training thread looks at the control file
 BY_FILE = "asked through the run's control file"  # by `workbench watch`, or `echo pause > RUN/control`
+STOP_GRACE_S = 30.0  # the longest a stop may take (the step, the checkpoint) before the run is abandoned
+GRACE_VARIABLE = "WORKBENCH_STOP_GRACE_S"
 
 
 class TrainControl:
@@ -149,3 +153,17 @@ class StopAfterSteps(TrainControl):
     @property
     def stop_requested(self) -> bool:
         return self.steps_left <= 0
+
+
+def stop_grace_s() -> float:
+    """STOP_GRACE_S, or the environment's WORKBENCH_STOP_GRACE_S (seconds, 0.1 to 3600)."""
+    text = os.environ.get(GRACE_VARIABLE, "").strip()
+    if not text:
+        return STOP_GRACE_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.1 <= value <= 3600:
+        raise WorkbenchError(f"{GRACE_VARIABLE}={text!r} is not a number of seconds in 0.1..3600")
+    return value

@@ -11,7 +11,6 @@ once it is; a row that names no step carries `at_step`, so a resume cuts it like
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -133,25 +132,9 @@ class RunFolder:
 def find_job_run(runs_dir: Path, job: str) -> Path | None:
     """The run folder a torchrun job (`job`: its run id) wrote before its workers were restarted,
     so the restarted ranks resume it; None when it wrote none yet (the job starts afresh)."""
-    found = runs_recording(runs_dir, "job", job)
+    found = runs.folders_recording(runs_dir, "job", job)
     found = [path for path in found if (path / "checkpoints" / ckpt.LAST).is_file()]
     return max(found, key=lambda path: path.stat().st_mtime) if found else None
-
-
-def runs_recording(runs_dir: Path, key: str, value: str) -> list[Path]:
-    """The run folders whose run.json records `key` = `value` (a torchrun job's id, or the
-    run_id a parent process gave its trainer): how a run is found by the id it was given."""
-    if not value or not Path(runs_dir).is_dir():
-        return []
-    found = []
-    for info in Path(runs_dir).glob("*/run.json"):
-        try:
-            recorded = json.loads(info.read_text(encoding="utf-8")).get(key)
-        except (OSError, ValueError, AttributeError):
-            continue
-        if recorded == value:
-            found.append(info.parent)
-    return found
 
 
 def _recorded(run_dir: Path, keys: list[str]) -> dict[str, Any]:
