@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual.widgets._footer import FooterKey
+
 from tests.support.ui import (
     SIZE,
     app_for,
@@ -19,6 +21,7 @@ from tests.support.ui import (
 )
 from workbench.ui.screens.runs import RunsScreen
 from workbench.ui.screens.setup import SetupScreen
+from workbench.ui.widgets.footer import FittedFooter
 
 
 @asynchronous
@@ -63,6 +66,21 @@ async def test_keys_move_through_the_form_and_the_palette_reaches_every_screen(t
         setup.query_one("#arch-table").focus()
         await pilot.pause()
         assert not form.has_class("-focus-within")  # the focus left the form: so did its highlight
+
+        footer = setup.query_one(FittedFooter)
+
+        def shown() -> set[str]:
+            return {key.action for key in footer.query(FooterKey)}
+
+        setup.query_one("#epochs").focus()  # in a field, letters are typing: the footer drops the letter keys
+        assert await wait_until(pilot, lambda: "runs" not in shown() and "filter_architectures" in shown(), 5)
+        keys = list(footer.query(FooterKey))
+        await pilot.press("down")  # to another number field: the same keys, so the same footer, not a rebuilt one
+        await pilot.pause(0.2)
+        assert setup.focused.id == "batch_size" and list(footer.query(FooterKey)) == keys
+        setup.query_one("#dataset").focus()  # in a text field / is typing too: the footer drops "Filter"
+        assert await wait_until(pilot, lambda: "filter_architectures" not in shown() and "start" in shown(), 5)
+        setup.query_one("#arch-table").focus()
         await pilot.press("ctrl+p")
         await pilot.pause(0.3)
         await pilot.press(*"show runs", "enter")

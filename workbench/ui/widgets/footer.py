@@ -6,6 +6,7 @@ works, and the command palette (ctrl+p) lists every action."""
 from __future__ import annotations
 
 from textual.app import ComposeResult
+from textual.screen import Screen
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 
@@ -19,15 +20,30 @@ class FittedFooter(Footer):
     def __init__(self) -> None:
         super().__init__(compact=True)
         self._composed_for = 0
+        self._composed_keys: tuple = ()
 
     def compose(self) -> ComposeResult:
         room = self.size.width or self.app.size.width
         self._composed_for = room
+        self._composed_keys = self._shown_keys()
         left_out = self._left_out(room)
         for widget in super().compose():  # lazily: the footer's key groups are built as it yields
             if isinstance(widget, FooterKey) and widget.action in left_out and not widget.has_class("-grouped"):
                 continue
             yield widget
+
+    def _shown_keys(self) -> tuple:
+        """What the footer draws from the screen's bindings: key, label, group and whether each works."""
+        return tuple((binding.key, binding.action, binding.description, binding.group, enabled, tooltip)
+                     for _, binding, enabled, tooltip in self.screen.active_bindings.values() if binding.show)
+
+    def bindings_changed(self, screen: Screen) -> None:
+        # Textual rebuilds the footer whenever the focus moves, since bindings may follow the focus;
+        # a move between the form's fields changes none of the keys shown, and a rebuild made each
+        # Tab cost about 0.1 s.
+        if self._bindings_ready and screen is self.screen and self._shown_keys() == self._composed_keys:
+            return
+        super().bindings_changed(screen)
 
     def _left_out(self, room: int) -> set[str]:
         """The actions to leave out so that the rest fits in `room` columns: screen-opening ones
