@@ -11,13 +11,19 @@ import pytest
 from tests.support.events import Recorder
 from tests.support.folders import folder_config, image_folder, snapshot
 
-# pytest-xdist runs one worker per core. Each worker, and every process it starts, then computes on
-# one thread: workers with a thread per core each oversubscribe the cores, and OpenMP threads spin
-# while they wait for each other (a 20 s resume test took 330 s that way on 2 cores).
+# pytest-xdist runs a worker per core, and one more. Each worker, and every process it starts,
+# computes on one thread: workers with a thread per core each oversubscribe the cores, and OpenMP
+# threads spin while they wait for each other (a 20 s resume test took 330 s that way on 2 cores).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 _BYTECODE_SETTING = pytest.StashKey[tuple[str | None, bool]]()
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker more than the cores this process may use. Many tests wait (on a child
+    process importing torch, on the app drawing), and the extra worker computes meanwhile."""
+    return len(os.sched_getaffinity(0)) + 1
 
 
 def pytest_configure(config) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def workbench(*args, cwd=None, timeout=300, path=None) -> subprocess.CompletedProcess:
+def workbench(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
     """`workbench ARGS` in a child process, output captured as text."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"PATH": path} if path else {})}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
         [sys.executable, "-m", "workbench", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env,
