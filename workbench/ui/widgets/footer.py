@@ -20,12 +20,13 @@ class FittedFooter(Footer):
     def __init__(self) -> None:
         super().__init__(compact=True)
         self._composed_for = 0
-        self._composed_keys: tuple = ()
+        self._composed_keys: tuple | None = None  # None: no keys drawn yet (the bindings were not ready)
+        self._rebuild_pending = False
 
     def compose(self) -> ComposeResult:
         room = self.size.width or self.app.size.width
-        self._composed_for = room
-        self._composed_keys = self._shown_keys()
+        self._composed_for, self._rebuild_pending = room, False
+        self._composed_keys = self._shown_keys() if self._bindings_ready else None
         left_out = self._left_out(room)
         for widget in super().compose():  # lazily: the footer's key groups are built as it yields
             if isinstance(widget, FooterKey) and widget.action in left_out and not widget.has_class("-grouped"):
@@ -38,12 +39,19 @@ class FittedFooter(Footer):
                      for _, binding, enabled, tooltip in self.screen.active_bindings.values() if binding.show)
 
     def bindings_changed(self, screen: Screen) -> None:
-        # Textual rebuilds the footer whenever the focus moves, since bindings may follow the focus;
-        # a move between the form's fields changes none of the keys shown, and a rebuild made each
-        # Tab cost about 0.1 s.
-        if self._bindings_ready and screen is self.screen and self._shown_keys() == self._composed_keys:
+        # Textual rebuilds the footer whenever the focus moves, since bindings may follow the focus.
+        # A move between the form's fields changes none of the keys shown, and each rebuild made a
+        # Tab cost about 0.1 s more; one rebuild already on its way reads the bindings when it runs.
+        self._bindings_ready = True
+        if not (screen.app.app_focus and self.is_attached and screen is self.screen):
             return
-        super().bindings_changed(screen)
+        if self._shown_keys() != self._composed_keys:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        if not self._rebuild_pending:
+            self._rebuild_pending = True
+            self.call_after_refresh(self.recompose)
 
     def _left_out(self, room: int) -> set[str]:
         """The actions to leave out so that the rest fits in `room` columns: screen-opening ones
@@ -75,4 +83,4 @@ class FittedFooter(Footer):
 
     def on_resize(self) -> None:
         if self.size.width != self._composed_for:
-            self.call_after_refresh(self.recompose)
+            self._rebuild()
