@@ -250,19 +250,37 @@ def test_a_two_rank_run_resumes_on_one_rank_and_exports(two_rank_run, data_dir, 
 
 
 @needs_gloo
-def test_a_two_rank_finetune_run_goes_from_the_head_to_every_layer(two_rank_run, data_dir, tmp_path):
+def test_a_two_rank_finetune_goes_from_the_head_to_every_layer_and_ctrl_c_stops_every_rank_at_one_step(
+        two_rank_run, data_dir, tmp_path):
     """DistributedDataParallel learns which parameters train when it wraps the model: the engine
-    wraps again when the phase changes, or the first step of phase 2 would hang or fail."""
+    wraps again when the phase changes, or the first step of phase 2 would hang or fail. Ctrl-C,
+    which torchrun hands to every rank, then stops them all after the same step, with one checkpoint
+    (ranks that stopped at different steps would hang in their next collective)."""
     source = run_folders(two_rank_run[0])[0]
     runs_dir = tmp_path / "runs"
-    done = subprocess.run(torchrun(*train_args(data_dir, runs_dir, "--epochs", "2", "--recipe", "finetune",
-                                               "--freeze-epochs", "1", "--init-from", str(source))),
-                          env=environment(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("epoch 1 on: head only") == 1 and done.stdout.count("epoch 2 on: every layer") == 1
-    (run_dir,) = run_folders(runs_dir)
-    assert (run_dir / "status").read_text().startswith("finished")
+    launcher = start(torchrun(*train_args(data_dir, runs_dir, "--epochs", "60", "--recipe", "finetune",
+                                          "--freeze-epochs", "1", "--init-from", str(source))), tmp_path)
+    try:
+        run_dir = wait_for("*/metrics.jsonl", runs_dir, launcher).parent
+        deadline = time.monotonic() + 180
+        while len(epoch_rows(run_dir)) < 2:  # an epoch of each phase
+            assert launcher.poll() is None and time.monotonic() < deadline, (tmp_path / "err.txt").read_text()[-3000:]
+            time.sleep(0.1)
+        launcher.send_signal(signal.SIGINT)
+        launcher.wait(timeout=90)
+    finally:
+        launcher.kill()
+    said = (tmp_path / "out.txt").read_text()
+    assert said.count("epoch 1 on: head only") == 1 and said.count("epoch 2 on: every layer") == 1
+    assert run_folders(runs_dir) == [run_dir]
     assert json.loads((run_dir / "run.json").read_text())["start"]["source"].startswith(f"run {source.name}")
+    assert (run_dir / "status").read_text().startswith("stopped")
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    end = rows[-1]
+    assert end["type"] == "end" and end["status"] == "stopped" and 2 <= end["epochs_done"] < 60
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["progress"]
+    assert saved["global_step"] == end["steps_done"]  # the checkpoint is where the run stopped
+    assert "stopping after this step" in said
 
 
 @needs_gloo
@@ -292,26 +310,6 @@ def test_a_killed_rank_restarts_the_job_from_its_checkpoint_and_past_max_restart
     assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 2  # from the checkpoint: none twice
     status = (run_dir / "status").read_text()
     assert status.startswith("failed") and SENTENCE in status and "--resume" in status
-
-
-@needs_gloo
-def test_ctrl_c_stops_every_rank_after_the_same_step_with_one_checkpoint(data_dir, tmp_path):
-    runs_dir = tmp_path / "runs"
-    launcher = start(torchrun(*train_args(data_dir, runs_dir, "--epochs", "60")), tmp_path)
-    try:
-        wait_for("*/checkpoints/last.pt", runs_dir, launcher)
-        launcher.send_signal(signal.SIGINT)  # torchrun hands it to every rank
-        launcher.wait(timeout=90)
-    finally:
-        launcher.kill()
-    (run_dir,) = run_folders(runs_dir)
-    assert (run_dir / "status").read_text().startswith("stopped")
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    end = rows[-1]
-    assert end["type"] == "end" and end["status"] == "stopped" and end["epochs_done"] < 60
-    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["progress"]
-    assert saved["global_step"] == end["steps_done"]  # the checkpoint is where the run stopped
-    assert "stopping after this step" in (tmp_path / "out.txt").read_text()
 
 
 @needs_gloo
