@@ -20,6 +20,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 _BYTECODE_SETTING = pytest.StashKey[tuple[str | None, bool]]()
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: without xdist, pytest would refuse it
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto`: one worker more than the cores this process may use. Many tests wait (on a child
     process importing torch, on the app drawing), and the extra worker computes meanwhile."""

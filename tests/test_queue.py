@@ -118,14 +118,15 @@ def test_two_queue_runners_share_the_work(tmp_path, data_dir):
 
 def test_a_queue_runner_supervises_without_loading_torch(tmp_path):
     """A runner waits on training processes for hours: it must not hold torch (seconds to import,
-    hundreds of MB) when only its jobs train."""
+    hundreds of MB) when only its jobs train. (`--parallel 2` without --gpus or CUDA_VISIBLE_DEVICES
+    still asks torch how many GPUs there are.)"""
     code = ("import sys\nfrom workbench.cli import main\n"
             "code = main(['queue', 'run', '--runs-dir', sys.argv[1]])\n"
             "print(code, sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))[:3])\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs")], capture_output=True, text=True,
                           env=env, timeout=60)
-    assert done.stdout.split("\n")[-2] == "0 []", done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1:] == ["0 []"], done.stdout + done.stderr
 
 
 def test_a_killed_job_resumes_from_its_checkpoint(tmp_path, data_dir):

@@ -87,6 +87,7 @@ async def test_keys_move_through_the_form_and_the_palette_reaches_every_screen(t
         assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), 5)
         await pilot.press("escape")
         assert await wait_until(pilot, lambda: isinstance(app.screen, SetupScreen), 5)
+        assert await wait_until(pilot, lambda: {"runs", "filter_architectures"} <= shown(), 5)  # the list's keys again
 
 
 @asynchronous

@@ -38,7 +38,7 @@ STATUSES = ("running", "finished", "stopped", "pruned", "failed")  # pruned: a s
 STATUS_LIMIT, INFO_LIMIT, METRICS_LIMIT, CONFIG_LIMIT = 64 * KB, 64 * MB, 1024 * MB, 4 * MB
 
 __all__ = ["LOCK_FILE", "RunLock", "RunSummary", "append_metrics", "check_writable", "create_run_dir", "epoch_records",
-           "is_locked",
+           "folders_recording", "is_locked",
            "is_interrupted", "list_runs", "read_config", "read_metrics", "read_run_info", "read_status",
            "repair_metrics", "resolve_run", "summarize_run", "write_run_info", "write_status", "write_text_atomic"]
 

@@ -21,11 +21,10 @@ class FittedFooter(Footer):
         super().__init__(compact=True)
         self._composed_for = 0
         self._composed_keys: tuple | None = None  # None: no keys drawn yet (the bindings were not ready)
-        self._rebuild_pending = False
 
     def compose(self) -> ComposeResult:
         room = self.size.width or self.app.size.width
-        self._composed_for, self._rebuild_pending = room, False
+        self._composed_for = room
         self._composed_keys = self._shown_keys() if self._bindings_ready else None
         left_out = self._left_out(room)
         for widget in super().compose():  # lazily: the footer's key groups are built as it yields
@@ -34,24 +33,20 @@ class FittedFooter(Footer):
             yield widget
 
     def _shown_keys(self) -> tuple:
-        """What the footer draws from the screen's bindings: key, label, group and whether each works."""
-        return tuple((binding.key, binding.action, binding.description, binding.group, enabled, tooltip)
-                     for _, binding, enabled, tooltip in self.screen.active_bindings.values() if binding.show)
+        """Everything the footer is drawn from: each active binding (a frozen dataclass: key, label,
+        group, display...), whether it works and its tooltip; the palette's key included."""
+        return tuple((key, binding, enabled, tooltip)
+                     for key, (_, binding, enabled, tooltip) in self.screen.active_bindings.items())
 
     def bindings_changed(self, screen: Screen) -> None:
         # Textual rebuilds the footer whenever the focus moves, since bindings may follow the focus.
         # A move between the form's fields changes none of the keys shown, and each rebuild made a
-        # Tab cost about 0.1 s more; one rebuild already on its way reads the bindings when it runs.
+        # Tab cost about 0.1 s more.
         self._bindings_ready = True
         if not (screen.app.app_focus and self.is_attached and screen is self.screen):
             return
         if self._shown_keys() != self._composed_keys:
-            self._rebuild()
-
-    def _rebuild(self) -> None:
-        if not self._rebuild_pending:
-            self._rebuild_pending = True
-            self.call_after_refresh(self.recompose)
+            self.refresh(recompose=True)  # requests made before it runs are one rebuild, on this widget's own queue
 
     def _left_out(self, room: int) -> set[str]:
         """The actions to leave out so that the rest fits in `room` columns: screen-opening ones
@@ -83,4 +78,4 @@ class FittedFooter(Footer):
 
     def on_resize(self) -> None:
         if self.size.width != self._composed_for:
-            self._rebuild()
+            self.refresh(recompose=True)
