@@ -102,6 +102,12 @@ def test_stop_finishes_the_step_and_saves(tiny, recorder):
     assert recorder.last(Finished).status == "stopped"
     assert runs.read_status(run_dir)[0] == "stopped"
     assert (run_dir / "checkpoints" / "last.pt").is_file()
+    # The log says where inside the first epoch it stopped, not "epoch 0".
+    from workbench.ui.log_lines import log_line
+
+    saved = recorder.last(CheckpointSaved)
+    assert saved.epoch == 0 and saved.epoch_step >= recorder.of(StepMetrics)[0].step > 0
+    assert f"saved (in epoch 1, after step {saved.epoch_step})" in log_line(saved)
 
 
 def test_pause_blocks_until_resumed(tiny, recorder):

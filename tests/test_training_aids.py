@@ -160,7 +160,8 @@ def test_a_run_keeps_its_k_best_and_export_takes_any_of_them(tiny, capsys):
         assert json.loads((run_dir / "export" / "model.json").read_text())["epoch"] == epoch
     missing = next(e for e in range(1, 5) if e not in kept)
     assert main(["export", str(run_dir), "--checkpoint", f"epoch-{missing}"]) == 2
-    assert "kept no checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "kept no checkpoint" in err and f"best, last, epoch-{kept[0]}, epoch-{kept[1]}" in err, err
 
 
 # ---- the batch-size finder ---------------------------------------------------------------------

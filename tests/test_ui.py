@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from textual.widgets._footer import FooterKey
 
 from tests.support.ui import (
     SIZE,
@@ -138,12 +139,22 @@ async def test_quit_can_be_cancelled(tmp_path, data_dir):
         assert app.dashboard.control.paused and app.dashboard.view.phase == "paused"
         await pilot.press("q")
         assert await wait_until(pilot, lambda: isinstance(app.screen, Question), 5)
+        # The question's own keys in its footer, not the dashboard's that do nothing under it.
+        question_keys = lambda: [(key.key, key.description) for key in app.screen.query(FooterKey)]  # noqa: E731
+        assert await wait_until(pilot, lambda: question_keys() == [("y", "Yes"), ("n", "No")], 5), question_keys()
         await pilot.press("n")
         assert await wait_until(pilot, lambda: app.screen is app.dashboard, 5)
         assert app.return_code is None and app.training
         await pilot.press("x")
         assert await wait_until(pilot, lambda: app.dashboard.outcome is not None, 30)
         assert app.dashboard.outcome.status == "stopped"
+        # Start is the form's: on the dashboard s would train a copy of this run unasked.
+        assert app.available("start", app.dashboard) is False
+        await pilot.press("s")
+        await pilot.pause(0.3)
+        assert not app.training and app.dashboard.outcome.status == "stopped"
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: app.available("start", app.screen) is True, 5)
 
 
 @asynchronous

@@ -93,8 +93,9 @@ class EpochMetrics:
 @dataclass(frozen=True)
 class CheckpointSaved:
     path: Path
-    epoch: int
+    epoch: int  # completed epochs
     best: bool
+    epoch_step: int = 0  # steps into the next epoch, for a run stopped inside one
 
 
 @dataclass(frozen=True)

@@ -65,8 +65,9 @@ def _pause_when(app: WorkbenchApp, screen: Screen, resume: bool) -> bool:
 
 # The one table of the app's actions: the bindings, the footer and the command palette read it.
 ACTIONS = (
+    # Only where the form is in view: s on a finished run's dashboard started a copy of it unasked.
     Action("start", "s,ctrl+s", "Start", "Start training", "Train with the form's values",
-           lambda app, screen: isinstance(screen, (SetupScreen, DashboardScreen)) and not app.training),
+           lambda app, screen: isinstance(screen, SetupScreen) and not app.training),
     Action("pause", "p", "Pause", "Pause training", "Pause the run after this step",
            lambda app, screen: _pause_when(app, screen, resume=False)),
     Action("resume", "p", "Resume", "Resume training", "Go on training the paused run",

@@ -68,7 +68,8 @@ def _loss(value: float | None) -> str:
 
 def _checkpoint(event: CheckpointSaved) -> str:
     best = " · new best" if event.best else ""
-    return f"[dim]checkpoint {escape(event.path.name)} saved (epoch {event.epoch}{best})[/]"
+    where = f"in epoch {event.epoch + 1}, after step {event.epoch_step}" if event.epoch_step else f"epoch {event.epoch}"
+    return f"[dim]checkpoint {escape(event.path.name)} saved ({where}{best})[/]"
 
 
 def _images(event: ImagesSaved) -> str:

@@ -87,8 +87,12 @@ def checkpoint_for(run_dir: Path, which: str = "best") -> tuple[Path, str]:
         path = folder / epoch_file(int(which[6:]))
         if path.is_file():
             return path, f"epoch {int(which[6:])}, one of the best epochs kept"
-        kept = ", ".join(f"epoch-{e}" for e in kept_epochs(folder)) or "none (train with --keep-best K)"
-        raise ConfigError("checkpoint", f"{run_dir.name} kept no checkpoint of {which}; kept: {kept}")
+        # Every name --checkpoint would take, so best and last are not hidden behind "none".
+        names = [name for name, file in (("best", ckpt.BEST), ("last", ckpt.LAST)) if (folder / file).is_file()]
+        names += [f"epoch-{e}" for e in kept_epochs(folder)]
+        more = "" if len(names) > 2 else " (--keep-best K keeps the K best epochs)"
+        raise ConfigError("checkpoint", f"{run_dir.name} kept no checkpoint of {which}; it has: "
+                                        f"{', '.join(names) or 'none'}{more}")
     if which not in ("best", "last"):
         raise ConfigError("checkpoint", f"{which!r} is not best, last or epoch-N")
     chosen = "the last epoch" if which == "last" else "the last epoch (this run selected no best epoch)"

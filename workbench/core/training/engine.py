@@ -361,7 +361,7 @@ class _Session:
     def _save_checkpoint(self, progress: Progress, score: float | None) -> None:
         state = lambda: checkpoint_state(self.model, self.parts, self.train_batches, progress, self.batch_size,  # noqa: E731
                                          self.config, self.data, self.recipe, self.model_options)
-        self.folder.save_checkpoint(self.model, state, progress.epoch, score, self.emit)
+        self.folder.save_checkpoint(self.model, state, progress.epoch, score, self.emit, progress.epoch_step)
 
     def _finish(self, status: str, progress: Progress) -> None:
         self.meter.flush()

@@ -95,7 +95,7 @@ class RunFolder:
             runs.write_status(self.path, status, reason)
 
     def save_checkpoint(self, model, state: Callable[[], dict[str, Any]], epoch: int, score: float | None,
-                        emit: EventSink) -> None:
+                        emit: EventSink, epoch_step: int = 0) -> None:
         """last.pt, and with a validation score, best.pt and the K best epochs (the keeper's rule)."""
         if not self.writes:
             return
@@ -103,7 +103,7 @@ class RunFolder:
             emit(Notice("weights are not finite: checkpoint not saved", "warning"))
             return
         for path, best in self.keeper.save(state(), epoch, score):
-            emit(CheckpointSaved(path, epoch, best=best))
+            emit(CheckpointSaved(path, epoch, best=best, epoch_step=epoch_step))
 
     def save_images(self, epoch: int, data, evaluation, first_batch, emit: EventSink) -> None:
         if self.writes:

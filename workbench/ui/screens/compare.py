@@ -115,11 +115,13 @@ class CompareScreen(Screen):
             plt = plot.plt
             plt.clear_data()
             plt.clear_figure()
+            # No legend: each run's ● in the table has its curve's colour, and a legend covered the
+            # curves' start. A run of one epoch is a marker a braille dot would hide.
             for run in self.comparison.runs:
                 points = run.curves.get(curve, [])
                 if points:
                     plt.plot([x for x, _ in points], [y * scale for _, y in points],
-                             label=shown(run.name)[-18:], color=self.colours[run.name], marker="braille")
+                             color=self.colours[run.name], marker="braille" if len(points) > 1 else "●")
             plot.refresh()
 
     @on(DataTable.HeaderSelected, "#compare-table")

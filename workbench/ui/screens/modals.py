@@ -9,13 +9,16 @@ from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from workbench.ui.widgets.footer import FittedFooter
+
 
 class Question(ModalScreen[bool]):
     """A yes/no question; y/enter on the focused button answers, n/escape says no."""
 
+    # Shown in the question's own footer: the screen below keeps drawing its keys, which do nothing here.
     BINDINGS = [
-        Binding("escape,n", "answer(False)", "No", show=False),
-        Binding("y", "answer(True)", "Yes", show=False),
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
     ]
 
     def __init__(self, question: str, yes: str, no: str, *, id: str | None = None) -> None:
@@ -30,6 +33,7 @@ class Question(ModalScreen[bool]):
             with Horizontal(classes="question-buttons"):
                 yield Button(self.yes, variant="primary", id="yes")
                 yield Button(self.no, id="no")
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         self.query_one("#yes").focus()
