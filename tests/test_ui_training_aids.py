@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from textual.app import App
@@ -83,6 +84,36 @@ async def test_the_lr_finder_draws_the_whole_curve_on_log_axes_with_readable_tic
         assert "1e-07" in drawn and "1e+00" in drawn and "0.000000" not in drawn  # decades, written as such
         plain = "".join(ch for ch in drawn if ch.isprintable())  # without its colour codes
         assert all(f"{tick}┤" in plain for tick in ("10", " 5", " 2"))  # more than a decade of loss: log, 1 2 5
+
+
+class SpikedCurve(LrFindScreen):
+    """A run that barely moves (2.3012..2.3108 smoothed), then one step at a loss of 2000."""
+
+    def _run(self, config) -> None:
+        from workbench.ui.screens.lr_find import CurvePoint
+
+        for i in range(30):
+            loss = 2000.0 if i == 29 else 2.31 - 0.0003 * i
+            self.post_message(CurvePoint(1e-5 * 1.3 ** i, loss, 2.3108 - 0.0003 * i))
+
+
+class SpikeHost(App):
+    def on_mount(self) -> None:
+        self.push_screen(SpikedCurve(RunConfig()))
+
+
+@asynchronous
+async def test_one_step_far_above_the_smoothed_curve_does_not_flatten_it_and_ticks_differ():
+    from textual_plotext import PlotextPlot
+
+    app = SpikeHost()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", app.screen.query_one(PlotextPlot).plt.build())  # no colour codes
+        ticks = re.findall(r"([0-9.]+)┤", plain)
+        # The axis spans the smoothed curve, not the spike, and its ticks are five different numbers.
+        assert len(ticks) == 5 and len(set(ticks)) == 5, ticks
+        assert all(2.30 < float(tick) < 2.32 for tick in ticks), ticks
 
 
 @pytest.mark.parametrize("size", [(120, 40), (80, 24)])

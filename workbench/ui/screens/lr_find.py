@@ -112,9 +112,11 @@ class LrFindScreen(ModalScreen[float | None]):
         )
 
     def _draw(self) -> None:
-        """Both curves whole (nothing clipped at the frame), on a log loss axis when the loss spans
-        more than a decade, with ticks written as numbers a reader can use (1e-05, not 0.000010).
-        The logarithms are taken here: plotext's own log axes take them again at every render."""
+        """The smoothed curve whole, the per-step losses within its range (a step above it sits on
+        the top edge: one step at a loss of 2000 squeezed the dip the suggestion reads from into a
+        flat line), on a log loss axis when that spans more than a decade, with ticks written as
+        numbers a reader can use (1e-05, not 0.000010). The logarithms are taken here: plotext's
+        own log axes take them again at every render."""
         plot = self.query_one(PlotextPlot)
         plt = plot.plt
         plt.clear_data()
@@ -123,8 +125,8 @@ class LrFindScreen(ModalScreen[float | None]):
                   if lr > 0 and math.isfinite(raw) and math.isfinite(smooth)]
         if points:
             xs = [math.log10(lr) for lr, _, _ in points]
-            values = [v for _, raw, smooth in points for v in (raw, smooth)]
-            low, high = min(values), max(values)
+            low = min(min(raw, smooth) for _, raw, smooth in points)
+            high = max(smooth for _, _, smooth in points)
             plt.xticks(*_decades(min(xs), max(xs)))
             plt.xlim(min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1)
             log_y = low > 0 and high / low > 10
@@ -135,9 +137,9 @@ class LrFindScreen(ModalScreen[float | None]):
             else:
                 pad = max(high - low, 1e-3) * 0.08
                 ticks = [low + (high - low) * i / 4 for i in range(5)]
-                plt.yticks(ticks, [f"{tick:.3g}" for tick in ticks])
+                plt.yticks(ticks, _distinct_labels(ticks))
                 plt.ylim(low - pad, high + pad)
-            plt.plot(xs, [y_of(raw) for _, raw, _ in points], color=(150, 150, 150), marker="braille")
+            plt.plot(xs, [y_of(min(raw, high)) for _, raw, _ in points], color=(150, 150, 150), marker="braille")
             plt.plot(xs, [y_of(smooth) for _, _, smooth in points], color=(80, 170, 255), marker="braille")
             if self.suggestion is not None:
                 plt.vline(math.log10(self.suggestion), color=(60, 200, 80))
@@ -163,6 +165,16 @@ def _decades(low: float, high: float) -> tuple[list[float], list[str]]:
     step = 2 if last - first > 8 else 1
     ticks = [float(k) for k in range(first - first % step, last + 1, step)]
     return ticks, [f"{10.0 ** k:.0e}" for k in ticks]
+
+
+def _distinct_labels(ticks: list[float]) -> list[str]:
+    """Ticks written with the fewest significant digits (3 at least) that tell them apart: a
+    curve that has barely moved spans 2.3012..2.3108, which 3 digits wrote as 2.3, 2.3, 2.3."""
+    for digits in range(3, 9):
+        labels = [f"{tick:.{digits}g}" for tick in ticks]
+        if len(set(labels)) == len(labels):
+            break
+    return labels
 
 
 def _one_two_five(low: float, high: float) -> tuple[list[float], list[str]]:
