@@ -10,6 +10,7 @@ from textual.app import App
 from textual.widgets import Input, Static, TabbedContent
 
 from tests.support.ui import asynchronous, wait_until
+from workbench.core import runs
 from workbench.ui.screens.inspect import InspectScreen
 from workbench.ui.widgets.review_tables import (
     ClassCounts,
@@ -164,7 +165,13 @@ async def test_per_class_model_and_data_tabs_then_escape_goes_back(run_dir):
         assert plain(layers.get_row_at(layers.row_count - 1)[3]) == "62,958"
 
         await pilot.press("4")
-        assert screen.query_one(ClassCounts).row_count == 11  # ten classes and the total
+        counts = screen.query_one(ClassCounts)
+        assert counts.row_count == 11  # ten classes and the total
+        # The splits the run used: what it trained on, what it held out to pick the best epoch, test.
+        start = next(row for row in runs.read_metrics(run_dir) if row["type"] == "start")
+        assert [str(column.label) for column in counts.columns.values()] == ["class", "train", "val", "test"]
+        totals = [int(plain(cell).replace(",", "")) for cell in counts.get_row_at(10)[1:]]
+        assert totals == [start["train_size"], start["val_size"], start["test_size"]] and start["val_size"] > 0
         assert "32×32 px" in text_of(screen, "#data-facts")
         await pilot.press("g")
         assert await wait_until(pilot, lambda: screen.samples_path is not None)

@@ -56,7 +56,8 @@ def load_review(run_dir: Path, which: str = "best", device: str = "cpu") -> Revi
     config = runs.read_config(run_dir)
     data = load_dataset(
         config.dataset, data_dir=config.resolved_data_dir(), image_size=info["image_size"],
-        seed=config.seed, test_fraction=config.test_fraction, download=False, resize=config.resize,
+        seed=config.seed, test_fraction=config.test_fraction, val_fraction=config.val_fraction, download=False,
+        resize=config.resize,
     )
     target = torch.device(device)
     model = model.to(target)

@@ -91,6 +91,7 @@ class DatasetSummary:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     skipped: int
+    val_counts: list[int] | None = None  # held out of the training data; None: the run held none out
 
 
 def dataset_summary(data: Dataset) -> DatasetSummary:
@@ -105,6 +106,7 @@ def dataset_summary(data: Dataset) -> DatasetSummary:
         mean=data.mean,
         std=data.std,
         skipped=len(data.skipped),
+        val_counts=torch.bincount(data.val.labels, minlength=k).tolist() if data.val is not None else None,
     )
 
 

@@ -280,7 +280,7 @@ class InspectScreen(Screen):
         self.query_one(ClassScores).show(found.scores)
         self.query_one(LayerTable).show(found.layers, found.total_params)
         data = found.data
-        self.query_one(ClassCounts).show(data.classes, data.train_counts, data.test_counts)
+        self.query_one(ClassCounts).show(data.classes, data.train_counts, data.test_counts, data.val_counts)
         self.query_one("#data-facts", Static).update(_data_facts(found))
 
     @on(DataTable.CellHighlighted, "#confusion-table")

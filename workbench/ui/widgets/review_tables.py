@@ -176,21 +176,21 @@ class LayerTable(DataTable):
 
 
 class ClassCounts(DataTable):
-    """Images per class in the train and test splits."""
+    """Images per class in the splits the run used: train (what it trained on), val when it held
+    some of the training data out, and test."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, id=id)
 
-    def on_mount(self) -> None:
+    def show(self, classes: list[str], train: list[int], test: list[int], val: list[int] | None = None) -> None:
+        splits = [("train", train)] + ([("val", val)] if val is not None else []) + [("test", test)]
+        self.clear(columns=True)
         self.add_column("class", key="class")
-        self.add_column(_text("train", "", "right"), key="train")
-        self.add_column(_text("test", "", "right"), key="test")
-
-    def show(self, classes: list[str], train: list[int], test: list[int]) -> None:
-        self.clear()
-        for name, n_train, n_test in zip(classes, train, test):
-            self.add_row(_text(name), _number(n_train), _number(n_test))
-        self.add_row(_text("total", style="bold"), _number(sum(train), "bold"), _number(sum(test), "bold"))
+        for split, _ in splits:
+            self.add_column(_text(split, "", "right"), key=split)
+        for i, name in enumerate(classes):
+            self.add_row(_text(name), *(_number(counts[i]) for _, counts in splits))
+        self.add_row(_text("total", style="bold"), *(_number(sum(counts), "bold") for _, counts in splits))
 
 
 class TopClasses(DataTable):
