@@ -68,6 +68,33 @@ def test_every_setting_is_declared_completely():
             assert (item.form.widget == "checks") == (item.kind == "list"), item.name
 
 
+# A command whose flag means a setting in its own way, and why; any other flag named after a
+# setting must take the declaration's default (before `models` defaulted to cifar10, the app to shapes).
+OWN_DEFAULTS = {
+    ("predict", "--device"): "a few images need no GPU",
+    ("bench", "--epochs"): "a benchmark times one epoch of each loop",
+    ("bench", "--augment"): "the plain loop it is measured against has none",
+    ("reproduce", "--dataset"): "the seed table is CIFAR-10's",
+    ("reproduce", "--epochs"): "the seed recipe's",
+}
+
+
+def test_other_commands_flags_named_after_a_setting_take_its_declared_default():
+    from workbench.cli import build_command_parser
+    from workbench.command_table import COMMANDS
+
+    by_option = {item.option: item for item in SETTINGS}
+    drift = []
+    for command in COMMANDS:
+        for action in build_command_parser(command.name)._actions:
+            item = next((by_option[o] for o in action.option_strings if o in by_option), None)
+            if item is None or action.default is None or (command.name, item.option) in OWN_DEFAULTS:
+                continue  # None: a train option, which the config layers fill in
+            if action.default != item.default:
+                drift.append((command.name, item.option, action.default, item.default))
+    assert not drift
+
+
 @pytest.mark.parametrize("item", SETTINGS, ids=[item.name for item in SETTINGS])
 def test_each_setting_round_trips_alone(item, tmp_path):
     value = other_value(item, tmp_path)

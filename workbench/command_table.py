@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from workbench.core.config import DEVICES
-from workbench.options import add_train_options
+from workbench.options import add_setting_option, add_train_options
 
 
 @dataclass(frozen=True)
@@ -98,15 +98,15 @@ def train_options(parser: argparse.ArgumentParser) -> None:
 
 def models_options(parser: argparse.ArgumentParser) -> None:
     parser.description = "List architectures with parameter counts for a data set's shape."
-    parser.add_argument("--dataset", default="cifar10", help="data set name or folder (default: cifar10)")
-    parser.add_argument("--image-size", type=int, default=0, help="(default: the data set's own)")
+    add_setting_option(parser, "dataset")
+    add_setting_option(parser, "image_size")
     parser.add_argument("--arch", help="also show this architecture's layers, output shapes and parameters "
                                        "(a name, or your own network as path/to/file.py:factory)")
 
 
 def runs_options(parser: argparse.ArgumentParser) -> None:
     parser.description = "List past runs, newest first."
-    parser.add_argument("--runs-dir", default="runs", help="(default: runs)")
+    add_setting_option(parser, "runs_dir")
     parser.add_argument("--json", action="store_true", help="every run as JSON (full names and paths)")
     parser.add_argument("--plain", action="store_true",
                         help="one tab-separated line per run, names never cut (the default when piped)")
@@ -116,7 +116,7 @@ def runs_export_options(parser: argparse.ArgumentParser) -> None:
     parser.description = ("A run's metrics in the formats other tools read: CSV, one row per epoch (or per step "
                           "sample with --steps), and TensorBoard event files (pip install -e \".[tensorboard]\").")
     parser.add_argument("run", help="run folder (or its name inside --runs-dir)")
-    parser.add_argument("--runs-dir", default="runs")
+    add_setting_option(parser, "runs_dir")
     parser.add_argument("--csv", metavar="FILE", help="write the CSV here (- or no --tensorboard: stdout)")
     parser.add_argument("--steps", action="store_true", help="CSV of the step samples instead of the epochs")
     parser.add_argument("--tensorboard", metavar="DIR",
@@ -126,7 +126,7 @@ def runs_export_options(parser: argparse.ArgumentParser) -> None:
 def export_options(parser: argparse.ArgumentParser) -> None:
     parser.description = "Export a run's model (pickle-free safetensors + model.json; pt2 and onnx on request)."
     parser.add_argument("run", help="run folder (or its name inside --runs-dir)")
-    parser.add_argument("--runs-dir", default="runs")
+    add_setting_option(parser, "runs_dir")
     parser.add_argument("--format", default="safetensors",
                         help="comma list of safetensors, pt2, onnx (default: safetensors)")
     parser.add_argument("--verify", action="store_true",

@@ -17,6 +17,7 @@ from workbench.core.config import SETTINGS, RunConfig
 from workbench.core.errors import WorkbenchError
 from workbench.core.shown import shown
 from workbench.core.wording import count as counted
+from workbench.options import add_setting_option
 
 EXIT_OK = exit_codes.OK
 
@@ -24,7 +25,7 @@ EXIT_OK = exit_codes.OK
 def compare_options(parser: argparse.ArgumentParser) -> None:
     parser.description = "Compare runs: the settings that differ, best and final test accuracy, time, speed."
     parser.add_argument("runs", nargs="*", help="run folders (or names inside --runs-dir)")
-    parser.add_argument("--runs-dir", default="runs", help="(default: runs)")
+    add_setting_option(parser, "runs_dir")
     parser.add_argument("--sweep", metavar="ID", help="every run of this sweep (see `workbench queue`) or search study")
     parser.add_argument("--storage", metavar="URL", help="a search study's storage (default: RUNS_DIR/search.journal)")
     parser.add_argument("--sort", metavar="COLUMN", default="",
@@ -53,7 +54,7 @@ def sweep_options(parser: argparse.ArgumentParser) -> None:
 def watch_options(parser: argparse.ArgumentParser) -> None:
     parser.description = "The live dashboard of a run that another process trains (p pauses, x stops it)."
     parser.add_argument("run", help="run folder (or its name inside --runs-dir)")
-    parser.add_argument("--runs-dir", default="runs")
+    add_setting_option(parser, "runs_dir")
 
 
 def _accept_lists(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from workbench.core.config import SETTINGS, RunConfig
+from workbench.core.config import SETTING_BY_NAME, SETTINGS, RunConfig
 
 ARG_TYPES = {"int": int, "float": float}  # argparse refuses "x" for these at once; the rest is RunConfig's
 
@@ -28,6 +28,17 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
             continue
         add(item.option, type=ARG_TYPES.get(item.kind), choices=item.choices if item.kind == "str" and item.choices
             else None, metavar=item.metavar, help=text)
+
+
+def add_setting_option(parser: argparse.ArgumentParser, name: str, help: str | None = None) -> None:
+    """One declared setting as a flag of another command (runs, compare, models, ...), with the
+    declaration's type, choices and default, so no command spells them again. `help` replaces the
+    declaration's words where the command uses the setting in its own way; the default is said."""
+    item = SETTING_BY_NAME[name]
+    text = f"{help} (default: {item.default_words()})" if help else item.flag_help()
+    parser.add_argument(item.option, type=ARG_TYPES.get(item.kind), default=item.default, metavar=item.metavar,
+                        choices=item.choices if item.kind == "str" and item.choices else None,
+                        help=text.replace("%", "%%"))
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

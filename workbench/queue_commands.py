@@ -24,6 +24,7 @@ from workbench.core.experiments.runner import JobNotStartable
 from workbench.core.shown import shown
 from workbench.core.wording import count as counted
 from workbench.experiment_commands import terminal_console
+from workbench.options import add_setting_option
 
 EXIT_OK = exit_codes.OK
 MAX_LIMIT = 1_000_000  # `queue --limit`: beyond this, --all says what is meant
@@ -32,7 +33,7 @@ def queue_options(parser: argparse.ArgumentParser) -> None:
     from workbench.options import add_train_options
 
     parser.description = "The job queue of a runs folder: list it (the default), add a job, work through it."
-    parser.add_argument("--runs-dir", default="runs", help="the runs folder whose queue this is (default: runs)")
+    add_setting_option(parser, "runs_dir", "the runs folder whose queue this is")
     _listing_options(parser)
     parser.set_defaults(action="list")
     actions = parser.add_subparsers(dest="action", metavar="{list,add,run,remove}", parser_class=type(parser))

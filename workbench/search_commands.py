@@ -18,6 +18,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.experiments.search.study import PRUNERS, SAMPLERS
 from workbench.core.shown import shown
 from workbench.core.wording import count as counted
+from workbench.options import add_setting_option
 
 EXIT_OK = exit_codes.OK
 
@@ -45,7 +46,7 @@ def join_options(parser: argparse.ArgumentParser) -> None:
                           "checkpoints, and hands their trials back.")
     parser.add_argument("study", help="the study's name (`workbench sweep --search tpe` printed it)")
     parser.add_argument("--storage", metavar="URL", help="the study's storage (default: RUNS_DIR/search.journal)")
-    parser.add_argument("--runs-dir", default="runs", help="where this machine's trial runs go (default: runs)")
+    add_setting_option(parser, "runs_dir", "where this machine's trial runs go")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="trials trained at once (default: 1)")
     parser.add_argument("--gpus", metavar="LIST", help="one trial per GPU at once, e.g. 0,1 (sets --workers)")
     parser.add_argument("--processes-per-trial", type=int, default=1, metavar="N",
