@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.cli import run_here, workbench
 from workbench.cli import main
-from workbench.core import runs
+from workbench.core import exit_codes, runs
 from workbench.core.config import RunConfig
 from workbench.core.experiments.queue import JobQueue, args_for_config, runner_id
 
@@ -124,6 +124,8 @@ def test_a_queue_runner_supervises_without_loading_torch(tmp_path):
             "code = main(['queue', 'run', '--runs-dir', sys.argv[1]])\n"
             "print(code, sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))[:3])\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    JobQueue(tmp_path / "runs").add([["--seed", "1"]])
+    JobQueue(tmp_path / "runs").remove(1)  # a queue with nothing to run: the runner starts, looks, ends
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs")], capture_output=True, text=True,
                           env=env, timeout=60)
     assert done.stdout.splitlines()[-1:] == ["0 []"], done.stdout + done.stderr
@@ -243,12 +245,48 @@ def test_queue_lifecycle_a_trainer_that_ignores_sigterm_is_killed_and_marked(tmp
     assert job.state == "stopped" and "SIGTERM" in job.reason and "killed" in job.reason
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signalled_queue_run_ends_with_that_signals_code_and_puts_the_job_back(tmp_path, monkeypatch, signum):
+    import threading
+
+    from workbench import queue_commands
+
+    class Sleeper:  # a trainer stand-in that stops on SIGTERM, as a trainer does after its step
+        def __init__(self):
+            self.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+
+        def run_dir(self):
+            return None
+
+        def failure(self):
+            return None
+
+    queue = JobQueue(tmp_path / "runs")
+    queue.add([["--seed", "1"]])
+    monkeypatch.setattr(queue_commands, "start_job", lambda queue, job, gpu: Sleeper())
+
+    def signal_once_running():
+        deadline = time.monotonic() + 30
+        while queue.jobs()[0].state != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signum)  # to this process, whose main thread runs the queue
+
+    threading.Thread(target=signal_once_running, daemon=True).start()
+    code = main(["queue", "run", "--runs-dir", str(tmp_path / "runs")])
+    assert code == (exit_codes.TERMINATED if signum == signal.SIGTERM else exit_codes.STOPPED)
+    assert queue.jobs()[0].state != "running"
+
+
 def test_queue_bounds_parallel_jobs_in_one_line(tmp_path, capsys):
     from tests.support.cli import one_line_error
 
+    missing = tmp_path / "mistyped"
+    assert "no queue in" in one_line_error(capsys, ["queue", "run", "--runs-dir", str(missing)])
+    assert not missing.exists()  # refused before anything was written
+    JobQueue(tmp_path / "runs").add([["--seed", "1"]])
     error = one_line_error(capsys, ["queue", "run", "--parallel", "100000", "--runs-dir", str(tmp_path / "runs")])
     assert "--parallel" in error and "per CPU core" in error
-    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "runs" / ".queue").exists()  # no runner's lock or log was written
 
 
 # ---- queue lifecycle: a listing reads what it shows ----------------------------------------
@@ -528,7 +566,7 @@ def test_numbers_from_files_queue_rows_no_workbench_wrote_are_listed_and_failed_
     assert main(["queue", "--runs-dir", str(runs_dir)]) == 0
     listed = capsys.readouterr().out
     assert listed.count("damaged: its args are not a list of train flags") == 3 and "4 pending" in listed
-    assert main(["queue", "run", "--runs-dir", str(runs_dir)]) == 0  # nothing starts: each fails in one line
+    assert main(["queue", "run", "--runs-dir", str(runs_dir)]) == exit_codes.FAILED  # each fails in one line
     out, err = capsys.readouterr()
     assert "usage:" not in out + err and "Traceback" not in err
     assert out.count("failed (its row in the queue is damaged") == 3

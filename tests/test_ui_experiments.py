@@ -156,11 +156,16 @@ async def test_queue_screen_adds_the_form_and_runs_the_job(in_tmp, data_dir):
         await pilot.pause(0.2)
         await pilot.press("u")
         assert await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen), 10)
+        screen = app.screen
+        offered = lambda: (screen.check_action("start_queue", ()), screen.check_action("stop_queue", ()))  # noqa: E731
+        assert offered() == (None, None)  # nothing to start, nothing running: both dimmed
         await pilot.press("a")
         [job] = JobQueue(Path("runs")).jobs()
         assert job.state == "pending" and job.args[job.args.index("--arch") + 1] == "linear"
         assert job.args[job.args.index("--epochs") + 1] == "1"
+        assert await wait_until(pilot, lambda: offered() == (True, None), 10)
         await pilot.press("g")
+        assert await wait_until(pilot, lambda: offered()[1] is True or screen.runner.poll() is not None, 10)
         assert await wait_until(pilot, lambda: JobQueue(Path("runs")).jobs()[0].state in ("done", "failed"), 120)
         job = JobQueue(Path("runs")).jobs()[0]
         assert job.state == "done", job.reason

@@ -144,6 +144,9 @@ def _queue_run(queue, args: argparse.Namespace) -> int:
     from workbench.core.experiments.runner import QueueRunner, visible_gpus
     from workbench.core.notify import Notifier, parse_channels, run_ended_message
 
+    if not queue.exists:  # a mistyped --runs-dir would otherwise get a queue of its own, and nothing to run
+        raise WorkbenchError(f"no queue in {shown(args.runs_dir)}: `workbench queue add` or `workbench sweep` "
+                             "makes one (--runs-dir names the folder)")
     most = 4 * (os.cpu_count() or 1)  # each job is a training process: more would only thrash
     if not 1 <= args.parallel <= most:
         raise WorkbenchError(f"--parallel takes 1 to {most} jobs at once (4 per CPU core of this machine)")
@@ -156,7 +159,12 @@ def _queue_run(queue, args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {shown(line)}", flush=True)
 
+    failed_here: list[int] = []  # the jobs that failed under this runner
+    stopped_by: list[int] = []  # the signal that stopped it
+
     def ended(job_end) -> None:
+        if job_end.state == "failed":
+            failed_here.append(job_end.job.id)
         if notify is not None:
             status = {"done": "finished", "pending": "stopped"}.get(job_end.state, job_end.state)
             name = Path(job_end.run_dir).name if job_end.run_dir else f"job {job_end.job.id}"
@@ -166,6 +174,7 @@ def _queue_run(queue, args: argparse.Namespace) -> int:
                          gpus=gpus, on_event=say, on_job_end=ended)
 
     def on_signal(signum, frame):
+        stopped_by.append(signum)
         say("stopping: the running jobs save a checkpoint and go back to the queue")
         runner.stop()
 
@@ -180,7 +189,10 @@ def _queue_run(queue, args: argparse.Namespace) -> int:
     say(f"{counted(count, 'job')} ended here; {left} pending, {failed} failed in the queue")
     if notify is not None and not left:
         notify("workbench: the queue is done", f"{counted(count, 'job')} ended, {failed} failed")
-    return EXIT_OK
+    # What a scheduler or a script reads: stopped by a signal as `train` is, else whether a job failed here.
+    if stopped_by:
+        return exit_codes.TERMINATED if stopped_by[0] == signal.SIGTERM else exit_codes.STOPPED
+    return exit_codes.FAILED if failed_here else EXIT_OK
 
 
 def _gpu_list(text: str) -> tuple[str, ...]:

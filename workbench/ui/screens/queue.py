@@ -52,6 +52,8 @@ class QueueScreen(Screen):
         self.jobs: dict[str, object] = {}  # by row key, as last listed
         self._states: dict[int, str] | None = None  # each job's state when last listed
         self._searches: dict = {}  # the runs folder's search studies, by name, as last listed
+        self._offered: tuple[bool, bool] | None = None
+        self._pending = False  # (pending jobs, runner alive) the footer last showed
 
     @property
     def runner(self) -> subprocess.Popen | None:
@@ -113,6 +115,10 @@ class QueueScreen(Screen):
         tally = " · ".join(f"{message.counts[state]:,} {state}" for state in order if state in message.counts) or "no jobs yet"
         if len(message.jobs) < sum(message.counts.values()):
             tally += f" (showing {len(message.jobs):,}: the running, the next pending, the last ended)"
+        self._pending = bool(message.counts.get("pending"))
+        if self._offered != (self._pending, self.runner_alive):  # g and G follow what they can do now
+            self._offered = (self._pending, self.runner_alive)
+            self.refresh_bindings()
         running = "the queue is running" if self.runner_alive else "the queue is not running here"
         self.query_one("#queue-hint", Static).update(
             f"{tally} · {running} · enter: watch a job's run · a: add the form · g: start · G: stop · "
@@ -171,6 +177,14 @@ class QueueScreen(Screen):
     @property
     def runner_alive(self) -> bool:
         return self.runner is not None and self.runner.poll() is None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """g while there are pending jobs and no runner of this app's; G while its runner runs (else dimmed)."""
+        if action == "start_queue":
+            return True if self._pending and not self.runner_alive else None
+        if action == "stop_queue":
+            return True if self.runner_alive else None
+        return True
 
     def action_add_job(self) -> None:
         from workbench.core.config import RunConfig
