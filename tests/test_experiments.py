@@ -131,6 +131,18 @@ def test_sweep_refuses_a_bad_value_by_name(given, named):
         expand(given, RunConfig(), [])
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["sweep", "--arch", "basic_cnn", "--recipe", "standard,speedrun"], "the point --recipe speedrun is refused"),
+    (["queue", "add", "--arch", "basic_cnn", "--recipe", "speedrun"], "tuned for the speedrun network"),
+    (["sweep", "--arch", "linear", "--seed", "1,2", "--sweep-random", "0"], "--sweep-random takes a number"),
+])
+def test_what_train_would_refuse_is_refused_before_it_is_queued(tmp_path, capsys, argv, said):
+    from tests.support.cli import one_line_error
+
+    assert said in one_line_error(capsys, [*argv, "--dataset", "shapes", "--runs-dir", str(tmp_path / "runs")])
+    assert not (tmp_path / "runs").exists()
+
+
 def test_sweep_cli_refuses_before_anything_is_queued(tmp_path):
     runs_dir = tmp_path / "runs"
     bad = run_here("sweep", "--dataset", "shapes", "--lr", "0.1,0", "--runs-dir", runs_dir)

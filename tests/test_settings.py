@@ -220,6 +220,20 @@ def test_toml_accepts_dashed_keys_and_rejects_unknown(tmp_path):
     bad.write_text("colour = 3\n")
     with pytest.raises(WorkbenchError, match="unknown setting 'colour'"):
         RunConfig.from_toml(bad)
+    twice = tmp_path / "twice.toml"
+    twice.write_text("clip_grad_norm = 1\nclip-grad-norm = 2\n")
+    with pytest.raises(WorkbenchError, match="sets clip_grad_norm twice"):
+        RunConfig.from_toml(twice)
+
+
+@pytest.mark.parametrize("line", ['runs_dir = ["a", "b"]', "data_dir = true", "runs_dir = 7", "dataset = 1979-05-27",
+                                  "arch = 3.5"])
+def test_a_text_setting_in_toml_takes_only_text(tmp_path, line):
+    path = tmp_path / "run.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(WorkbenchError, match="is not text"):
+        RunConfig.from_toml(path)
+    assert RunConfig.from_mapping({"runs_dir": tmp_path / "runs"}).runs_dir == str(tmp_path / "runs")  # a Path is text
 
 
 def test_a_past_run_still_reads_after_its_data_folder_is_gone(tmp_path):

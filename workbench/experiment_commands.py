@@ -42,7 +42,7 @@ def sweep_options(parser: argparse.ArgumentParser) -> None:
                           "Then `workbench queue run` trains them.")
     add_train_options(parser)
     _accept_lists(parser)
-    parser.add_argument("--sweep-random", type=int, default=0, metavar="N",
+    parser.add_argument("--sweep-random", type=int, metavar="N",
                         help="queue N distinct points picked at random from the grid (seeded by --sweep-seed)")
     parser.add_argument("--sweep-seed", type=int, default=0, help="(default: 0)")
     parser.add_argument("--dry-run", action="store_true", help="list the points, queue nothing")
@@ -197,9 +197,9 @@ def run_sweep(args: argparse.Namespace) -> int:
         return make_study(args, given, base)
     if args.trials or args.prune != "none" or args.storage or args.study:
         raise WorkbenchError("--trials, --prune, --storage and --study belong to a search: add --search tpe")
-    if args.sweep_random < 0:
+    if args.sweep_random is not None and args.sweep_random < 1:  # 0 would quietly queue the whole grid
         raise WorkbenchError("--sweep-random takes a number of points, 1 or more")
-    sweep = expand(given, base, fixed, random_picks=args.sweep_random, seed=args.sweep_seed, check=fits_checker())
+    sweep = expand(given, base, fixed, random_picks=args.sweep_random or 0, seed=args.sweep_seed, check=fits_checker())
     runs_dir = args.runs_dir or "runs"
     if sweep.duplicates:
         print(shown(sweep.duplicates_line()))

@@ -304,7 +304,13 @@ def read_toml_table(path: Path) -> dict[str, Any]:
         raise WorkbenchError(f"cannot read config file {path} ({error.strerror or error})") from None
     except tomllib.TOMLDecodeError as error:
         raise WorkbenchError(f"config file {path} is not valid TOML: {error}") from None
-    return {key.replace("-", "_"): value for key, value in data.items()}
+    table: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name in table:  # clip_grad_norm and clip-grad-norm: which one was meant is not ours to guess
+            raise WorkbenchError(f"config file {path} sets {name} twice ({name} and {key}); keep one")
+        table[name] = value
+    return table
 
 
 # ---- helpers ---------------------------------------------------------------------------

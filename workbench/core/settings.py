@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +94,7 @@ class Setting:
         try:
             return _COERCE[self.kind](raw)
         except (TypeError, ValueError, OverflowError):
-            expected = {"int": "a whole number", "float": "a number", "bool": "true or false"}
+            expected = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text (quoted in TOML)"}
             raise ConfigError(self.name, f"{raw!r} is not {expected.get(self.kind, 'valid')}") from None
         except _NotFinite:
             raise ConfigError(self.name, f"{raw!r} is not a finite number") from None
@@ -178,7 +179,15 @@ def _to_float(raw: Any) -> float:
     return number
 
 
-_COERCE = {"list": _to_list, "bool": _to_bool, "int": _to_int, "float": _to_float, "str": lambda raw: str(raw).strip()}
+def _to_str(raw: Any) -> str:
+    if isinstance(raw, os.PathLike):
+        raw = os.fspath(raw)
+    if not isinstance(raw, str):  # a TOML list, boolean, number or date is no name or path (runs_dir = 7)
+        raise TypeError(raw)
+    return raw.strip()
+
+
+_COERCE = {"list": _to_list, "bool": _to_bool, "int": _to_int, "float": _to_float, "str": _to_str}
 
 
 def _int(bound: float | None) -> str:
