@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 import threading
 
 import pytest
@@ -507,7 +508,7 @@ def test_numbers_from_files_a_checkpoint_is_bounded_like_its_flags(finished_run,
     assert "is damaged: " + words in one_line_error(capsys, ["export", str(run_dir)])
 
 
-def test_files_read_back_a_relative_data_folder_is_recorded_whole(tmp_path, monkeypatch, recorder):
+def test_files_read_back_a_relative_data_folder_is_recorded_whole(tmp_path, monkeypatch, recorder, capsys):
     from workbench.core.config import RunConfig
 
     image_folder(tmp_path / "start" / "tiny")
@@ -521,8 +522,14 @@ def test_files_read_back_a_relative_data_folder_is_recorded_whole(tmp_path, monk
     elsewhere = tmp_path / "elsewhere"
     (elsewhere / "tiny").mkdir(parents=True)  # a folder of the same name where the resume runs: not the data
     monkeypatch.chdir(elsewhere)
-    assert main(["train", "--resume", str(run_dir), "--epochs", "2"]) == 0
+    # The same seed and augmentation as the run's are no change; --runs-dir finds a run by name only.
+    assert main(["train", "--resume", str(run_dir), "--epochs", "2", "--seed", "0", "--augment", "none",
+                 "--runs-dir", "nowhere"]) == 0
     assert runs.read_status(run_dir)[0] == "finished"
+    assert Path(RunConfig.from_toml(run_dir / "config.toml").runs_dir).resolve() == run_dir.parent.resolve()
+    assert not (elsewhere / "nowhere").exists()
+    changed = one_line_error(capsys, ["train", "--resume", str(run_dir), "--epochs", "3", "--seed", "1"])
+    assert "(got --seed)" in changed and "--preset" not in changed  # only flags a resume takes are named
 
 
 def test_a_resume_to_more_epochs_steps_at_the_new_schedules_rate_from_its_first_step(tmp_path):
