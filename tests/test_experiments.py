@@ -135,12 +135,29 @@ def test_sweep_refuses_a_bad_value_by_name(given, named):
     (["sweep", "--arch", "basic_cnn", "--recipe", "standard,speedrun"], "the point --recipe speedrun is refused"),
     (["queue", "add", "--arch", "basic_cnn", "--recipe", "speedrun"], "tuned for the speedrun network"),
     (["sweep", "--arch", "linear", "--seed", "1,2", "--sweep-random", "0"], "--sweep-random takes a number"),
+    (["sweep", "--arch", "speedrun", "--recipe", "speedrun", "--clip-grad-norm", "0,1,2"],
+     "--clip-grad-norm is not read by the speedrun recipe"),
 ])
 def test_what_train_would_refuse_is_refused_before_it_is_queued(tmp_path, capsys, argv, said):
     from tests.support.cli import one_line_error
 
     assert said in one_line_error(capsys, [*argv, "--dataset", "shapes", "--runs-dir", str(tmp_path / "runs")])
     assert not (tmp_path / "runs").exists()
+
+
+def test_compare_counts_no_difference_in_a_setting_a_runs_recipe_does_not_read(tmp_path):
+    from workbench.core.experiments.compare import format_setting
+
+    for name, values in (("standard", {}), ("speedrun-a", dict(recipe="speedrun", arch="speedrun", lr=0.5,
+                                                                    clip_grad_norm=5.0)),
+                         ("speedrun-b", dict(recipe="speedrun", arch="speedrun", lr=0.1))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.toml").write_text(RunConfig.from_mapping(values).to_toml())
+    both = compare([tmp_path / "speedrun-a", tmp_path / "speedrun-b"])
+    assert "lr" not in both.differ and "clip_grad_norm" not in both.differ  # the speedrun sets its own
+    mixed = compare([tmp_path / "standard", tmp_path / "speedrun-a"])
+    assert "clip_grad_norm" in mixed.differ  # one run reads it
+    assert [format_setting(run.settings["clip_grad_norm"]) for run in mixed.runs] == ["0", "-"]
 
 
 def test_sweep_cli_refuses_before_anything_is_queued(tmp_path):

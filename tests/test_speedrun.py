@@ -190,12 +190,14 @@ def test_the_preset_and_arch_speedrun_alone_both_train_through_fit(tiny):
     base = tiny()
     preset = preset_config("cifar10-speedrun").replace(
         dataset="shapes", epochs=1, device="cpu", compile=False, precision="fp32", batch_size=512,
-        data_dir=base.data_dir, runs_dir=base.runs_dir,
+        data_dir=base.data_dir, runs_dir=base.runs_dir, clip_grad_norm=5.0,
     )
     assert preset.recipe == "speedrun" and preset.val_fraction == 0
     events = Recorder()
     fit(preset, events, recipe=sr.SpeedrunRecipe(TINY), data=random_data(train=1024))
     assert events.of(Finished) and events.of(Finished)[-1].status == "finished", events[-1]
+    # A setting given that this recipe does not read is said, not silently recorded as if it acted.
+    assert any("speedrun recipe does not read --clip-grad-norm 5" in n.message for n in events.of(Notice))
 
     # --arch speedrun under the standard recipe: the network still gets its whitening from the data.
     events = Recorder()

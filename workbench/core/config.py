@@ -252,6 +252,22 @@ def ignored_by(recipe: str) -> tuple[str, ...]:
     return tuple(item.name for item in SETTINGS if not item.reads(recipe))
 
 
+def unread_notices(config: RunConfig) -> list[str]:
+    """A sentence naming the flags given a value other than their default that `config`'s recipe
+    does not read (recorded, but without effect: said, not left to look as if they acted); [] for none."""
+    def words(value: Any) -> str:
+        return ",".join(value) or "none" if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) \
+            else str(value)
+
+    unread = [f"{item.option} {words(getattr(config, item.name))}" for item in SETTINGS
+              if item.flag and not item.reads(config.recipe)
+              and item.normal_form(getattr(config, item.name)) != item.normal_form(item.default)]
+    if not unread:
+        return []
+    return [f"the {config.recipe} recipe does not read {', '.join(unread)}: it trains as if "
+            f"{'it was' if len(unread) == 1 else 'they were'} not given"]
+
+
 def changed_on_resume(saved: dict[str, Any], config: RunConfig) -> list[tuple[str, Any, Any]]:
     """(setting, checkpoint's value, config's value) of each setting a resume must keep but that differs.
 

@@ -98,6 +98,10 @@ def read_figures(run_dir: Path, sweep: str = "") -> RunFigures:
     status, reason = runs.read_status(run_dir)
     if status == "running" and runs.is_interrupted(run_dir):
         status = "interrupted"
+    recipe = str(settings.get("recipe", "standard"))
+    for key in settings:  # what its recipe does not read had no effect: no value to compare (shown -)
+        if key in DECLARED and not DECLARED[key].reads(recipe):
+            settings[key] = None
     info = _run_info(run_dir)
     if settings.get("image_size") == 0 and isinstance(info.get("image_size"), int):
         settings["image_size"] = info["image_size"]  # "the data set's own": the size it trained at
@@ -279,6 +283,8 @@ def _hashable(value: Any) -> Any:
 
 
 def format_setting(value: Any) -> str:
+    if value is None:
+        return "-"  # not read by the run's recipe
     if isinstance(value, list):
         return ",".join(value) or "none"
     if isinstance(value, bool):

@@ -106,6 +106,11 @@ def expand(given: dict[str, str], base: RunConfig, fixed_args: list[str], *, ran
         duplicates += dropped
         given_size *= len(values)
     fields = list(lists)
+    recipes = sorted(set(lists.get("recipe", [base.recipe])))
+    for field in fields:  # values no recipe of the sweep reads would train one run several times
+        if len(lists[field]) > 1 and field in DECLARED and not any(DECLARED[field].reads(r) for r in recipes):
+            raise WorkbenchError(f"{flag(field)} is not read by the {' or '.join(recipes)} recipe: its "
+                                 f"{len(lists[field])} values would train the same run; nothing was queued")
     sizes = [len(lists[field]) for field in fields]
     total = math.prod(sizes)
     if random_picks:

@@ -134,8 +134,8 @@ class SpeedrunRecipe(Recipe):
             f"Nesterov lr {hyp['lr']:g} per 1024 examples (momentum {hyp['momentum']:g}), BN biases "
             f"x{hyp['bias_lr_scale']:g}, label smoothing {hyp['label_smoothing']:g}, lookahead, "
             f"translate {hyp['translate']} px + {'alternating' if hyp['alternating_flip'] else 'random'} "
-            f"flip, TTA level {hyp['tta_level']}, {config.precision}; the form's optimizer, lr, "
-            "schedule and augmentation settings are not used"
+            f"flip, TTA level {hyp['tta_level']}, {config.precision}; it sets its own optimizer, rate, "
+            "schedule and augmentation"
         )
 
     def record(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from workbench.core.config import RunConfig
+from workbench.core.config import RunConfig, unread_notices
 from workbench.core.data.types import Dataset
 from workbench.core.errors import ConfigError, NonFiniteLoss, StopRequested, WorkbenchError
 from workbench.core.events import EpochMetrics, EventSink, Failed, Finished
@@ -144,7 +144,7 @@ class _Session:
             raise ConfigError("recipe", f"the {self.recipe.name} recipe trains in one process (its whitening, "
                                         "lookahead and per-1024 learning rate are not data-parallel yet); train it "
                                         "without torchrun, or use the standard recipe")
-        for notice in device_notices:
+        for notice in device_notices + unread_notices(config):
             self.emit(Notice(notice, "warning"))
         seed_everything(config.seed)
         if device.type == "cuda":
