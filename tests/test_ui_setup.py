@@ -19,6 +19,7 @@ from tests.support.ui import (
     type_into,
     wait_until,
 )
+from workbench.ui.screens.queue import QueueScreen
 from workbench.ui.screens.runs import RunsScreen
 from workbench.ui.screens.setup import SetupScreen
 from workbench.ui.widgets.footer import FittedFooter
@@ -84,6 +85,12 @@ async def test_keys_move_through_the_form_and_the_palette_reaches_every_screen(t
         await pilot.press("ctrl+p")
         await pilot.pause(0.3)
         await pilot.press(*"show runs", "enter")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), 5)
+        await pilot.press("ctrl+p")  # the runs screen's own keys are in the palette too
+        await pilot.pause(0.3)
+        await pilot.press(*"queue", "enter")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen), 5)
+        await pilot.press("escape")
         assert await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), 5)
         await pilot.press("escape")
         assert await wait_until(pilot, lambda: isinstance(app.screen, SetupScreen), 5)

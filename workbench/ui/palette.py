@@ -28,6 +28,7 @@ class WorkbenchCommands(Provider):
             for action in ACTIONS
             if action.name != "quit" and app.available(action.name, self.screen)
         ]
+        commands += self._screen_keys()
         if self.screen is app.setup_screen:
             for name, (description, _) in PRESETS.items():
                 commands.append((f"Preset: {name}", description, partial(app.setup_screen.use_preset, name)))
@@ -36,6 +37,20 @@ class WorkbenchCommands(Provider):
                     (f"Architecture: {arch.name}", arch.description, partial(app.setup_screen.use_architecture, arch.name))
                 )
         return commands
+
+    def _screen_keys(self) -> list[tuple[str, str, Callable[[], object]]]:
+        """The keys the screen and its focused widget add to the footer (compare, tabs, zoom, ...),
+        as the footer shows them: enabled ones only, each action once."""
+        app, found, seen = self.workbench, [], set()
+        for active in self.screen.active_bindings.values():
+            binding = active.binding
+            if active.node is app or not active.enabled or not binding.show or (active.node, binding.action) in seen:
+                continue
+            seen.add((active.node, binding.action))
+            key = binding.key_display or app.get_key_display(binding)
+            found.append((binding.description, f"{binding.tooltip or binding.description} ({key})",
+                          partial(app.run_action, binding.action, active.node)))
+        return found
 
     async def discover(self) -> Hits:
         for title, help_text, callback in self._commands():
