@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from tests.support.cli import run_here
 from workbench.core.config import RunConfig
@@ -137,6 +138,8 @@ def test_sweep_refuses_a_bad_value_by_name(given, named):
     (["sweep", "--arch", "linear", "--seed", "1,2", "--sweep-random", "0"], "--sweep-random takes a number"),
     (["sweep", "--arch", "speedrun", "--recipe", "speedrun", "--clip-grad-norm", "0,1,2"],
      "--clip-grad-norm is not read by the speedrun recipe"),
+    pytest.param(["queue", "add", "--arch", "linear", "--device", "cuda"], "no CUDA GPU is visible",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
 def test_what_train_would_refuse_is_refused_before_it_is_queued(tmp_path, capsys, argv, said):
     from tests.support.cli import one_line_error
