@@ -215,7 +215,7 @@ async def test_panels_swapped_in_on_a_small_terminal_show_this_runs_curve_and_li
         lr = dashboard.charts.lr
         assert lr.region.area > 0 and lr._drawn_version == lr.version  # this run's curve, not an empty frame
         first = dashboard.outcome
-        await pilot.press("s")  # a second run trains while the log is hidden
+        await pilot.press("escape", "s")  # a second run, from the form, trains while the log is hidden
         assert await wait_until(pilot, lambda: dashboard.outcome not in (None, first) and not dashboard.busy, 120)
         assert await wait_until(pilot, lambda: lr._drawn_version == lr.version, 5)  # shown: the timer draws it
         await pilot.press("o")  # the log back: its lines use its whole width, not the 20 columns of a hidden log
