@@ -226,6 +226,14 @@ def test_toml_accepts_dashed_keys_and_rejects_unknown(tmp_path):
         RunConfig.from_toml(twice)
 
 
+def test_a_config_files_preset_label_must_name_a_preset(tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text('preset = "bogus"\n')
+    assert "preset 'bogus' is no preset" in one_line_error(capsys, ["train", "--config", str(path)])
+    path.write_text('preset = "shapes-quick"\nepochs = 1\n')  # a run's own config.toml names its preset
+    assert from_flags(["--config", str(path)]).preset == "shapes-quick"
+
+
 @pytest.mark.parametrize("line", ['runs_dir = ["a", "b"]', "data_dir = true", "runs_dir = 7", "dataset = 1979-05-27",
                                   "arch = 3.5"])
 def test_a_text_setting_in_toml_takes_only_text(tmp_path, line):

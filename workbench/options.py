@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from workbench.core.config import SETTING_BY_NAME, SETTINGS, RunConfig
+from workbench.core.errors import WorkbenchError
 
 ARG_TYPES = {"int": int, "float": float}  # argparse refuses "x" for these at once; the rest is RunConfig's
 
@@ -50,5 +51,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         base = preset_config(args.preset)
     if getattr(args, "config", None):
         base = RunConfig.from_toml(Path(args.config), base)
+        if base.preset and base.preset != getattr(args, "preset", None):  # a label naming no preset misleads
+            from workbench.core.presets import PRESETS
+
+            if base.preset not in PRESETS:
+                raise WorkbenchError(f"{args.config}: preset {base.preset!r} is no preset (choose one of "
+                                     f"{', '.join(PRESETS)}, with --preset); a config file's preset is only a label")
     flags = {item.name: getattr(args, item.name) for item in SETTINGS if getattr(args, item.name, None) is not None}
     return RunConfig.from_mapping(flags, base)
