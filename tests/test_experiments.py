@@ -140,6 +140,7 @@ def test_sweep_refuses_a_bad_value_by_name(given, named):
      "--clip-grad-norm is not read by the speedrun recipe"),
     pytest.param(["queue", "add", "--arch", "linear", "--device", "cuda"], "no CUDA GPU is visible",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
+    (["sweep", "--arch", "linear", "--device", "cpu", "--precision", "fp16,bf16"], "fp16 needs a GPU"),
 ])
 def test_what_train_would_refuse_is_refused_before_it_is_queued(tmp_path, capsys, argv, said):
     from tests.support.cli import one_line_error

@@ -222,8 +222,20 @@ def test_toml_accepts_dashed_keys_and_rejects_unknown(tmp_path):
         RunConfig.from_toml(bad)
     twice = tmp_path / "twice.toml"
     twice.write_text("clip_grad_norm = 1\nclip-grad-norm = 2\n")
-    with pytest.raises(WorkbenchError, match="sets clip_grad_norm twice"):
+    with pytest.raises(WorkbenchError, match=r"sets clip_grad_norm twice \(clip_grad_norm and clip-grad-norm\)"):
         RunConfig.from_toml(twice)
+    twice.write_text("clip-grad-norm = 1\nclip_grad_norm = 2\n")
+    with pytest.raises(WorkbenchError, match=r"sets clip_grad_norm twice \(clip-grad-norm and clip_grad_norm\)"):
+        RunConfig.from_toml(twice)
+
+
+def test_a_resume_takes_a_list_setting_in_any_order_and_refuses_a_changed_one():
+    from workbench.core.config import changed_on_resume
+
+    saved = RunConfig.from_mapping({"augment": "crop,flip"}).to_dict()
+    assert changed_on_resume(saved, RunConfig.from_mapping({"augment": "flip,crop"})) == []
+    assert [name for name, _, _ in changed_on_resume(saved, RunConfig.from_mapping({"augment": "flip", "seed": 1}))] \
+        == ["augment", "seed"]
 
 
 def test_a_config_files_preset_label_must_name_a_preset(tmp_path, capsys):

@@ -78,6 +78,11 @@ async def test_the_lr_finder_draws_the_whole_curve_on_log_axes_with_readable_tic
     app = CurveHost()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.3)
+        from textual.widgets._footer import FooterKey
+
+        # Its own keys in a footer of its own, not the form's below, which do nothing here.
+        assert [(key.key, key.description) for key in app.screen.query(FooterKey)] == [("enter", "Use it"),
+                                                                                     ("escape", "Close")]
         plot = app.screen.query_one(PlotextPlot)
         drawn = plot.plt.build()  # twice, as renders do: the same picture each time
         assert drawn == plot.plt.build()

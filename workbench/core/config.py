@@ -274,8 +274,14 @@ def changed_on_resume(saved: dict[str, Any], config: RunConfig) -> list[tuple[st
     A setting the checkpoint does not record (it predates the setting) is not compared."""
     now = config.to_dict()
     was, wanted = {**saved, **whole_paths(saved)}, {**now, **whole_paths(now)}  # 'tiny' and './tiny/' are one folder
+    def differs(item) -> bool:  # crop,flip and flip,crop are one augmentation
+        try:
+            return item.normal_form(was[item.name]) != item.normal_form(wanted[item.name])
+        except TypeError:  # a hand-edited record of another type: a change
+            return True
+
     return [(item.name, saved[item.name], now[item.name]) for item in SETTINGS
-            if not item.resumable and item.name in saved and was[item.name] != wanted[item.name]]
+            if not item.resumable and item.name in saved and differs(item)]
 
 
 def whole_paths(values: dict[str, Any]) -> dict[str, Any]:
@@ -321,11 +327,12 @@ def read_toml_table(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as error:
         raise WorkbenchError(f"config file {path} is not valid TOML: {error}") from None
     table: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for key, value in data.items():
         name = key.replace("-", "_")
         if name in table:  # clip_grad_norm and clip-grad-norm: which one was meant is not ours to guess
-            raise WorkbenchError(f"config file {path} sets {name} twice ({name} and {key}); keep one")
-        table[name] = value
+            raise WorkbenchError(f"config file {path} sets {name} twice ({spelled[name]} and {key}); keep one")
+        table[name], spelled[name] = value, key
     return table
 
 

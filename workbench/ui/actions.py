@@ -10,7 +10,7 @@ from rich.markup import escape
 from textual import work
 from textual.binding import Binding
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
@@ -20,7 +20,7 @@ from workbench.ui import formatting as fmt
 from workbench.ui import workers
 from workbench.ui.screens.images import ImagesScreen
 from workbench.ui.screens.inspect import InspectScreen
-from workbench.ui.screens.modals import Question, TooSmall, confirm_unevaluated_export, offer_resume
+from workbench.ui.screens.modals import confirm_unevaluated_export, offer_resume
 from workbench.ui.screens.runs import RunsScreen
 from workbench.ui.screens.setup import SetupScreen
 from workbench.ui.screens.dashboard import DashboardScreen
@@ -129,7 +129,7 @@ class WorkbenchActions:
 
     def available(self: WorkbenchApp, action: str, screen: Screen) -> bool | None:
         """True: offered; None: shown but disabled; False: hidden (and the key does nothing)."""
-        if isinstance(screen, (Question, TooSmall)):
+        if isinstance(screen, ModalScreen):  # a question, the LR finder, ...: only its own keys act
             return action == "quit"
         spec = ACTION_BY_NAME.get(action)
         return True if spec is None else spec.when(self, screen)

@@ -28,7 +28,7 @@ class WorkbenchCommands(Provider):
             for action in ACTIONS
             if action.name != "quit" and app.available(action.name, self.screen)
         ]
-        commands += self._screen_keys()
+        commands += self._screen_keys(shown={title for title, _, _ in commands})
         if self.screen is app.setup_screen:
             for name, (description, _) in PRESETS.items():
                 commands.append((f"Preset: {name}", description, partial(app.setup_screen.use_preset, name)))
@@ -38,15 +38,16 @@ class WorkbenchCommands(Provider):
                 )
         return commands
 
-    def _screen_keys(self) -> list[tuple[str, str, Callable[[], object]]]:
+    def _screen_keys(self, shown: set[str]) -> list[tuple[str, str, Callable[[], object]]]:
         """The keys the screen and its focused widget add to the footer (compare, tabs, zoom, ...),
-        as the footer shows them: enabled ones only, each action once."""
-        app, found, seen = self.workbench, [], set()
+        as the footer shows them: enabled ones only, each once, none named like an app command
+        already `shown` (inspect's own Back is the app's Back, for a text field first)."""
+        app, found = self.workbench, []
         for active in self.screen.active_bindings.values():
             binding = active.binding
-            if active.node is app or not active.enabled or not binding.show or (active.node, binding.action) in seen:
+            if active.node is app or not active.enabled or not binding.show or binding.description in shown:
                 continue
-            seen.add((active.node, binding.action))
+            shown.add(binding.description)
             key = binding.key_display or app.get_key_display(binding)
             found.append((binding.description, f"{binding.tooltip or binding.description} ({key})",
                           partial(app.run_action, binding.action, active.node)))

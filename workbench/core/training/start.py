@@ -70,14 +70,14 @@ def starting_point(config: RunConfig, fetch: bool = True) -> StartingPoint | Non
 def check_start(config: RunConfig) -> None:
     """Refuse now what starting the run would refuse (a weights file that is not there, a run of
     another network, two starting points, fine-tuning from nothing, a network its recipe cannot
-    train, a device this machine does not have) without downloading anything: for the form, a
+    train, a device or precision this machine does not have) without downloading anything: for the form, a
     queued job and a sweep's points, which train later, here."""
-    from workbench.core.training.device import pick_device
+    from workbench.core.training.device import autocast_dtype, pick_device
     from workbench.core.training.recipes import recipe_for
 
     starting_point(config, fetch=False)
     recipe_for(config).check(config)
-    pick_device(config.device)
+    autocast_dtype(config.precision, pick_device(config.device)[0])  # fp16 on the CPU, cuda without a GPU
 
 
 def _from_run(config: RunConfig) -> StartingPoint:

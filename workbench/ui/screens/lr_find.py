@@ -19,6 +19,7 @@ from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
 from workbench.core.config import RunConfig
+from workbench.ui.widgets.footer import FittedFooter
 
 
 class CurvePoint(Message):
@@ -57,6 +58,7 @@ class LrFindScreen(ModalScreen[float | None]):
             yield PlotextPlot(id="lr-find-plot")
             yield Static("starting the range test (a throwaway copy of the model; the form's run is untouched)…",
                          id="lr-find-status", markup=False)
+        yield FittedFooter()  # its own keys: the form's footer below stays drawn and its keys do nothing here
 
     def on_mount(self) -> None:
         self._draw()

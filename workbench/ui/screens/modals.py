@@ -97,7 +97,7 @@ class TooSmall(ModalScreen[None]):
 class TrainOnQuestion(ModalScreen[int | None]):
     """How many epochs a run from the runs list should reach when it trains on; enter starts, escape cancels."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, name: str, status: str, done: int, target: int) -> None:
         super().__init__(id="train-on")
@@ -112,6 +112,7 @@ class TrainOnQuestion(ModalScreen[int | None]):
                          "cancels)", classes="question-text")
             yield Input(str(self.target), id="train-on-epochs", type="integer", compact=True)
             yield Static("", id="train-on-error", classes="field-error")
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         self.query_one("#train-on-epochs").focus()

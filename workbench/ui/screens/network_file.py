@@ -12,6 +12,7 @@ from textual.widgets import Input, Static
 
 from workbench.core.errors import WorkbenchError
 from workbench.ui import workers
+from workbench.ui.widgets.footer import FittedFooter
 
 EXAMPLE = """\
 def make_net(in_channels, num_classes, image_size):
@@ -35,6 +36,7 @@ class NetworkFileScreen(ModalScreen[tuple[workers.Architecture, int] | None]):
             yield Static(escape(EXAMPLE), classes="network-example")
             yield Input(placeholder="path/to/my_nets.py:make_net", id="network-spec")
             yield Static("enter checks and adds it; escape cancels", id="network-status")
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()

@@ -190,8 +190,11 @@ class QueueScreen(Screen):
         from workbench.core.config import RunConfig
         from workbench.core.experiments.queue import JobQueue, args_for_config
 
+        from workbench.core.training.start import check_start
+
         try:
             config = RunConfig.from_mapping(self.app.setup_screen.form_values())
+            check_start(config)  # what train would refuse at the job's turn is refused now, as queue add does
             JobQueue(self.runs_dir).add([args_for_config(config.absolute())])  # the whole config, paths absolute
         except WorkbenchError as error:
             self.notify(f"Not queued: {error}", severity="error")
