@@ -7,6 +7,7 @@ import re
 
 import pytest
 from textual.app import App
+from textual.widgets._footer import FooterKey
 
 from tests.support.ui import SIZE, asynchronous, models_ready, tiny_config, wait_until
 from workbench.core.config import RunConfig
@@ -49,26 +50,38 @@ async def test_the_charts_mark_the_best_epoch(tmp_path, data_dir):
         assert "best" in dashboard.charts.accuracy.border_subtitle
 
 
+def dipping_curve() -> list[tuple[float, float, float]]:
+    """(lr, loss, smoothed): a loss that dips near 1e-2 and explodes past 0.1, over seven decades."""
+    points, smoothed = [], 2.3
+    for i in range(71):
+        lr = 1e-7 * 10 ** (i / 10)
+        loss = 2.3 - 1.5 * math.exp(-((math.log10(lr) + 2) ** 2)) + 40 * lr ** 2
+        smoothed = 0.8 * smoothed + 0.2 * loss
+        points.append((lr, loss, smoothed))
+    return points
+
+
 class RecordedCurve(LrFindScreen):
-    """The LR finder's screen fed a recorded curve (not a child process): a loss that dips near 1e-2
-    and explodes past 0.1, over seven decades of learning rate."""
+    """The LR finder's screen fed a recorded curve (not a child process), and its result if any."""
+
+    points = dipping_curve()
+    finished: dict | None = {"suggestion": 1e-3, "rule": "lowest smoothed loss / 10", "ended": "the loss exploded",
+                           "steepest": 3e-3}
 
     def _run(self, config) -> None:
         from workbench.ui.screens.lr_find import CurveDone, CurvePoint
 
-        smoothed = 2.3
-        for i in range(71):
-            lr = 1e-7 * 10 ** (i / 10)
-            loss = 2.3 - 1.5 * math.exp(-((math.log10(lr) + 2) ** 2)) + 40 * lr ** 2
-            smoothed = 0.8 * smoothed + 0.2 * loss
-            self.post_message(CurvePoint(lr, loss, smoothed))
-        self.post_message(CurveDone({"suggestion": 1e-3, "rule": "lowest smoothed loss / 10",
-                                     "ended": "the loss exploded", "steepest": 3e-3}))
+        for point in self.points:
+            self.post_message(CurvePoint(*point))
+        if self.finished is not None:  # the test's end: its suggestion and why it stopped
+            self.post_message(CurveDone(self.finished))
 
 
 class CurveHost(App):
+    curve = RecordedCurve  # the screen it shows
+
     def on_mount(self) -> None:
-        self.push_screen(RecordedCurve(RunConfig()))
+        self.push_screen(self.curve(RunConfig()))
 
 
 @asynchronous
@@ -78,8 +91,6 @@ async def test_the_lr_finder_draws_the_whole_curve_on_log_axes_with_readable_tic
     app = CurveHost()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.3)
-        from textual.widgets._footer import FooterKey
-
         # Its own keys in a footer of its own, not the form's below, which do nothing here.
         assert [(key.key, key.description) for key in app.screen.query(FooterKey)] == [("enter", "Use it"),
                                                                                      ("escape", "Close")]
@@ -91,20 +102,15 @@ async def test_the_lr_finder_draws_the_whole_curve_on_log_axes_with_readable_tic
         assert all(f"{tick}┤" in plain for tick in ("10", " 5", " 2"))  # more than a decade of loss: log, 1 2 5
 
 
-class SpikedCurve(LrFindScreen):
-    """A run that barely moves (2.3012..2.3108 smoothed), then one step at a loss of 2000."""
+class SpikedCurve(RecordedCurve):
+    """A run that barely moves (2.3012..2.3108 smoothed), then one step at a loss of 2000; still running."""
 
-    def _run(self, config) -> None:
-        from workbench.ui.screens.lr_find import CurvePoint
-
-        for i in range(30):
-            loss = 2000.0 if i == 29 else 2.31 - 0.0003 * i
-            self.post_message(CurvePoint(1e-5 * 1.3 ** i, loss, 2.3108 - 0.0003 * i))
+    points = [(1e-5 * 1.3 ** i, 2000.0 if i == 29 else 2.31 - 0.0003 * i, 2.3108 - 0.0003 * i) for i in range(30)]
+    finished = None
 
 
-class SpikeHost(App):
-    def on_mount(self) -> None:
-        self.push_screen(SpikedCurve(RunConfig()))
+class SpikeHost(CurveHost):
+    curve = SpikedCurve
 
 
 @asynchronous

@@ -35,23 +35,14 @@ def run_train(args: argparse.Namespace) -> int:
                                  "--config and --preset do not apply")
         run_dir = runs.resolve_run(args.resume, args.runs_dir or "runs")
         config = runs.read_config(run_dir, for_resume=True)
-        from workbench.core.config import SETTING_BY_NAME, SETTINGS, whole_paths
+        from workbench.core.config import SETTINGS, changed_on_resume
 
         # --runs-dir here says where to find the run by name; the run stays in its own folder.
         overrides = {field: getattr(args, field) for field in config.__dataclass_fields__
                      if field != "runs_dir" and getattr(args, field, None) is not None}
         allowed = {item.name for item in SETTINGS if item.resumable and item.flag}  # each declaration says
-
-        def same(name: str, given) -> bool:  # --seed 0 on a run of seed 0 changes nothing
-            item = SETTING_BY_NAME[name]
-            try:
-                value = item.coerce(given)
-            except WorkbenchError:
-                return False  # a bad value: refused as a change, and the change check says which flag
-            ours, theirs = whole_paths({name: value}), whole_paths({name: getattr(config, name)})
-            return item.normal_form(ours.get(name, value)) == item.normal_form(theirs.get(name, getattr(config, name)))
-
-        changed = sorted(name for name in set(overrides) - allowed if not same(name, overrides[name]))
+        # The checkpoint's own comparison: --seed 0 on a run of seed 0, or flip,crop on crop,flip, is no change.
+        changed = sorted(name for name, _, _ in changed_on_resume(config.to_dict(), config.replace(**overrides)))
         if changed:
             raise WorkbenchError(
                 f"--resume continues a run with its own settings; only "

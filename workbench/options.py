@@ -44,18 +44,15 @@ def add_setting_option(parser: argparse.ArgumentParser, name: str, help: str | N
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Defaults, then a preset, then --config, then flags."""
-    from workbench.core.presets import preset_config
+    from workbench.core.presets import PRESETS, preset_config
 
     base = RunConfig()
     if getattr(args, "preset", None):
         base = preset_config(args.preset)
     if getattr(args, "config", None):
         base = RunConfig.from_toml(Path(args.config), base)
-        if base.preset and base.preset != getattr(args, "preset", None):  # a label naming no preset misleads
-            from workbench.core.presets import PRESETS
-
-            if base.preset not in PRESETS:
-                raise WorkbenchError(f"{args.config}: preset {base.preset!r} is no preset (choose one of "
-                                     f"{', '.join(PRESETS)}, with --preset); a config file's preset is only a label")
+        if base.preset and base.preset not in PRESETS:  # a label naming no preset misleads
+            raise WorkbenchError(f"{args.config}: preset {base.preset!r} is no preset (choose one of "
+                                 f"{', '.join(PRESETS)}, with --preset); a config file's preset is only a label")
     flags = {item.name: getattr(args, item.name) for item in SETTINGS if getattr(args, item.name, None) is not None}
     return RunConfig.from_mapping(flags, base)

@@ -255,11 +255,7 @@ def ignored_by(recipe: str) -> tuple[str, ...]:
 def unread_notices(config: RunConfig) -> list[str]:
     """A sentence naming the flags given a value other than their default that `config`'s recipe
     does not read (recorded, but without effect: said, not left to look as if they acted); [] for none."""
-    def words(value: Any) -> str:
-        return ",".join(value) or "none" if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) \
-            else str(value)
-
-    unread = [f"{item.option} {words(getattr(config, item.name))}" for item in SETTINGS
+    unread = [f"{item.option} {item.words(getattr(config, item.name))}" for item in SETTINGS
               if item.flag and not item.reads(config.recipe)
               and item.normal_form(getattr(config, item.name)) != item.normal_form(item.default)]
     if not unread:

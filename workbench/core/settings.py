@@ -79,13 +79,15 @@ class Setting:
         return f"{self.help}{zero} (default: {self.default_words()})"
 
     def default_words(self) -> str:
-        if self.default_text:
-            return self.default_text
+        return self.default_text or self.words(self.default)
+
+    def words(self, value: Any) -> str:
+        """A value as a flag would be given it: crop,flip (none), on/off, 0.1."""
         if self.kind == "list":
-            return ",".join(self.default) or "none"
+            return ",".join(value) or "none"
         if self.kind == "bool":
-            return "on" if self.default else "off"
-        return str(self.default)
+            return "on" if value else "off"
+        return str(value)
 
     # ---- loose values in, checked values out ---------------------------------------------
 

@@ -52,8 +52,7 @@ class QueueScreen(Screen):
         self.jobs: dict[str, object] = {}  # by row key, as last listed
         self._states: dict[int, str] | None = None  # each job's state when last listed
         self._searches: dict = {}  # the runs folder's search studies, by name, as last listed
-        self._offered: tuple[bool, bool] | None = None
-        self._pending = False  # (pending jobs, runner alive) the footer last showed
+        self._pending = False  # whether the queue had pending jobs when last listed: g starts them
 
     @property
     def runner(self) -> subprocess.Popen | None:
@@ -116,9 +115,7 @@ class QueueScreen(Screen):
         if len(message.jobs) < sum(message.counts.values()):
             tally += f" (showing {len(message.jobs):,}: the running, the next pending, the last ended)"
         self._pending = bool(message.counts.get("pending"))
-        if self._offered != (self._pending, self.runner_alive):  # g and G follow what they can do now
-            self._offered = (self._pending, self.runner_alive)
-            self.refresh_bindings()
+        self.refresh_bindings()  # g and G follow what they can do now (the footer redraws only on a change)
         running = "the queue is running" if self.runner_alive else "the queue is not running here"
         self.query_one("#queue-hint", Static).update(
             f"{tally} · {running} · enter: watch a job's run · a: add the form · g: start · G: stop · "
@@ -189,7 +186,6 @@ class QueueScreen(Screen):
     def action_add_job(self) -> None:
         from workbench.core.config import RunConfig
         from workbench.core.experiments.queue import JobQueue, args_for_config
-
         from workbench.core.training.start import check_start
 
         try:
